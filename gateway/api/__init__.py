@@ -1,0 +1,1 @@
+"""HTTP layer: aiohttp app factory, handlers, request parsing, errors, metrics, OpenAPI."""

@@ -1,0 +1,97 @@
+"""The aiohttp application factory. Every long-lived resource starts and stops in a cleanup_ctx."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.api import data_plane, health, openapi
+from gateway.api.errors import error_middleware
+from gateway.api.keys import COLLECTIONS, DSN, EMBEDDINGS, METRICS, POOL, SETTINGS, EncoderLoaderKey
+from gateway.api.metrics import Metrics
+from gateway.config import Settings
+from gateway.encoders.fetch import default_cache_dir
+from gateway.services.collections import CollectionService
+from gateway.services.embedding import EmbeddingService, EncoderLoader
+from gateway.store.database import create_pool
+from gateway.store.schema import apply_schema
+
+log = logging.getLogger(__name__)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    response = await handler(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    metrics = request.app[METRICS]
+    metrics.requests.labels(request.method, route, str(response.status)).inc()
+    metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
+    return response
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    db = app[SETTINGS].database
+    pool = await create_pool(app[DSN], min_size=db.pool_min, max_size=db.pool_max, ef_search=db.hnsw_ef_search)
+    async with pool.acquire() as conn:
+        applied = await apply_schema(conn)
+    if applied:
+        log.info("applied schema migrations %s", applied)
+    app[POOL] = pool
+    yield
+    try:
+        await asyncio.wait_for(pool.close(), timeout=10)
+    except asyncio.TimeoutError:
+        log.warning("pool did not close in 10 s; terminating connections")
+        pool.terminate()
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    models = settings.models
+    metrics = app[METRICS]
+    embeddings = EmbeddingService(
+        settings.model_specs(),
+        models.cache_dir or default_cache_dir(),
+        intra_op_threads=models.intra_op_threads,
+        batch_window_s=models.batch_window_ms / 1000,
+        micro_batching=models.micro_batching,
+        allow_download=models.allow_download,
+        loader=app.get(EncoderLoaderKey),
+        on_batch=metrics.record_batch,
+    )
+    collections = CollectionService(app[POOL], embeddings)
+    app[EMBEDDINGS] = embeddings
+    app[COLLECTIONS] = collections
+    await collections.check_models()
+    yield
+    await embeddings.close()
+
+
+def create_app(settings: Settings, dsn: str, *, encoder_loader: EncoderLoader | None = None) -> web.Application:
+    """Build the gateway for the database at `dsn` (start the embedded one first if needed)."""
+    app = web.Application(
+        client_max_size=settings.server.max_body_bytes,
+        middlewares=[metrics_middleware, error_middleware],
+    )
+    app[SETTINGS] = settings
+    app[DSN] = dsn
+    app[METRICS] = Metrics()
+    if encoder_loader is not None:
+        app[EncoderLoaderKey] = encoder_loader
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_services)
+    app.add_routes(data_plane.routes)
+    app.add_routes(health.routes)
+    app.add_routes(openapi.routes)
+    return app
+
+
+def model_cache_dir(settings: Settings) -> Path:
+    return settings.models.cache_dir or default_cache_dir()

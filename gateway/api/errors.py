@@ -1,0 +1,49 @@
+"""The one place that turns exceptions into HTTP answers with the JSON error body.
+
+Caller mistakes (`GatewayError`) keep their status and code; transient dependency failures
+that outlived the retry policy become 503 with Retry-After; anything else is a bug: 500,
+logged with its traceback, never leaking internals to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from gateway.domain.errors import GatewayError
+from gateway.store.retry import TRANSIENT_ERRORS
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    404: ("not_found", "no such endpoint; see /openapi.json"),
+    405: ("method_not_allowed", "method not allowed on this endpoint; see /openapi.json"),
+    413: ("payload_too_large", "request body is too large; split the batch"),
+}
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        return error_response(exc.status, exc.code, exc.message, headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code, message = _HTTP_CODES.get(exc.status, ("http_error", exc.reason))
+        return error_response(exc.status, code, message)
+    except TRANSIENT_ERRORS as exc:
+        log.warning("database unavailable for %s %s: %r", request.method, request.path, exc)
+        return error_response(
+            503, "database_unavailable", "the database is unavailable; retry shortly", {"Retry-After": "1"}
+        )
+    except Exception:
+        log.exception("unhandled error for %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "internal error; it has been logged")

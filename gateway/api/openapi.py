@@ -1,0 +1,91 @@
+"""OpenAPI 3 description of every endpoint, built from the same models that parse requests."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway import __version__
+from gateway.api.requests import BatchBody, CreateCollection, DocumentBody, QueryBody
+
+routes = web.RouteTableDef()
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+_NAME = {"name": "collection", "in": "path", "required": True,
+         "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,47}$"}}
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 256}}
+
+
+_COMPONENTS: dict[str, dict] = {}
+
+
+def _schema(model: type) -> dict:
+    """A model's JSON schema with its nested models moved to components/schemas."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    _COMPONENTS.update(schema.pop("$defs", {}))
+    return schema
+
+
+def _op(summary: str, ok: str, *, body: type | None = None, params: tuple = (), errors=(400, 404)) -> dict:
+    responses = {ok: {"description": "success", "content": {"application/json": {"schema": {"type": "object"}}}}}
+    for status in errors:
+        responses[str(status)] = {"description": "error", "content": {"application/json": {"schema": _ERROR}}}
+    operation: dict = {"summary": summary, "parameters": list(params), "responses": responses}
+    if body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _schema(body)}},
+        }
+    return operation
+
+
+def build_spec() -> dict:
+    coll = "/v1/collections/{collection}"
+    doc = coll + "/documents/{id}"
+    spec = {
+        "openapi": "3.0.3",
+        "info": {"title": "driftgate", "version": __version__,
+                 "description": "Pinned-model embedding gateway for pgvector with zero-downtime model migrations."},
+        "paths": {
+            coll: {
+                "put": _op("Create a collection served by one model", "201", body=CreateCollection,
+                           params=(_NAME,), errors=(400, 409, 413)),
+                "get": _op("Describe a collection", "200", params=(_NAME,)),
+            },
+            coll + "/documents": {
+                "post": _op("Upsert a batch of documents (all or nothing)", "200", body=BatchBody,
+                            params=(_NAME,), errors=(400, 404, 409, 413, 503)),
+            },
+            doc: {
+                "put": _op("Upsert one document", "200", body=DocumentBody, params=(_NAME, _ID),
+                           errors=(400, 404, 409, 413, 503)),
+                "get": _op("Read one document", "200", params=(_NAME, _ID)),
+                "delete": _op("Delete one document", "200", params=(_NAME, _ID)),
+            },
+            coll + "/query": {
+                "post": _op("k-NN search by text or by vector of the read model", "200", body=QueryBody,
+                            params=(_NAME,), errors=(400, 404, 409, 413, 503)),
+            },
+            "/healthz": {"get": _op("Liveness", "200", errors=())},
+            "/readyz": {"get": _op("Readiness: database reachable, models loaded and verified", "200",
+                                   errors=(503,))},
+            "/metrics": {"get": _op("Prometheus metrics (text format)", "200", errors=())},
+            "/openapi.json": {"get": _op("This document", "200", errors=())},
+        },
+    }
+    spec["components"] = {"schemas": dict(_COMPONENTS)}
+    return spec
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(build_spec())

@@ -1,0 +1,103 @@
+"""Request bodies: parsed strictly, checked against the configured limits, 400 on any problem."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gateway.config import LimitsConfig
+from gateway.domain.errors import InvalidRequest
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class CreateCollection(_Body):
+    model: str = Field(min_length=1, description="model key from `driftgate models list`")
+
+
+class DocumentBody(_Body):
+    text: str = Field(min_length=1)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class BatchDocument(DocumentBody):
+    id: str = Field(min_length=1, max_length=256)
+
+
+class BatchBody(_Body):
+    documents: list[BatchDocument] = Field(min_length=1)
+
+
+class QueryBody(_Body):
+    text: str | None = Field(default=None, min_length=1)
+    vector: list[float] | None = None
+    model: str | None = Field(default=None, description="required with `vector`: the model that made it")
+    k: int = Field(default=10, ge=1)
+    filter: dict[str, Any] | None = Field(default=None, description="metadata equality filter")
+
+    @model_validator(mode="after")
+    def _text_or_vector(self) -> "QueryBody":
+        if (self.text is None) == (self.vector is None):
+            raise ValueError("send exactly one of `text` or `vector`")
+        if self.vector is not None and not self.model:
+            raise ValueError("a `vector` query must name the `model` that produced it")
+        return self
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def parse_body(request: web.Request, model: type[T]) -> T:
+    """Read and validate a JSON body; the body size limit is enforced by aiohttp (413)."""
+    raw = await request.read()
+    if not raw:
+        raise InvalidRequest("request body is empty; send a JSON object", code="invalid_json")
+    try:
+        data = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object", code="invalid_request")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()
+        ]
+        raise InvalidRequest("; ".join(problems), code="invalid_request") from None
+
+
+def check_text(text: str, limits: LimitsConfig, where: str = "text") -> None:
+    if not text.strip():
+        raise InvalidRequest(f"{where} is blank; send some text", code="empty_text")
+    if len(text) > limits.max_text_chars:
+        raise InvalidRequest(
+            f"{where} has {len(text)} characters, the limit is {limits.max_text_chars}; split the document",
+            code="text_too_long",
+        )
+
+
+def check_metadata(metadata: dict, limits: LimitsConfig, where: str = "metadata") -> None:
+    size = len(json.dumps(metadata))
+    if size > limits.max_metadata_bytes:
+        raise InvalidRequest(
+            f"{where} is {size} bytes as JSON, the limit is {limits.max_metadata_bytes}", code="metadata_too_large"
+        )
+    if "\\u0000" in json.dumps(metadata):
+        raise InvalidRequest(f"{where} contains a NUL character, which PostgreSQL cannot store",
+                             code="invalid_metadata")
+
+
+def check_document(doc: DocumentBody, limits: LimitsConfig, where: str = "") -> None:
+    check_text(doc.text, limits, f"{where}text")
+    if "\x00" in doc.text:
+        raise InvalidRequest(f"{where}text contains a NUL character", code="invalid_text")
+    check_metadata(doc.metadata, limits, f"{where}metadata")

@@ -1,0 +1,182 @@
+"""Typed, frozen configuration: defaults, then a TOML file, then environment overrides.
+
+Loaded once at start-up. Environment variables override the file: `DATABASE_URL` for the
+database, and `DRIFTGATE_<SECTION>__<FIELD>` for anything else (for example
+`DRIFTGATE_SERVER__PORT=9000`). The admin token comes only from `DRIFTGATE_ADMIN_TOKEN`,
+never from a file. An invalid config reports every problem with its field name.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.encoders.catalog import CATALOG, ModelFile, ModelSpec
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` lists each one as 'field: reason'."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(f"invalid configuration ({len(problems)} problem(s)): " + "; ".join(problems))
+        self.problems = problems
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    request_timeout_s: float = Field(30.0, gt=0)
+    replica_id: str | None = None  # defaults to host:pid
+
+
+class DatabaseConfig(_Section):
+    dsn: str | None = None  # None: start the embedded PostgreSQL in data_dir
+    data_dir: Path | None = None  # None: the user's data directory
+    pool_min: int = Field(2, ge=1)
+    pool_max: int = Field(10, ge=1)
+    hnsw_ef_search: int = Field(64, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> "DatabaseConfig":
+        if self.pool_min > self.pool_max:
+            raise ValueError(f"pool_min ({self.pool_min}) is larger than pool_max ({self.pool_max})")
+        return self
+
+
+class UserModelFile(_Section):
+    path: Path
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class UserModel(_Section):
+    """A model of your own: a local ONNX file and, unless the graph tokenizes, a tokenizer dir."""
+
+    name: str
+    revision: str
+    dim: int = Field(ge=1, le=16000)
+    onnx: UserModelFile
+    tokenizer: list[UserModelFile] = []
+    output: str | None = None
+    pooling: Literal["mean", "cls", "none"] = "mean"
+    normalize: bool = True
+    query_prefix: str = ""
+    document_prefix: str = ""
+    max_tokens: int | None = Field(256, ge=1)
+    max_batch: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _tokenizer_or_text_graph(self) -> "UserModel":
+        if self.tokenizer and self.max_tokens is None:
+            raise ValueError("max_tokens is required when a tokenizer is given")
+        return self
+
+    def to_spec(self, key: str) -> ModelSpec:
+        return ModelSpec(
+            key=key,
+            name=self.name,
+            revision=self.revision,
+            dim=self.dim,
+            files=(
+                ModelFile("onnx", str(self.onnx.path), self.onnx.sha256),
+                *(ModelFile("tokenizer", str(f.path), f.sha256) for f in self.tokenizer),
+            ),
+            input_kind="tokens" if self.tokenizer else "text",
+            output=self.output,
+            pooling=self.pooling,
+            normalize=self.normalize,
+            query_prefix=self.query_prefix,
+            document_prefix=self.document_prefix,
+            max_tokens=self.max_tokens if self.tokenizer else None,
+            max_batch=self.max_batch,
+        )
+
+
+class ModelsConfig(_Section):
+    cache_dir: Path | None = None  # None: DRIFTGATE_MODEL_CACHE or the user's cache directory
+    intra_op_threads: int = Field(0, ge=0)  # 0: onnxruntime picks (one per core)
+    batch_window_ms: float = Field(2.0, ge=0, le=1000)
+    micro_batching: bool = True
+    allow_download: bool = True
+    custom: dict[str, UserModel] = {}
+
+    @model_validator(mode="after")
+    def _no_shadowing(self) -> "ModelsConfig":
+        clash = sorted(set(self.custom) & set(CATALOG))
+        if clash:
+            raise ValueError(f"custom model keys {clash} clash with built-in catalog keys; rename them")
+        return self
+
+
+class LimitsConfig(_Section):
+    max_text_chars: int = Field(100_000, ge=1)
+    max_batch_documents: int = Field(1000, ge=1)
+    max_k: int = Field(1000, ge=1)
+    max_metadata_bytes: int = Field(64 * 1024, ge=2)
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTGATE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    models: ModelsConfig = ModelsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # the environment wins over the file, which is passed in as init values
+        return (env_settings, init_settings)
+
+    def model_specs(self) -> dict[str, ModelSpec]:
+        """The built-in catalog plus the models declared in this config."""
+        return {**CATALOG, **{key: m.to_spec(key) for key, m in self.models.custom.items()}}
+
+
+def load_settings(path: Path | str | None = None, **overrides: object) -> Settings:
+    """Read the config file (if any), apply the environment, validate everything at once."""
+    path = path or os.environ.get("DRIFTGATE_CONFIG")
+    data: dict = {}
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError([f"config file {path} does not exist"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"{path}: not valid TOML ({exc})"]) from None
+    if "admin_token" in str(data.get("server", {})) or "admin_token" in data:
+        raise ConfigError(["admin_token: never put the admin token in a file; set DRIFTGATE_ADMIN_TOKEN"])
+    for section, values in overrides.items():
+        data.setdefault(section, {}).update(values)  # type: ignore[union-attr]
+    if os.environ.get("DATABASE_URL"):
+        data.setdefault("database", {})["dsn"] = os.environ["DATABASE_URL"]
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(
+            [f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()]
+        ) from None

@@ -1,0 +1,57 @@
+"""Caller-facing errors. Each maps to one HTTP status and a stable snake_case code.
+
+Dependency failures (database down, encoder crashed) are not in this family: they are
+retried by the one retry policy and then answered with 503 by the API middleware.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """A request the gateway refuses; the message says what went wrong and what to do."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def to_body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    code = "invalid_request"
+
+
+class NotFound(GatewayError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(GatewayError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    code = "payload_too_large"
+
+
+class ModelDrift(GatewayError):
+    """A model's files, parameters or outputs no longer match what its table was built with."""
+
+    status = 409
+    code = "model_drift"
+
+
+class Unavailable(GatewayError):
+    """A dependency failed after retries; the caller may try again later."""
+
+    status = 503
+    code = "unavailable"

@@ -1,0 +1,1 @@
+"""Pinned embedding models: the catalog, fetching and verifying their files, ONNX inference."""

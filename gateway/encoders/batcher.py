@@ -1,0 +1,100 @@
+"""Micro-batching of concurrent encode requests for one model.
+
+Requests that arrive within a short window (or until the model's max batch is full) are
+encoded together in one inference call on a worker thread, which is much cheaper per text
+than one call each. With batching off, every request runs its own call on the thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+import numpy as np
+
+from gateway.encoders.onnx import Encoded
+
+EncodeFn = Callable[[list[str]], Encoded]
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        encode: EncodeFn,
+        executor: Executor,
+        *,
+        max_batch: int,
+        window_s: float = 0.002,
+        enabled: bool = True,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._encode = encode
+        self._executor = executor
+        self._max_batch = max_batch
+        self._window_s = window_s
+        self._enabled = enabled
+        self._on_batch = on_batch or (lambda _n: None)
+        self._queue: asyncio.Queue[tuple[list[str], asyncio.Future]] = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+
+    async def encode(self, texts: list[str]) -> Encoded:
+        """Embed `texts`; waits for the batch they join. Raises what the encoder raised."""
+        loop = asyncio.get_running_loop()
+        if not self._enabled:
+            self._on_batch(len(texts))
+            return await loop.run_in_executor(self._executor, self._encode, texts)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="micro-batcher")
+        future: asyncio.Future = loop.create_future()
+        await self._queue.put((texts, future))
+        return await future
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while not self._queue.empty():
+            _texts, future = self._queue.get_nowait()
+            if not future.done():
+                future.set_exception(RuntimeError("encoder is shutting down"))
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            size = len(batch[0][0])
+            deadline = loop.time() + self._window_s
+            while size < self._max_batch:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), timeout)
+                except asyncio.TimeoutError:
+                    break
+                batch.append(item)
+                size += len(item[0])
+            await self._run_batch(loop, batch)
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
+        texts = [text for item_texts, _ in batch for text in item_texts]
+        self._on_batch(len(texts))
+        try:
+            result = await loop.run_in_executor(self._executor, self._encode, texts)
+        except Exception as exc:  # handed to every waiting caller, which decides what it means
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        start = 0
+        for item_texts, future in batch:
+            end = start + len(item_texts)
+            if not future.done():
+                future.set_result(
+                    Encoded(np.ascontiguousarray(result.vectors[start:end]), result.truncated[start:end])
+                )
+            start = end

@@ -1,0 +1,144 @@
+"""ONNX inference for one model spec: tokenize, run the graph, pool, normalise.
+
+This is synchronous CPU work; callers run it in a thread (see `batcher.py`) so the event
+loop never blocks. Loaded encoders are cached per process by (fingerprint, threads), so
+many apps in one process (tests, the demo) share one session per model.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gateway.encoders.catalog import ModelSpec
+from gateway.encoders.fetch import ensure_files, local_path, sha256_file
+
+
+class ModelFileMismatch(RuntimeError):
+    """A cached or local file does not have the sha256 its spec pins."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    vectors: np.ndarray  # (n, dim) float32
+    truncated: tuple[bool, ...]
+
+
+class OnnxEncoder:
+    """Embeds texts with one pinned model. Thread-safe: onnxruntime sessions allow concurrent run()."""
+
+    def __init__(self, spec: ModelSpec, cache_dir: Path, intra_op_threads: int = 0) -> None:
+        import onnxruntime as ort  # imported late: gateway/__init__ has disabled telemetry by now
+
+        self.spec = spec
+        for file in spec.files:
+            path = local_path(file, cache_dir)
+            actual = sha256_file(path)
+            if actual != file.sha256:
+                raise ModelFileMismatch(
+                    f"model {spec.key!r}: {path} has sha256 {actual}, expected {file.sha256}; "
+                    "delete it and run `driftgate models fetch` again"
+                )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        if spec.input_kind == "text":
+            import onnxruntime_extensions
+
+            options.register_custom_ops_library(onnxruntime_extensions.get_library_path())
+        onnx_path = local_path(spec.file("onnx"), cache_dir)
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self._input_names = {i.name for i in self.session.get_inputs()}
+        self._output = spec.output or self.session.get_outputs()[0].name
+        self.tokenizer = None
+        if spec.input_kind == "tokens":
+            from transformers import AutoTokenizer
+
+            tokenizer_dir = local_path(spec.tokenizer_files()[0], cache_dir).parent
+            self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+
+    def encode(self, texts: list[str]) -> Encoded:
+        """Embed `texts` in chunks of the model's max batch; order is preserved.
+
+        Texts are grouped by length so a chunk pads little; for batch-independent models
+        that only saves time, and batch-dependent ones run one text per chunk anyway.
+        """
+        if not texts:
+            return Encoded(np.zeros((0, self.spec.dim), dtype=np.float32), ())
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        vectors = np.empty((len(texts), self.spec.dim), dtype=np.float32)
+        truncated = [False] * len(texts)
+        step = self.spec.max_batch
+        for start in range(0, len(order), step):
+            chunk = order[start : start + step]
+            chunk_vectors, chunk_truncated = self._encode_chunk([texts[i] for i in chunk])
+            vectors[chunk] = chunk_vectors
+            for i, flag in zip(chunk, chunk_truncated):
+                truncated[i] = flag
+        return Encoded(vectors, tuple(truncated))
+
+    def _encode_chunk(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
+        if self.spec.input_kind == "text":
+            output = self.session.run([self._output], {"inputs": np.array(texts, dtype=object)})[0]
+            return self._finish(output, None), [False] * len(texts)
+        assert self.tokenizer is not None and self.spec.max_tokens is not None
+        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
+        batch = self.tokenizer(
+            texts,
+            padding="longest",
+            truncation=True,
+            max_length=self.spec.max_tokens,
+            return_tensors="np",
+            return_token_type_ids=True,
+        )
+        feeds = {name: batch[name].astype(np.int64) for name in batch if name in self._input_names}
+        output = self.session.run([self._output], feeds)[0]
+        mask = batch["attention_mask"]
+        return self._finish(output, mask), [n > self.spec.max_tokens for n in lengths]
+
+    def _finish(self, output: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        pooled = pool(output, mask, self.spec.pooling)
+        if self.spec.normalize:
+            pooled = l2_normalize(pooled)
+        if pooled.shape[1] != self.spec.dim:
+            raise ModelFileMismatch(
+                f"model {self.spec.key!r} produced {pooled.shape[1]}-d vectors, its spec says {self.spec.dim}"
+            )
+        return pooled.astype(np.float32, copy=False)
+
+
+def pool(output: np.ndarray, mask: np.ndarray | None, pooling: str) -> np.ndarray:
+    """Reduce token embeddings (n, seq, dim) to one vector per text."""
+    if pooling == "none":
+        return output
+    if pooling == "cls":
+        return output[:, 0, :]
+    weights = mask[..., None].astype(np.float32)
+    return (output * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.clip(norms, 1e-12, None)
+
+
+_loaded: dict[tuple[str, str, int], OnnxEncoder] = {}
+_load_lock = threading.Lock()
+
+
+def load_encoder(
+    spec: ModelSpec, cache_dir: Path, intra_op_threads: int = 0, *, progress=None, allow_download=True
+) -> OnnxEncoder:
+    """Return the process-wide encoder for `spec`, fetching its files first when missing."""
+    cache_key = (spec.fingerprint, str(cache_dir), intra_op_threads)
+    with _load_lock:
+        encoder = _loaded.get(cache_key)
+        if encoder is None:
+            ensure_files([spec], cache_dir, progress=progress, allow_download=allow_download)
+            encoder = OnnxEncoder(spec, cache_dir, intra_op_threads)
+            _loaded[cache_key] = encoder
+        return encoder

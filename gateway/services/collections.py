@@ -1,0 +1,262 @@
+"""Collections and their documents: create, write (to every model of the write set), read, search.
+
+Writes embed outside the transaction, then commit the document rows and one embedding per
+write-set model together. The transaction re-reads the collection's state row FOR SHARE: if
+the write set changed since we embedded (another replica started a migration), it embeds
+for the models it is missing and tries again, so no write commits under a stale write set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import numpy as np
+
+from gateway.domain.errors import Conflict, InvalidRequest, ModelDrift, NotFound
+from gateway.domain.identifiers import validate_collection_name, validate_document_id
+from gateway.domain.state import CollectionState
+from gateway.encoders.onnx import Encoded
+from gateway.services.embedding import EmbeddingService
+from gateway.store import collections as collections_sql
+from gateway.store import documents as documents_sql
+from gateway.store import registry as registry_sql
+from gateway.store.retry import db_retrying
+
+log = logging.getLogger(__name__)
+
+MAX_WRITE_SET_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    id: str
+    text: str
+    metadata: Mapping
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    id: str
+    version: int
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    model: str
+    hits: list[documents_sql.Hit]
+    truncated: bool
+
+
+class _WriteSetChanged(Exception):
+    def __init__(self, state: CollectionState) -> None:
+        self.state = state
+
+
+class CollectionService:
+    def __init__(self, pool: asyncpg.Pool, embeddings: EmbeddingService) -> None:
+        self._pool = pool
+        self._embeddings = embeddings
+        self._states: dict[str, CollectionState] = {}
+        self.drifted: dict[str, str] = {}  # model key -> reason; those models' collections refuse
+
+    # -- start-up -------------------------------------------------------------------------
+
+    async def check_models(self) -> dict[str, str]:
+        """Load every model some collection uses and compare it with its registration."""
+        async with self._pool.acquire() as conn:
+            registered = await registry_sql.models_in_use(conn)
+        drifted: dict[str, str] = {}
+        for model in registered:
+            reason = await self._embeddings.drift(model)
+            if reason:
+                log.error("refusing to serve model %s: %s; re-index required", model.key, reason)
+                drifted[model.key] = reason
+        self.drifted = drifted
+        return drifted
+
+    # -- collections ----------------------------------------------------------------------
+
+    async def create(self, name: str, model_key: str) -> tuple[CollectionState, bool]:
+        """Create a collection served by `model_key`; returns (state, created)."""
+        validate_collection_name(name)
+        spec = self._embeddings.spec(model_key)
+        existing = await self._load_state(name)
+        if existing is None:
+            registration = await self._embeddings.registration(model_key)
+            async for attempt in db_retrying():
+                with attempt:
+                    async with self._pool.acquire() as conn, conn.transaction():
+                        stored = await registry_sql.register_model(conn, registration)
+                        if stored.fingerprint != spec.fingerprint:
+                            raise ModelDrift(
+                                f"model {model_key!r} is registered with another fingerprint "
+                                f"({stored.fingerprint[:12]}); re-index required: start a migration "
+                                "to a model registered under a new key"
+                            )
+                        created = await collections_sql.create_collection(conn, name, model_key, spec.dim)
+            if created is not None:
+                self._states[name] = created
+                log.info("collection %s created with model %s", name, model_key)
+                return created, True
+            existing = await self._load_state(name)
+            assert existing is not None
+        if existing.read_model != model_key:
+            raise Conflict(
+                f"collection {name!r} exists with model {existing.read_model!r}; "
+                "to change its model start a migration",
+                code="collection_exists",
+            )
+        return existing, False
+
+    async def describe(self, name: str) -> tuple[CollectionState, int]:
+        state = await self.state(name)
+        async for attempt in db_retrying():
+            with attempt:
+                async with self._pool.acquire() as conn:
+                    count = await collections_sql.count_documents(conn, name)
+        return state, count
+
+    async def state(self, name: str) -> CollectionState:
+        """The collection's state (cached; the write path re-checks it in its transaction)."""
+        validate_collection_name(name)
+        state = self._states.get(name) or await self._load_state(name)
+        if state is None:
+            raise NotFound(f"collection {name!r} does not exist; create it with PUT /v1/collections/{name}",
+                           code="collection_not_found")
+        return state
+
+    async def _load_state(self, name: str) -> CollectionState | None:
+        async for attempt in db_retrying():
+            with attempt:
+                async with self._pool.acquire() as conn:
+                    state = await collections_sql.get_state(conn, name)
+        if state is not None:
+            self._states[name] = state
+        return state
+
+    def _refuse_drifted(self, state: CollectionState, models: Sequence[str]) -> None:
+        for key in models:
+            if key in self.drifted:
+                raise ModelDrift(
+                    f"collection {state.name!r} cannot be served: {self.drifted[key]}. "
+                    "re-index required: start a migration to a verified model"
+                )
+
+    # -- documents ------------------------------------------------------------------------
+
+    async def upsert(self, name: str, documents: Sequence[NewDocument]) -> list[WriteResult]:
+        """Write documents to every model of the write set in one transaction (all or nothing)."""
+        ids = [validate_document_id(d.id) for d in documents]
+        if len(set(ids)) != len(ids):
+            raise InvalidRequest("a batch names the same document id twice; send each id once",
+                                 code="duplicate_id")
+        texts = [d.text for d in documents]
+        state = await self.state(name)
+        encoded: dict[str, Encoded] = {}
+        for _ in range(MAX_WRITE_SET_RETRIES):
+            self._refuse_drifted(state, state.write_models)
+            missing = [m for m in state.write_models if m not in encoded]
+            results = await asyncio.gather(*(self._embeddings.embed(m, texts, "document") for m in missing))
+            encoded.update(zip(missing, results))
+            try:
+                versions, state = await self._commit(name, documents, encoded)
+            except _WriteSetChanged as changed:
+                log.info("write set of %s changed to %s; embedding again", name, changed.state.write_models)
+                state = changed.state
+                self._states[name] = state
+                continue
+            self._states[name] = state
+            truncated = [any(encoded[m].truncated[i] for m in state.write_models) for i in range(len(ids))]
+            return [WriteResult(i, versions[i], t) for i, t in zip(ids, truncated)]
+        raise Conflict(f"the write set of {name!r} kept changing; retry the write", code="state_changing")
+
+    async def _commit(
+        self, name: str, documents: Sequence[NewDocument], encoded: dict[str, Encoded]
+    ) -> tuple[dict[str, int], CollectionState]:
+        async for attempt in db_retrying():
+            with attempt:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    current = await collections_sql.get_state(conn, name, lock="SHARE")
+                    if current is None:
+                        self._states.pop(name, None)
+                        raise NotFound(f"collection {name!r} does not exist", code="collection_not_found")
+                    if any(m not in encoded for m in current.write_models):
+                        raise _WriteSetChanged(current)
+                    ids = [d.id for d in documents]
+                    versions = await documents_sql.upsert_documents(
+                        conn, name, ids, [d.text for d in documents], [d.metadata for d in documents]
+                    )
+                    ordered = [versions[i] for i in ids]
+                    for model in current.write_models:
+                        await documents_sql.upsert_embeddings(conn, name, model, ids, encoded[model].vectors, ordered)
+        return versions, current
+
+    async def get_document(self, name: str, doc_id: str) -> documents_sql.DocumentRow:
+        await self.state(name)
+        validate_document_id(doc_id)
+        async for attempt in db_retrying():
+            with attempt:
+                async with self._pool.acquire() as conn:
+                    row = await documents_sql.get_document(conn, name, doc_id)
+        if row is None:
+            raise NotFound(f"document {doc_id!r} not found in collection {name!r}", code="document_not_found")
+        return row
+
+    async def delete_document(self, name: str, doc_id: str) -> None:
+        await self.state(name)
+        validate_document_id(doc_id)
+        async for attempt in db_retrying():
+            with attempt:
+                async with self._pool.acquire() as conn:
+                    deleted = await documents_sql.delete_document(conn, name, doc_id)
+        if not deleted:
+            raise NotFound(f"document {doc_id!r} not found in collection {name!r}", code="document_not_found")
+
+    # -- search ---------------------------------------------------------------------------
+
+    async def query_text(self, name: str, text: str, k: int, metadata_filter: Mapping | None) -> QueryResult:
+        """Encode `text` with the read model and search that model's table: never another one."""
+        state = await self.state(name)
+        self._refuse_drifted(state, [state.read_model])
+        encoded = await self._embeddings.embed(state.read_model, [text], "query")
+        hits = await self._search(name, state.read_model, encoded.vectors[0], k, metadata_filter)
+        return QueryResult(state.read_model, hits, encoded.truncated[0])
+
+    async def query_vector(
+        self, name: str, vector: Sequence[float], model_key: str, k: int, metadata_filter: Mapping | None
+    ) -> QueryResult:
+        """Search with a caller's vector, which must come from the read model (else 409)."""
+        state = await self.state(name)
+        spec = self._embeddings.spec(model_key)
+        if model_key != state.read_model:
+            raise Conflict(
+                f"the vector is from model {model_key!r} but collection {name!r} is read with "
+                f"{state.read_model!r}; embed the query with {state.read_model!r} (see the X-Driftgate-Model header)",
+                code="model_mismatch",
+            )
+        self._refuse_drifted(state, [state.read_model])
+        if len(vector) != spec.dim:
+            raise InvalidRequest(
+                f"vector has {len(vector)} dimensions, model {model_key!r} has {spec.dim}",
+                code="dimension_mismatch",
+            )
+        if not all(math.isfinite(x) for x in vector):
+            raise InvalidRequest("vector contains NaN or infinite values", code="invalid_vector")
+        if not any(vector):
+            raise InvalidRequest("vector is all zeros: cosine similarity is undefined", code="invalid_vector")
+        array = np.asarray(vector, dtype=np.float32)
+        hits = await self._search(name, model_key, array, k, metadata_filter)
+        return QueryResult(model_key, hits, False)
+
+    async def _search(self, name: str, model: str, vector: np.ndarray, k: int, metadata_filter) -> list:
+        async for attempt in db_retrying():
+            with attempt:
+                async with self._pool.acquire() as conn:
+                    return await documents_sql.search(conn, name, model, vector, k, metadata_filter)
+        raise AssertionError("unreachable")

@@ -1,0 +1,159 @@
+"""Embedding with pinned models: lazy loading, micro-batching, fingerprints and probe checks.
+
+One `EmbeddingService` per app. Encoders (ONNX sessions) are shared per process; the
+batchers and the thread pool belong to the app's event loop and close with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from gateway.domain.errors import InvalidRequest, Unavailable
+from gateway.domain.fingerprint import PROBE_TEXTS
+from gateway.encoders.batcher import MicroBatcher
+from gateway.encoders.catalog import ModelSpec
+from gateway.encoders.fetch import ModelFilesUnavailable
+from gateway.encoders.onnx import Encoded, load_encoder
+from gateway.store.registry import RegisteredModel
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["query", "document"]
+# (spec, cache_dir, threads) -> object with .encode(list[str]) -> Encoded; tests swap it
+EncoderLoader = Callable[[ModelSpec, Path, int], object]
+
+
+class EncoderFailed(Unavailable):
+    code = "encoder_unavailable"
+
+
+class EmbeddingService:
+    def __init__(
+        self,
+        specs: dict[str, ModelSpec],
+        cache_dir: Path,
+        *,
+        intra_op_threads: int = 0,
+        batch_window_s: float = 0.002,
+        micro_batching: bool = True,
+        allow_download: bool = True,
+        loader: EncoderLoader | None = None,
+        on_batch: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.specs = specs
+        self._cache_dir = cache_dir
+        self._threads = intra_op_threads
+        self._window_s = batch_window_s
+        self._micro_batching = micro_batching
+        self._allow_download = allow_download
+        self._loader = loader or self._default_loader
+        self._on_batch = on_batch or (lambda _key, _n: None)
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="encode")
+        self._batchers: dict[str, MicroBatcher] = {}
+        self._load_lock = asyncio.Lock()
+
+    def _default_loader(self, spec: ModelSpec, cache_dir: Path, threads: int):
+        return load_encoder(spec, cache_dir, threads, allow_download=self._allow_download)
+
+    def spec(self, key: str) -> ModelSpec:
+        try:
+            return self.specs[key]
+        except KeyError:
+            known = ", ".join(sorted(self.specs))
+            raise InvalidRequest(f"unknown model {key!r}; known models: {known}", code="unknown_model") from None
+
+    def loaded(self) -> list[str]:
+        return sorted(self._batchers)
+
+    async def load(self, key: str) -> None:
+        """Load a model's encoder (fetching its files on first use) off the event loop."""
+        spec = self.spec(key)
+        async with self._load_lock:
+            if key in self._batchers:
+                return
+            loop = asyncio.get_running_loop()
+            try:
+                encoder = await loop.run_in_executor(
+                    self._executor, self._loader, spec, self._cache_dir, self._threads
+                )
+            except ModelFilesUnavailable as exc:
+                raise EncoderFailed(str(exc)) from exc
+            self._batchers[key] = MicroBatcher(
+                encoder.encode,
+                self._executor,
+                max_batch=spec.max_batch,
+                window_s=self._window_s,
+                enabled=self._micro_batching,
+                on_batch=lambda n: self._on_batch(key, n),
+            )
+            log.info("model %s loaded (fingerprint %s)", key, spec.fingerprint[:12])
+
+    async def embed(self, key: str, texts: list[str], kind: Kind) -> Encoded:
+        """Vectors for `texts` with model `key`, prefixed as the model expects for `kind`."""
+        spec = self.spec(key)
+        if key not in self._batchers:
+            await self.load(key)
+        prefix = spec.query_prefix if kind == "query" else spec.document_prefix
+        if prefix:
+            texts = [prefix + t for t in texts]
+        try:
+            return await self._batchers[key].encode(texts)
+        except Exception as exc:
+            log.exception("encoding with %s failed", key)
+            raise EncoderFailed(f"encoding with model {key!r} failed ({type(exc).__name__}); try again") from exc
+
+    async def registration(self, key: str) -> RegisteredModel:
+        """What the registry records for a model: its fingerprint and its probe vectors."""
+        spec = self.spec(key)
+        probes = await self._probe_vectors(key)
+        return RegisteredModel(
+            key=key,
+            name=spec.name,
+            revision=spec.revision,
+            dim=spec.dim,
+            fingerprint=spec.fingerprint,
+            probe_texts=PROBE_TEXTS,
+            probe_vectors=tuple(tuple(float(x) for x in v) for v in probes),
+        )
+
+    async def drift(self, registered: RegisteredModel) -> str | None:
+        """Why the configured model no longer matches its registration, or None when it does."""
+        key = registered.key
+        if key not in self.specs:
+            return f"model {key!r} is registered but not in this gateway's catalog or config"
+        spec = self.specs[key]
+        if spec.fingerprint != registered.fingerprint:
+            return (
+                f"model {key!r} fingerprint changed (registered {registered.fingerprint[:12]}, "
+                f"configured {spec.fingerprint[:12]}): its files or encoding parameters differ"
+            )
+        vectors = await self._probe_vectors(key, registered.probe_texts)
+        stored = np.asarray(registered.probe_vectors, dtype=np.float32)
+        if stored.shape != vectors.shape:
+            return f"model {key!r} probe vectors have shape {vectors.shape}, registered {stored.shape}"
+        cosines = (vectors * stored).sum(axis=1) / (
+            np.linalg.norm(vectors, axis=1) * np.linalg.norm(stored, axis=1) + 1e-12
+        )
+        if float(cosines.min()) < spec.probe_tolerance:
+            return (
+                f"model {key!r} probe vectors moved (min cosine {cosines.min():.6f} < "
+                f"{spec.probe_tolerance}): the runtime or files changed its outputs"
+            )
+        return None
+
+    async def _probe_vectors(self, key: str, texts: tuple[str, ...] = PROBE_TEXTS) -> np.ndarray:
+        encoded = await self.embed(key, list(texts), "document")
+        return encoded.vectors
+
+    async def close(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.close()
+        self._batchers.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)

