@@ -15,7 +15,7 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -36,7 +36,7 @@ def db_retrying(max_seconds: float = 5.0) -> AsyncRetrying:
     """`async for attempt in db_retrying(): with attempt: ...` retries transient failures."""
     return AsyncRetrying(
         retry=retry_if_exception_type(TRANSIENT_ERRORS),
-        wait=wait_exponential_jitter(initial=0.05, max=1.0),
+        wait=wait_random_exponential(multiplier=0.05, max=1.0),  # full jitter
         stop=stop_after_delay(max_seconds) | stop_after_attempt(8),
         reraise=True,
     )

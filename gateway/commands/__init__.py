@@ -1,0 +1,1 @@
+"""One module per CLI command; `gateway/cli.py` only parses arguments and dispatches."""

@@ -1,0 +1,61 @@
+"""`driftgate models fetch|list`: fetch and verify pinned model files; show the catalog."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from gateway.config import Settings
+from gateway.encoders.fetch import default_cache_dir, ensure_files, missing_files
+from gateway.encoders.onnx import load_encoder
+
+
+def _cache_dir(settings: Settings):
+    return settings.models.cache_dir or default_cache_dir()
+
+
+def fetch(settings: Settings, keys: list[str]) -> int:
+    specs = settings.model_specs()
+    unknown = [k for k in keys if k not in specs]
+    if unknown:
+        print(f"error: unknown model(s) {', '.join(unknown)}; see `driftgate models list`", file=sys.stderr)
+        return 2
+    chosen = [specs[k] for k in (keys or specs)]
+    cache_dir = _cache_dir(settings)
+    ensure_files(chosen, cache_dir, progress=lambda msg: print(msg, file=sys.stderr))
+    for spec in chosen:
+        # loading re-hashes every file against its pin and runs the graph once
+        encoder = load_encoder(spec, cache_dir, settings.models.intra_op_threads)
+        encoder.encode(["driftgate"])
+        print(f"{spec.key}: ok ({len(spec.files)} files verified, fingerprint {spec.fingerprint[:16]})")
+    print(f"cache: {cache_dir}")
+    return 0
+
+
+def list_models(settings: Settings, as_json: bool) -> int:
+    cache_dir = _cache_dir(settings)
+    rows = [
+        {
+            "key": spec.key,
+            "dim": spec.dim,
+            "max_tokens": spec.max_tokens,
+            "max_batch": spec.max_batch,
+            "pooling": spec.pooling,
+            "fingerprint": spec.fingerprint,
+            "cached": not missing_files(spec, cache_dir),
+            "revision": spec.revision,
+            "description": spec.description,
+        }
+        for spec in settings.model_specs().values()
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'KEY':<26} {'DIM':>4} {'TOKENS':>6} {'BATCH':>5} {'CACHED':<6} FINGERPRINT       REVISION")
+    for r in rows:
+        tokens = r["max_tokens"] or "graph"
+        cached = "yes" if r["cached"] else "no"
+        print(f"{r['key']:<26} {r['dim']:>4} {tokens:>6} {r['max_batch']:>5} {cached:<6} "
+              f"{r['fingerprint'][:16]}  {r['revision']}")
+    print(f"\ncache: {cache_dir}  (fetch with `driftgate models fetch [KEY...]`)")
+    return 0

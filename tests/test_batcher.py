@@ -1,0 +1,69 @@
+"""Micro-batching with a hand-written fake encoder (pure logic; no model needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from gateway.encoders.batcher import MicroBatcher
+from gateway.encoders.onnx import Encoded
+
+
+class FakeEncoder:
+    """Encodes a text as [len(text), 1.0]; records the size of every call."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[int] = []
+        self.fail = fail
+        self.lock = threading.Lock()
+
+    def encode(self, texts: list[str]) -> Encoded:
+        with self.lock:
+            self.calls.append(len(texts))
+        if self.fail:
+            raise RuntimeError("boom")
+        vectors = np.array([[len(t), 1.0] for t in texts], dtype=np.float32).reshape(len(texts), 2)
+        return Encoded(vectors, tuple(len(t) > 10 for t in texts))
+
+
+@pytest.fixture
+def executor():
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield pool
+
+
+async def test_concurrent_requests_are_encoded_together_and_each_gets_its_own_vectors(executor):
+    fake = FakeEncoder()
+    batcher = MicroBatcher(fake.encode, executor, max_batch=64, window_s=0.05)
+    texts = [["a" * i] for i in range(1, 17)]
+    results = await asyncio.gather(*(batcher.encode(t) for t in texts))
+    await batcher.close()
+    assert [int(r.vectors[0, 0]) for r in results] == list(range(1, 17))
+    assert sum(fake.calls) == 16 and len(fake.calls) < 16
+
+
+async def test_a_batch_never_grows_past_the_models_max_batch_from_separate_requests(executor):
+    fake = FakeEncoder()
+    batcher = MicroBatcher(fake.encode, executor, max_batch=4, window_s=0.05)
+    await asyncio.gather(*(batcher.encode(["x"]) for _ in range(10)))
+    await batcher.close()
+    assert max(fake.calls) <= 4 and sum(fake.calls) == 10
+
+
+async def test_an_encoder_failure_reaches_every_caller_of_that_batch(executor):
+    batcher = MicroBatcher(FakeEncoder(fail=True).encode, executor, max_batch=8, window_s=0.02)
+    results = await asyncio.gather(*(batcher.encode(["x"]) for _ in range(3)), return_exceptions=True)
+    await batcher.close()
+    assert all(isinstance(r, RuntimeError) for r in results)
+
+
+async def test_with_batching_off_every_request_is_its_own_call(executor):
+    fake = FakeEncoder()
+    batcher = MicroBatcher(fake.encode, executor, max_batch=64, enabled=False)
+    results = await asyncio.gather(*(batcher.encode(["abc", "defghijklmnop"]) for _ in range(5)))
+    assert fake.calls == [2] * 5
+    assert results[0].truncated == (False, True)

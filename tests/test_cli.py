@@ -1,0 +1,142 @@
+"""The command line, run as a user would: real subprocesses, real server, real models."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+DRIFTGATE = [sys.executable, "-m", "gateway"]
+
+
+def run(*args: str, stdin: str = "", env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*DRIFTGATE, *args], input=stdin, capture_output=True, text=True, timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_help_explains_every_command_with_an_example():
+    result = run("--help")
+    assert result.returncode == 0
+    for word in ("serve", "demo", "models", "embed", "example", "DATABASE_URL"):
+        assert word in result.stdout
+    for command in (["serve"], ["demo"], ["models", "fetch"], ["embed"]):
+        sub = run(*command, "--help")
+        assert sub.returncode == 0 and "example" in sub.stdout, command
+
+
+def test_models_list_shows_the_pinned_catalog_with_dims_and_fingerprints():
+    result = run("models", "list", "--json")
+    assert result.returncode == 0
+    rows = {r["key"]: r for r in json.loads(result.stdout)}
+    assert set(rows) == {"paraphrase-MiniLM-L3-v2", "all-MiniLM-L6-v2", "use-multilingual-v3"}
+    assert rows["use-multilingual-v3"]["dim"] == 512 and rows["use-multilingual-v3"]["max_batch"] == 1
+    assert all(len(r["fingerprint"]) == 64 for r in rows.values())
+
+
+def test_models_fetch_verifies_a_cached_model():
+    result = run("models", "fetch", "paraphrase-MiniLM-L3-v2")
+    assert result.returncode == 0, result.stderr
+    assert "paraphrase-MiniLM-L3-v2: ok" in result.stdout
+
+
+def test_models_fetch_of_an_unknown_key_fails_with_a_reason():
+    result = run("models", "fetch", "no-such-model")
+    assert result.returncode == 2 and "unknown model" in result.stderr
+
+
+def test_embed_turns_json_lines_into_vectors():
+    result = run("embed", "--model", "all-MiniLM-L6-v2", stdin='{"text": "hello"}\n\n{"text": "world"}\n')
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["text"] for line in lines] == ["hello", "world"]
+    assert all(len(line["embedding"]) == 384 for line in lines)
+
+
+@pytest.mark.parametrize("line", ["not json", '{"txt": "x"}', '["x"]', '{"text": ""}'])
+def test_embed_rejects_a_bad_line_with_its_number(line):
+    result = run("embed", "--model", "paraphrase-MiniLM-L3-v2", stdin='{"text": "ok"}\n' + line + "\n")
+    assert result.returncode == 2
+    assert "line 2" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_invalid_config_exits_non_zero_with_one_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server]\nport = 'eighty'\n")
+    result = run("--config", str(bad), "models", "list")
+    assert result.returncode == 2
+    assert "server.port" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _request(url: str, method: str = "GET", body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _serve(port: int, data_dir: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    process = subprocess.Popen(
+        [*DRIFTGATE, "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited: {process.stdout.read()}")
+        try:
+            if _request(f"http://127.0.0.1:{port}/readyz")[0] == 200:
+                return process
+        except OSError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError("serve did not become ready in 60 s")
+
+
+def _stop(process: subprocess.Popen) -> str:
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    return output
+
+
+def test_serve_on_the_embedded_database_keeps_documents_across_restarts(tmp_path):
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = _serve(port, tmp_path / "pgdata")
+    try:
+        assert _request(f"{base}/v1/collections/kept", "PUT", {"model": "paraphrase-MiniLM-L3-v2"})[0] == 201
+        status, written = _request(f"{base}/v1/collections/kept/documents/a", "PUT", {"text": "still here"})
+        assert status == 200
+    finally:
+        _stop(server)
+    assert not (tmp_path / "pgdata" / "postmaster.pid").exists(), "the embedded server was not stopped"
+    server = _serve(port, tmp_path / "pgdata")
+    try:
+        status, doc = _request(f"{base}/v1/collections/kept/documents/a")
+        assert status == 200 and doc["text"] == "still here" and doc["version"] == written["version"]
+        status, hits = _request(f"{base}/v1/collections/kept/query", "POST", {"text": "here"})
+        assert status == 200 and hits["hits"][0]["id"] == "a"
+    finally:
+        _stop(server)

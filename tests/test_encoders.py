@@ -1,0 +1,85 @@
+"""The pinned encoders reproduce their upstream models (real ONNX files, no fakes)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gateway.encoders.catalog import CATALOG
+from gateway.encoders.fetch import default_cache_dir
+from gateway.encoders.onnx import load_encoder
+from tests.conftest import DATA
+
+L3, L6, USE = "paraphrase-MiniLM-L3-v2", "all-MiniLM-L6-v2", "use-multilingual-v3"
+
+
+def encoder(key: str):
+    return load_encoder(CATALOG[key], default_cache_dir())
+
+
+def reference() -> list[dict]:
+    return [json.loads(line) for line in (DATA / "all-MiniLM-L6-v2.jsonl").read_text().splitlines()]
+
+
+def test_all_minilm_l6_reproduces_upstream_sentence_transformers_vectors():
+    rows = reference()
+    result = encoder(L6).encode([r["text"] for r in rows])
+    expected = np.array([r["embedding"] for r in rows], dtype=np.float32)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    cosines = (result.vectors * expected).sum(axis=1)
+    over_long = [i for i, r in enumerate(rows) if len(r["text"].split()) > 500]
+    assert len(over_long) == 1 and result.truncated[over_long[0]]
+    # the int8-weight export reaches >= 0.999 on every text but the 602-token "x x x ..."
+    # one, where int8 rounding leaves it at 0.9989 (documented in the README)
+    assert all(cosines[i] >= 0.999 for i in range(len(rows)) if i not in over_long), cosines
+    assert cosines[over_long[0]] >= 0.998
+    assert cosines.mean() >= 0.999
+
+
+def test_the_l3_encoder_pools_exactly_as_its_own_graph_does():
+    l3 = encoder(L3)
+    texts = ["A man is eating food.", "a much longer sentence about waveguides and microwave radiation"]
+    batch = l3.tokenizer(texts, padding="longest", return_tensors="np")
+    outputs = {o.name: v for o, v in zip(l3.session.get_outputs(), l3.session.run(None, {
+        "input_ids": batch["input_ids"].astype(np.int64),
+        "attention_mask": batch["attention_mask"].astype(np.int64),
+    }))}
+    graph_pooled = outputs["461"]  # the mean-pooled output the exporter left in the graph
+    graph_pooled = graph_pooled / np.linalg.norm(graph_pooled, axis=1, keepdims=True)
+    ours = l3.encode(texts).vectors
+    np.testing.assert_allclose(ours, graph_pooled, atol=1e-5)
+
+
+@pytest.mark.parametrize("key", [L3, L6, USE])
+def test_every_model_gives_unit_vectors_of_its_dimension(key):
+    result = encoder(key).encode(["hello world", "bonjour le monde", "x"])
+    assert result.vectors.shape == (3, CATALOG[key].dim)
+    np.testing.assert_allclose(np.linalg.norm(result.vectors, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("key", [L3, L6])
+def test_a_text_gets_the_same_vector_alone_or_in_a_padded_batch(key):
+    texts = ["short", "a considerably longer text that forces padding on the short one in a batch"]
+    together = encoder(key).encode(texts).vectors
+    alone = np.vstack([encoder(key).encode([t]).vectors for t in texts])
+    assert float((together * alone).sum(axis=1).min()) > 0.99999
+
+
+def test_use_runs_one_text_at_a_time_so_batch_mates_do_not_move_a_vector():
+    texts = ["the cat sat on the mat", "quarterly revenue grew", "x " * 300]
+    use = encoder(USE)
+    together = use.encode(texts).vectors
+    alone = np.vstack([use.encode([t]).vectors for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-6)
+
+
+def test_over_long_texts_are_truncated_and_reported():
+    l3 = encoder(L3)
+    result = l3.encode(["short text", "word " * 500])
+    assert result.truncated == (False, True)
+
+
+def test_encoding_nothing_returns_an_empty_matrix():
+    assert encoder(L3).encode([]).vectors.shape == (0, 384)
