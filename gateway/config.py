@@ -104,7 +104,7 @@ class UserModel(_Section):
 class ModelsConfig(_Section):
     cache_dir: Path | None = None  # None: DRIFTGATE_MODEL_CACHE or the user's cache directory
     intra_op_threads: int = Field(0, ge=0)  # 0: onnxruntime picks (one per core)
-    batch_window_ms: float = Field(2.0, ge=0, le=1000)
+    batch_window_ms: float = Field(0.0, ge=0, le=1000)  # 0: batch only what queued during the last call
     micro_batching: bool = True
     allow_download: bool = True
     custom: dict[str, UserModel] = {}

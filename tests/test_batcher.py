@@ -67,3 +67,24 @@ async def test_with_batching_off_every_request_is_its_own_call(executor):
     results = await asyncio.gather(*(batcher.encode(["abc", "defghijklmnop"]) for _ in range(5)))
     assert fake.calls == [2] * 5
     assert results[0].truncated == (False, True)
+
+
+async def test_an_idle_model_encodes_at_once_and_requests_queued_meanwhile_share_the_next_call(executor):
+    release = threading.Event()
+
+    class SlowFirstCall(FakeEncoder):
+        def encode(self, texts):
+            if not self.calls:
+                release.wait(5)
+            return super().encode(texts)
+
+    fake = SlowFirstCall()
+    batcher = MicroBatcher(fake.encode, executor, max_batch=64, window_s=0.0)
+    first = asyncio.ensure_future(batcher.encode(["first"]))
+    await asyncio.sleep(0.05)  # the first call is running, with no window to wait out
+    queued = [asyncio.ensure_future(batcher.encode([f"q{i}"])) for i in range(5)]
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.gather(first, *queued)
+    await batcher.close()
+    assert fake.calls == [1, 5]

@@ -38,7 +38,9 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         code, message = _HTTP_CODES.get(exc.status, ("http_error", exc.reason))
-        return error_response(exc.status, code, message)
+        # keep headers such as Allow (405) that the status obliges us to send
+        kept = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
+        return error_response(exc.status, code, message, kept or None)
     except TRANSIENT_ERRORS as exc:
         log.warning("database unavailable for %s %s: %r", request.method, request.path, exc)
         return error_response(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -28,7 +29,7 @@ class DocumentBody(_Body):
 
 
 class BatchDocument(DocumentBody):
-    id: str = Field(min_length=1, max_length=256)
+    id: str  # checked by validate_document_id, like the path's id
 
 
 class BatchBody(_Body):
@@ -64,6 +65,8 @@ async def parse_body(request: web.Request, model: type[T]) -> T:
         data = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise InvalidRequest("request body is nested too deeply", code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object", code="invalid_request")
     try:
@@ -75,6 +78,29 @@ async def parse_body(request: web.Request, model: type[T]) -> T:
         raise InvalidRequest("; ".join(problems), code="invalid_request") from None
 
 
+def check_storable(value: Any, where: str) -> None:
+    """Refuse values PostgreSQL cannot store as text or jsonb: NUL characters, lone
+    surrogates, and numbers that overflowed to infinity (JSON has no NaN or Infinity)."""
+    stack = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise InvalidRequest(f"{path} contains a NUL character, which PostgreSQL cannot store",
+                                     code="invalid_text")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidRequest(f"{path} is not valid Unicode (lone surrogate)", code="invalid_text") from None
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise InvalidRequest(f"{path} holds a number too large for JSON", code="invalid_number")
+        elif isinstance(item, dict):
+            stack.extend((key, f"{path} key") for key in item)
+            stack.extend((v, f"{path}.{k}") for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}.{i}") for i, v in enumerate(item))
+
+
 def check_text(text: str, limits: LimitsConfig, where: str = "text") -> None:
     if not text.strip():
         raise InvalidRequest(f"{where} is blank; send some text", code="empty_text")
@@ -83,21 +109,18 @@ def check_text(text: str, limits: LimitsConfig, where: str = "text") -> None:
             f"{where} has {len(text)} characters, the limit is {limits.max_text_chars}; split the document",
             code="text_too_long",
         )
+    check_storable(text, where)
 
 
 def check_metadata(metadata: dict, limits: LimitsConfig, where: str = "metadata") -> None:
+    check_storable(metadata, where)
     size = len(json.dumps(metadata))
     if size > limits.max_metadata_bytes:
         raise InvalidRequest(
             f"{where} is {size} bytes as JSON, the limit is {limits.max_metadata_bytes}", code="metadata_too_large"
         )
-    if "\\u0000" in json.dumps(metadata):
-        raise InvalidRequest(f"{where} contains a NUL character, which PostgreSQL cannot store",
-                             code="invalid_metadata")
 
 
 def check_document(doc: DocumentBody, limits: LimitsConfig, where: str = "") -> None:
     check_text(doc.text, limits, f"{where}text")
-    if "\x00" in doc.text:
-        raise InvalidRequest(f"{where}text contains a NUL character", code="invalid_text")
     check_metadata(doc.metadata, limits, f"{where}metadata")

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
-
-class Phase(str, enum.Enum):
-    STEADY = "steady"
-    BACKFILL = "dual_write"  # dual-write + backfill towards the new model
-    READY = "ready"
-    SHADOW = "shadow"
-    CUTOVER = "cutover"
+from gateway.domain.phases import Phase
 
 
 @dataclass(frozen=True)
@@ -23,8 +16,22 @@ class CollectionState:
     shadow_model: str | None
     shadow_sample_rate: float
     state_version: int
+    source_model: str | None = None  # the old model while a migration is in flight
+    target_model: str | None = None  # the new model while a migration is in flight
 
     @property
     def models(self) -> tuple[str, ...]:
         """Every model the collection depends on: the read model first, then the write set."""
         return tuple(dict.fromkeys((self.read_model, *self.write_models)))
+
+    def as_dict(self) -> dict:
+        return {
+            "phase": self.phase.value,
+            "read_model": self.read_model,
+            "write_models": list(self.write_models),
+            "shadow_model": self.shadow_model,
+            "shadow_sample_rate": self.shadow_sample_rate,
+            "source_model": self.source_model,
+            "target_model": self.target_model,
+            "state_version": self.state_version,
+        }

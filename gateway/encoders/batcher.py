@@ -1,8 +1,10 @@
 """Micro-batching of concurrent encode requests for one model.
 
-Requests that arrive within a short window (or until the model's max batch is full) are
-encoded together in one inference call on a worker thread, which is much cheaper per text
-than one call each. With batching off, every request runs its own call on the thread pool.
+One inference call runs at a time per model, on a worker thread. A request that finds the
+model idle is encoded at once (no added latency); requests that arrive while a call is
+running queue up and all go together in the next call, up to the model's max batch. An
+optional window (`window_s`) makes a batch wait a little longer for company. With batching
+off, every request runs its own call on the thread pool, competing for the cores.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class MicroBatcher:
         executor: Executor,
         *,
         max_batch: int,
-        window_s: float = 0.002,
+        window_s: float = 0.0,
         enabled: bool = True,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
@@ -69,26 +71,32 @@ class MicroBatcher:
             size = len(batch[0][0])
             deadline = loop.time() + self._window_s
             while size < self._max_batch:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), timeout)
-                except asyncio.TimeoutError:
-                    break
+                if not self._queue.empty():  # whatever queued during the last call joins now
+                    item = self._queue.get_nowait()
+                else:
+                    timeout = deadline - loop.time()
+                    if timeout <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self._queue.get(), timeout)
+                    except asyncio.TimeoutError:
+                        break
                 batch.append(item)
                 size += len(item[0])
             await self._run_batch(loop, batch)
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
         texts = [text for item_texts, _ in batch for text in item_texts]
-        self._on_batch(len(texts))
         try:
+            self._on_batch(len(texts))
             result = await loop.run_in_executor(self._executor, self._encode, texts)
-        except Exception as exc:  # handed to every waiting caller, which decides what it means
+        except BaseException as exc:  # handed to every waiting caller; cancellation re-raised
+            failure = exc if isinstance(exc, Exception) else RuntimeError("encoder is shutting down")
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
             return
         start = 0
         for item_texts, future in batch:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ import asyncpg
 import numpy as np
 
 from gateway.domain.errors import Conflict, InvalidRequest, ModelDrift, NotFound
+from gateway.domain.latency import LatencyWindow
 from gateway.domain.identifiers import validate_collection_name, validate_document_id
 from gateway.domain.state import CollectionState
 from gateway.encoders.onnx import Encoded
@@ -64,6 +66,7 @@ class CollectionService:
         self._embeddings = embeddings
         self._states: dict[str, CollectionState] = {}
         self.drifted: dict[str, str] = {}  # model key -> reason; those models' collections refuse
+        self._read_latency = LatencyWindow()
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -130,6 +133,19 @@ class CollectionService:
             raise NotFound(f"collection {name!r} does not exist; create it with PUT /v1/collections/{name}",
                            code="collection_not_found")
         return state
+
+    async def reload(self, name: str) -> CollectionState | None:
+        """Re-read a collection's state from the database (on NOTIFY, poll, or a vanished table)."""
+        state = await self._load_state(name)
+        if state is None:
+            self._states.pop(name, None)
+        return state
+
+    def cached_versions(self) -> dict[str, int]:
+        return {name: state.state_version for name, state in self._states.items()}
+
+    def read_p99_ms(self) -> float | None:
+        return self._read_latency.p99_ms(time.monotonic())
 
     async def _load_state(self, name: str) -> CollectionState | None:
         async for attempt in db_retrying():
@@ -221,12 +237,26 @@ class CollectionService:
     # -- search ---------------------------------------------------------------------------
 
     async def query_text(self, name: str, text: str, k: int, metadata_filter: Mapping | None) -> QueryResult:
-        """Encode `text` with the read model and search that model's table: never another one."""
-        state = await self.state(name)
-        self._refuse_drifted(state, [state.read_model])
-        encoded = await self._embeddings.embed(state.read_model, [text], "query")
-        hits = await self._search(name, state.read_model, encoded.vectors[0], k, metadata_filter)
-        return QueryResult(state.read_model, hits, encoded.truncated[0])
+        """Encode `text` with the read model and search that model's table: never another one.
+
+        Model and table come from one state snapshot. If the table vanished under a stale
+        cache (another replica retired or aborted it), reload the state and run again.
+        """
+        started = time.monotonic()
+        for attempt in range(2):
+            state = await self.state(name)
+            self._refuse_drifted(state, [state.read_model])
+            encoded = await self._embeddings.embed(state.read_model, [text], "query")
+            try:
+                hits = await self._search(name, state.read_model, encoded.vectors[0], k, metadata_filter)
+            except asyncpg.UndefinedTableError:
+                if attempt:
+                    raise
+                await self.reload(name)
+                continue
+            self._read_latency.add(time.monotonic(), time.monotonic() - started)
+            return QueryResult(state.read_model, hits, encoded.truncated[0])
+        raise AssertionError("unreachable")
 
     async def query_vector(
         self, name: str, vector: Sequence[float], model_key: str, k: int, metadata_filter: Mapping | None
@@ -251,7 +281,14 @@ class CollectionService:
         if not any(vector):
             raise InvalidRequest("vector is all zeros: cosine similarity is undefined", code="invalid_vector")
         array = np.asarray(vector, dtype=np.float32)
-        hits = await self._search(name, model_key, array, k, metadata_filter)
+        started = time.monotonic()
+        try:
+            hits = await self._search(name, model_key, array, k, metadata_filter)
+        except asyncpg.UndefinedTableError:
+            await self.reload(name)
+            raise Conflict(f"collection {name!r} changed its read model; re-embed the query and retry",
+                           code="model_mismatch") from None
+        self._read_latency.add(time.monotonic(), time.monotonic() - started)
         return QueryResult(model_key, hits, False)
 
     async def _search(self, name: str, model: str, vector: np.ndarray, k: int, metadata_filter) -> list:

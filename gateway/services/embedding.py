@@ -41,7 +41,7 @@ class EmbeddingService:
         cache_dir: Path,
         *,
         intra_op_threads: int = 0,
-        batch_window_s: float = 0.002,
+        batch_window_s: float = 0.0,
         micro_batching: bool = True,
         allow_download: bool = True,
         loader: EncoderLoader | None = None,

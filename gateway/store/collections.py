@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import asyncpg
 
 from gateway.domain.identifiers import collection_schema, embedding_table, quote_ident
-from gateway.domain.state import CollectionState, Phase
+from gateway.domain.phases import Phase
+from gateway.domain.state import CollectionState
 
-_STATE_COLUMNS = "name, phase, read_model, write_models, shadow_model, shadow_sample_rate, state_version"
+_STATE_COLUMNS = (
+    "name, phase, read_model, write_models, shadow_model, shadow_sample_rate, state_version, "
+    "source_model, target_model"
+)
 
 
 def _state(row: asyncpg.Record) -> CollectionState:
@@ -19,6 +25,8 @@ def _state(row: asyncpg.Record) -> CollectionState:
         shadow_model=row["shadow_model"],
         shadow_sample_rate=row["shadow_sample_rate"],
         state_version=row["state_version"],
+        source_model=row["source_model"],
+        target_model=row["target_model"],
     )
 
 
@@ -61,7 +69,7 @@ async def create_collection(conn: asyncpg.Connection, name: str, model_key: str,
         f"""CREATE SCHEMA {schema};
             CREATE SEQUENCE {schema}.versions;
             CREATE TABLE {schema}.documents (
-                id         text PRIMARY KEY,
+                id         text COLLATE "C" PRIMARY KEY,
                 content    text NOT NULL,
                 metadata   jsonb NOT NULL DEFAULT '{{}}',
                 version    bigint NOT NULL,
@@ -72,25 +80,182 @@ async def create_collection(conn: asyncpg.Connection, name: str, model_key: str,
     return _state(inserted)
 
 
-async def create_model_table(conn: asyncpg.Connection, collection: str, model_key: str, dim: int) -> None:
-    """One embedding table per (collection, model), with its own dimension and an HNSW cosine index."""
+async def create_model_table(
+    conn: asyncpg.Connection, collection: str, model_key: str, dim: int, *, with_index: bool = True
+) -> None:
+    """One embedding table per (collection, model), with its own dimension.
+
+    A new collection gets its HNSW cosine index at once; a migration's target table gets it
+    after the bulk backfill (`build_index`), which is much faster than maintaining it per row.
+    """
     table = model_table(collection, model_key)
     await conn.execute(
         f"""CREATE TABLE {table} (
-                doc_id         text PRIMARY KEY REFERENCES {documents_table(collection)} (id) ON DELETE CASCADE,
+                doc_id         text COLLATE "C" PRIMARY KEY REFERENCES {documents_table(collection)} (id) ON DELETE CASCADE,
                 embedding      vector({int(dim)}) NOT NULL,
                 source_version bigint NOT NULL,
-                embedded_at    timestamptz NOT NULL DEFAULT now());
-            CREATE INDEX ON {table} USING hnsw (embedding vector_cosine_ops);"""
+                embedded_at    timestamptz NOT NULL DEFAULT now())"""
     )
+    if with_index:
+        await conn.execute(_index_sql(collection, model_key, concurrently=False))
     await conn.execute(
         """INSERT INTO driftgate.embedding_tables (collection, model_key, table_name, dim, index_ready)
-           VALUES ($1, $2, $3, $4, true)""",
+           VALUES ($1, $2, $3, $4, $5)""",
         collection,
         model_key,
         embedding_table(model_key),
         dim,
+        with_index,
     )
+
+
+def _index_sql(collection: str, model_key: str, *, concurrently: bool) -> str:
+    index = quote_ident(embedding_table(model_key) + "_hnsw")
+    how = "CONCURRENTLY " if concurrently else ""
+    return f"CREATE INDEX {how}IF NOT EXISTS {index} ON {model_table(collection, model_key)} " \
+           "USING hnsw (embedding vector_cosine_ops)"
+
+
+async def build_index(conn: asyncpg.Connection, collection: str, model_key: str) -> None:
+    """Build the HNSW index without blocking writes (outside any transaction), then mark it ready."""
+    index = embedding_table(model_key) + "_hnsw"
+    schema = collection_schema(collection)
+    # a CONCURRENTLY build that was interrupted leaves an INVALID index behind: drop it first
+    invalid = await conn.fetchval(
+        """SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2""",
+        schema, index,
+    )
+    if invalid:
+        await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {quote_ident(schema)}.{quote_ident(index)}")
+    await conn.execute(_index_sql(collection, model_key, concurrently=True))
+    await conn.execute(
+        "UPDATE driftgate.embedding_tables SET index_ready = true WHERE collection = $1 AND model_key = $2",
+        collection, model_key,
+    )
+
+
+async def index_build_progress(conn: asyncpg.Connection, collection: str, model_key: str) -> dict | None:
+    """Progress of a running CREATE INDEX on the model's table, from pg_stat_progress_create_index."""
+    row = await conn.fetchrow(
+        """SELECT p.phase, p.blocks_done, p.blocks_total, p.tuples_done, p.tuples_total
+           FROM pg_stat_progress_create_index p
+           JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = $1 AND c.relname = $2""",
+        collection_schema(collection), embedding_table(model_key),
+    )
+    return dict(row) if row else None
+
+
+async def drop_model_table(conn: asyncpg.Connection, collection: str, model_key: str) -> None:
+    await conn.execute(f"DROP TABLE IF EXISTS {model_table(collection, model_key)}")
+    await conn.execute(
+        "DELETE FROM driftgate.embedding_tables WHERE collection = $1 AND model_key = $2", collection, model_key
+    )
+    await conn.execute(
+        "DELETE FROM driftgate.backfill_chunks WHERE collection = $1 AND model_key = $2", collection, model_key
+    )
+
+
+async def model_tables(conn: asyncpg.Connection, collection: str) -> dict[str, asyncpg.Record]:
+    rows = await conn.fetch(
+        "SELECT * FROM driftgate.embedding_tables WHERE collection = $1 ORDER BY created_at", collection
+    )
+    return {r["model_key"]: r for r in rows}
+
+
+async def coverage(conn: asyncpg.Connection, collection: str, model_key: str) -> dict:
+    """How complete a model's table is: rows, and live documents missing or at an old version."""
+    row = await conn.fetchrow(
+        f"""SELECT count(*) AS documents,
+                   count(e.doc_id) AS rows,
+                   count(*) FILTER (WHERE e.doc_id IS NULL) AS missing,
+                   count(*) FILTER (WHERE e.source_version <> d.version) AS stale
+            FROM {documents_table(collection)} d
+            LEFT JOIN {model_table(collection, model_key)} e ON e.doc_id = d.id"""
+    )
+    documents, missing, stale = row["documents"], row["missing"], row["stale"]
+    complete = documents - missing - stale
+    return {
+        "documents": documents,
+        "rows": row["rows"],
+        "missing": missing,
+        "stale": stale,
+        "coverage": 1.0 if documents == 0 else complete / documents,
+    }
+
+
+async def incomplete_ids(conn: asyncpg.Connection, collection: str, model_key: str, limit: int) -> dict:
+    """Ids of documents missing from, or stale in, a model's table (at most `limit` of each)."""
+    docs, table = documents_table(collection), model_table(collection, model_key)
+    missing = await conn.fetch(
+        f"""SELECT d.id FROM {docs} d WHERE NOT EXISTS (SELECT 1 FROM {table} e WHERE e.doc_id = d.id)
+            ORDER BY d.id LIMIT $1""", limit)
+    stale = await conn.fetch(
+        f"""SELECT d.id FROM {docs} d JOIN {table} e ON e.doc_id = d.id
+            WHERE e.source_version <> d.version ORDER BY d.id LIMIT $1""", limit)
+    return {"missing": [r["id"] for r in missing], "stale": [r["id"] for r in stale]}
+
+
+async def save_verification(conn: asyncpg.Connection, collection: str, model_key: str, report: dict) -> None:
+    await conn.execute(
+        """UPDATE driftgate.embedding_tables SET verification = $3::jsonb, verified_ok = $4, verified_at = now()
+           WHERE collection = $1 AND model_key = $2""",
+        collection, model_key, json.dumps(report), bool(report["passed"]),
+    )
+
+
+# -- state changes: one transaction each, with an audit row and a NOTIFY --------------------
+
+STATE_CHANNEL = "driftgate_state"
+
+
+async def change_state(
+    conn: asyncpg.Connection,
+    before: CollectionState,
+    *,
+    action: str,
+    actor: str | None,
+    replica: str | None,
+    forced: bool = False,
+    detail: dict | None = None,
+    **changes: object,
+) -> CollectionState:
+    """Apply `changes` to the state row (locked FOR UPDATE by the caller), bump state_version,
+    record the audit row and NOTIFY every replica, all in the caller's transaction."""
+    columns = {k: (v.value if isinstance(v, Phase) else v) for k, v in changes.items()}
+    assignments = ", ".join(f"{quote_ident(k)} = ${i + 2}" for i, k in enumerate(columns))
+    prefix = f"{assignments}, " if assignments else ""
+    row = await conn.fetchrow(
+        f"""UPDATE driftgate.collections SET {prefix}state_version = state_version + 1, updated_at = now()
+            WHERE name = $1 RETURNING {_STATE_COLUMNS}""",
+        before.name, *columns.values(),
+    )
+    after = _state(row)
+    await conn.execute(
+        """INSERT INTO driftgate.audit (collection, action, actor, replica, forced, before, after, detail)
+           VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8::jsonb)""",
+        before.name, action, actor, replica, forced,
+        json.dumps(before.as_dict()), json.dumps(after.as_dict()), json.dumps(detail or {}),
+    )
+    await conn.execute("SELECT pg_notify($1, $2)", STATE_CHANNEL, f"{after.name}:{after.state_version}")
+    return after
+
+
+async def audit_log(conn: asyncpg.Connection, collection: str, limit: int = 50) -> list[dict]:
+    rows = await conn.fetch(
+        "SELECT * FROM driftgate.audit WHERE collection = $1 ORDER BY id DESC LIMIT $2", collection, limit
+    )
+    return [
+        {**dict(r), "before": json.loads(r["before"]), "after": json.loads(r["after"]),
+         "detail": json.loads(r["detail"]), "at": r["at"].isoformat()}
+        for r in rows
+    ]
+
+
+async def state_versions(conn: asyncpg.Connection) -> dict[str, int]:
+    return {r["name"]: r["state_version"] for r in await conn.fetch(
+        "SELECT name, state_version FROM driftgate.collections")}
 
 
 async def count_documents(conn: asyncpg.Connection, collection: str) -> int:

@@ -47,6 +47,64 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        2,
+        """
+        ALTER TABLE driftgate.collections
+            ADD COLUMN source_model text,
+            ADD COLUMN target_model text,
+            ADD COLUMN backfill_state text NOT NULL DEFAULT 'idle',
+            ADD COLUMN backfill_max_rate double precision,
+            ADD COLUMN backfill_started_at timestamptz;
+        ALTER TABLE driftgate.embedding_tables
+            ADD COLUMN verification jsonb,
+            ADD COLUMN verified_ok boolean NOT NULL DEFAULT false,
+            ADD COLUMN verified_at timestamptz;
+        CREATE TABLE driftgate.audit (
+            id         bigserial PRIMARY KEY,
+            at         timestamptz NOT NULL DEFAULT now(),
+            collection text NOT NULL,
+            action     text NOT NULL,
+            actor      text,
+            replica    text,
+            forced     boolean NOT NULL DEFAULT false,
+            before     jsonb,
+            after      jsonb,
+            detail     jsonb
+        );
+        CREATE TABLE driftgate.replicas (
+            replica_id            text NOT NULL,
+            collection            text NOT NULL,
+            applied_state_version bigint NOT NULL,
+            read_p99_ms           double precision,
+            seen_at               timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (replica_id, collection)
+        );
+        CREATE TABLE driftgate.backfill_chunks (
+            collection text NOT NULL,
+            model_key  text NOT NULL,
+            chunk_no   integer NOT NULL,
+            round      integer NOT NULL,
+            lo         text NOT NULL,
+            hi         text NOT NULL,
+            done       boolean NOT NULL DEFAULT false,
+            written    integer NOT NULL DEFAULT 0,
+            worker     text,
+            done_at    timestamptz,
+            PRIMARY KEY (collection, model_key, chunk_no)
+        );
+        CREATE TABLE driftgate.backfill_errors (
+            collection  text NOT NULL,
+            model_key   text NOT NULL,
+            doc_id      text NOT NULL,
+            doc_version bigint NOT NULL,
+            reason      text NOT NULL,
+            attempts    integer NOT NULL DEFAULT 1,
+            last_at     timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (collection, model_key, doc_id)
+        );
+        """,
+    ),
 )
 
 

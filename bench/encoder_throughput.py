@@ -1,0 +1,192 @@
+#!/usr/bin/env python
+"""Benchmark: texts/s of OnnxEncoder.encode per catalog model, at batch size 1 and 32.
+
+Not a test. Prints one JSON object to stdout; progress goes to stderr.
+
+Texts are real abstracts from the bundled Vaswani corpus (the first --texts of them, in
+file order, so every model and batch size sees the same texts). For each model the
+encoder is loaded (fetching its pinned files on first use), warmed up, and then the same
+--texts texts are encoded --repeats times per batch size; the reported texts_per_s is the
+median over the repeats (best and worst are reported too).
+
+Batch size B means: the texts are cut into lists of B and each list is one
+`encoder.encode(list)` call, as the gateway's micro-batcher would send it. A model whose
+spec has max_batch < B (use-multilingual-v3: max_batch 1, its int8 dynamic quantisation
+makes a vector depend on its batch-mates) still gets lists of B, which the encoder then
+runs one text at a time; such rows carry a "note".
+
+    /work/venv/bin/python bench/encoder_throughput.py
+    /work/venv/bin/python bench/encoder_throughput.py --models paraphrase-MiniLM-L3-v2 --texts 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+from _common import CpuMeter, corpus, load_average, log, machine_info
+
+from gateway.encoders.catalog import CATALOG
+from gateway.encoders.fetch import default_cache_dir
+from gateway.encoders.onnx import load_encoder
+
+DEFAULT_MODELS = ["paraphrase-MiniLM-L3-v2", "all-MiniLM-L6-v2", "use-multilingual-v3"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                        help="comma-separated catalog keys; known: " + ", ".join(CATALOG))
+    parser.add_argument("--batches", default="1,32", help="comma-separated batch sizes (texts per encode call)")
+    parser.add_argument("--texts", type=int, default=256, help="texts timed per repeat")
+    parser.add_argument("--warmup", type=int, default=32, help="texts encoded (at each batch size) before timing")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes over the texts; median is reported")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="onnxruntime intra_op_num_threads (0: one per core, the gateway's default)")
+    args = parser.parse_args(argv)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in args.models if m not in CATALOG]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; known: {', '.join(CATALOG)}")
+    args.batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    if not args.batches or min(args.batches) < 1:
+        parser.error("--batches needs positive integers")
+    if args.texts < 1 or args.repeats < 1 or args.warmup < 0:
+        parser.error("--texts and --repeats must be >= 1, --warmup >= 0")
+    return args
+
+
+def chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def time_pass(encoder, calls: list[list[str]]) -> tuple[float, int]:
+    """Seconds to encode every list in `calls` (one encode() each), and how many were truncated."""
+    truncated = 0
+    started = time.perf_counter()
+    for texts in calls:
+        truncated += sum(encoder.encode(texts).truncated)
+    return time.perf_counter() - started, truncated
+
+
+def padding_ratio(encoder, calls: list[list[str]]) -> float | None:
+    """Token positions run / real tokens, replaying how encode() sorts and chunks each call.
+
+    > 1 means the graph ran on padding (each chunk is padded to its longest text).
+    None for graphs that tokenize by themselves.
+    """
+    spec = encoder.spec
+    if encoder.tokenizer is None:
+        return None
+    real = padded = 0
+    for texts in calls:
+        ordered = sorted(texts, key=len)
+        for start in range(0, len(ordered), spec.max_batch):
+            chunk = ordered[start : start + spec.max_batch]
+            ids = encoder.tokenizer(chunk, truncation=True, max_length=spec.max_tokens, verbose=False)["input_ids"]
+            lengths = [len(x) for x in ids]
+            real += sum(lengths)
+            padded += max(lengths) * len(lengths)
+    return round(padded / real, 3)
+
+
+def bench_model(key: str, args: argparse.Namespace, texts: list[str], warm_texts: list[str]) -> list[dict]:
+    spec = CATALOG[key]
+    log(f"[{key}] loading encoder (threads={args.threads}) ...")
+    started = time.perf_counter()
+    encoder = load_encoder(spec, default_cache_dir(), args.threads, progress=log)
+    load_s = time.perf_counter() - started
+    rows = []
+    for batch in args.batches:
+        calls = chunks(texts, batch)
+        for warm in chunks(warm_texts, batch):
+            encoder.encode(warm)
+        runs = []
+        truncated = 0
+        with CpuMeter() as meter:
+            for repeat in range(args.repeats):
+                seconds, truncated = time_pass(encoder, calls)
+                runs.append(len(texts) / seconds)
+                log(f"[{key}] batch {batch} pass {repeat + 1}/{args.repeats}: {len(texts)} texts in "
+                    f"{seconds:.3f} s = {runs[-1]:.1f} texts/s")
+        median = statistics.median(runs)
+        row = {
+            "model": key,
+            "batch": batch,
+            "texts": len(texts),
+            "calls": len(calls),
+            "repeats": args.repeats,
+            "texts_per_s": round(median, 2),
+            "texts_per_s_best": round(max(runs), 2),
+            "texts_per_s_worst": round(min(runs), 2),
+            "ms_per_text": round(1000 / median, 3),
+            "ms_per_call": round(1000 * len(texts) / median / len(calls), 3),
+            "model_max_batch": spec.max_batch,
+            "truncated_texts": truncated,
+            "padding_ratio": padding_ratio(encoder, calls),
+            "load_s": round(load_s, 2),
+            "cpu": meter.summary(),
+        }
+        if batch > spec.max_batch:
+            row["note"] = (
+                f"spec max_batch is {spec.max_batch}: each encode() got a list of {batch} texts, "
+                f"which the encoder ran in chunks of {spec.max_batch} (one inference per "
+                f"{'text' if spec.max_batch == 1 else f'{spec.max_batch} texts'}); "
+                "this measures per-call overhead amortisation, not batched inference"
+            )
+        if truncated:
+            row.setdefault("note_truncation", f"{truncated} of {len(texts)} texts exceed max_tokens "
+                                              f"{spec.max_tokens} and were truncated")
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    docs = corpus(args.texts + args.warmup)
+    if len(docs) < args.texts + args.warmup:
+        log(f"corpus has only {len(docs)} texts; timing fewer")
+    warm_texts = [d["text"] for d in docs[: args.warmup]]
+    texts = [d["text"] for d in docs[args.warmup : args.warmup + args.texts]]
+    chars = [len(t) for t in texts]
+    results: list[dict] = []
+    load_before = load_average()
+    for key in args.models:
+        results.extend(bench_model(key, args, texts, warm_texts))
+    output = {
+        "benchmark": "encoder_throughput",
+        "machine": machine_info(),
+        "config": {
+            "models": args.models,
+            "batches": args.batches,
+            "texts": len(texts),
+            "warmup_texts": len(warm_texts),
+            "repeats": args.repeats,
+            "intra_op_threads": args.threads,
+            "text_source": "gateway/data/vaswani/corpus.jsonl.gz (file order, after the warm-up texts)",
+            "text_chars_mean": round(statistics.mean(chars), 1),
+            "text_chars_max": max(chars),
+        },
+        "results": results,
+        "load_average_before": load_before,
+        "notes": [
+            "cpu: cores busy during each row's timed passes; other_processes_cores > 0 means something "
+            "else shared the CPU and the row's numbers are noisy (the spread best/worst shows how much)",
+            "texts_per_s is the median over the repeats of texts / wall seconds (time.perf_counter) "
+            "for the whole pass; encoding is single-process, onnxruntime uses intra-op threads",
+            "encode() sorts each list by length before cutting it into max_batch chunks; that only "
+            "reduces padding when one call holds more than max_batch texts: a call of exactly 32 texts "
+            "is one chunk padded to its longest text (padding_ratio = token positions run / real tokens)",
+        ],
+    }
+    json.dump(output, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""Backfill planning and throttling as pure functions over plain values."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Chunk:
+    lo: str  # first id (inclusive, byte order)
+    hi: str  # last id (inclusive)
+    docs: int  # how many ids the plan saw in [lo, hi]
+
+
+def plan_chunks(sorted_ids: Sequence[str], chunk_size: int) -> list[Chunk]:
+    """Split ids (ascending, byte order) into consecutive ranges of at most `chunk_size` ids.
+
+    Ranges are inclusive and disjoint; together they cover every id given. A document added
+    later inside a range is picked up by whoever processes that range, and the catch-up
+    sweep plans a new round for anything still missing at the end.
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be >= 1")
+    return [
+        Chunk(sorted_ids[i], sorted_ids[min(i + chunk_size, len(sorted_ids)) - 1],
+              min(chunk_size, len(sorted_ids) - i))
+        for i in range(0, len(sorted_ids), chunk_size)
+    ]
+
+
+def rate_delay(docs: int, elapsed_s: float, max_rate: float | None) -> float:
+    """Seconds to wait after a batch of `docs` that took `elapsed_s` so the rate stays <= max_rate."""
+    if not max_rate or max_rate <= 0 or docs <= 0:
+        return 0.0
+    return max(0.0, docs / max_rate - elapsed_s)
+
+
+def should_hold(read_p99_ms: float | None, ceiling_ms: float | None, holding: bool, *, recover: float = 0.8) -> bool:
+    """Whether the backfill should hold off because primary reads are slow (with hysteresis:
+    once holding, it resumes only when p99 falls below `recover` x the ceiling)."""
+    if ceiling_ms is None or read_p99_ms is None:
+        return False
+    if holding:
+        return read_p99_ms > ceiling_ms * recover
+    return read_p99_ms > ceiling_ms
+
+
+def eta_seconds(done: int, total: int, rate_per_s: float) -> float | None:
+    if rate_per_s <= 0:
+        return None
+    return max(0, total - done) / rate_per_s

@@ -1,0 +1,110 @@
+"""Keeps a replica's cached collection states in step with PostgreSQL.
+
+State changes NOTIFY on one channel; every replica LISTENs on a dedicated connection and
+reloads the named collection at once. A poll every `poll_interval_s` compares state
+versions as a fallback (a lost notification, a listener reconnecting after a database
+restart) and writes the heartbeat: the state_version this replica has applied, per
+collection, which operators see under `replicas` in the status report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+
+from gateway.services.collections import CollectionService
+from gateway.store import collections as collections_sql
+from gateway.store import replicas as replicas_sql
+from gateway.store.retry import TRANSIENT_ERRORS
+
+log = logging.getLogger(__name__)
+
+
+class StateWatcher:
+    def __init__(
+        self, dsn: str, pool: asyncpg.Pool, collections: CollectionService, replica_id: str,
+        *, poll_interval_s: float = 1.0,
+    ) -> None:
+        self._dsn = dsn
+        self._pool = pool
+        self._collections = collections
+        self.replica_id = replica_id
+        self._poll_interval_s = poll_interval_s
+        self._listener: asyncpg.Connection | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._paused = False
+
+    async def start(self) -> None:
+        await self._listen()
+        self._task = asyncio.create_task(self._poll_loop(), name="state-poll")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._close_listener()
+
+    def pause(self) -> None:
+        """Stop applying state changes (tests use it to make a replica with a stale cache)."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    async def _listen(self) -> None:
+        try:
+            self._listener = await asyncpg.connect(self._dsn)
+            await self._listener.add_listener(collections_sql.STATE_CHANNEL, self._on_notify)
+        except TRANSIENT_ERRORS as exc:
+            log.warning("state listener not connected (%r); polling until it is", exc)
+            await self._close_listener()
+
+    async def _close_listener(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._listener.close(), timeout=2)
+            self._listener = None
+
+    def _on_notify(self, _conn, _pid, _channel, payload: str) -> None:
+        if self._paused:
+            return
+        name = payload.rsplit(":", 1)[0]
+        asyncio.get_running_loop().create_task(self._reload(name))
+
+    async def _reload(self, name: str) -> None:
+        try:
+            await self._collections.reload(name)
+        except TRANSIENT_ERRORS as exc:
+            log.warning("could not reload state of %s (%r); the poll will retry", name, exc)
+
+    async def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._poll_interval_s)
+            if self._stop.is_set():
+                return
+            try:
+                await self.poll_once()
+            except TRANSIENT_ERRORS as exc:
+                log.warning("state poll failed (%r); retrying in %.1f s", exc, self._poll_interval_s)
+            except Exception:
+                log.exception("state poll failed")
+
+    async def poll_once(self) -> None:
+        if self._listener is None or self._listener.is_closed():
+            await self._close_listener()
+            await self._listen()
+        async with self._pool.acquire() as conn:
+            if not self._paused:
+                versions = await collections_sql.state_versions(conn)
+                for name, cached in self._collections.cached_versions().items():
+                    if versions.get(name) != cached:
+                        await self._collections.reload(name)
+            await replicas_sql.heartbeat(
+                conn, self.replica_id, self._collections.cached_versions(), self._collections.read_p99_ms()
+            )

@@ -1,0 +1,42 @@
+"""SQL for replica heartbeats: which state_version each gateway has applied, and when."""
+
+from __future__ import annotations
+
+import asyncpg
+
+
+async def heartbeat(
+    conn: asyncpg.Connection, replica_id: str, applied: dict[str, int], read_p99_ms: float | None
+) -> None:
+    if not applied:
+        return
+    await conn.execute(
+        """INSERT INTO driftgate.replicas (replica_id, collection, applied_state_version, read_p99_ms, seen_at)
+           SELECT $1, c, v, $4, now() FROM unnest($2::text[], $3::bigint[]) AS u (c, v)
+           ON CONFLICT (replica_id, collection) DO UPDATE
+              SET applied_state_version = excluded.applied_state_version,
+                  read_p99_ms = excluded.read_p99_ms, seen_at = now()""",
+        replica_id, list(applied), list(applied.values()), read_p99_ms,
+    )
+
+
+async def list_replicas(conn: asyncpg.Connection, collection: str, max_age_s: float = 60.0) -> list[dict]:
+    rows = await conn.fetch(
+        """SELECT replica_id, applied_state_version, read_p99_ms, seen_at FROM driftgate.replicas
+           WHERE collection = $1 AND seen_at > now() - make_interval(secs => $2)
+           ORDER BY replica_id""",
+        collection, max_age_s,
+    )
+    return [
+        {"id": r["replica_id"], "applied_state_version": r["applied_state_version"],
+         "read_p99_ms": r["read_p99_ms"], "seen_at": r["seen_at"].isoformat()}
+        for r in rows
+    ]
+
+
+async def max_read_p99_ms(conn: asyncpg.Connection, max_age_s: float = 10.0) -> float | None:
+    """The worst primary-read p99 any live replica reported (the backfill throttle watches it)."""
+    return await conn.fetchval(
+        "SELECT max(read_p99_ms) FROM driftgate.replicas WHERE seen_at > now() - make_interval(secs => $1)",
+        max_age_s,
+    )
