@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ examples:
   driftgate serve --port 8080             # gateway on the embedded PostgreSQL (or DATABASE_URL)
   driftgate models fetch                  # download and verify every pinned model
   echo '{"text": "hello"}' | driftgate embed --model all-MiniLM-L6-v2
+  driftgate migrate start articles --to all-MiniLM-L6-v2   # then: status --watch, verify, cutover, retire
 
 environment:
   DATABASE_URL           an existing PostgreSQL with pgvector >= 0.7 (else the embedded server)
@@ -77,7 +79,73 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: echo '{\"text\": \"hello\"}' | driftgate embed --model all-MiniLM-L6-v2",
     )
     embed.add_argument("--model", required=True, help="model key (see `driftgate models list`)")
+
+    _add_migrate(commands)
+
+    worker = commands.add_parser(
+        "backfill-worker", help="a standalone backfill worker process",
+        description="Re-embed documents for every collection with a migration in flight. Run any number "
+        "of these on any machine that reaches the database: chunks are claimed with FOR UPDATE SKIP "
+        "LOCKED, so workers share the work; killing one loses at most the batches in flight.",
+        epilog="example: DATABASE_URL=postgresql://db/app driftgate backfill-worker --burst",
+    )
+    worker.add_argument("--burst", action="store_true", help="exit when no backfill is left (default: keep polling)")
+    worker.add_argument("--worker-id", help="name in the checkpoint table (default: host:pid)")
+    worker.add_argument("--data-dir", type=Path, help="the embedded server's data dir when DATABASE_URL is unset")
     return parser
+
+
+def _add_migrate(commands) -> None:
+    migrate = commands.add_parser(
+        "migrate", help="operate a model migration through the admin API",
+        description="Operate a migration: start -> (backfill) -> verify -> shadow -> cutover -> retire. "
+        "Calls the admin API at --url with the token in DRIFTGATE_ADMIN_TOKEN.",
+        epilog="example: driftgate migrate start articles --to all-MiniLM-L6-v2 && "
+        "driftgate migrate status articles --watch",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = migrate.add_subparsers(dest="migrate_command", metavar="ACTION", required=True)
+
+    def action(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=help_text, description=help_text, epilog=f"example: {example}")
+        sub.add_argument("collection", help="collection name")
+        sub.add_argument("--url", default=os.environ.get("DRIFTGATE_URL", "http://127.0.0.1:8080"),
+                         help="gateway URL (default $DRIFTGATE_URL or http://127.0.0.1:8080)")
+        return sub
+
+    start = action("start", "start dual-writing to a new model and backfilling it",
+                   "driftgate migrate start articles --to all-MiniLM-L6-v2")
+    start.add_argument("--to", required=True, metavar="MODEL", help="the new model's key")
+    status = action("status", "phase, coverage, backfill progress, replicas, next step",
+                    "driftgate migrate status articles --watch")
+    status.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    status.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    status.add_argument("--count", type=int, help="stop after this many refreshes")
+    status.add_argument("--json", action="store_true", help="print the raw JSON report")
+    shadow = action("shadow", "configure shadow reads on another written model (model + sample rate)",
+                    "driftgate migrate shadow articles --rate 0.1")
+    shadow.add_argument("--model", help="shadow model (default: the model not being read)")
+    shadow.add_argument("--rate", type=float, default=0.1, help="sample rate 0..1 (default 0.1)")
+    shadow.add_argument("--off", action="store_true", help="stop shadowing")
+    cutover = action("cutover", "switch reads to the new model (needs 100%% coverage and a passed verify)",
+                     "driftgate migrate cutover articles")
+    cutover.add_argument("--model", help="model to read (default: the migration's new model)")
+    cutover.add_argument("--force", action="store_true", help="switch even onto an incomplete index (audited)")
+    action("rollback", "switch reads back to the old model (both are still written)",
+           "driftgate migrate rollback articles")
+    verify = action("verify", "check counts, missing/stale rows and re-embed a sample (exit 1 on failure)",
+                    "driftgate migrate verify articles --sample 500")
+    verify.add_argument("--sample", type=int, default=200, help="documents to re-embed per model")
+    verify.add_argument("--json", action="store_true", help="print the raw JSON report")
+    retire = action("retire", "stop writing the old model and drop its table",
+                    "driftgate migrate retire articles")
+    retire.add_argument("--model", help="model to retire (default: the migration's old model)")
+    action("abort", "drop the new model's table and go back to the old model",
+           "driftgate migrate abort articles")
+    backfill = action("backfill", "pause, resume or rate-limit the backfill",
+                      "driftgate migrate backfill articles pause; driftgate migrate backfill articles --max-rate 200")
+    backfill.add_argument("action", nargs="?", choices=["pause", "resume"], help="pause or resume")
+    backfill.add_argument("--max-rate", type=float, help="documents per second; 0 removes the limit")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.encoders.fetch import ModelFilesUnavailable
 
     overrides: dict = {}
+    if args.command == "backfill-worker" and args.data_dir:
+        overrides["database"] = {"data_dir": str(args.data_dir)}
     if args.command == "serve":
         overrides["server"] = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
         if args.data_dir:
@@ -127,6 +197,16 @@ def _dispatch(args: argparse.Namespace, settings) -> int:
         from gateway.commands import embed
 
         return embed.run(settings, args.model)
+    if args.command == "migrate":
+        from gateway.commands import migrate
+
+        return migrate.run(args)
+    if args.command == "backfill-worker":
+        from gateway.commands import backfill_worker
+        from gateway.commands.serve import database_dsn
+
+        with database_dsn(settings) as dsn:
+            return backfill_worker.run(settings, dsn, burst=args.burst, worker_id=args.worker_id)
     raise AssertionError(args.command)
 
 

@@ -37,6 +37,7 @@ class ServerConfig(_Section):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     request_timeout_s: float = Field(30.0, gt=0)
     replica_id: str | None = None  # defaults to host:pid
+    sync_poll_interval_s: float = Field(1.0, gt=0, le=60)  # state poll + heartbeat (LISTEN is instant)
 
 
 class DatabaseConfig(_Section):
@@ -117,6 +118,14 @@ class ModelsConfig(_Section):
         return self
 
 
+class BackfillConfig(_Section):
+    enabled: bool = True  # run a backfill worker inside each gateway replica
+    chunk_size: int = Field(256, ge=1, le=100_000)  # documents per batch (one transaction)
+    pipelines: int = Field(2, ge=1, le=16)  # batches in flight per worker (DB and model overlap)
+    poll_interval_s: float = Field(1.0, gt=0)
+    read_p99_ceiling_ms: float | None = Field(None, gt=0)  # hold while primary read p99 is above
+
+
 class LimitsConfig(_Section):
     max_text_chars: int = Field(100_000, ge=1)
     max_batch_documents: int = Field(1000, ge=1)
@@ -137,6 +146,7 @@ class Settings(BaseSettings):
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
     models: ModelsConfig = ModelsConfig()
+    backfill: BackfillConfig = BackfillConfig()
     limits: LimitsConfig = LimitsConfig()
     logging: LoggingConfig = LoggingConfig()
 

@@ -8,6 +8,11 @@ import time
 from typing import TextIO
 
 
+def render_bar(done: int, total: int, width: int = 30) -> str:
+    filled = int(width * min(done, total) / total) if total > 0 else width
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
 class ProgressBar:
     def __init__(self, total: int, label: str, *, stream: TextIO | None = None, width: int = 30) -> None:
         self.total = max(total, 1)
@@ -30,10 +35,9 @@ class ProgressBar:
         elapsed = max(now - self.started, 1e-9)
         rate = self.done / elapsed
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-        filled = int(self.width * self.done / self.total)
-        bar = "#" * filled + "-" * (self.width - filled)
         eta_text = f"{eta:5.0f}s" if eta != float("inf") else "    ?"
-        line = f"{self.label} [{bar}] {self.done}/{self.total} {rate:7.1f}/s eta {eta_text}"
+        line = f"{self.label} {render_bar(self.done, self.total, self.width)} {self.done}/{self.total} " \
+               f"{rate:7.1f}/s eta {eta_text}"
         if self._tty:
             self.stream.write("\r" + line + ("\n" if self.done == self.total else ""))
         else:

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
 
-from gateway.api import data_plane, health, openapi
+from gateway.api import admin, data_plane, health, openapi
 from gateway.api.errors import error_middleware
-from gateway.api.keys import COLLECTIONS, DSN, EMBEDDINGS, METRICS, POOL, SETTINGS, EncoderLoaderKey
+from gateway.api.keys import (
+    ADMIN_TOKEN, BACKFILL_CONTROL, BACKFILL_WORKER, COLLECTIONS, DSN, EMBEDDINGS, METRICS, MIGRATIONS, POOL,
+    REPLICA_ID, SETTINGS, VERIFIER, WATCHER, EncoderLoaderKey,
+)
 from gateway.api.metrics import Metrics
 from gateway.config import Settings
 from gateway.encoders.fetch import default_cache_dir
+from gateway.services.backfill import BackfillWorker
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService, EncoderLoader
-from gateway.store.database import create_pool
+from gateway.services.migrations import BackfillControl, MigrationService
+from gateway.services.state_sync import StateWatcher
+from gateway.services.verify import Verifier
+from gateway.store.database import create_pool, replica_id
 from gateway.store.schema import apply_schema
 
 log = logging.getLogger(__name__)
@@ -69,24 +77,68 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     collections = CollectionService(app[POOL], embeddings)
     app[EMBEDDINGS] = embeddings
     app[COLLECTIONS] = collections
+    app[MIGRATIONS] = MigrationService(app[POOL], collections, embeddings, chunk_size=settings.backfill.chunk_size)
+    app[BACKFILL_CONTROL] = BackfillControl(app[POOL], collections)
+    app[VERIFIER] = Verifier(app[POOL], collections, embeddings)
     await collections.check_models()
     yield
     await embeddings.close()
 
 
-def create_app(settings: Settings, dsn: str, *, encoder_loader: EncoderLoader | None = None) -> web.Application:
-    """Build the gateway for the database at `dsn` (start the embedded one first if needed)."""
+async def _state_watcher(app: web.Application) -> AsyncIterator[None]:
+    watcher = StateWatcher(
+        app[DSN], app[POOL], app[COLLECTIONS], app[REPLICA_ID],
+        poll_interval_s=app[SETTINGS].server.sync_poll_interval_s,
+    )
+    app[WATCHER] = watcher
+    await watcher.start()
+    yield
+    await watcher.stop()
+
+
+async def _backfill_worker(app: web.Application) -> AsyncIterator[None]:
+    config = app[SETTINGS].backfill
+    if not config.enabled:
+        yield
+        return
+    worker = BackfillWorker(
+        app[POOL], app[EMBEDDINGS], app[REPLICA_ID], chunk_size=config.chunk_size, pipelines=config.pipelines,
+        poll_interval_s=config.poll_interval_s, read_p99_ceiling_ms=config.read_p99_ceiling_ms,
+    )
+    app[BACKFILL_WORKER] = worker
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop), name="backfill-worker")
+    yield
+    stop.set()
+    try:
+        await asyncio.wait_for(task, timeout=30)
+    except asyncio.TimeoutError:
+        task.cancel()
+
+
+def create_app(
+    settings: Settings, dsn: str, *, encoder_loader: EncoderLoader | None = None, admin_token: str | None = None,
+) -> web.Application:
+    """Build the gateway for the database at `dsn` (start the embedded one first if needed).
+
+    The admin token comes from DRIFTGATE_ADMIN_TOKEN unless passed here (tests).
+    """
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
-        middlewares=[metrics_middleware, error_middleware],
+        middlewares=[metrics_middleware, error_middleware, admin.admin_auth],
     )
     app[SETTINGS] = settings
     app[DSN] = dsn
     app[METRICS] = Metrics()
+    app[REPLICA_ID] = replica_id(settings.server.replica_id)
+    app[ADMIN_TOKEN] = admin_token if admin_token is not None else os.environ.get("DRIFTGATE_ADMIN_TOKEN", "")
     if encoder_loader is not None:
         app[EncoderLoaderKey] = encoder_loader
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(_state_watcher)
+    app.cleanup_ctx.append(_backfill_worker)
+    app.add_routes(admin.routes)
     app.add_routes(data_plane.routes)
     app.add_routes(health.routes)
     app.add_routes(openapi.routes)

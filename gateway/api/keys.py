@@ -9,6 +9,9 @@ from gateway.api.metrics import Metrics
 from gateway.config import Settings
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService
+from gateway.services.migrations import BackfillControl, MigrationService
+from gateway.services.state_sync import StateWatcher
+from gateway.services.verify import Verifier
 
 SETTINGS = web.AppKey("settings", Settings)
 DSN = web.AppKey("dsn", str)
@@ -16,4 +19,11 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 EMBEDDINGS = web.AppKey("embeddings", EmbeddingService)
 COLLECTIONS = web.AppKey("collections", CollectionService)
 METRICS = web.AppKey("metrics", Metrics)
+MIGRATIONS = web.AppKey("migrations", MigrationService)
+BACKFILL_CONTROL = web.AppKey("backfill_control", BackfillControl)
+VERIFIER = web.AppKey("verifier", Verifier)
+WATCHER = web.AppKey("state_watcher", StateWatcher)
+BACKFILL_WORKER = web.AppKey("backfill_worker", object)
+REPLICA_ID = web.AppKey("replica_id", str)
+ADMIN_TOKEN = web.AppKey("admin_token", str)
 EncoderLoaderKey = web.AppKey("encoder_loader", object)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 import warnings
 from pathlib import Path
 
@@ -96,4 +97,5 @@ async def ensure_vector_extension(dsn: str) -> None:
 
 
 def replica_id(configured: str | None) -> str:
-    return configured or f"{os.uname().nodename}:{os.getpid()}"
+    """This replica's id: configured, or host:pid plus a short random tag (two apps in one process differ)."""
+    return configured or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"

@@ -117,3 +117,23 @@ async def search(
         *params,
     )
     return [Hit(r["id"], 1.0 - float(r["distance"]), r["content"], json.loads(r["metadata"])) for r in rows]
+
+
+@dataclass(frozen=True)
+class StoredEmbedding:
+    id: str
+    text: str
+    embedding: np.ndarray
+
+
+async def sample_embeddings(
+    conn: asyncpg.Connection, collection: str, model_key: str, sample: int
+) -> list[StoredEmbedding]:
+    """A random sample of documents with their stored, up-to-date vector in `model_key`'s table."""
+    rows = await conn.fetch(
+        f"""SELECT d.id, d.content, e.embedding FROM {documents_table(collection)} d
+            JOIN {model_table(collection, model_key)} e ON e.doc_id = d.id AND e.source_version = d.version
+            ORDER BY random() LIMIT $1""",
+        sample,
+    )
+    return [StoredEmbedding(r["id"], r["content"], np.asarray(r["embedding"].to_numpy())) for r in rows]

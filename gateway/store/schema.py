@@ -87,6 +87,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             round      integer NOT NULL,
             lo         text NOT NULL,
             hi         text NOT NULL,
+            docs       integer NOT NULL,
             done       boolean NOT NULL DEFAULT false,
             written    integer NOT NULL DEFAULT 0,
             worker     text,

@@ -1,0 +1,138 @@
+"""Control-plane handlers (operators). Every route needs `Authorization: Bearer <token>`."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from aiohttp import web
+from pydantic import Field
+
+from gateway.api.keys import (
+    ADMIN_TOKEN, BACKFILL_CONTROL, COLLECTIONS, MIGRATIONS, POOL, REPLICA_ID, VERIFIER,
+)
+from gateway.api.requests import _Body, parse_body
+from gateway.domain.errors import GatewayError
+from gateway.services.migrations import Actor
+from gateway.services.status import collection_status
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+PREFIX = "/admin/v1/collections/{collection}"
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    code = "unauthorized"
+
+
+class StartMigration(_Body):
+    to_model: str = Field(min_length=1)
+
+
+class BackfillBody(_Body):
+    action: str | None = Field(default=None, description="pause | resume")
+    max_rate: float | None = Field(default=None, description="documents per second; null clears it")
+
+
+class ShadowBody(_Body):
+    model: str | None = None
+    sample_rate: float = Field(default=0.1, ge=0.0, le=1.0)
+
+
+class ReadTargetBody(_Body):
+    model: str = Field(min_length=1)
+    force: bool = False
+
+
+class VerifyBody(_Body):
+    sample: int = Field(default=200, ge=0, le=10_000)
+
+
+class RetireBody(_Body):
+    model: str = Field(min_length=1)
+
+
+@web.middleware
+async def admin_auth(request: web.Request, handler) -> web.StreamResponse:
+    """Bearer-token check for /admin paths, in constant time; the token is never logged."""
+    if request.path.startswith("/admin/"):
+        expected = request.app[ADMIN_TOKEN]
+        if not expected:
+            raise Unauthorized("the admin API is disabled: set DRIFTGATE_ADMIN_TOKEN on the gateway")
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+            log.warning("admin request without a valid token from %s: %s %s", request.remote, request.method,
+                        request.path)
+            raise Unauthorized("missing or wrong admin token: send Authorization: Bearer <DRIFTGATE_ADMIN_TOKEN>")
+    return await handler(request)
+
+
+def _actor(request: web.Request) -> Actor:
+    return Actor(address=request.remote, replica=request.app[REPLICA_ID])
+
+
+def _state_body(state) -> dict:
+    return {"name": state.name, **state.as_dict()}
+
+
+@routes.get(PREFIX + "/status")
+async def status(request: web.Request) -> web.Response:
+    app = request.app
+    return web.json_response(await collection_status(app[POOL], app[COLLECTIONS], request.match_info["collection"]))
+
+
+@routes.post(PREFIX + "/migrations")
+async def start_migration(request: web.Request) -> web.Response:
+    body = await parse_body(request, StartMigration)
+    state = await request.app[MIGRATIONS].start(request.match_info["collection"], body.to_model, _actor(request))
+    return web.json_response(_state_body(state), status=202)
+
+
+@routes.post(PREFIX + "/backfill")
+async def backfill(request: web.Request) -> web.Response:
+    body = await parse_body(request, BackfillBody)
+    result = await request.app[BACKFILL_CONTROL].apply(
+        request.match_info["collection"], body.action, body.max_rate, "max_rate" in body.model_fields_set,
+        _actor(request),
+    )
+    return web.json_response(result)
+
+
+@routes.post(PREFIX + "/shadow")
+async def shadow(request: web.Request) -> web.Response:
+    body = await parse_body(request, ShadowBody)
+    state = await request.app[MIGRATIONS].set_shadow(
+        request.match_info["collection"], body.model, body.sample_rate, _actor(request)
+    )
+    return web.json_response(_state_body(state))
+
+
+@routes.post(PREFIX + "/read-target")
+async def read_target(request: web.Request) -> web.Response:
+    body = await parse_body(request, ReadTargetBody)
+    state = await request.app[MIGRATIONS].set_read_target(
+        request.match_info["collection"], body.model, body.force, _actor(request)
+    )
+    return web.json_response(_state_body(state))
+
+
+@routes.post(PREFIX + "/verify")
+async def verify(request: web.Request) -> web.Response:
+    body = await parse_body(request, VerifyBody) if request.can_read_body else VerifyBody()
+    return web.json_response(await request.app[VERIFIER].verify(request.match_info["collection"], body.sample))
+
+
+@routes.post(PREFIX + "/retire")
+async def retire(request: web.Request) -> web.Response:
+    body = await parse_body(request, RetireBody)
+    state, changed = await request.app[MIGRATIONS].retire(request.match_info["collection"], body.model,
+                                                          _actor(request))
+    return web.json_response({**_state_body(state), "changed": changed})
+
+
+@routes.post(PREFIX + "/abort")
+async def abort(request: web.Request) -> web.Response:
+    state, changed = await request.app[MIGRATIONS].abort(request.match_info["collection"], _actor(request))
+    return web.json_response({**_state_body(state), "changed": changed})

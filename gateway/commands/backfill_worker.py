@@ -1,0 +1,51 @@
+"""`driftgate backfill-worker`: a standalone backfill process for any machine that reaches the database."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from gateway.api.app import model_cache_dir
+from gateway.config import Settings
+from gateway.services.backfill import BackfillWorker
+from gateway.services.embedding import EmbeddingService
+from gateway.store.database import create_pool, replica_id
+from gateway.store.schema import apply_schema
+
+log = logging.getLogger(__name__)
+
+
+def run(settings: Settings, dsn: str, *, burst: bool, worker_id: str | None) -> int:
+    return asyncio.run(_run(settings, dsn, burst, worker_id))
+
+
+async def _run(settings: Settings, dsn: str, burst: bool, worker_id: str | None) -> int:
+    db, models, config = settings.database, settings.models, settings.backfill
+    pool = await create_pool(dsn, min_size=1, max_size=config.pipelines + 2, ef_search=db.hnsw_ef_search)
+    async with pool.acquire() as conn:
+        await apply_schema(conn)
+    embeddings = EmbeddingService(
+        settings.model_specs(), model_cache_dir(settings), intra_op_threads=models.intra_op_threads,
+        batch_window_s=models.batch_window_ms / 1000, micro_batching=models.micro_batching,
+        allow_download=models.allow_download,
+    )
+    worker = BackfillWorker(
+        pool, embeddings, worker_id or "worker-" + replica_id(None), chunk_size=config.chunk_size,
+        pipelines=config.pipelines, poll_interval_s=config.poll_interval_s,
+        read_p99_ceiling_ms=config.read_p99_ceiling_ms,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await worker.run(stop, burst=burst)
+    finally:
+        counters = worker.counters
+        log.info("backfill worker %s stopping: %d chunks, %d documents, %d written, %d failed, %d retried",
+                 worker.worker_id, counters.chunks, counters.documents, counters.written,
+                 counters.failed_documents, counters.retried)
+        await embeddings.close()
+        await pool.close()
+    return 0

@@ -1,0 +1,223 @@
+"""`driftgate migrate ...`: the operator's side of a migration, over the admin API."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from gateway.progress import render_bar
+
+
+class AdminError(RuntimeError):
+    pass
+
+
+class AdminClient:
+    def __init__(self, url: str, token: str | None) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method,
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token or ''}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                error = json.loads(exc.read())["error"]
+                raise AdminError(f"{exc.code} {error['code']}: {error['message']}") from None
+            except (ValueError, KeyError):
+                raise AdminError(f"HTTP {exc.code} from {self.url}{path}") from None
+        except urllib.error.URLError as exc:
+            raise AdminError(f"cannot reach the gateway at {self.url} ({exc.reason}); is `driftgate serve` "
+                             "running? pass --url") from None
+
+
+def _path(collection: str, action: str) -> str:
+    return f"/admin/v1/collections/{collection}/{action}"
+
+
+def run(args) -> int:
+    token = os.environ.get("DRIFTGATE_ADMIN_TOKEN")
+    if not token:
+        print("driftgate: set DRIFTGATE_ADMIN_TOKEN to the gateway's admin token", file=sys.stderr)
+        return 2
+    client = AdminClient(args.url, token)
+    try:
+        return _ACTIONS[args.migrate_command](client, args)
+    except AdminError as exc:
+        print(f"driftgate: {exc}", file=sys.stderr)
+        return 1
+
+
+def _status(client: AdminClient, args) -> dict:
+    return client.call("GET", _path(args.collection, "status"))
+
+
+def cmd_start(client: AdminClient, args) -> int:
+    state = client.call("POST", _path(args.collection, "migrations"), {"to_model": args.to})
+    print(f"migration started: {args.collection} {state['source_model']} -> {state['target_model']}; "
+          f"every write now goes to both; backfill running (phase {state['phase']}, "
+          f"state_version {state['state_version']})")
+    print(f"watch it: driftgate migrate status {args.collection} --watch")
+    return 0
+
+
+def cmd_status(client: AdminClient, args) -> int:
+    if args.json:
+        print(json.dumps(_status(client, args), indent=2))
+        return 0
+    if not args.watch:
+        print(format_status(_status(client, args)))
+        return 0
+    tty = sys.stdout.isatty()
+    shown = 0
+    try:
+        while args.count is None or shown < args.count:
+            text = format_status(_status(client, args))
+            sys.stdout.write(("\x1b[H\x1b[2J" if tty else "") + text + "\n")
+            sys.stdout.flush()
+            shown += 1
+            if args.count is None or shown < args.count:
+                time.sleep(args.interval)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def format_status(status: dict) -> str:
+    lines = [
+        f"collection {status['name']}: phase {status['phase']}, reads {status['read_model']}, "
+        f"writes {', '.join(status['write_models'])} (state_version {status['state_version']})",
+    ]
+    for key, model in status["models"].items():
+        flags = [f"{model['coverage']:.2%} covered", f"{model['missing']} missing", f"{model['stale']} stale",
+                 "index ready" if model["index_ready"] else "index not built",
+                 "verified" if model["verified"] else "not verified"]
+        lines.append(f"  {key:<24} {model['rows']:>9} rows  " + ", ".join(flags))
+    backfill = status["backfill"]
+    if backfill.get("model"):
+        eta = f"{backfill['eta_s']:.0f}s" if backfill.get("eta_s") is not None else "?"
+        rate = f"{backfill['rate_per_s']:.0f}/s"
+        cap = f" (max {backfill['max_rate']:.0f}/s)" if backfill.get("max_rate") else ""
+        lines.append(f"  backfill {backfill['state']:<8} {render_bar(backfill['done'], backfill['total'])} "
+                     f"{backfill['done']}/{backfill['total']} {rate}{cap} eta {eta}, errors {backfill['errors']}")
+        if backfill.get("index_build"):
+            build = backfill["index_build"]
+            lines.append(f"  index build: {build['phase']} ({build['blocks_done']}/{build['blocks_total']} blocks)")
+    shadow = status["shadow"]
+    if shadow.get("model"):
+        lines.append(f"  shadow {shadow['model']} at {shadow['sample_rate']:.0%}")
+    current = status["state_version"]
+    for replica in status["replicas"]:
+        mark = "ok" if replica["applied_state_version"] == current else "BEHIND"
+        lines.append(f"  replica {replica['id']:<32} applied {replica['applied_state_version']} {mark}")
+    lines.append("  next: " + next_step(status))
+    return "\n".join(lines)
+
+
+def next_step(status: dict) -> str:
+    """What an operator would do next, from the phase and the numbers."""
+    name, phase, target = status["name"], status["phase"], status.get("target_model")
+    if phase == "steady":
+        return f"driftgate migrate start {name} --to MODEL"
+    if phase == "dual_write":
+        return "wait for the backfill (it moves the collection to ready), or `driftgate migrate abort " + name + "`"
+    if phase in ("ready", "shadow") and status["read_model"] != target:
+        if target and not status["models"].get(target, {}).get("verified"):
+            return f"driftgate migrate verify {name}"
+        return f"driftgate migrate cutover {name} (optionally shadow first: driftgate migrate shadow {name})"
+    if phase == "cutover":
+        return f"check quality, then driftgate migrate retire {name} (or rollback {name})"
+    return f"driftgate migrate status {name}"
+
+
+def cmd_shadow(client: AdminClient, args) -> int:
+    body = {"model": None if args.off else args.model, "sample_rate": 0.0 if args.off else args.rate}
+    if not args.off and not args.model:
+        status = _status(client, args)
+        body["model"] = status["target_model"] if status["read_model"] != status["target_model"] \
+            else status["source_model"]
+    state = client.call("POST", _path(args.collection, "shadow"), body)
+    print(f"shadow: {state['shadow_model'] or 'off'} at {state['shadow_sample_rate']:.0%} (phase {state['phase']})")
+    return 0
+
+
+def _switch(client: AdminClient, args, model: str, force: bool) -> int:
+    state = client.call("POST", _path(args.collection, "read-target"), {"model": model, "force": force})
+    print(f"{args.collection} now reads {state['read_model']} (phase {state['phase']}, "
+          f"state_version {state['state_version']})")
+    return 0
+
+
+def cmd_cutover(client: AdminClient, args) -> int:
+    model = args.model or _status(client, args)["target_model"]
+    if not model:
+        raise AdminError("no migration in flight: nothing to cut over to")
+    return _switch(client, args, model, args.force)
+
+
+def cmd_rollback(client: AdminClient, args) -> int:
+    model = _status(client, args)["source_model"]
+    if not model:
+        raise AdminError("no migration in flight: nothing to roll back to")
+    return _switch(client, args, model, False)
+
+
+def cmd_verify(client: AdminClient, args) -> int:
+    report = client.call("POST", _path(args.collection, "verify"), {"sample": args.sample})
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, model in report["models"].items():
+            cosine = (f"re-embed cosine min {model['cosine_min']:.6f} mean {model['cosine_mean']:.6f} "
+                      f"over {model['sampled']}" if model["sampled"] else "nothing sampled")
+            print(f"{'PASS' if model['passed'] else 'FAIL'} {key}: {model['documents']} documents, "
+                  f"{model['rows']} rows, {model['missing']} missing, {model['stale']} stale; {cosine} "
+                  f"(threshold {model['threshold']}); probes {'ok' if model['probe_ok'] else model['probe_problem']}")
+            for label in ("missing_ids", "stale_ids", "below_threshold_ids"):
+                if model[label]:
+                    print(f"    {label}: {', '.join(model[label])}")
+        print("verification " + ("passed" if report["passed"] else "FAILED"))
+    return 0 if report["passed"] else 1
+
+
+def cmd_retire(client: AdminClient, args) -> int:
+    model = args.model or _status(client, args)["source_model"]
+    if not model:
+        raise AdminError("no migration in flight: name the model with --model")
+    state = client.call("POST", _path(args.collection, "retire"), {"model": model})
+    print(f"retired {model}: {'table dropped' if state['changed'] else 'already retired'}; "
+          f"{args.collection} is {state['phase']} on {state['read_model']}")
+    return 0
+
+
+def cmd_abort(client: AdminClient, args) -> int:
+    state = client.call("POST", _path(args.collection, "abort"))
+    print(f"{'aborted' if state['changed'] else 'nothing to abort'}: {args.collection} is {state['phase']} "
+          f"on {state['read_model']}")
+    return 0
+
+
+def cmd_backfill(client: AdminClient, args) -> int:
+    body: dict = {"action": args.action}
+    if args.max_rate is not None:
+        body["max_rate"] = None if args.max_rate <= 0 else args.max_rate
+    result = client.call("POST", _path(args.collection, "backfill"), body)
+    print(f"backfill {result['state']}, max rate {result['max_rate'] or 'unlimited'}")
+    return 0
+
+
+_ACTIONS = {
+    "start": cmd_start, "status": cmd_status, "shadow": cmd_shadow, "cutover": cmd_cutover,
+    "rollback": cmd_rollback, "verify": cmd_verify, "retire": cmd_retire, "abort": cmd_abort,
+    "backfill": cmd_backfill,
+}

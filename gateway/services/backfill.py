@@ -1,0 +1,226 @@
+"""The backfill worker: re-embeds documents that lack an up-to-date vector in a migration's
+new model, chunk by chunk, in any number of processes.
+
+Each pipeline loops: claim a chunk (FOR UPDATE SKIP LOCKED), read its stale documents,
+embed them on the encoder thread, write only rows whose document still has the version
+embedded, and mark the chunk done, all in the chunk's one transaction. Several pipelines
+per worker keep the database and the model busy at the same time. When no chunk is left, a
+sweep plans another round for anything still missing; when none is, the HNSW index is
+built and the collection moves to `ready`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+import numpy as np
+
+from gateway.domain.backfill import plan_chunks, rate_delay, should_hold
+from gateway.domain.phases import Action, Phase, next_phase
+from gateway.services.embedding import EmbeddingService, EncoderFailed
+from gateway.store import backfill as backfill_sql
+from gateway.store import collections as collections_sql
+from gateway.store import replicas as replicas_sql
+from gateway.store.retry import TRANSIENT_ERRORS, db_retrying
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerCounters:
+    """Health counters, in the manner of arq: what this worker did since it started."""
+
+    chunks: int = 0
+    documents: int = 0
+    written: int = 0
+    failed_documents: int = 0
+    retried: int = 0
+    held_for_latency: int = 0
+    holding: bool = False
+    per_collection: dict = field(default_factory=dict)
+
+
+class BackfillWorker:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        embeddings: EmbeddingService,
+        worker_id: str,
+        *,
+        chunk_size: int = 256,
+        pipelines: int = 2,
+        poll_interval_s: float = 1.0,
+        read_p99_ceiling_ms: float | None = None,
+        on_written: Callable[[str, str, int], None] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._embeddings = embeddings
+        self.worker_id = worker_id
+        self._chunk_size = chunk_size
+        self._pipelines = pipelines
+        self._poll_interval_s = poll_interval_s
+        self._ceiling_ms = read_p99_ceiling_ms
+        self._on_written = on_written or (lambda _c, _m, _n: None)
+        self.counters = WorkerCounters()
+
+    async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
+        """Work until `stop` is set; with `burst`, return as soon as no backfill is active."""
+        log.info("backfill worker %s started (pipelines=%d)", self.worker_id, self._pipelines)
+        while not stop.is_set():
+            active: list | None = None  # None: unknown, the database did not answer
+            try:
+                active = await self._active()
+                for collection, model in active:
+                    await self.process(collection, model, stop)
+            except TRANSIENT_ERRORS as exc:
+                self.counters.retried += 1
+                log.warning("backfill worker: database unavailable (%r); retrying", exc)
+            if burst and active == []:
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._poll_interval_s)
+
+    async def _active(self) -> list[tuple[str, str]]:
+        async with self._pool.acquire() as conn:
+            return await backfill_sql.active_backfills(conn)
+
+    async def process(self, collection: str, model: str, stop: asyncio.Event) -> None:
+        """Run the pipelines over a collection's chunks, then sweep and maybe finish."""
+        await asyncio.gather(*(self._pipeline(collection, model, stop) for _ in range(self._pipelines)))
+        if not stop.is_set():
+            await self._sweep_or_finish(collection, model)
+
+    async def _pipeline(self, collection: str, model: str, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            async with self._pool.acquire() as conn:
+                settings = await backfill_sql.backfill_settings(conn, collection)
+                if settings is None or settings["backfill_state"] != "running" or settings["target_model"] != model:
+                    return
+                if await self._hold_for_latency(conn):
+                    await asyncio.sleep(self._poll_interval_s)
+                    continue
+            started = time.monotonic()
+            docs = None
+            async for attempt in db_retrying(max_seconds=30):
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        self.counters.retried += 1
+                    docs = await self._one_chunk(collection, model)
+            if docs is None:
+                return
+            max_rate = settings["backfill_max_rate"]
+            delay = rate_delay(docs, time.monotonic() - started, max_rate / self._pipelines if max_rate else None)
+            if delay:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+
+    async def _hold_for_latency(self, conn: asyncpg.Connection) -> bool:
+        if self._ceiling_ms is None:
+            return False
+        p99 = await replicas_sql.max_read_p99_ms(conn)
+        holding = should_hold(p99, self._ceiling_ms, self.counters.holding)
+        if holding and not self.counters.holding:
+            log.warning("backfill holding: primary read p99 %.1f ms > ceiling %.1f ms", p99, self._ceiling_ms)
+        if holding:
+            self.counters.held_for_latency += 1
+        self.counters.holding = holding
+        return holding
+
+    async def _one_chunk(self, collection: str, model: str) -> int | None:
+        """One batch = one transaction: claim, embed, write if current, mark done."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            chunk = await backfill_sql.claim_chunk(conn, collection, model)
+            if chunk is None:
+                return None
+            rows = await backfill_sql.chunk_documents(conn, collection, model, chunk)
+            written = 0
+            if rows:
+                ids, vectors, versions, failures = await self._embed(model, rows)
+                if ids:
+                    written = await backfill_sql.write_if_current(conn, collection, model, ids, vectors, versions)
+                for doc_id, version, reason in failures:
+                    await backfill_sql.record_error(conn, collection, model, doc_id, version, reason)
+                self.counters.failed_documents += len(failures)
+            await backfill_sql.finish_chunk(conn, collection, model, chunk.chunk_no, written, self.worker_id)
+        self.counters.chunks += 1
+        self.counters.documents += len(rows)
+        self.counters.written += written
+        self._on_written(collection, model, written)
+        return len(rows)
+
+    async def _embed(self, model: str, rows: list) -> tuple[list, np.ndarray, list, list]:
+        """Embed a chunk; if the batch fails, embed one by one and report the documents that fail."""
+        texts = [r["content"] for r in rows]
+        try:
+            encoded = await self._embeddings.embed(model, texts, "document")
+            return [r["id"] for r in rows], encoded.vectors, [r["version"] for r in rows], []
+        except EncoderFailed:
+            log.warning("backfill batch of %d failed to embed; retrying one by one", len(rows))
+        ids, vectors, versions, failures = [], [], [], []
+        for row in rows:
+            try:
+                encoded = await self._embeddings.embed(model, [row["content"]], "document")
+            except EncoderFailed as exc:
+                failures.append((row["id"], row["version"], str(exc.__cause__ or exc)))
+                continue
+            ids.append(row["id"])
+            vectors.append(encoded.vectors[0])
+            versions.append(row["version"])
+        matrix = np.vstack(vectors) if vectors else np.zeros((0, 1), dtype=np.float32)
+        return ids, matrix, versions, failures
+
+    async def _sweep_or_finish(self, collection: str, model: str) -> None:
+        """With every chunk done: plan a catch-up round, or build the index and mark `ready`.
+
+        One worker at a time does this (advisory lock); the others carry on or wait.
+        """
+        key = f"driftgate-backfill:{collection}:{model}"
+        async with self._pool.acquire() as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key):
+                return
+            try:
+                await self._sweep_or_finish_locked(conn, collection, model)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", key)
+
+    async def _sweep_or_finish_locked(self, conn: asyncpg.Connection, collection: str, model: str) -> None:
+        settings = await backfill_sql.backfill_settings(conn, collection)
+        if settings is None or settings["backfill_state"] != "running" or settings["target_model"] != model:
+            return
+        done = await backfill_sql.progress(conn, collection, model)
+        if done["chunks_done"] < done["chunks"]:
+            return  # a chunk is still in flight elsewhere
+        missing = await backfill_sql.incomplete_document_ids(conn, collection, model)
+        if missing:
+            round_no = await backfill_sql.current_round(conn, collection, model) + 1
+            log.info("backfill sweep of %s/%s: %d documents still missing; round %d", collection, model,
+                     len(missing), round_no)
+            async with conn.transaction():
+                await backfill_sql.plan_round(conn, collection, model, plan_chunks(missing, self._chunk_size),
+                                              round_no)
+            return
+        errors = done["errors"]
+        final_state = "failed" if errors else "done"
+        if not errors:
+            tables = await collections_sql.model_tables(conn, collection)
+            if model in tables and not tables[model]["index_ready"]:
+                log.info("building the HNSW index of %s/%s", collection, model)
+                await collections_sql.build_index(conn, collection, model)
+        async with conn.transaction():
+            state = await collections_sql.get_state(conn, collection, lock="UPDATE")
+            if state is None or state.target_model != model:
+                return
+            changes: dict = {"backfill_state": final_state}
+            if final_state == "done" and state.phase == Phase.DUAL_WRITE:
+                changes["phase"] = next_phase(state.phase, Action.BACKFILL_DONE)
+            await collections_sql.change_state(
+                conn, state, action="backfill_" + final_state, actor="backfill", replica=self.worker_id,
+                detail={"errors": errors}, **changes,
+            )
+        log.info("backfill of %s/%s %s (%d errors)", collection, model, final_state, errors)

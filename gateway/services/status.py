@@ -1,0 +1,84 @@
+"""The status report of a collection: phase, models, backfill, replicas, recent actions."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from gateway.domain.backfill import eta_seconds
+from gateway.services.collections import CollectionService
+from gateway.store import backfill as backfill_sql
+from gateway.store import collections as collections_sql
+from gateway.store import replicas as replicas_sql
+from gateway.store.retry import db_retrying
+
+
+async def collection_status(pool: asyncpg.Pool, collections: CollectionService, name: str) -> dict:
+    state = await collections.reload(name)
+    if state is None:
+        await collections.state(name)  # raises the 404
+    assert state is not None
+    async for attempt in db_retrying():
+        with attempt:
+            async with pool.acquire() as conn:
+                tables = await collections_sql.model_tables(conn, name)
+                models = {}
+                for key, table in tables.items():
+                    cover = await collections_sql.coverage(conn, name, key)
+                    models[key] = {
+                        "dim": table["dim"],
+                        "rows": cover["rows"],
+                        "coverage": cover["coverage"],
+                        "missing": cover["missing"],
+                        "stale": cover["stale"],
+                        "index_ready": table["index_ready"],
+                        "verified": table["verified_ok"],
+                        "verified_at": table["verified_at"].isoformat() if table["verified_at"] else None,
+                    }
+                backfill = await _backfill(conn, name, state.target_model, tables)
+                replicas = await replicas_sql.list_replicas(conn, name)
+                audit = await collections_sql.audit_log(conn, name, limit=5)
+    return {
+        "name": name,
+        "phase": state.phase.value,
+        "read_model": state.read_model,
+        "write_models": list(state.write_models),
+        "source_model": state.source_model,
+        "target_model": state.target_model,
+        "shadow": {"model": state.shadow_model, "sample_rate": state.shadow_sample_rate},
+        "state_version": state.state_version,
+        "models": models,
+        "backfill": backfill,
+        "shadow_metrics": None,  # shadow comparison is not built yet
+        "replicas": replicas,
+        "recent_actions": [
+            {"at": a["at"], "action": a["action"], "actor": a["actor"], "forced": a["forced"]} for a in audit
+        ],
+    }
+
+
+async def _backfill(conn: asyncpg.Connection, name: str, model: str | None, tables: dict) -> dict:
+    settings = await backfill_sql.backfill_settings(conn, name)
+    if model is None:
+        return {"state": settings["backfill_state"], "done": 0, "total": 0, "rate_per_s": 0.0,
+                "eta_s": None, "errors": 0}
+    progress = await backfill_sql.progress(conn, name, model)
+    span = float(progress["recent_span_s"] or 0.0)
+    rate = progress["done_recent"] / max(span, 1.0) if progress["done_recent"] else 0.0
+    index = None
+    if model in tables and not tables[model]["index_ready"]:
+        index = await collections_sql.index_build_progress(conn, name, model)
+    return {
+        "model": model,
+        "state": settings["backfill_state"],
+        "done": int(progress["done"]),
+        "total": int(progress["total"]),
+        "written": int(progress["written"]),
+        "chunks": int(progress["chunks"]),
+        "chunks_done": int(progress["chunks_done"]),
+        "rate_per_s": round(rate, 1),
+        "eta_s": eta_seconds(int(progress["done"]), int(progress["total"]), rate),
+        "max_rate": settings["backfill_max_rate"],
+        "errors": int(progress["errors"]),
+        "error_samples": await backfill_sql.list_errors(conn, name, model, limit=5),
+        "index_build": index,
+    }

@@ -1,0 +1,190 @@
+"""SQL of the backfill: planned chunks (the checkpoint), claiming, version-safe writes, errors.
+
+A chunk row is claimed with FOR UPDATE SKIP LOCKED inside the transaction that also writes
+its embeddings and marks it done, so one batch is one transaction: a worker killed at any
+moment rolls back, its lock goes away, and another worker takes the chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import numpy as np
+from pgvector import Vector
+
+from gateway.domain.backfill import Chunk
+from gateway.store.collections import documents_table, model_table
+
+
+@dataclass(frozen=True)
+class ClaimedChunk:
+    chunk_no: int
+    lo: str
+    hi: str
+
+
+async def document_ids(conn: asyncpg.Connection, collection: str) -> list[str]:
+    rows = await conn.fetch(f"SELECT id FROM {documents_table(collection)} ORDER BY id")
+    return [r["id"] for r in rows]
+
+
+async def incomplete_document_ids(conn: asyncpg.Connection, collection: str, model_key: str) -> list[str]:
+    """Live documents without an embedding at their current version, excluding recorded errors."""
+    rows = await conn.fetch(
+        f"""SELECT d.id FROM {documents_table(collection)} d
+            LEFT JOIN {model_table(collection, model_key)} e ON e.doc_id = d.id
+            WHERE (e.doc_id IS NULL OR e.source_version < d.version)
+              AND NOT EXISTS (SELECT 1 FROM driftgate.backfill_errors x
+                              WHERE x.collection = $1 AND x.model_key = $2 AND x.doc_id = d.id
+                                AND x.doc_version = d.version)
+            ORDER BY d.id""",
+        collection, model_key,
+    )
+    return [r["id"] for r in rows]
+
+
+async def plan_round(
+    conn: asyncpg.Connection, collection: str, model_key: str, chunks: Sequence[Chunk], round_no: int
+) -> None:
+    start = await conn.fetchval(
+        "SELECT coalesce(max(chunk_no), 0) FROM driftgate.backfill_chunks WHERE collection = $1 AND model_key = $2",
+        collection, model_key,
+    )
+    await conn.executemany(
+        """INSERT INTO driftgate.backfill_chunks (collection, model_key, chunk_no, round, lo, hi, docs)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        [(collection, model_key, start + i + 1, round_no, c.lo, c.hi, c.docs) for i, c in enumerate(chunks)],
+    )
+
+
+async def current_round(conn: asyncpg.Connection, collection: str, model_key: str) -> int:
+    return await conn.fetchval(
+        "SELECT coalesce(max(round), 0) FROM driftgate.backfill_chunks WHERE collection = $1 AND model_key = $2",
+        collection, model_key,
+    )
+
+
+async def claim_chunk(conn: asyncpg.Connection, collection: str, model_key: str) -> ClaimedChunk | None:
+    """Lock the next unfinished chunk for this transaction, skipping chunks other workers hold."""
+    row = await conn.fetchrow(
+        """SELECT chunk_no, lo, hi FROM driftgate.backfill_chunks
+           WHERE collection = $1 AND model_key = $2 AND NOT done
+           ORDER BY chunk_no LIMIT 1 FOR UPDATE SKIP LOCKED""",
+        collection, model_key,
+    )
+    return ClaimedChunk(row["chunk_no"], row["lo"], row["hi"]) if row else None
+
+
+async def chunk_documents(
+    conn: asyncpg.Connection, collection: str, model_key: str, chunk: ClaimedChunk
+) -> list[asyncpg.Record]:
+    """Documents in the chunk's id range that lack an up-to-date embedding in the model's table."""
+    return await conn.fetch(
+        f"""SELECT d.id, d.content, d.version FROM {documents_table(collection)} d
+            LEFT JOIN {model_table(collection, model_key)} e ON e.doc_id = d.id
+            WHERE d.id BETWEEN $1 AND $2 AND (e.doc_id IS NULL OR e.source_version < d.version)
+            ORDER BY d.id""",
+        chunk.lo, chunk.hi,
+    )
+
+
+async def write_if_current(
+    conn: asyncpg.Connection, collection: str, model_key: str,
+    ids: Sequence[str], vectors: np.ndarray, versions: Sequence[int],
+) -> int:
+    """Write embeddings only for documents that still exist at the version embedded.
+
+    The join re-checks each document under a KEY SHARE lock: a concurrent delete makes the
+    row vanish (never resurrected), a concurrent update changes its version (skipped), and
+    ON CONFLICT keeps a fresher dual-written embedding. Returns how many rows were written.
+    """
+    status = await conn.execute(
+        f"""INSERT INTO {model_table(collection, model_key)} AS e (doc_id, embedding, source_version)
+            SELECT u.id, u.embedding, u.version
+            FROM unnest($1::text[], $2::vector[], $3::bigint[]) AS u (id, embedding, version)
+            JOIN {documents_table(collection)} d ON d.id = u.id AND d.version = u.version
+            FOR KEY SHARE OF d
+            ON CONFLICT (doc_id) DO UPDATE
+               SET embedding = excluded.embedding, source_version = excluded.source_version, embedded_at = now()
+               WHERE e.source_version < excluded.source_version""",
+        list(ids), [Vector(v) for v in vectors], list(versions),
+    )
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def finish_chunk(
+    conn: asyncpg.Connection, collection: str, model_key: str, chunk_no: int, written: int, worker: str
+) -> None:
+    await conn.execute(
+        """UPDATE driftgate.backfill_chunks SET done = true, written = $4, worker = $5, done_at = now()
+           WHERE collection = $1 AND model_key = $2 AND chunk_no = $3""",
+        collection, model_key, chunk_no, written, worker,
+    )
+
+
+async def record_error(
+    conn: asyncpg.Connection, collection: str, model_key: str, doc_id: str, version: int, reason: str
+) -> None:
+    await conn.execute(
+        """INSERT INTO driftgate.backfill_errors (collection, model_key, doc_id, doc_version, reason)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (collection, model_key, doc_id) DO UPDATE
+              SET doc_version = excluded.doc_version, reason = excluded.reason,
+                  attempts = driftgate.backfill_errors.attempts + 1, last_at = now()""",
+        collection, model_key, doc_id, version, reason[:500],
+    )
+
+
+async def clear_errors(conn: asyncpg.Connection, collection: str, model_key: str) -> int:
+    status = await conn.execute(
+        "DELETE FROM driftgate.backfill_errors WHERE collection = $1 AND model_key = $2", collection, model_key
+    )
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def list_errors(conn: asyncpg.Connection, collection: str, model_key: str, limit: int = 20) -> list[dict]:
+    rows = await conn.fetch(
+        """SELECT doc_id, doc_version, reason, attempts FROM driftgate.backfill_errors
+           WHERE collection = $1 AND model_key = $2 ORDER BY doc_id LIMIT $3""",
+        collection, model_key, limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def progress(conn: asyncpg.Connection, collection: str, model_key: str) -> dict:
+    """Chunks done and documents processed, overall and in the last 30 s (for the rate)."""
+    row = await conn.fetchrow(
+        """SELECT count(*) AS chunks,
+                  count(*) FILTER (WHERE done) AS chunks_done,
+                  coalesce(sum(docs), 0) AS total,
+                  coalesce(sum(docs) FILTER (WHERE done), 0) AS done,
+                  coalesce(sum(written) FILTER (WHERE done), 0) AS written,
+                  coalesce(sum(docs) FILTER (WHERE done AND done_at > now() - interval '30 seconds'), 0)
+                      AS done_recent,
+                  extract(epoch FROM now() - min(done_at) FILTER (WHERE done_at > now() - interval '30 seconds'))
+                      AS recent_span_s,
+                  (SELECT count(*) FROM driftgate.backfill_errors x
+                   WHERE x.collection = $1 AND x.model_key = $2) AS errors
+           FROM driftgate.backfill_chunks WHERE collection = $1 AND model_key = $2""",
+        collection, model_key,
+    )
+    return dict(row)
+
+
+async def backfill_settings(conn: asyncpg.Connection, collection: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """SELECT name, phase, target_model, backfill_state, backfill_max_rate, backfill_started_at
+           FROM driftgate.collections WHERE name = $1""",
+        collection,
+    )
+
+
+async def active_backfills(conn: asyncpg.Connection) -> list[tuple[str, str]]:
+    """(collection, model) pairs whose backfill should be worked on now."""
+    rows = await conn.fetch(
+        """SELECT name, target_model FROM driftgate.collections
+           WHERE backfill_state = 'running' AND target_model IS NOT NULL ORDER BY name"""
+    )
+    return [(r["name"], r["target_model"]) for r in rows]
