@@ -140,3 +140,47 @@ def test_serve_on_the_embedded_database_keeps_documents_across_restarts(tmp_path
         assert status == 200 and hits["hits"][0]["id"] == "a"
     finally:
         _stop(server)
+
+
+def test_an_operator_runs_a_whole_migration_with_the_migrate_cli(tmp_path):
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env_token = {"DRIFTGATE_ADMIN_TOKEN": "cli-token"}
+    os.environ.update(env_token)
+    try:
+        server = _serve(port, tmp_path / "pgdata")
+    finally:
+        os.environ.pop("DRIFTGATE_ADMIN_TOKEN")
+    try:
+        assert _request(f"{base}/v1/collections/kb", "PUT", {"model": "paraphrase-MiniLM-L3-v2"})[0] == 201
+        docs = [{"id": f"d{i}", "text": f"note {i} on waveguides and filters"} for i in range(30)]
+        assert _request(f"{base}/v1/collections/kb/documents", "POST", {"documents": docs})[0] == 200
+
+        def migrate(*args: str) -> subprocess.CompletedProcess:
+            return run("migrate", *args, "--url", base, env=env_token)
+
+        started = migrate("start", "kb", "--to", "all-MiniLM-L6-v2")
+        assert started.returncode == 0 and "migration started" in started.stdout, started.stderr
+        deadline = time.monotonic() + 60
+        while "phase ready" not in (status := migrate("status", "kb")).stdout:
+            assert time.monotonic() < deadline, status.stdout
+            time.sleep(0.5)
+        assert "backfill done" in status.stdout and "next: driftgate migrate verify kb" in status.stdout
+        watch = migrate("status", "kb", "--watch", "--count", "2", "--interval", "0.1")
+        assert watch.returncode == 0 and watch.stdout.count("collection kb") == 2
+        refused = migrate("cutover", "kb")
+        assert refused.returncode == 1 and "index_incomplete" in refused.stderr
+        verified = migrate("verify", "kb")
+        assert verified.returncode == 0 and "verification passed" in verified.stdout
+        assert "now reads all-MiniLM-L6-v2" in migrate("cutover", "kb").stdout
+        assert "now reads paraphrase-MiniLM-L3-v2" in migrate("rollback", "kb").stdout
+        assert "now reads all-MiniLM-L6-v2" in migrate("cutover", "kb").stdout
+        retired = migrate("retire", "kb")
+        assert retired.returncode == 0 and "table dropped" in retired.stdout
+        assert "phase steady, reads all-MiniLM-L6-v2" in migrate("status", "kb").stdout
+        no_token = run("migrate", "status", "kb", "--url", base, env={"DRIFTGATE_ADMIN_TOKEN": ""})
+        assert no_token.returncode == 2 and "DRIFTGATE_ADMIN_TOKEN" in no_token.stderr
+        wrong = run("migrate", "status", "kb", "--url", base, env={"DRIFTGATE_ADMIN_TOKEN": "nope"})
+        assert wrong.returncode == 1 and "401 unauthorized" in wrong.stderr
+    finally:
+        _stop(server)
