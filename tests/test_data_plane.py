@@ -86,3 +86,23 @@ async def test_delete_removes_the_document_and_its_embedding(client):
     assert (await client.delete("/v1/collections/docs/documents/a")).status == 404
     hits = await (await client.post("/v1/collections/docs/query", json={"text": "deleted"})).json()
     assert hits["hits"] == []
+
+
+async def test_openapi_describes_every_route_the_app_serves(client):
+    spec = await (await client.get("/openapi.json")).json()
+    assert spec["openapi"].startswith("3.")
+    served = {
+        (route.resource.canonical, route.method.lower())
+        for route in client.app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    }
+    described = {(path, method) for path, ops in spec["paths"].items() for method in ops}
+    assert served == described
+
+
+async def test_metrics_are_exposed_in_prometheus_text_format(client):
+    await create_collection(client)
+    await client.post("/v1/collections/docs/query", json={"text": "anything"})
+    text = await (await client.get("/metrics")).text()
+    assert 'driftgate_http_requests_total{method="POST",route="/v1/collections/{collection}/query",status="200"}' in text
+    assert "driftgate_encode_batch_size_bucket" in text

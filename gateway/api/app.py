@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -27,7 +28,9 @@ from gateway.services.migrations import BackfillControl, MigrationService
 from gateway.services.state_sync import StateWatcher
 from gateway.services.verify import Verifier
 from gateway.store.database import create_pool, replica_id
+from gateway.store.retry import TRANSIENT_ERRORS
 from gateway.store.schema import apply_schema
+from gateway.services.status import backfill_progress
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +104,11 @@ async def _backfill_worker(app: web.Application) -> AsyncIterator[None]:
     if not config.enabled:
         yield
         return
+    metrics = app[METRICS]
     worker = BackfillWorker(
         app[POOL], app[EMBEDDINGS], app[REPLICA_ID], chunk_size=config.chunk_size, pipelines=config.pipelines,
         poll_interval_s=config.poll_interval_s, read_p99_ceiling_ms=config.read_p99_ceiling_ms,
+        on_written=lambda c, m, n: metrics.backfill_written.labels(c, m).inc(n),
     )
     app[BACKFILL_WORKER] = worker
     stop = asyncio.Event()
@@ -114,6 +119,28 @@ async def _backfill_worker(app: web.Application) -> AsyncIterator[None]:
         await asyncio.wait_for(task, timeout=30)
     except asyncio.TimeoutError:
         task.cancel()
+
+
+async def _gauges(app: web.Application) -> AsyncIterator[None]:
+    """Refresh the gauges that describe shared state (backfill progress, applied state versions)."""
+
+    async def refresh() -> None:
+        while True:
+            await asyncio.sleep(app[SETTINGS].server.sync_poll_interval_s * 2)
+            try:
+                collections = app[COLLECTIONS]
+                for name, version in collections.cached_versions().items():
+                    app[METRICS].state_version.labels(name).set(version)
+                for collection, model, progress in await backfill_progress(app[POOL]):
+                    app[METRICS].record_backfill(collection, model, progress)
+            except TRANSIENT_ERRORS:
+                continue
+
+    task = asyncio.create_task(refresh(), name="gauges")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def create_app(
@@ -138,6 +165,7 @@ def create_app(
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(_state_watcher)
     app.cleanup_ctx.append(_backfill_worker)
+    app.cleanup_ctx.append(_gauges)
     app.add_routes(admin.routes)
     app.add_routes(data_plane.routes)
     app.add_routes(health.routes)

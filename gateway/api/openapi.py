@@ -5,6 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway import __version__
+from gateway.api.admin import (
+    BackfillBody, ReadTargetBody, RetireBody, ShadowBody, StartMigration, VerifyBody,
+)
 from gateway.api.requests import BatchBody, CreateCollection, DocumentBody, QueryBody
 
 routes = web.RouteTableDef()
@@ -75,6 +78,7 @@ def build_spec() -> dict:
                 "post": _op("k-NN search by text or by vector of the read model", "200", body=QueryBody,
                             params=(_NAME,), errors=(400, 404, 409, 413, 503)),
             },
+            **_admin_paths(),
             "/healthz": {"get": _op("Liveness", "200", errors=())},
             "/readyz": {"get": _op("Readiness: database reachable, models loaded and verified", "200",
                                    errors=(503,))},
@@ -82,8 +86,31 @@ def build_spec() -> dict:
             "/openapi.json": {"get": _op("This document", "200", errors=())},
         },
     }
-    spec["components"] = {"schemas": dict(_COMPONENTS)}
+    spec["components"] = {
+        "schemas": dict(_COMPONENTS),
+        "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+    }
     return spec
+
+
+def _admin_paths() -> dict:
+    base = "/admin/v1/collections/{collection}"
+    admin = {"security": [{"adminToken": []}]}
+    errors = (400, 401, 404, 409, 503)
+
+    def op(summary: str, ok: str, body: type | None) -> dict:
+        return {**_op(summary, ok, body=body, params=(_NAME,), errors=errors), **admin}
+
+    return {
+        f"{base}/status": {"get": op("Migration status: phase, coverage, backfill, replicas", "200", None)},
+        f"{base}/migrations": {"post": op("Start a migration (dual-write + backfill)", "202", StartMigration)},
+        f"{base}/backfill": {"post": op("Pause, resume or rate-limit the backfill", "200", BackfillBody)},
+        f"{base}/shadow": {"post": op("Configure shadow reads", "200", ShadowBody)},
+        f"{base}/read-target": {"post": op("Switch reads (cutover or rollback)", "200", ReadTargetBody)},
+        f"{base}/verify": {"post": op("Verify every written model", "200", VerifyBody)},
+        f"{base}/retire": {"post": op("Retire the old model", "200", RetireBody)},
+        f"{base}/abort": {"post": op("Abort the migration", "200", None)},
+    }
 
 
 @routes.get("/openapi.json")

@@ -12,6 +12,12 @@ from gateway.store import replicas as replicas_sql
 from gateway.store.retry import db_retrying
 
 
+def recent_rate(progress: dict) -> float:
+    """Documents per second over the last 30 s of finished chunks."""
+    span = float(progress["recent_span_s"] or 0.0)
+    return progress["done_recent"] / max(span, 1.0) if progress["done_recent"] else 0.0
+
+
 async def collection_status(pool: asyncpg.Pool, collections: CollectionService, name: str) -> dict:
     state = await collections.reload(name)
     if state is None:
@@ -62,8 +68,7 @@ async def _backfill(conn: asyncpg.Connection, name: str, model: str | None, tabl
         return {"state": settings["backfill_state"], "done": 0, "total": 0, "rate_per_s": 0.0,
                 "eta_s": None, "errors": 0}
     progress = await backfill_sql.progress(conn, name, model)
-    span = float(progress["recent_span_s"] or 0.0)
-    rate = progress["done_recent"] / max(span, 1.0) if progress["done_recent"] else 0.0
+    rate = recent_rate(progress)
     index = None
     if model in tables and not tables[model]["index_ready"]:
         index = await collections_sql.index_build_progress(conn, name, model)
@@ -82,3 +87,15 @@ async def _backfill(conn: asyncpg.Connection, name: str, model: str | None, tabl
         "error_samples": await backfill_sql.list_errors(conn, name, model, limit=5),
         "index_build": index,
     }
+
+
+async def backfill_progress(pool: asyncpg.Pool) -> list[tuple[str, str, dict]]:
+    """(collection, model, {done, total, errors, rate_per_s}) of every migration in flight."""
+    out = []
+    async with pool.acquire() as conn:
+        for collection, model in await backfill_sql.migrations_in_flight(conn):
+            progress = await backfill_sql.progress(conn, collection, model)
+            rate = recent_rate(progress)
+            out.append((collection, model, {"done": int(progress["done"]), "total": int(progress["total"]),
+                                            "errors": int(progress["errors"]), "rate_per_s": rate}))
+    return out

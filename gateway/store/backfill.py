@@ -188,3 +188,10 @@ async def active_backfills(conn: asyncpg.Connection) -> list[tuple[str, str]]:
            WHERE backfill_state = 'running' AND target_model IS NOT NULL ORDER BY name"""
     )
     return [(r["name"], r["target_model"]) for r in rows]
+
+
+async def migrations_in_flight(conn: asyncpg.Connection) -> list[tuple[str, str]]:
+    rows = await conn.fetch(
+        "SELECT name, target_model FROM driftgate.collections WHERE target_model IS NOT NULL ORDER BY name"
+    )
+    return [(r["name"], r["target_model"]) for r in rows]
