@@ -126,6 +126,15 @@ class BackfillConfig(_Section):
     read_p99_ceiling_ms: float | None = Field(None, gt=0)  # hold while primary read p99 is above
 
 
+class ShadowConfig(_Section):
+    queue_size: int = Field(256, ge=1)  # jobs waiting; beyond it new samples are dropped and counted
+    concurrency: int = Field(2, ge=1, le=64)  # shadow jobs running at once
+    timeout_s: float = Field(2.0, gt=0)  # per job; a slower shadow is counted as a timeout error
+    window: int = Field(2000, ge=10)  # comparisons kept for the rolling status summary
+    keep_samples: int = Field(0, ge=0)  # raw samples kept in driftgate.shadow_samples (0 = none)
+    store_query_text: bool = False  # raw samples keep a hash of the query unless this is on
+
+
 class LimitsConfig(_Section):
     max_text_chars: int = Field(100_000, ge=1)
     max_batch_documents: int = Field(1000, ge=1)
@@ -147,6 +156,7 @@ class Settings(BaseSettings):
     database: DatabaseConfig = DatabaseConfig()
     models: ModelsConfig = ModelsConfig()
     backfill: BackfillConfig = BackfillConfig()
+    shadow: ShadowConfig = ShadowConfig()
     limits: LimitsConfig = LimitsConfig()
     logging: LoggingConfig = LoggingConfig()
 

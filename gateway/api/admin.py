@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import Field
 
 from gateway.api.keys import (
-    ADMIN_TOKEN, BACKFILL_CONTROL, COLLECTIONS, MIGRATIONS, POOL, REPLICA_ID, VERIFIER,
+    ADMIN_TOKEN, BACKFILL_CONTROL, COLLECTIONS, MIGRATIONS, POOL, REPLICA_ID, SHADOW, VERIFIER,
 )
 from gateway.api.requests import _Body, parse_body
 from gateway.domain.errors import GatewayError
@@ -36,8 +36,11 @@ class BackfillBody(_Body):
 
 
 class ShadowBody(_Body):
-    model: str | None = None
+    model: str | None = Field(default=None, description="a written model other than the read model; null stops")
     sample_rate: float = Field(default=0.1, ge=0.0, le=1.0)
+    noise_floor_rate: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="share of queries also run A/A: read model, exact search (no index); null keeps it")
 
 
 class ReadTargetBody(_Body):
@@ -80,7 +83,11 @@ def _state_body(state) -> dict:
 @routes.get(PREFIX + "/status")
 async def status(request: web.Request) -> web.Response:
     app = request.app
-    return web.json_response(await collection_status(app[POOL], app[COLLECTIONS], request.match_info["collection"]))
+    name = request.match_info["collection"]
+    return web.json_response(
+        await collection_status(app[POOL], app[COLLECTIONS], name, {"replica": app[REPLICA_ID],
+                                                                   **app[SHADOW].summary(name)})
+    )
 
 
 @routes.post(PREFIX + "/migrations")
@@ -104,7 +111,7 @@ async def backfill(request: web.Request) -> web.Response:
 async def shadow(request: web.Request) -> web.Response:
     body = await parse_body(request, ShadowBody)
     state = await request.app[MIGRATIONS].set_shadow(
-        request.match_info["collection"], body.model, body.sample_rate, _actor(request)
+        request.match_info["collection"], body.model, body.sample_rate, body.noise_floor_rate, _actor(request)
     )
     return web.json_response(_state_body(state))
 

@@ -16,7 +16,7 @@ from gateway.api import admin, data_plane, health, openapi
 from gateway.api.errors import error_middleware
 from gateway.api.keys import (
     ADMIN_TOKEN, BACKFILL_CONTROL, BACKFILL_WORKER, COLLECTIONS, DSN, EMBEDDINGS, METRICS, MIGRATIONS, POOL,
-    REPLICA_ID, SETTINGS, VERIFIER, WATCHER, EncoderLoaderKey,
+    REPLICA_ID, SETTINGS, SHADOW, VERIFIER, WATCHER, EncoderLoaderKey,
 )
 from gateway.api.metrics import Metrics
 from gateway.config import Settings
@@ -25,6 +25,7 @@ from gateway.services.backfill import BackfillWorker
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService, EncoderLoader
 from gateway.services.migrations import BackfillControl, MigrationService
+from gateway.services.shadow import ShadowRunner
 from gateway.services.state_sync import StateWatcher
 from gateway.services.verify import Verifier
 from gateway.store.database import create_pool, replica_id
@@ -83,8 +84,16 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[MIGRATIONS] = MigrationService(app[POOL], collections, embeddings, chunk_size=settings.backfill.chunk_size)
     app[BACKFILL_CONTROL] = BackfillControl(app[POOL], collections)
     app[VERIFIER] = Verifier(app[POOL], collections, embeddings)
+    shadow = settings.shadow
+    app[SHADOW] = ShadowRunner(
+        app[POOL], embeddings, queue_size=shadow.queue_size, concurrency=shadow.concurrency,
+        timeout_s=shadow.timeout_s, window=shadow.window, keep_samples=shadow.keep_samples,
+        store_query_text=shadow.store_query_text, metrics=metrics,
+    )
     await collections.check_models()
+    await app[SHADOW].start()
     yield
+    await app[SHADOW].stop()
     await embeddings.close()
 
 

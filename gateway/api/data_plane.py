@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.api.keys import COLLECTIONS, SETTINGS
+from gateway.api.keys import COLLECTIONS, SETTINGS, SHADOW
 from gateway.api.requests import (
     BatchBody,
     CreateCollection,
@@ -16,6 +16,7 @@ from gateway.api.requests import (
     parse_body,
 )
 from gateway.domain.errors import InvalidRequest
+from gateway.domain.shadow import Observation
 from gateway.services.collections import NewDocument
 
 routes = web.RouteTableDef()
@@ -97,6 +98,13 @@ async def query(request: web.Request) -> web.Response:
     if body.text is not None:
         check_text(body.text, limits)
         result = await service.query_text(name, body.text, body.k, body.filter)
+        # after the answer is computed and before it is sent: offer() never waits
+        request.app[SHADOW].offer(
+            result.state, text=body.text, vector=result.vector, k=body.k, metadata_filter=body.filter,
+            primary=Observation(result.model, tuple(h.id for h in result.hits),
+                                tuple(h.score for h in result.hits), result.latency_ms),
+            request_id=request.headers.get("X-Request-Id"),
+        )
     else:
         assert body.vector is not None and body.model is not None
         result = await service.query_vector(name, body.vector, body.model, body.k, body.filter)

@@ -10,6 +10,7 @@ from gateway.config import Settings
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService
 from gateway.services.migrations import BackfillControl, MigrationService
+from gateway.services.shadow import ShadowRunner
 from gateway.services.state_sync import StateWatcher
 from gateway.services.verify import Verifier
 
@@ -25,5 +26,6 @@ VERIFIER = web.AppKey("verifier", Verifier)
 WATCHER = web.AppKey("state_watcher", StateWatcher)
 BACKFILL_WORKER = web.AppKey("backfill_worker", object)
 REPLICA_ID = web.AppKey("replica_id", str)
+SHADOW = web.AppKey("shadow", ShadowRunner)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
 EncoderLoaderKey = web.AppKey("encoder_loader", object)

@@ -18,6 +18,7 @@ class CollectionState:
     state_version: int
     source_model: str | None = None  # the old model while a migration is in flight
     target_model: str | None = None  # the new model while a migration is in flight
+    noise_floor_rate: float = 0.0  # share of queries shadowed A/A (read model, exact search)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -33,5 +34,6 @@ class CollectionState:
             "shadow_sample_rate": self.shadow_sample_rate,
             "source_model": self.source_model,
             "target_model": self.target_model,
+            "noise_floor_rate": self.noise_floor_rate,
             "state_version": self.state_version,
         }

@@ -53,6 +53,9 @@ class QueryResult:
     model: str
     hits: list[documents_sql.Hit]
     truncated: bool
+    state: CollectionState | None = None  # the snapshot the query was served from
+    vector: np.ndarray | None = None  # the query vector (text queries)
+    latency_ms: float = 0.0
 
 
 class _WriteSetChanged(Exception):
@@ -254,8 +257,10 @@ class CollectionService:
                     raise
                 await self.reload(name)
                 continue
-            self._read_latency.add(time.monotonic(), time.monotonic() - started)
-            return QueryResult(state.read_model, hits, encoded.truncated[0])
+            elapsed = time.monotonic() - started
+            self._read_latency.add(time.monotonic(), elapsed)
+            return QueryResult(state.read_model, hits, encoded.truncated[0], state, encoded.vectors[0],
+                               elapsed * 1000)
         raise AssertionError("unreachable")
 
     async def query_vector(

@@ -144,22 +144,23 @@ class MigrationService:
         log.info("collection %s now reads %s (%s)", name, model, action.value)
         return await self._changed(name)
 
-    async def set_shadow(self, name: str, model: str | None, sample_rate: float, actor: Actor) -> CollectionState:
-        if not 0.0 <= sample_rate <= 1.0:
-            raise InvalidRequest("sample_rate must be between 0 and 1", code="invalid_request")
+    async def set_shadow(
+        self, name: str, model: str | None, sample_rate: float, noise_floor_rate: float | None, actor: Actor
+    ) -> CollectionState:
+        """A/B shadow on another written model (a migration step), and/or the A/A noise floor
+        (the read model against exact search), which is allowed in any phase."""
         async for attempt in db_retrying():
             with attempt:
                 async with self._pool.acquire() as conn, conn.transaction():
                     state = await self._locked(conn, name)
-                    if model is None:
-                        phase = next_phase(state.phase, Action.UNSHADOW)
-                        sample_rate = 0.0
-                    else:
+                    changes: dict = {}
+                    if model is not None:
                         self._embeddings.spec(model)
                         if model not in state.write_models or model == state.read_model:
                             raise Conflict(
                                 f"model {model!r} cannot shadow collection {name!r}: the shadow must be a "
-                                f"written model other than the read model ({state.read_model!r})",
+                                f"written model other than the read model ({state.read_model!r}); for the "
+                                "A/A noise floor use noise_floor_rate",
                                 code="invalid_shadow",
                             )
                         cover = await collections_sql.coverage(conn, name, model)
@@ -167,12 +168,20 @@ class MigrationService:
                             raise IndexIncomplete(
                                 f"model {model!r} cannot shadow yet: coverage {cover['coverage']:.2%}"
                             )
-                        phase = next_phase(state.phase, Action.SHADOW)
-                    await collections_sql.change_state(
-                        conn, state, action="shadow", actor=actor.address, replica=actor.replica,
-                        detail={"model": model, "sample_rate": sample_rate},
-                        phase=phase, shadow_model=model, shadow_sample_rate=sample_rate,
-                    )
+                        changes.update(phase=next_phase(state.phase, Action.SHADOW), shadow_model=model,
+                                       shadow_sample_rate=sample_rate)
+                    elif state.shadow_model is not None:
+                        changes.update(phase=next_phase(state.phase, Action.UNSHADOW), shadow_model=None,
+                                       shadow_sample_rate=0.0)
+                    if noise_floor_rate is not None:
+                        changes["noise_floor_rate"] = noise_floor_rate
+                    if changes:
+                        await collections_sql.change_state(
+                            conn, state, action="shadow", actor=actor.address, replica=actor.replica,
+                            detail={"model": model, "sample_rate": sample_rate,
+                                    "noise_floor_rate": noise_floor_rate},
+                            **changes,
+                        )
         return await self._changed(name)
 
     async def retire(self, name: str, model: str, actor: Actor) -> tuple[CollectionState, bool]:

@@ -18,7 +18,9 @@ def recent_rate(progress: dict) -> float:
     return progress["done_recent"] / max(span, 1.0) if progress["done_recent"] else 0.0
 
 
-async def collection_status(pool: asyncpg.Pool, collections: CollectionService, name: str) -> dict:
+async def collection_status(
+    pool: asyncpg.Pool, collections: CollectionService, name: str, shadow_metrics: dict | None = None
+) -> dict:
     state = await collections.reload(name)
     if state is None:
         await collections.state(name)  # raises the 404
@@ -50,11 +52,12 @@ async def collection_status(pool: asyncpg.Pool, collections: CollectionService, 
         "write_models": list(state.write_models),
         "source_model": state.source_model,
         "target_model": state.target_model,
-        "shadow": {"model": state.shadow_model, "sample_rate": state.shadow_sample_rate},
+        "shadow": {"model": state.shadow_model, "sample_rate": state.shadow_sample_rate,
+                   "noise_floor_rate": state.noise_floor_rate},
         "state_version": state.state_version,
         "models": models,
         "backfill": backfill,
-        "shadow_metrics": None,  # shadow comparison is not built yet
+        "shadow_metrics": shadow_metrics,
         "replicas": replicas,
         "recent_actions": [
             {"at": a["at"], "action": a["action"], "actor": a["actor"], "forced": a["forced"]} for a in audit

@@ -12,7 +12,7 @@ from gateway.domain.state import CollectionState
 
 _STATE_COLUMNS = (
     "name, phase, read_model, write_models, shadow_model, shadow_sample_rate, state_version, "
-    "source_model, target_model"
+    "source_model, target_model, noise_floor_rate"
 )
 
 
@@ -27,6 +27,7 @@ def _state(row: asyncpg.Record) -> CollectionState:
         state_version=row["state_version"],
         source_model=row["source_model"],
         target_model=row["target_model"],
+        noise_floor_rate=row["noise_floor_rate"],
     )
 
 

@@ -100,8 +100,18 @@ async def search(
     vector: np.ndarray,
     k: int,
     metadata_filter: Mapping | None = None,
+    *,
+    exact: bool = False,
 ) -> list[Hit]:
-    """The k nearest documents by cosine distance in `model_key`'s table (HNSW index)."""
+    """The k nearest documents by cosine distance in `model_key`'s table.
+
+    Normally through the HNSW index (approximate); `exact=True` disables index scans for
+    this one statement, which is what the A/A noise floor compares the index against.
+    """
+    if exact:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off")
+            return await search(conn, collection, model_key, vector, k, metadata_filter)
     params: list = [Vector(vector), k]
     where = ""
     if metadata_filter:

@@ -106,6 +106,33 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        3,
+        """
+        ALTER TABLE driftgate.collections
+            ADD COLUMN noise_floor_rate double precision NOT NULL DEFAULT 0;
+        CREATE TABLE driftgate.shadow_samples (
+            id            bigserial PRIMARY KEY,
+            at            timestamptz NOT NULL DEFAULT now(),
+            collection    text NOT NULL,
+            kind          text NOT NULL,
+            primary_model text NOT NULL,
+            shadow_model  text NOT NULL,
+            query_hash    text NOT NULL,
+            query_text    text,
+            k             integer NOT NULL,
+            overlap       double precision NOT NULL,
+            rbo           double precision NOT NULL,
+            kendall_tau   double precision,
+            top1          boolean NOT NULL,
+            score_shift   double precision,
+            primary_ms    double precision NOT NULL,
+            shadow_ms     double precision NOT NULL,
+            primary_ids   text[] NOT NULL,
+            shadow_ids    text[] NOT NULL
+        );
+        """,
+    ),
 )
 
 

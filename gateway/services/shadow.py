@@ -1,0 +1,196 @@
+"""Shadow reads: sampled, bounded, time-limited comparisons that never touch the primary.
+
+The handler answers the caller first and then offers the job here; `offer` never waits
+(a full queue drops and counts). A few worker tasks encode the query with the shadow model,
+search its table (or, for the A/A noise floor, search the read model's table exactly, with
+no index), compare the two rankings and publish the result: rolling stats, Prometheus
+metrics and, if configured, a row in a bounded table. Candidate errors are swallowed and
+counted by category, as github/scientist does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import asyncpg
+import numpy as np
+
+from gateway.domain.shadow import Comparison, Observation, ShadowStats, compare, recommendation, sampled
+from gateway.domain.state import CollectionState
+from gateway.services.embedding import EmbeddingService
+from gateway.store import documents as documents_sql
+from gateway.store import shadow as shadow_sql
+from gateway.store.retry import TRANSIENT_ERRORS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ShadowJob:
+    kind: str  # "ab" | "aa"
+    collection: str
+    text: str
+    vector: np.ndarray  # the primary's query vector (reused by the A/A job)
+    k: int
+    metadata_filter: Mapping | None
+    primary: Observation
+    candidate_model: str
+
+
+class ShadowRunner:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        embeddings: EmbeddingService,
+        *,
+        queue_size: int = 256,
+        concurrency: int = 2,
+        timeout_s: float = 2.0,
+        window: int = 1000,
+        keep_samples: int = 0,
+        store_query_text: bool = False,
+        metrics=None,
+    ) -> None:
+        self._pool = pool
+        self._embeddings = embeddings
+        self._queue: asyncio.Queue[ShadowJob] = asyncio.Queue(maxsize=queue_size)
+        self._concurrency = concurrency
+        self._timeout_s = timeout_s
+        self._window = window
+        self._keep = keep_samples
+        self._store_text = store_query_text
+        self._metrics = metrics
+        self._tasks: list[asyncio.Task] = []
+        self._stats: dict[tuple[str, str], ShadowStats] = {}
+        self.dropped: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.in_flight = 0
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._work(), name=f"shadow-{i}") for i in range(self._concurrency)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    def offer(
+        self, state: CollectionState, *, text: str, vector: np.ndarray, k: int, metadata_filter: Mapping | None,
+        primary: Observation, request_id: str | None,
+    ) -> list[str]:
+        """Queue the shadow jobs this query is sampled for; never blocks. Returns the kinds queued."""
+        queued = []
+        plans = []
+        if state.shadow_model and state.shadow_model != state.read_model:
+            plans.append(("ab", state.shadow_model, state.shadow_sample_rate, "ab"))
+        if state.noise_floor_rate > 0:
+            plans.append(("aa", state.read_model, state.noise_floor_rate, "aa"))
+        for kind, model, rate, salt in plans:
+            if not sampled(rate, f"{salt}:{request_id}" if request_id else None, random.random()):
+                continue
+            job = ShadowJob(kind, state.name, text, vector, k, metadata_filter, primary, model)
+            try:
+                self._queue.put_nowait(job)
+            except asyncio.QueueFull:
+                self.dropped[f"{state.name}:{kind}"] += 1
+                if self._metrics:
+                    self._metrics.shadow_dropped.labels(state.name, kind).inc()
+                continue
+            queued.append(kind)
+        return queued
+
+    async def _work(self) -> None:
+        while True:
+            job = await self._queue.get()
+            self.in_flight += 1
+            try:
+                comparison = await asyncio.wait_for(self._run(job), self._timeout_s)
+                await self._publish(job, comparison)
+            except asyncio.TimeoutError:
+                self._count_error(job, "timeout")
+            except TRANSIENT_ERRORS:
+                self._count_error(job, "database")
+            except asyncpg.PostgresError:
+                self._count_error(job, "database")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a candidate failure never reaches the caller
+                category = "encoder" if type(exc).__name__ == "EncoderFailed" else "other"
+                log.debug("shadow job failed: %r", exc)
+                self._count_error(job, category)
+            finally:
+                self.in_flight -= 1
+                self._queue.task_done()
+
+    def _count_error(self, job: ShadowJob, category: str) -> None:
+        self.errors[f"{job.collection}:{job.kind}:{category}"] += 1
+        if self._metrics:
+            self._metrics.shadow_errors.labels(job.collection, job.kind, category).inc()
+
+    async def _run(self, job: ShadowJob) -> Comparison:
+        started = time.perf_counter()
+        if job.kind == "aa":
+            vector = job.vector
+        else:
+            vector = (await self._embeddings.embed(job.candidate_model, [job.text], "query")).vectors[0]
+        async with self._pool.acquire() as conn:
+            hits = await documents_sql.search(
+                conn, job.collection, job.candidate_model, vector, job.k, job.metadata_filter, exact=job.kind == "aa"
+            )
+        candidate = Observation(
+            job.candidate_model, tuple(h.id for h in hits), tuple(h.score for h in hits),
+            (time.perf_counter() - started) * 1000,
+        )
+        return compare(job.kind, job.primary, candidate, job.k)
+
+    async def _publish(self, job: ShadowJob, comparison: Comparison) -> None:
+        """The one exit of a finished comparison: stats, metrics, optionally the samples table."""
+        self._stats.setdefault((job.collection, job.kind), ShadowStats(self._window)).add(comparison)
+        if self._metrics:
+            self._metrics.record_shadow(job.collection, comparison)
+        if self._keep > 0:
+            row = {
+                "kind": job.kind, "primary_model": comparison.primary.model,
+                "shadow_model": comparison.candidate.model,
+                "query_hash": hashlib.sha256(job.text.encode()).hexdigest(),
+                "query_text": job.text if self._store_text else None, "k": job.k,
+                "overlap": comparison.overlap, "rbo": comparison.rbo, "kendall_tau": comparison.tau,
+                "top1": comparison.top1, "score_shift": comparison.score_shift,
+                "primary_ms": comparison.primary.latency_ms, "shadow_ms": comparison.candidate.latency_ms,
+                "primary_ids": list(comparison.primary.ids), "shadow_ids": list(comparison.candidate.ids),
+            }
+            async with self._pool.acquire() as conn:
+                await shadow_sql.keep_sample(conn, job.collection, row, self._keep)
+
+    async def drain(self) -> None:
+        """Wait until every queued job has finished (tests, graceful shutdown)."""
+        await self._queue.join()
+
+    def summary(self, collection: str) -> dict:
+        ab = self._stats.get((collection, "ab"))
+        aa = self._stats.get((collection, "aa"))
+        ab_summary = ab.summary() if ab else {"samples": 0}
+        aa_summary = aa.summary() if aa else {"samples": 0}
+
+        def errors(kind: str) -> dict[str, int]:
+            prefix = f"{collection}:{kind}:"
+            return {key[len(prefix):]: n for key, n in self.errors.items() if key.startswith(prefix)}
+
+        return {
+            **ab_summary,
+            "dropped": self.dropped[f"{collection}:ab"],
+            "errors": errors("ab"),
+            "noise_floor": {**aa_summary, "dropped": self.dropped[f"{collection}:aa"], "errors": errors("aa")},
+            "recommendation": recommendation(ab_summary, aa_summary),
+        }
