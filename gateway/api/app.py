@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.api import admin, data_plane, health, openapi
+from gateway.api import admin, data_plane, embeddings, health, openapi
 from gateway.api.errors import error_middleware
 from gateway.api.keys import (
     ADMIN_TOKEN, BACKFILL_CONTROL, BACKFILL_WORKER, COLLECTIONS, DSN, EMBEDDINGS, METRICS, MIGRATIONS, POOL,
@@ -177,6 +177,7 @@ def create_app(
     app.cleanup_ctx.append(_gauges)
     app.add_routes(admin.routes)
     app.add_routes(data_plane.routes)
+    app.add_routes(embeddings.routes)
     app.add_routes(health.routes)
     app.add_routes(openapi.routes)
     return app

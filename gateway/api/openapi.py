@@ -8,6 +8,7 @@ from gateway import __version__
 from gateway.api.admin import (
     BackfillBody, ReadTargetBody, RetireBody, ShadowBody, StartMigration, VerifyBody,
 )
+from gateway.api.embeddings import EmbeddingsBody
 from gateway.api.requests import BatchBody, CreateCollection, DocumentBody, QueryBody
 
 routes = web.RouteTableDef()
@@ -77,6 +78,10 @@ def build_spec() -> dict:
             coll + "/query": {
                 "post": _op("k-NN search by text or by vector of the read model", "200", body=QueryBody,
                             params=(_NAME,), errors=(400, 404, 409, 413, 503)),
+            },
+            "/v1/embeddings": {
+                "post": _op("OpenAI-compatible embeddings with a pinned model", "200", body=EmbeddingsBody,
+                            errors=(400, 404, 409, 413, 503)),
             },
             **_admin_paths(),
             "/healthz": {"get": _op("Liveness", "200", errors=())},

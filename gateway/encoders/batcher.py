@@ -102,7 +102,8 @@ class MicroBatcher:
         for item_texts, future in batch:
             end = start + len(item_texts)
             if not future.done():
-                future.set_result(
-                    Encoded(np.ascontiguousarray(result.vectors[start:end]), result.truncated[start:end])
-                )
+                future.set_result(Encoded(
+                    np.ascontiguousarray(result.vectors[start:end]), result.truncated[start:end],
+                    result.tokens[start:end],
+                ))
             start = end

@@ -25,6 +25,7 @@ class ModelFileMismatch(RuntimeError):
 class Encoded:
     vectors: np.ndarray  # (n, dim) float32
     truncated: tuple[bool, ...]
+    tokens: tuple[int, ...] = ()  # tokens each text used (after truncation); words for in-graph tokenizers
 
 
 class OnnxEncoder:
@@ -68,23 +69,27 @@ class OnnxEncoder:
         that only saves time, and batch-dependent ones run one text per chunk anyway.
         """
         if not texts:
-            return Encoded(np.zeros((0, self.spec.dim), dtype=np.float32), ())
+            return Encoded(np.zeros((0, self.spec.dim), dtype=np.float32), (), ())
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         vectors = np.empty((len(texts), self.spec.dim), dtype=np.float32)
         truncated = [False] * len(texts)
+        tokens = [0] * len(texts)
         step = self.spec.max_batch
         for start in range(0, len(order), step):
             chunk = order[start : start + step]
-            chunk_vectors, chunk_truncated = self._encode_chunk([texts[i] for i in chunk])
+            chunk_vectors, chunk_lengths = self._encode_chunk([texts[i] for i in chunk])
             vectors[chunk] = chunk_vectors
-            for i, flag in zip(chunk, chunk_truncated):
-                truncated[i] = flag
-        return Encoded(vectors, tuple(truncated))
+            for i, length in zip(chunk, chunk_lengths):
+                limit = self.spec.max_tokens
+                truncated[i] = limit is not None and length > limit
+                tokens[i] = min(length, limit) if limit is not None else length
+        return Encoded(vectors, tuple(truncated), tuple(tokens))
 
-    def _encode_chunk(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
+    def _encode_chunk(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """Vectors of one chunk, and each text's length in tokens before truncation."""
         if self.spec.input_kind == "text":
             output = self.session.run([self._output], {"inputs": np.array(texts, dtype=object)})[0]
-            return self._finish(output, None), [False] * len(texts)
+            return self._finish(output, None), [len(t.split()) for t in texts]
         assert self.tokenizer is not None and self.spec.max_tokens is not None
         lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
         batch = self.tokenizer(
@@ -98,7 +103,7 @@ class OnnxEncoder:
         feeds = {name: batch[name].astype(np.int64) for name in batch if name in self._input_names}
         output = self.session.run([self._output], feeds)[0]
         mask = batch["attention_mask"]
-        return self._finish(output, mask), [n > self.spec.max_tokens for n in lengths]
+        return self._finish(output, mask), lengths
 
     def _finish(self, output: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         pooled = pool(output, mask, self.spec.pooling)

@@ -159,7 +159,7 @@ class CollectionService:
             self._states[name] = state
         return state
 
-    def _refuse_drifted(self, state: CollectionState, models: Sequence[str]) -> None:
+    def refuse_drifted(self, state: CollectionState, models: Sequence[str]) -> None:
         for key in models:
             if key in self.drifted:
                 raise ModelDrift(
@@ -179,7 +179,7 @@ class CollectionService:
         state = await self.state(name)
         encoded: dict[str, Encoded] = {}
         for _ in range(MAX_WRITE_SET_RETRIES):
-            self._refuse_drifted(state, state.write_models)
+            self.refuse_drifted(state, state.write_models)
             missing = [m for m in state.write_models if m not in encoded]
             results = await asyncio.gather(*(self._embeddings.embed(m, texts, "document") for m in missing))
             encoded.update(zip(missing, results))
@@ -248,7 +248,7 @@ class CollectionService:
         started = time.monotonic()
         for attempt in range(2):
             state = await self.state(name)
-            self._refuse_drifted(state, [state.read_model])
+            self.refuse_drifted(state, [state.read_model])
             encoded = await self._embeddings.embed(state.read_model, [text], "query")
             try:
                 hits = await self._search(name, state.read_model, encoded.vectors[0], k, metadata_filter)
@@ -275,7 +275,7 @@ class CollectionService:
                 f"{state.read_model!r}; embed the query with {state.read_model!r} (see the X-Driftgate-Model header)",
                 code="model_mismatch",
             )
-        self._refuse_drifted(state, [state.read_model])
+        self.refuse_drifted(state, [state.read_model])
         if len(vector) != spec.dim:
             raise InvalidRequest(
                 f"vector has {len(vector)} dimensions, model {model_key!r} has {spec.dim}",

@@ -1,0 +1,63 @@
+"""OpenAI-compatible `POST /v1/embeddings`, so applications that embed for themselves still
+use the pinned model: `model` is a catalog key, or `collection:<name>` for that collection's
+current read model."""
+
+from __future__ import annotations
+
+import base64
+from typing import Literal
+
+from aiohttp import web
+from pydantic import Field
+
+from gateway.api.keys import COLLECTIONS, EMBEDDINGS, SETTINGS
+from gateway.api.requests import _Body, check_text, parse_body
+from gateway.domain.errors import InvalidRequest
+
+routes = web.RouteTableDef()
+
+
+class EmbeddingsBody(_Body):
+    model: str = Field(min_length=1, description="a model key, or collection:<name> for its read model")
+    input: str | list[str] = Field(description="one text or a list of texts")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1, description="must equal the model's dimension")
+    user: str | None = None
+
+
+@routes.post("/v1/embeddings")
+async def embeddings(request: web.Request) -> web.Response:
+    app = request.app
+    limits = app[SETTINGS].limits
+    body = await parse_body(request, EmbeddingsBody)
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if not texts:
+        raise InvalidRequest("input is empty; send a string or a non-empty list of strings", code="invalid_request")
+    if len(texts) > limits.max_batch_documents:
+        raise InvalidRequest(f"input has {len(texts)} texts, the limit is {limits.max_batch_documents}",
+                             code="batch_too_large")
+    for index, text in enumerate(texts):
+        check_text(text, limits, f"input.{index}" if len(texts) > 1 else "input")
+    model = body.model
+    if model.startswith("collection:"):
+        state = await app[COLLECTIONS].state(model.split(":", 1)[1])
+        app[COLLECTIONS].refuse_drifted(state, [state.read_model])
+        model = state.read_model
+    spec = app[EMBEDDINGS].spec(model)
+    if body.dimensions is not None and body.dimensions != spec.dim:
+        raise InvalidRequest(f"model {model!r} has {spec.dim} dimensions; it cannot produce {body.dimensions}",
+                             code="invalid_dimensions")
+    encoded = await app[EMBEDDINGS].embed(model, texts, "document")
+    data = []
+    for index, vector in enumerate(encoded.vectors):
+        if body.encoding_format == "base64":
+            value: object = base64.b64encode(vector.astype("<f4").tobytes()).decode()
+        else:
+            value = [float(x) for x in vector]
+        data.append({"object": "embedding", "index": index, "embedding": value})
+    tokens = sum(encoded.tokens)
+    return web.json_response(
+        {"object": "list", "data": data, "model": model,
+         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
+        headers={"X-Driftgate-Model": model},
+    )
