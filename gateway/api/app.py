@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 import time
@@ -13,13 +14,16 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.api import admin, data_plane, embeddings, health, openapi
+from gateway.api.context import request_id_middleware
 from gateway.api.errors import error_middleware
 from gateway.api.keys import (
-    ADMIN_TOKEN, BACKFILL_CONTROL, BACKFILL_WORKER, COLLECTIONS, DSN, EMBEDDINGS, METRICS, MIGRATIONS, POOL,
+    API_KEYS, ADMIN_TOKEN, BACKFILL_CONTROL, BACKFILL_WORKER, COLLECTIONS, DSN, EMBEDDINGS, METRICS, MIGRATIONS, POOL,
     REPLICA_ID, SETTINGS, SHADOW, VERIFIER, WATCHER, EncoderLoaderKey,
 )
 from gateway.api.metrics import Metrics
+from gateway.api.admin import Unauthorized
 from gateway.config import Settings
+from gateway.domain.errors import GatewayError
 from gateway.encoders.fetch import default_cache_dir
 from gateway.services.backfill import BackfillWorker
 from gateway.services.collections import CollectionService
@@ -46,6 +50,35 @@ async def metrics_middleware(request: web.Request, handler) -> web.StreamRespons
     metrics.requests.labels(request.method, route, str(response.status)).inc()
     metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
     return response
+
+
+class RequestTimeout(GatewayError):
+    status = 504
+    code = "request_timeout"
+
+
+@web.middleware
+async def timeout_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Bound every request; a slow one answers 504 instead of holding the client forever."""
+    limit = request.app[SETTINGS].server.request_timeout_s
+    try:
+        async with asyncio.timeout(limit):
+            return await handler(request)
+    except TimeoutError:
+        raise RequestTimeout(f"the request took longer than {limit:.0f} s; retry, or split it") from None
+
+
+@web.middleware
+async def api_key_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Optional data-plane API keys (DRIFTGATE_API_KEYS, comma-separated); health and docs stay open."""
+    keys = request.app[API_KEYS]
+    if keys and request.path.startswith("/v1/"):
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        given = (token.strip() if scheme.lower() == "bearer" else "") or request.headers.get("X-API-Key", "")
+        if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
+            raise Unauthorized("missing or wrong API key: send Authorization: Bearer <key> or X-API-Key")
+    return await handler(request)
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -154,6 +187,7 @@ async def _gauges(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(
     settings: Settings, dsn: str, *, encoder_loader: EncoderLoader | None = None, admin_token: str | None = None,
+    api_keys: str | None = None,
 ) -> web.Application:
     """Build the gateway for the database at `dsn` (start the embedded one first if needed).
 
@@ -161,13 +195,16 @@ def create_app(
     """
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
-        middlewares=[metrics_middleware, error_middleware, admin.admin_auth],
+        middlewares=[request_id_middleware, metrics_middleware, error_middleware, timeout_middleware,
+                     admin.admin_auth, api_key_middleware],
     )
     app[SETTINGS] = settings
     app[DSN] = dsn
     app[METRICS] = Metrics()
     app[REPLICA_ID] = replica_id(settings.server.replica_id)
     app[ADMIN_TOKEN] = admin_token if admin_token is not None else os.environ.get("DRIFTGATE_ADMIN_TOKEN", "")
+    keys = api_keys if api_keys is not None else os.environ.get("DRIFTGATE_API_KEYS", "")
+    app[API_KEYS] = tuple(k.strip() for k in keys.split(",") if k.strip())
     if encoder_loader is not None:
         app[EncoderLoaderKey] = encoder_loader
     app.cleanup_ctx.append(_database)
