@@ -82,6 +82,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_migrate(commands)
 
+    load = commands.add_parser(
+        "loadtest", help="the zero-downtime proof: a whole migration under load",
+        description="Start the embedded PostgreSQL and two gateway replicas on loopback ports (or target "
+        "running gateways with --url), put an open-loop load of queries, inserts, updates and deletes on "
+        "them, and drive a whole migration through the admin API: start, backfill, verify, shadow, "
+        "cutover, rollback, cutover, retire. Reports failed requests per phase, lost writes and "
+        "resurrected deletes; exits 1 unless all are zero.",
+        epilog="example: driftgate loadtest --short --json report.json --plot timeline.png",
+    )
+    load.add_argument("--short", action="store_true", help="2,000 documents, about two minutes")
+    load.add_argument("--json", help="write the JSON report here (default: stdout)")
+    load.add_argument("--plot", help="write a PNG timeline here")
+    load.add_argument("--url", help="comma-separated gateway URLs to target instead of starting a cluster")
+    load.add_argument("--from", dest="from_model", default="paraphrase-MiniLM-L3-v2", help="old model")
+    load.add_argument("--to", dest="to_model", default="all-MiniLM-L6-v2",
+                      help="new model (use-multilingual-v3 for a dimension change)")
+    load.add_argument("--documents", type=int, help="corpus size (default 2,000 short / 6,000 full)")
+    load.add_argument("--rate", type=float, help="offered requests per second (default 20 short / 30 full)")
+    load.add_argument("--corpus", help="JSONL file with {\"_id\", \"text\"} lines (default: Vaswani)")
+    load.add_argument("--kill-replica", action="store_true", help="kill -9 a replica mid-backfill, restart it")
+    load.add_argument("--restart-db", action="store_true", help="restart PostgreSQL once mid-backfill")
+
     evaluate = commands.add_parser(
         "evaluate", help="retrieval quality of models on a BEIR-layout dataset",
         description="Load a BEIR-layout dataset (corpus.jsonl, queries.jsonl, qrels/test.tsv) into a "
@@ -218,6 +240,10 @@ def _dispatch(args: argparse.Namespace, settings) -> int:
 
         return evaluate.run(settings, dataset=args.dataset, models=[m.strip() for m in args.models.split(",")],
                             k=args.k, limit=args.limit, json_path=args.json_path, plot_path=args.plot_path)
+    if args.command == "loadtest":
+        from loadtest.main import run as run_loadtest
+
+        return run_loadtest(args)
     if args.command == "migrate":
         from gateway.commands import migrate
 

@@ -48,7 +48,7 @@ def _read_qrels(handle: IO[str]) -> dict[str, set[str]]:
 def vaswani(limit: int | None = None) -> Dataset:
     """The Vaswani (NPL) collection shipped inside the package (11,429 abstracts, 93 queries)."""
     root = resources.files("gateway") / "data" / "vaswani"
-    with gzip.open(root.joinpath("corpus.jsonl.gz").open("rb"), "rt", encoding="utf-8") as handle:
+    with root.joinpath("corpus.jsonl.gz").open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as handle:
         corpus = _read_jsonl(handle, limit)
     with root.joinpath("queries.jsonl").open("r", encoding="utf-8") as handle:
         queries = _read_jsonl(handle, None)

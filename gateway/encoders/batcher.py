@@ -85,19 +85,36 @@ class MicroBatcher:
                 size += len(item[0])
             await self._run_batch(loop, batch)
 
+    async def _run_alone(self, loop: asyncio.AbstractEventLoop, texts: list[str], future: asyncio.Future) -> None:
+        try:
+            result = await loop.run_in_executor(self._executor, self._encode, texts)
+        except Exception as exc:
+            self._settle(future, exc)
+            return
+        if not future.done():
+            future.set_result(result)
+
+    @staticmethod
+    def _settle(future: asyncio.Future, exc: BaseException) -> None:
+        if not future.done():
+            future.set_exception(exc)
+
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
         texts = [text for item_texts, _ in batch for text in item_texts]
         try:
             self._on_batch(len(texts))
             result = await loop.run_in_executor(self._executor, self._encode, texts)
-        except BaseException as exc:  # handed to every waiting caller; cancellation re-raised
-            failure = exc if isinstance(exc, Exception) else RuntimeError("encoder is shutting down")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(failure)
-            if not isinstance(exc, Exception):
-                raise
+        except Exception as exc:
+            if len(batch) == 1:
+                self._settle(batch[0][1], exc)
+            else:  # one bad text must not fail its batch-mates: run each request on its own
+                for item_texts, future in batch:
+                    await self._run_alone(loop, item_texts, future)
             return
+        except BaseException:  # cancelled while encoding: nobody may wait forever
+            for _, future in batch:
+                self._settle(future, RuntimeError("encoder is shutting down"))
+            raise
         start = 0
         for item_texts, future in batch:
             end = start + len(item_texts)

@@ -156,7 +156,10 @@ class CollectionService:
                 async with self._pool.acquire() as conn:
                     state = await collections_sql.get_state(conn, name)
         if state is not None:
-            self._states[name] = state
+            cached = self._states.get(name)
+            # a slow reload must not replace a newer state another reload already applied
+            if cached is None or state.state_version >= cached.state_version:
+                self._states[name] = state
         return state
 
     def refuse_drifted(self, state: CollectionState, models: Sequence[str]) -> None:

@@ -21,13 +21,16 @@ def recent_rate(progress: dict) -> float:
 async def collection_status(
     pool: asyncpg.Pool, collections: CollectionService, name: str, shadow_metrics: dict | None = None
 ) -> dict:
-    state = await collections.reload(name)
-    if state is None:
-        await collections.state(name)  # raises the 404
-    assert state is not None
+    await collections.state(name)  # validates the name; 404 for an unknown collection
     async for attempt in db_retrying():
         with attempt:
-            async with pool.acquire() as conn:
+            # one snapshot: state, tables and backfill progress are read as of one moment
+            async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+                state = await collections_sql.get_state(conn, name)
+                if state is None:
+                    await collections.reload(name)
+                    await collections.state(name)
+                assert state is not None
                 tables = await collections_sql.model_tables(conn, name)
                 models = {}
                 for key, table in tables.items():
