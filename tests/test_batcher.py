@@ -88,3 +88,26 @@ async def test_an_idle_model_encodes_at_once_and_requests_queued_meanwhile_share
     await asyncio.gather(first, *queued)
     await batcher.close()
     assert fake.calls == [1, 5]
+
+
+async def test_interactive_requests_jump_ahead_of_queued_bulk_pieces(executor):
+    release = threading.Event()
+    order: list[str] = []
+
+    class Recording(FakeEncoder):
+        def encode(self, texts):
+            if not order:
+                release.wait(5)
+            order.append(texts[0][:4])
+            return super().encode(texts)
+
+    batcher = MicroBatcher(Recording().encode, executor, max_batch=2)
+    bulk = asyncio.ensure_future(batcher.encode([f"bulk{i}" for i in range(6)], bulk=True))
+    await asyncio.sleep(0.05)  # the first bulk piece is running; two more are queued
+    urgent = asyncio.ensure_future(batcher.encode(["user query"]))
+    await asyncio.sleep(0.05)
+    release.set()
+    result, _ = await asyncio.gather(bulk, urgent)
+    await batcher.close()
+    assert order == ["bulk", "user", "bulk", "bulk"]
+    assert [int(v) for v in result.vectors[:, 0]] == [5] * 6 and len(result.truncated) == 6

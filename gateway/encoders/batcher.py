@@ -1,16 +1,21 @@
-"""Micro-batching of concurrent encode requests for one model.
+"""Micro-batching of concurrent encode requests for one model, with interactive work first.
 
 One inference call runs at a time per model, on a worker thread. A request that finds the
 model idle is encoded at once (no added latency); requests that arrive while a call is
 running queue up and all go together in the next call, up to the model's max batch. An
-optional window (`window_s`) makes a batch wait a little longer for company. With batching
-off, every request runs its own call on the thread pool, competing for the cores.
+optional window (`window_s`) makes a batch wait a little longer for company.
+
+Bulk work (the backfill, verification) is cut into pieces of at most max batch texts and
+queued behind interactive requests (queries, document writes), so an application waits for
+at most one bulk piece, never for a whole backfill chunk. With batching off, every request
+runs its own call on the thread pool, competing for the cores.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 
@@ -19,6 +24,15 @@ import numpy as np
 from gateway.encoders.onnx import Encoded
 
 EncodeFn = Callable[[list[str]], Encoded]
+Item = tuple[list[str], asyncio.Future]
+
+
+def concat(parts: list[Encoded]) -> Encoded:
+    return Encoded(
+        np.vstack([p.vectors for p in parts]),
+        tuple(t for p in parts for t in p.truncated),
+        tuple(t for p in parts for t in p.tokens),
+    )
 
 
 class MicroBatcher:
@@ -38,10 +52,12 @@ class MicroBatcher:
         self._window_s = window_s
         self._enabled = enabled
         self._on_batch = on_batch or (lambda _n: None)
-        self._queue: asyncio.Queue[tuple[list[str], asyncio.Future]] = asyncio.Queue()
+        self._urgent: deque[Item] = deque()
+        self._bulk: deque[Item] = deque()
+        self._work = asyncio.Event()
         self._task: asyncio.Task | None = None
 
-    async def encode(self, texts: list[str]) -> Encoded:
+    async def encode(self, texts: list[str], *, bulk: bool = False) -> Encoded:
         """Embed `texts`; waits for the batch they join. Raises what the encoder raised."""
         loop = asyncio.get_running_loop()
         if not self._enabled:
@@ -49,9 +65,19 @@ class MicroBatcher:
             return await loop.run_in_executor(self._executor, self._encode, texts)
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="micro-batcher")
-        future: asyncio.Future = loop.create_future()
-        await self._queue.put((texts, future))
-        return await future
+        if not bulk:
+            future: asyncio.Future = loop.create_future()
+            self._urgent.append((texts, future))
+            self._work.set()
+            return await future
+        futures = []
+        for start in range(0, len(texts), self._max_batch):
+            future = loop.create_future()
+            self._bulk.append((texts[start : start + self._max_batch], future))
+            futures.append(future)
+        self._work.set()
+        parts = await asyncio.gather(*futures)
+        return concat(parts) if parts else Encoded(np.zeros((0, 0), dtype=np.float32), (), ())
 
     async def close(self) -> None:
         if self._task is not None:
@@ -59,31 +85,34 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        while not self._queue.empty():
-            _texts, future = self._queue.get_nowait()
-            if not future.done():
-                future.set_exception(RuntimeError("encoder is shutting down"))
+        for queue in (self._urgent, self._bulk):
+            while queue:
+                self._settle(queue.popleft()[1], RuntimeError("encoder is shutting down"))
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            size = len(batch[0][0])
-            deadline = loop.time() + self._window_s
-            while size < self._max_batch:
-                if not self._queue.empty():  # whatever queued during the last call joins now
-                    item = self._queue.get_nowait()
-                else:
-                    timeout = deadline - loop.time()
-                    if timeout <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(self._queue.get(), timeout)
-                    except asyncio.TimeoutError:
-                        break
-                batch.append(item)
-                size += len(item[0])
+            await self._work.wait()
+            if self._urgent:
+                batch = self._take_urgent()
+                if self._window_s > 0 and sum(len(t) for t, _ in batch) < self._max_batch:
+                    await asyncio.sleep(self._window_s)
+                    batch += self._take_urgent(sum(len(t) for t, _ in batch))
+            elif self._bulk:
+                batch = [self._bulk.popleft()]
+            else:
+                self._work.clear()
+                continue
             await self._run_batch(loop, batch)
+
+    def _take_urgent(self, size: int = 0) -> list[Item]:
+        """Interactive requests queued so far, up to the max batch (at least one)."""
+        batch: list[Item] = []
+        while self._urgent and (not batch and size == 0 or size + len(self._urgent[0][0]) <= self._max_batch):
+            item = self._urgent.popleft()
+            batch.append(item)
+            size += len(item[0])
+        return batch
 
     async def _run_alone(self, loop: asyncio.AbstractEventLoop, texts: list[str], future: asyncio.Future) -> None:
         try:

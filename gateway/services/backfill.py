@@ -158,14 +158,14 @@ class BackfillWorker:
         """Embed a chunk; if the batch fails, embed one by one and report the documents that fail."""
         texts = [r["content"] for r in rows]
         try:
-            encoded = await self._embeddings.embed(model, texts, "document")
+            encoded = await self._embeddings.embed(model, texts, "document", bulk=True)
             return [r["id"] for r in rows], encoded.vectors, [r["version"] for r in rows], []
         except EncoderFailed:
             log.warning("backfill batch of %d failed to embed; retrying one by one", len(rows))
         ids, vectors, versions, failures = [], [], [], []
         for row in rows:
             try:
-                encoded = await self._embeddings.embed(model, [row["content"]], "document")
+                encoded = await self._embeddings.embed(model, [row["content"]], "document", bulk=True)
             except EncoderFailed as exc:
                 failures.append((row["id"], row["version"], str(exc.__cause__ or exc)))
                 continue

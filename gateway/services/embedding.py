@@ -95,8 +95,10 @@ class EmbeddingService:
             )
             log.info("model %s loaded (fingerprint %s)", key, spec.fingerprint[:12])
 
-    async def embed(self, key: str, texts: list[str], kind: Kind) -> Encoded:
-        """Vectors for `texts` with model `key`, prefixed as the model expects for `kind`."""
+    async def embed(self, key: str, texts: list[str], kind: Kind, *, bulk: bool = False) -> Encoded:
+        """Vectors for `texts` with model `key`, prefixed as the model expects for `kind`.
+
+        `bulk` work (backfill, verification) yields the model to interactive requests."""
         spec = self.spec(key)
         if key not in self._batchers:
             await self.load(key)
@@ -104,7 +106,7 @@ class EmbeddingService:
         if prefix:
             texts = [prefix + t for t in texts]
         try:
-            return await self._batchers[key].encode(texts)
+            return await self._batchers[key].encode(texts, bulk=bulk)
         except Exception as exc:
             log.exception("encoding with %s failed", key)
             raise EncoderFailed(f"encoding with model {key!r} failed ({type(exc).__name__}); try again") from exc

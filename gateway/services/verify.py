@@ -48,7 +48,7 @@ class Verifier:
                     registered = await registry_sql.get_model(conn, model)
         cosines = np.zeros(0)
         if stored:
-            encoded = await self._embeddings.embed(model, [r.text for r in stored], "document")
+            encoded = await self._embeddings.embed(model, [r.text for r in stored], "document", bulk=True)
             kept = np.vstack([r.embedding for r in stored]).astype(np.float32)
             cosines = (encoded.vectors * kept).sum(axis=1) / (
                 np.linalg.norm(encoded.vectors, axis=1) * np.linalg.norm(kept, axis=1) + 1e-12

@@ -1,0 +1,208 @@
+"""`driftgate loadtest`: the zero-downtime proof, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from gateway.datasets import vaswani
+from gateway.progress import ProgressBar
+from loadtest.cluster import Cluster
+from loadtest.generator import OpenLoopGenerator
+from loadtest.report import check_final_state, failed, per_phase, timeline_plot
+from loadtest.scenario import Admin, ScenarioError, Timeline, run_migration
+
+MIX = {"query": 0.7, "insert": 0.12, "update": 0.12, "delete": 0.06}
+
+
+@dataclass(frozen=True)
+class Profile:
+    documents: int
+    rate: float
+    dwell_s: float
+    warmup_s: float
+
+
+SHORT = Profile(documents=2000, rate=20.0, dwell_s=4.0, warmup_s=3.0)
+FULL = Profile(documents=6000, rate=30.0, dwell_s=15.0, warmup_s=10.0)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def load_corpus(path: str | None, documents: int) -> list[tuple[str, str]]:
+    if path in (None, "vaswani"):
+        return vaswani(limit=documents).corpus
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for n, line in enumerate(handle):
+            if line.strip():
+                item = json.loads(line)
+                rows.append((str(item.get("_id", item.get("id", n))), item["text"]))
+            if len(rows) >= documents:
+                break
+    return rows
+
+
+def run(args) -> int:
+    try:
+        report = asyncio.run(_run(args))
+    except ScenarioError as exc:
+        log(f"driftgate loadtest: the migration failed: {exc}")
+        return 1
+    text = json.dumps(report, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+        log(f"report written to {args.json}")
+    else:
+        print(text)
+    log(summary(report))
+    return 0 if report["passed"] else 1
+
+
+def summary(report: dict) -> str:
+    verdict = "PASSED" if report["passed"] else "FAILED"
+    return (f"loadtest {verdict}: {report['requests']} requests, {report['failed_requests']} failed, "
+            f"{report['lost_writes']} lost writes, {report['resurrected']} resurrected, final model "
+            f"{report['final_model']} covers {report['final_coverage']:.2%} of {report['final_documents']} documents")
+
+
+async def _run(args) -> dict:
+    profile = SHORT if args.short else FULL
+    documents = args.documents or profile.documents
+    rate = args.rate or profile.rate
+    corpus = load_corpus(args.corpus, documents)
+    cluster = None
+    if args.url:
+        urls = [u.strip().rstrip("/") for u in args.url.split(",") if u.strip()]
+        token = os.environ.get("DRIFTGATE_ADMIN_TOKEN", "")
+        if not token:
+            raise ScenarioError("--url needs DRIFTGATE_ADMIN_TOKEN, the gateways' admin token")
+        if args.kill_replica or args.restart_db:
+            raise ScenarioError("faults need the cluster this command starts itself (no --url)")
+    else:
+        token = secrets.token_hex(16)
+        cluster = Cluster(2, token)
+        log("starting the embedded PostgreSQL and 2 gateway replicas ...")
+        await asyncio.to_thread(cluster.start)
+        urls = cluster.urls
+    collection = f"lt_{secrets.token_hex(4)}"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
+            seeds = await seed(http, urls[0], collection, args.from_model, corpus)
+            return await drive(args, profile, rate, http, urls, token, collection, corpus, seeds, cluster)
+    finally:
+        if cluster is not None:
+            await asyncio.to_thread(cluster.stop)
+
+
+async def seed(http, url: str, collection: str, model: str, corpus) -> dict[str, int]:
+    async with http.put(f"{url}/v1/collections/{collection}", json={"model": model}) as response:
+        if response.status not in (200, 201):
+            raise ScenarioError(f"creating the collection: {response.status} {await response.text()}")
+    bar = ProgressBar(len(corpus), f"seeding {collection} with {model}")
+    versions: dict[str, int] = {}
+    for start in range(0, len(corpus), 200):
+        chunk = corpus[start : start + 200]
+        body = {"documents": [{"id": i, "text": t} for i, t in chunk]}
+        async with http.post(f"{url}/v1/collections/{collection}/documents", json=body) as response:
+            if response.status != 200:
+                raise ScenarioError(f"seeding: {response.status} {await response.text()}")
+            versions.update({r["id"]: r["version"] for r in (await response.json())["results"]})
+        bar.advance(len(chunk))
+    return versions
+
+
+async def drive(args, profile, rate, http, urls, token, collection, corpus, seeds, cluster) -> dict:
+    faults = bool(args.kill_replica or args.restart_db)
+    generator = OpenLoopGenerator(urls, collection, corpus, rate=rate, mix=MIX, retries=4 if faults else 0)
+    timeline = Timeline(started=time.monotonic())
+    stop = asyncio.Event()
+    log(f"open-loop load: {rate:.0f} requests/s over {len(urls)} replicas ({MIX})")
+    load = asyncio.create_task(generator.run(stop))
+    await asyncio.sleep(0)
+    timeline.started = generator.started or timeline.started
+    timeline.phases.append((0.0, "steady"))
+    await asyncio.sleep(profile.warmup_s)
+
+    async def fault(_when: str) -> None:
+        if args.kill_replica and cluster is not None:
+            victim = cluster.replicas[0]
+            timeline.events.append((timeline.now(), f"kill -9 {victim.name}"))
+            log(f"fault: kill -9 {victim.name}")
+            victim.kill()
+            await asyncio.sleep(2)
+            await asyncio.to_thread(victim.start)
+            timeline.events.append((timeline.now(), f"{victim.name} back"))
+        if args.restart_db and cluster is not None:
+            timeline.events.append((timeline.now(), "PostgreSQL down"))
+            log("fault: restarting PostgreSQL")
+            await asyncio.to_thread(cluster.restart_database, 2.0)
+            timeline.events.append((timeline.now(), "PostgreSQL up"))
+
+    def set_phase(phase: str) -> None:
+        generator.phase = phase
+        log(f"[{timeline.now():6.1f}s] phase {phase}")
+
+    admin = Admin(http, urls[-1], token, collection)
+    try:
+        await run_migration(admin, timeline, set_phase, to_model=args.to_model, from_model=args.from_model,
+                            shadow_rate=0.1, dwell_s=profile.dwell_s, fault=fault if faults else None)
+    finally:
+        stop.set()
+        await load
+    end = timeline.now()
+    starts = timeline.phases + [(end, "end")]
+    durations = {phase: starts[i + 1][0] - at for i, (at, phase) in enumerate(timeline.phases)}
+    state = await check_final_state(http, urls[-1], collection, generator.ledger, seeds)
+    status = await admin.call("GET", "status")
+    final = status["models"].get(args.to_model, {})
+    samples = generator.samples
+    report = {
+        "collection": collection,
+        "from_model": args.from_model,
+        "to_model": args.to_model,
+        "replicas": len(urls),
+        "offered_rate_rps": rate,
+        "duration_s": round(end, 1),
+        "faults": [event for _, event in timeline.events],
+        "requests": len(samples),
+        "failed_requests": sum(failed(s) for s in samples),
+        "retried_ok": sum(s.attempts > 1 and not failed(s) for s in samples),
+        "lost_writes": len(state["lost"]),
+        "resurrected": len(state["resurrected"]),
+        "lost_ids": state["lost"][:20],
+        "resurrected_ids": state["resurrected"][:20],
+        "documents_checked": state["checked"],
+        "uncertain_documents": len(generator.ledger.uncertain),
+        "final_model": status["read_model"],
+        "final_phase": status["phase"],
+        "final_documents": final.get("rows", 0),
+        "final_coverage": final.get("coverage", 0.0),
+        "final_missing": final.get("missing"),
+        "final_stale": final.get("stale"),
+        "phases": per_phase(samples, durations),
+        "phase_starts_s": {phase: round(at, 1) for at, phase in timeline.phases},
+        "shadow_metrics": {k: status["shadow_metrics"].get(k) for k in ("samples", "overlap_at_k", "rbo")}
+        if status.get("shadow_metrics") else None,
+    }
+    report["passed"] = (
+        report["failed_requests"] == 0 and report["lost_writes"] == 0 and report["resurrected"] == 0
+        and report["final_model"] == args.to_model and report["final_coverage"] == 1.0
+        and report["final_phase"] == "steady"
+    )
+    if args.plot:
+        timeline_plot(samples, timeline, Path(args.plot),
+                      f"driftgate loadtest: {args.from_model} -> {args.to_model}, {rate:.0f} req/s, "
+                      f"{len(urls)} replicas")
+        log(f"timeline written to {args.plot}")
+    return report
