@@ -49,14 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, help="embedded PostgreSQL data directory")
 
     demo = commands.add_parser(
-        "demo", help="seed, query and show the gateway on the embedded database",
-        description="Start the embedded database and the gateway, load Vaswani abstracts through the "
-        "API, and run judged queries. Re-runnable: documents are upserted.",
-        epilog="example: driftgate demo --documents 500",
+        "demo", help="the whole story: seed, a live migration under load, shadow metrics, cutover, report",
+        description="The whole story on the embedded database: load Vaswani abstracts through the API, "
+        "run judged queries, then migrate live to a better model under light traffic (dual-write, "
+        "backfill, verify, shadow metrics, cutover, rollback, retire), ask again, and print the report "
+        "(failed requests, lost writes) with a PNG timeline. Starts afresh on every run.",
+        epilog="example: driftgate demo --documents 500 --plot /tmp/demo.png",
     )
     demo.add_argument("--documents", type=int, default=2000, help="how many abstracts to load (default 2000)")
     demo.add_argument("--queries", type=int, default=5, help="how many judged queries to run (default 5)")
-    demo.add_argument("--model", default="paraphrase-MiniLM-L3-v2", help="model of the demo collection")
+    demo.add_argument("--model", default="paraphrase-MiniLM-L3-v2", help="the collection's first model")
+    demo.add_argument("--to", dest="to_model", default="all-MiniLM-L6-v2", help="the model it migrates to")
+    demo.add_argument("--rate", type=float, default=5.0, help="requests/s of background traffic (default 5)")
+    demo.add_argument("--plot", type=Path, default=Path("driftgate-demo.png"),
+                      help="where to write the timeline chart (default ./driftgate-demo.png)")
     demo.add_argument("--data-dir", type=Path, help="embedded PostgreSQL data directory for the demo")
 
     models = commands.add_parser("models", help="fetch, verify and list the pinned models",
@@ -205,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"driftgate: {exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.logging.level, settings.logging.format)
+    level = settings.logging.level
+    if args.command in ("demo", "loadtest", "evaluate") and level == "INFO":
+        level = "WARNING"  # these tell their own story on stderr; the gateway's INFO lines are noise there
+    logs.configure(level, settings.logging.format)
     try:
         return _dispatch(args, settings)
     except ModelFilesUnavailable as exc:
@@ -224,7 +233,7 @@ def _dispatch(args: argparse.Namespace, settings) -> int:
         from gateway.commands import demo
 
         return demo.run(settings, documents=args.documents, queries=args.queries, model=args.model,
-                        data_dir=args.data_dir)
+                        to_model=args.to_model, data_dir=args.data_dir, plot=args.plot, rate=args.rate)
     if args.command == "models":
         from gateway.commands import models
 

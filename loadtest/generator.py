@@ -41,6 +41,7 @@ class OpenLoopGenerator:
     def __init__(
         self, urls: list[str], collection: str, corpus: list[tuple[str, str]], *, rate: float,
         mix: dict[str, float], seed: int = 7, retries: int = 0, timeout_s: float = 30.0,
+        fresh_texts: list[str] | None = None,
     ) -> None:
         self.urls = urls
         self.collection = collection
@@ -50,6 +51,9 @@ class OpenLoopGenerator:
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.random = random.Random(seed)
         self.texts = [text for _, text in corpus]
+        self.text_of = dict(corpus)  # an update revises the document's own text
+        # inserts take real texts the collection does not hold yet, so no duplicates appear
+        self.fresh = list(fresh_texts or self.texts)
         self.live = [doc_id for doc_id, _ in corpus]  # ids believed to exist
         self.busy: set[str] = set()
         self.ledger = Ledger()
@@ -105,13 +109,16 @@ class OpenLoopGenerator:
         doc_id = None
         if op == "insert":
             doc_id = f"lt-{next(self._new_ids)}"
+            text = self.fresh.pop() if len(self.fresh) > 1 else self.random.choice(self.texts)
+            self.text_of[doc_id] = text
             method, path, body = "PUT", f"{base}/documents/{doc_id}", {"text": text, "metadata": {"src": "load"}}
         elif op in ("update", "delete"):
             doc_id = self._pick_existing()
             if doc_id is None:
                 op = "query"
             elif op == "update":
-                method, path, body = "PUT", f"{base}/documents/{doc_id}", {"text": text + " (edited)"}
+                revised = self.text_of.get(doc_id, text) + " (revised)"
+                method, path, body = "PUT", f"{base}/documents/{doc_id}", {"text": revised}
             else:
                 method, path, body = "DELETE", f"{base}/documents/{doc_id}", None
         if op == "query":
@@ -141,7 +148,7 @@ class OpenLoopGenerator:
                 status = 0
             if status not in RETRYABLE and status != 0 or attempts > self.retries:
                 break
-            await asyncio.sleep(0.5 * attempts)
+            await asyncio.sleep(min(0.25 * 2**attempts, 4.0))  # 0.5, 1, 2, 4, 4 ... s
         self.samples.append(Sample(started - self.started, op, status, (time.monotonic() - started) * 1000,
                                    phase, attempts, model))
         if doc_id is None:

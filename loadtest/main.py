@@ -8,6 +8,7 @@ import os
 import secrets
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +41,9 @@ def log(message: str) -> None:
 
 
 def load_corpus(path: str | None, documents: int) -> list[tuple[str, str]]:
+    """`documents` rows to seed, then up to as many more whose texts the inserts use."""
     if path in (None, "vaswani"):
-        return vaswani(limit=documents).corpus
+        return vaswani(limit=2 * documents).corpus
     rows = []
     with open(path, encoding="utf-8") as handle:
         for n, line in enumerate(handle):
@@ -80,7 +82,8 @@ async def _run(args) -> dict:
     profile = SHORT if args.short else FULL
     documents = args.documents or profile.documents
     rate = args.rate or profile.rate
-    corpus = load_corpus(args.corpus, documents)
+    everything = load_corpus(args.corpus, documents)
+    corpus, fresh = everything[:documents], [text for _, text in everything[documents:]]
     cluster = None
     if args.url:
         urls = [u.strip().rstrip("/") for u in args.url.split(",") if u.strip()]
@@ -99,7 +102,7 @@ async def _run(args) -> dict:
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
             seeds = await seed(http, urls[0], collection, args.from_model, corpus)
-            return await drive(args, profile, rate, http, urls, token, collection, corpus, seeds, cluster)
+            return await drive(args, profile, rate, http, urls, token, collection, corpus, fresh, seeds, cluster)
     finally:
         if cluster is not None:
             await asyncio.to_thread(cluster.stop)
@@ -122,9 +125,10 @@ async def seed(http, url: str, collection: str, model: str, corpus) -> dict[str,
     return versions
 
 
-async def drive(args, profile, rate, http, urls, token, collection, corpus, seeds, cluster) -> dict:
+async def drive(args, profile, rate, http, urls, token, collection, corpus, fresh, seeds, cluster) -> dict:
     faults = bool(args.kill_replica or args.restart_db)
-    generator = OpenLoopGenerator(urls, collection, corpus, rate=rate, mix=MIX, retries=4 if faults else 0)
+    generator = OpenLoopGenerator(urls, collection, corpus, rate=rate, mix=MIX, retries=8 if faults else 0,
+                                  fresh_texts=fresh)
     timeline = Timeline(started=time.monotonic())
     stop = asyncio.Event()
     log(f"open-loop load: {rate:.0f} requests/s over {len(urls)} replicas ({MIX})")
@@ -178,6 +182,7 @@ async def drive(args, profile, rate, http, urls, token, collection, corpus, seed
         "requests": len(samples),
         "failed_requests": sum(failed(s) for s in samples),
         "retried_ok": sum(s.attempts > 1 and not failed(s) for s in samples),
+        "failures_by_status": dict(Counter(str(s.status) for s in samples if failed(s))),
         "lost_writes": len(state["lost"]),
         "resurrected": len(state["resurrected"]),
         "lost_ids": state["lost"][:20],

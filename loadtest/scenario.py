@@ -51,7 +51,7 @@ class Admin:
 async def run_migration(
     admin: Admin, timeline: Timeline, set_phase: Callable[[str], None], *, to_model: str, from_model: str,
     shadow_rate: float, dwell_s: float, fault: Callable[[str], Awaitable[None]] | None = None,
-    deadline_s: float = 600.0,
+    deadline_s: float = 600.0, on_progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """start -> backfill -> verify -> shadow -> cutover -> rollback -> cutover -> retire."""
 
@@ -69,6 +69,8 @@ async def run_migration(
         status = await admin.call("GET", "status")
         backfill = status["backfill"]
         timeline.progress.append((timeline.now(), backfill.get("done", 0), backfill.get("total", 0)))
+        if on_progress:
+            on_progress(backfill.get("done", 0), backfill.get("total", 0))
         if fault and not fault_done and backfill.get("total") and backfill["done"] >= backfill["total"] / 3:
             fault_done = True
             await fault("backfill")

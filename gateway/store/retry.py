@@ -26,6 +26,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.DeadlockDetectedError,
     asyncpg.AdminShutdownError,
     asyncpg.InterfaceError,
+    # raised while a pool resets a connection the server just dropped (seen on a restart)
+    asyncpg.exceptions.InternalClientError,
     ConnectionError,
     OSError,
     asyncio.TimeoutError,
