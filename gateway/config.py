@@ -124,6 +124,7 @@ class BackfillConfig(_Section):
     pipelines: int = Field(2, ge=1, le=16)  # batches in flight per worker (DB and model overlap)
     poll_interval_s: float = Field(1.0, gt=0)
     read_p99_ceiling_ms: float | None = Field(None, gt=0)  # hold while primary read p99 is above
+    index_memory_mb: int = Field(256, ge=16)  # maintenance_work_mem of the HNSW index build
 
 
 class ShadowConfig(_Section):

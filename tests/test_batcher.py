@@ -111,3 +111,14 @@ async def test_interactive_requests_jump_ahead_of_queued_bulk_pieces(executor):
     await batcher.close()
     assert order == ["bulk", "user", "bulk", "bulk"]
     assert [int(v) for v in result.vectors[:, 0]] == [5] * 6 and len(result.truncated) == 6
+
+
+async def test_bulk_texts_are_grouped_by_length_and_come_back_in_their_order(executor):
+    fake = FakeEncoder()
+    batcher = MicroBatcher(fake.encode, executor, max_batch=2)
+    texts = ["a" * n for n in (9, 1, 7, 3, 5, 2)]
+    result = await batcher.encode(texts, bulk=True)
+    await batcher.close()
+    assert [int(v) for v in result.vectors[:, 0]] == [9, 1, 7, 3, 5, 2]
+    assert result.truncated == (False,) * 6
+    assert fake.calls == [2, 2, 2]

@@ -150,9 +150,11 @@ async def _backfill_worker(app: web.Application) -> AsyncIterator[None]:
     worker = BackfillWorker(
         app[POOL], app[EMBEDDINGS], app[REPLICA_ID], chunk_size=config.chunk_size, pipelines=config.pipelines,
         poll_interval_s=config.poll_interval_s, read_p99_ceiling_ms=config.read_p99_ceiling_ms,
+        index_memory_mb=config.index_memory_mb,
         on_written=lambda c, m, n: metrics.backfill_written.labels(c, m).inc(n),
     )
     app[BACKFILL_WORKER] = worker
+    app[WATCHER].on_change(lambda _collection: worker.wake())
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop), name="backfill-worker")
     yield

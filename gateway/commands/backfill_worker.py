@@ -33,7 +33,7 @@ async def _run(settings: Settings, dsn: str, burst: bool, worker_id: str | None)
     worker = BackfillWorker(
         pool, embeddings, worker_id or "worker-" + replica_id(None), chunk_size=config.chunk_size,
         pipelines=config.pipelines, poll_interval_s=config.poll_interval_s,
-        read_p99_ceiling_ms=config.read_p99_ceiling_ms,
+        read_p99_ceiling_ms=config.read_p99_ceiling_ms, index_memory_mb=config.index_memory_mb,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -70,14 +70,22 @@ class MicroBatcher:
             self._urgent.append((texts, future))
             self._work.set()
             return await future
+        # pieces of similar length pad little: sort, split, and put the results back in order
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         futures = []
-        for start in range(0, len(texts), self._max_batch):
+        for start in range(0, len(order), self._max_batch):
             future = loop.create_future()
-            self._bulk.append((texts[start : start + self._max_batch], future))
+            self._bulk.append(([texts[i] for i in order[start : start + self._max_batch]], future))
             futures.append(future)
         self._work.set()
         parts = await asyncio.gather(*futures)
-        return concat(parts) if parts else Encoded(np.zeros((0, 0), dtype=np.float32), (), ())
+        if not parts:
+            return Encoded(np.zeros((0, 0), dtype=np.float32), (), ())
+        merged = concat(parts)
+        back = np.empty(len(order), dtype=np.int64)
+        back[order] = np.arange(len(order))
+        return Encoded(merged.vectors[back], tuple(merged.truncated[i] for i in back),
+                       tuple(merged.tokens[i] for i in back) if merged.tokens else ())
 
     async def close(self) -> None:
         if self._task is not None:

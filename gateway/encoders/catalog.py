@@ -41,7 +41,9 @@ class ModelSpec:
     query_prefix: str = ""
     document_prefix: str = ""
     max_tokens: int | None = 256  # None when the graph tokenizes and truncates by itself
-    max_batch: int = 32  # 1 for models whose vectors depend on the rest of the batch
+    # texts per inference call; 1 for models whose vectors depend on the rest of the batch.
+    # On 2 CPU cores MiniLM runs fastest per text at 4-16 (bench/encoder_throughput.py)
+    max_batch: int = 8
     probe_tolerance: float = 0.9999  # min cosine of re-embedded probe texts at start-up
     # min cosine of a stored vector re-embedded by `verify`; batch-independent models match
     # to float noise, batch-dependent ones (run one text at a time here) get a documented slack

@@ -41,6 +41,7 @@ class WorkerCounters:
     written: int = 0
     failed_documents: int = 0
     retried: int = 0
+    failed_batches: int = 0
     held_for_latency: int = 0
     holding: bool = False
     per_collection: dict = field(default_factory=dict)
@@ -57,6 +58,7 @@ class BackfillWorker:
         pipelines: int = 2,
         poll_interval_s: float = 1.0,
         read_p99_ceiling_ms: float | None = None,
+        index_memory_mb: int = 256,
         on_written: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self._pool = pool
@@ -67,7 +69,13 @@ class BackfillWorker:
         self._poll_interval_s = poll_interval_s
         self._ceiling_ms = read_p99_ceiling_ms
         self._on_written = on_written or (lambda _c, _m, _n: None)
+        self._index_memory_mb = index_memory_mb
+        self._wake = asyncio.Event()
         self.counters = WorkerCounters()
+
+    def wake(self) -> None:
+        """Look for work now (a state change was announced) instead of at the next poll."""
+        self._wake.set()
 
     async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
         """Work until `stop` is set; with `burst`, return as soon as no backfill is active."""
@@ -81,10 +89,22 @@ class BackfillWorker:
             except TRANSIENT_ERRORS as exc:
                 self.counters.retried += 1
                 log.warning("backfill worker: database unavailable (%r); retrying", exc)
+            except Exception:  # a bug must not silently end the worker: log it and try again
+                self.counters.failed_batches += 1
+                log.exception("backfill worker: unexpected error; retrying after the poll interval")
             if burst and active == []:
                 return
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._poll_interval_s)
+            await self._idle(stop)
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        """Sleep until the next poll, a wake-up, or stop."""
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=self._poll_interval_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        self._wake.clear()
 
     async def _active(self) -> list[tuple[str, str]]:
         async with self._pool.acquire() as conn:
@@ -211,7 +231,8 @@ class BackfillWorker:
             tables = await collections_sql.model_tables(conn, collection)
             if model in tables and not tables[model]["index_ready"]:
                 log.info("building the HNSW index of %s/%s", collection, model)
-                await collections_sql.build_index(conn, collection, model)
+                await collections_sql.build_index(conn, collection, model,
+                                                  maintenance_work_mem_mb=self._index_memory_mb)
         async with conn.transaction():
             state = await collections_sql.get_state(conn, collection, lock="UPDATE")
             if state is None or state.target_model != model:

@@ -37,6 +37,11 @@ class StateWatcher:
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._paused = False
+        self._listeners: list = []
+
+    def on_change(self, callback) -> None:
+        """Call `callback(collection)` whenever a state change is announced."""
+        self._listeners.append(callback)
 
     async def start(self) -> None:
         await self._listen()
@@ -75,6 +80,8 @@ class StateWatcher:
             return
         name = payload.rsplit(":", 1)[0]
         asyncio.get_running_loop().create_task(self._reload(name))
+        for callback in self._listeners:
+            callback(name)
 
     async def _reload(self, name: str) -> None:
         try:

@@ -118,7 +118,7 @@ async def finish_chunk(
     conn: asyncpg.Connection, collection: str, model_key: str, chunk_no: int, written: int, worker: str
 ) -> None:
     await conn.execute(
-        """UPDATE driftgate.backfill_chunks SET done = true, written = $4, worker = $5, done_at = now()
+        """UPDATE driftgate.backfill_chunks SET done = true, written = $4, worker = $5, done_at = clock_timestamp()
            WHERE collection = $1 AND model_key = $2 AND chunk_no = $3""",
         collection, model_key, chunk_no, written, worker,
     )

@@ -117,7 +117,12 @@ def _index_sql(collection: str, model_key: str, *, concurrently: bool) -> str:
            "USING hnsw (embedding vector_cosine_ops)"
 
 
-async def build_index(conn: asyncpg.Connection, collection: str, model_key: str) -> None:
+INDEX_BUILD_TIMEOUT_S = 6 * 3600
+
+
+async def build_index(
+    conn: asyncpg.Connection, collection: str, model_key: str, *, maintenance_work_mem_mb: int = 256
+) -> None:
     """Build the HNSW index without blocking writes (outside any transaction), then mark it ready."""
     index = embedding_table(model_key) + "_hnsw"
     schema = collection_schema(collection)
@@ -129,7 +134,13 @@ async def build_index(conn: asyncpg.Connection, collection: str, model_key: str)
     )
     if invalid:
         await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {quote_ident(schema)}.{quote_ident(index)}")
-    await conn.execute(_index_sql(collection, model_key, concurrently=True))
+    # a large build outlives the pool's command timeout; it gets hours, and memory to keep the
+    # graph in RAM (a build that spills is several times slower)
+    await conn.execute(f"SET maintenance_work_mem = '{int(maintenance_work_mem_mb)}MB'")
+    try:
+        await conn.execute(_index_sql(collection, model_key, concurrently=True), timeout=INDEX_BUILD_TIMEOUT_S)
+    finally:
+        await conn.execute("RESET maintenance_work_mem")
     await conn.execute(
         "UPDATE driftgate.embedding_tables SET index_ready = true WHERE collection = $1 AND model_key = $2",
         collection, model_key,

