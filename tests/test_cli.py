@@ -30,7 +30,9 @@ def test_help_explains_every_command_with_an_example():
     assert result.returncode == 0
     for word in ("serve", "demo", "models", "embed", "example", "DATABASE_URL"):
         assert word in result.stdout
-    for command in (["serve"], ["demo"], ["models", "fetch"], ["embed"]):
+    for command in (["serve"], ["demo"], ["models", "fetch"], ["models", "list"], ["embed"], ["evaluate"],
+                    ["loadtest"], ["backfill-worker"], ["migrate"], ["migrate", "start"], ["migrate", "status"],
+                    ["migrate", "cutover"], ["migrate", "verify"], ["migrate", "backfill"]):
         sub = run(*command, "--help")
         assert sub.returncode == 0 and "example" in sub.stdout, command
 

@@ -303,3 +303,32 @@ async def test_every_admin_action_is_audited_with_before_and_after(make_client, 
     assert [r["action"] for r in rows] == ["start", "backfill_pause", "abort"]
     assert all(r["actor"] == "127.0.0.1" and r["before"] and r["after"] for r in rows)
     assert '"phase": "steady"' in rows[0]["before"] and '"phase": "dual_write"' in rows[0]["after"]
+
+
+async def test_the_backfill_holds_while_a_replica_reports_a_slow_read_p99_and_resumes_when_it_recovers(
+        make_client, dsn):
+    from gateway.api.keys import EMBEDDINGS, POOL
+    from gateway.services.backfill import BackfillWorker
+
+    client = await make_client(settings_with(enabled=False), admin_token=TOKEN)
+    await seed(client, n=30)
+    assert (await admin(client, "POST", "migrations", {"to_model": L6}))[0] == 202
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("""INSERT INTO driftgate.replicas (replica_id, collection, applied_state_version, read_p99_ms)
+                              VALUES ('slow-replica', 'docs', 2, 900)""")
+        worker = BackfillWorker(client.app[POOL], client.app[EMBEDDINGS], "w", chunk_size=8,
+                                poll_interval_s=0.1, read_p99_ceiling_ms=200)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop, burst=True))
+        await asyncio.sleep(1.0)
+        assert worker.counters.holding and worker.counters.chunks == 0  # held off by the slow replica
+        await conn.execute("UPDATE driftgate.replicas SET read_p99_ms = 180, seen_at = now()")
+        await asyncio.sleep(0.5)
+        assert worker.counters.holding  # hysteresis: 180 ms is below the ceiling but above 0.8 x it
+        await conn.execute("UPDATE driftgate.replicas SET read_p99_ms = 20, seen_at = now()")
+        await asyncio.wait_for(task, 60)
+    finally:
+        await conn.close()
+    assert not worker.counters.holding and worker.counters.held_for_latency > 0
+    assert (await admin(client, "GET", "status"))[1]["phase"] == "ready"
