@@ -13,7 +13,7 @@ Module level on purpose: processes started with the 'spawn' method import it by 
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache, cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np

@@ -764,7 +764,7 @@ async def run(args: argparse.Namespace, server_dsn: str, pg_pid: int | None) -> 
             pipelines = args.c_pipelines or best.get("pipelines") or args.pipelines[0]
             log(f"(c): {args.c_workers} worker processes, chunk_size={chunk_size} pipelines={pipelines} ...")
             runs = []
-            for rep in range(args.repeats):
+            for _rep in range(args.repeats):
                 runs.append(await measure_processes(databases, args, pg_pid, template_a, chunk_size, pipelines,
                                                     len(docs)))
             median = statistics.median(r["docs_per_s"] for r in runs)

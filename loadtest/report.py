@@ -85,9 +85,9 @@ def timeline_plot(samples: list[Sample], timeline: Timeline, path: Path, title: 
     ax3.set_xlabel("seconds")
     ax3.set_ylim(0, 105)
     for ax in (ax1, ax2, ax3):
-        for at, phase in timeline.phases:
+        for at, _phase in timeline.phases:
             ax.axvline(at, color="grey", ls="--", lw=0.8)
-        for at, event in timeline.events:
+        for at, _event in timeline.events:
             ax.axvline(at, color="red", ls=":", lw=1.2)
     for at, phase in timeline.phases:
         ax1.annotate(phase, (at, 1), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,

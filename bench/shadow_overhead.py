@@ -1,0 +1,207 @@
+#!/usr/bin/env python
+"""Benchmark: primary query latency with shadow reads off, at 10% and at 100% sampling.
+
+Not a test. Prints one JSON object to stdout; progress goes to stderr.
+
+Setup: a throwaway embedded PostgreSQL (or DATABASE_URL), the real gateway app (admin API on,
+in-app backfill on), a collection with --model holding --docs Vaswani documents, a migration
+to --to-model started through the admin API and waited for until phase == "ready". Then, for
+each sample rate, POST .../shadow (0 -> {"model": null}), run an open-loop load (fixed arrival
+rate --rate, requests start whether or not earlier ones finished) of POST .../query with the
+Vaswani query texts (cycled): --warmup unrecorded seconds, then --seconds recorded. Only the
+primary's latency is measured, at the client (same process and event loop as the server).
+
+    /work/venv/bin/python bench/shadow_overhead.py
+    /work/venv/bin/python bench/shadow_overhead.py --rate 20 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import logging
+import sys
+import time
+
+from _common import CpuMeter, load_average, log, machine_info
+from _gw import Gateway, Postgres, admin, create_database, drop_database, load_collection, pct
+
+import aiohttp
+import asyncpg
+
+from gateway.config import load_settings
+from gateway.datasets import vaswani
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="paraphrase-MiniLM-L3-v2")
+    p.add_argument("--to-model", default="all-MiniLM-L6-v2")
+    p.add_argument("--docs", type=int, default=500)
+    p.add_argument("--rate", type=float, default=30.0, help="offered queries per second (open loop)")
+    p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per sample rate")
+    p.add_argument("--warmup", type=float, default=3.0, help="unrecorded seconds before each point")
+    p.add_argument("--sample-rates", default="0,0.1,1.0")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--collection", default="shadowbench")
+    p.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for phase ready")
+    p.add_argument("--verbose", action="store_true")
+    a = p.parse_args(argv)
+    a.sample_rates = [float(x) for x in a.sample_rates.split(",") if x.strip()]
+    return a
+
+
+async def open_loop(session, url: str, texts, rate: float, seconds: float, k: int) -> tuple[list[float], dict, float]:
+    """Fire POST query at `rate`/s for `seconds`; returns (latencies of 200s, error counts, achieved rate)."""
+    lat: list[float] = []
+    errors: dict[str, int] = {}
+    cycle = itertools.cycle(texts)
+
+    async def one(text: str) -> None:
+        t0 = time.perf_counter()
+        try:
+            async with session.post(url, json={"text": text, "k": k}) as resp:
+                await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            status = type(exc).__name__
+        if status == 200:
+            lat.append((time.perf_counter() - t0) * 1000)
+        else:
+            errors[str(status)] = errors.get(str(status), 0) + 1
+
+    tasks = set()
+    start = time.perf_counter()
+    n = 0
+    while True:
+        due = start + n / rate
+        if due - start >= seconds:
+            break
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        t = asyncio.create_task(one(next(cycle)))
+        tasks.add(t)
+        t.add_done_callback(tasks.discard)
+        n += 1
+    sent_s = time.perf_counter() - start
+    if tasks:
+        await asyncio.gather(*tasks)
+    return lat, errors, n / sent_s
+
+
+async def run(args, pg: Postgres) -> dict:
+    db_name, dsn = await create_database(pg.server_dsn)
+    log(f"database {db_name} created")
+    ds = vaswani(limit=args.docs)
+    texts = [t for _, t in ds.queries]
+    settings = load_settings(None)  # backfill enabled (the default)
+    out: dict = {"points": []}
+    try:
+        async with Gateway(settings, dsn) as gw, \
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512),
+                                      timeout=aiohttp.ClientTimeout(total=60)) as session:
+            out["load_seconds"] = round(await load_collection(session, gw.base, args.collection, args.model,
+                                                              ds.corpus), 2)
+            t0 = time.perf_counter()
+            await admin(session, gw.base, "POST", f"{args.collection}/migrations", {"to_model": args.to_model})
+            while True:
+                st = await admin(session, gw.base, "GET", f"{args.collection}/status")
+                if st["phase"] == "ready":
+                    break
+                if time.perf_counter() - t0 > args.ready_timeout:
+                    raise RuntimeError(f"not ready after {args.ready_timeout} s: {st['phase']} {st['backfill']}")
+                await asyncio.sleep(1.0)
+            out["migration_to_ready_seconds"] = round(time.perf_counter() - t0, 2)
+            log(f"phase ready after {out['migration_to_ready_seconds']} s")
+            url = f"{gw.base}/v1/collections/{args.collection}/query"
+            for rate in args.sample_rates:
+                body = {"model": None} if rate == 0 else {"model": args.to_model, "sample_rate": rate}
+                shadow_resp = await admin(session, gw.base, "POST", f"{args.collection}/shadow", body)
+                before = (await admin(session, gw.base, "GET", f"{args.collection}/status"))["shadow_metrics"]
+                await open_loop(session, url, texts, args.rate, args.warmup, args.k)
+                mid = (await admin(session, gw.base, "GET", f"{args.collection}/status"))["shadow_metrics"]
+                with CpuMeter(pg.pid, "postgres") as meter:
+                    lat, errors, achieved = await open_loop(session, url, texts, args.rate, args.seconds, args.k)
+                await asyncio.sleep(2.5)  # let queued shadow jobs finish before reading the counters
+                after = (await admin(session, gw.base, "GET", f"{args.collection}/status"))
+                sm = after["shadow_metrics"]
+                point = {
+                    "sample_rate": rate,
+                    "shadow_state": {"phase": shadow_resp.get("phase"), **after["shadow"]},
+                    "offered_rate": args.rate,
+                    "achieved_send_rate": round(achieved, 2),
+                    "completed_per_s": round(len(lat) / args.seconds, 2),
+                    "ok": len(lat),
+                    "errors": errors,
+                    **pct(lat),
+                    # samples is a rolling-window count (window = shadow.window); dropped is cumulative
+                    "shadow_samples_total": sm.get("samples"),
+                    "shadow_samples_during_point": (sm.get("samples") or 0) - (mid.get("samples") or 0),
+                    "shadow_samples_during_warmup_and_point": (sm.get("samples") or 0) - (before.get("samples") or 0),
+                    "shadow_dropped_total": sm.get("dropped"),
+                    "shadow_dropped_during_point": (sm.get("dropped") or 0) - (mid.get("dropped") or 0),
+                    "shadow_errors": sm.get("errors"),
+                    "shadow_metrics": {k: v for k, v in sm.items() if k not in ("noise_floor",)},
+                    "cpu": meter.summary(),
+                }
+                log(f"sample_rate={rate}: p50 {point['p50_ms']} ms, p99 {point['p99_ms']} ms, "
+                    f"ok {point['ok']}, errors {errors}, samples +{point['shadow_samples_during_point']}, "
+                    f"dropped +{point['shadow_dropped_during_point']}, cpu {point['cpu']}")
+                out["points"].append(point)
+    finally:
+        try:
+            await drop_database(pg.server_dsn, db_name)
+            log(f"database {db_name} dropped")
+        except (OSError, asyncpg.PostgresError) as exc:  # the server goes away with the run anyway
+            log(f"could not drop database {db_name}: {exc!r}")
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
+    load_before = load_average()
+    with Postgres() as pg:
+        result = asyncio.run(run(args, pg))
+    by = {p["sample_rate"]: p for p in result["points"]}
+
+    def ratio(rate):
+        off, on = by.get(0.0), by.get(rate)
+        if not off or not on or not off["p99_ms"] or on["p99_ms"] is None:
+            return None
+        return round(on["p99_ms"] / off["p99_ms"], 3)
+
+    r10, r100 = ratio(0.1), ratio(1.0)
+    output = {
+        "benchmark": "shadow_overhead",
+        "machine": machine_info(),
+        "config": {"model": args.model, "to_model": args.to_model, "docs": args.docs, "rate": args.rate,
+                   "seconds": args.seconds, "warmup": args.warmup, "k": args.k,
+                   "sample_rates": args.sample_rates, "database": pg.kind,
+                   "queries": "gateway/data/vaswani/queries.jsonl (cycled)"},
+        "load_seconds": result.get("load_seconds"),
+        "migration_to_ready_seconds": result.get("migration_to_ready_seconds"),
+        "results": result["points"],
+        "p99_ratio_at_10pct": r10,
+        "p99_ratio_at_100pct": r100,
+        "target_p99_ratio_at_10pct_le_1_05_met": None if r10 is None else r10 <= 1.05,
+        "load_average_before": load_before,
+        "notes": [
+            "open loop: requests start at the offered rate regardless of completions; latency is the "
+            "primary's, measured at the client (same process/event loop as the server)",
+            "shadow_samples_total is the rolling summary's count (capped at shadow.window); "
+            "*_during_point are differences of status readings taken before and 2.5 s after the point",
+            "cpu.other_processes_cores > 0 means something else used the CPU during the point",
+        ],
+    }
+    json.dump(output, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
