@@ -11,7 +11,7 @@ from pydantic import Field
 from gateway.api.keys import (
     ADMIN_TOKEN, BACKFILL_CONTROL, COLLECTIONS, MIGRATIONS, POOL, REPLICA_ID, SHADOW, VERIFIER,
 )
-from gateway.api.requests import _Body, parse_body
+from gateway.api.requests import StrictBody, parse_body
 from gateway.domain.errors import GatewayError
 from gateway.services.migrations import Actor
 from gateway.services.status import collection_status
@@ -26,16 +26,16 @@ class Unauthorized(GatewayError):
     code = "unauthorized"
 
 
-class StartMigration(_Body):
+class StartMigration(StrictBody):
     to_model: str = Field(min_length=1)
 
 
-class BackfillBody(_Body):
+class BackfillBody(StrictBody):
     action: str | None = Field(default=None, description="pause | resume")
     max_rate: float | None = Field(default=None, description="documents per second; null clears it")
 
 
-class ShadowBody(_Body):
+class ShadowBody(StrictBody):
     model: str | None = Field(default=None, description="a written model other than the read model; null stops")
     sample_rate: float = Field(default=0.1, ge=0.0, le=1.0)
     noise_floor_rate: float | None = Field(
@@ -43,16 +43,16 @@ class ShadowBody(_Body):
         description="share of queries also run A/A: read model, exact search (no index); null keeps it")
 
 
-class ReadTargetBody(_Body):
+class ReadTargetBody(StrictBody):
     model: str = Field(min_length=1)
     force: bool = False
 
 
-class VerifyBody(_Body):
+class VerifyBody(StrictBody):
     sample: int = Field(default=200, ge=0, le=10_000)
 
 
-class RetireBody(_Body):
+class RetireBody(StrictBody):
     model: str = Field(min_length=1)
 
 

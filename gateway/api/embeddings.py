@@ -11,13 +11,13 @@ from aiohttp import web
 from pydantic import Field
 
 from gateway.api.keys import COLLECTIONS, EMBEDDINGS, SETTINGS
-from gateway.api.requests import _Body, check_text, parse_body
+from gateway.api.requests import StrictBody, check_text, parse_body
 from gateway.domain.errors import InvalidRequest
 
 routes = web.RouteTableDef()
 
 
-class EmbeddingsBody(_Body):
+class EmbeddingsBody(StrictBody):
     model: str = Field(min_length=1, description="a model key, or collection:<name> for its read model")
     input: str | list[str] = Field(description="one text or a list of texts")
     encoding_format: Literal["float", "base64"] = "float"

@@ -15,15 +15,17 @@ from gateway.domain.errors import InvalidRequest
 T = TypeVar("T", bound=BaseModel)
 
 
-class _Body(BaseModel):
+class StrictBody(BaseModel):
+    """A JSON body: unknown fields and loose types (a string for a number) are refused."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class CreateCollection(_Body):
+class CreateCollection(StrictBody):
     model: str = Field(min_length=1, description="model key from `driftgate models list`")
 
 
-class DocumentBody(_Body):
+class DocumentBody(StrictBody):
     text: str = Field(min_length=1)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -32,11 +34,11 @@ class BatchDocument(DocumentBody):
     id: str  # checked by validate_document_id, like the path's id
 
 
-class BatchBody(_Body):
+class BatchBody(StrictBody):
     documents: list[BatchDocument] = Field(min_length=1)
 
 
-class QueryBody(_Body):
+class QueryBody(StrictBody):
     text: str | None = Field(default=None, min_length=1)
     vector: list[float] | None = None
     model: str | None = Field(default=None, description="required with `vector`: the model that made it")
