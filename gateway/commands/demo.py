@@ -145,7 +145,6 @@ async def _migrate(http, base, token, dataset, fresh, seeds, model, to_model, pl
     load = asyncio.create_task(generator.run(stop))
     await asyncio.sleep(0)
     timeline.started = generator.started or timeline.started
-    timeline.phases.append((0.0, "steady"))
     bar: list[ProgressBar] = []
 
     def set_phase(phase: str) -> None:
