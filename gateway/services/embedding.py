@@ -57,6 +57,10 @@ class EmbeddingService:
         self._on_batch = on_batch or (lambda _key, _n: None)
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="encode")
         self._batchers: dict[str, MicroBatcher] = {}
+        # shadow work gets its own single-threaded sessions and thread, so a shadow inference
+        # takes at most one core from the primary path
+        self._shadow_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow-encode")
+        self._shadow_batchers: dict[str, MicroBatcher] = {}
         self._load_lock = asyncio.Lock()
 
     def _default_loader(self, spec: ModelSpec, cache_dir: Path, threads: int):
@@ -94,6 +98,22 @@ class EmbeddingService:
                 on_batch=lambda n: self._on_batch(key, n),
             )
             log.info("model %s loaded (fingerprint %s)", key, spec.fingerprint[:12])
+
+    async def embed_for_shadow(self, key: str, text: str) -> Encoded:
+        """A query vector for a shadow comparison, on the single-threaded shadow lane."""
+        spec = self.spec(key)
+        if key not in self._shadow_batchers:
+            loop = asyncio.get_running_loop()
+            try:
+                encoder = await loop.run_in_executor(self._shadow_executor, self._loader, spec, self._cache_dir, 1)
+            except ModelFilesUnavailable as exc:
+                raise EncoderFailed(str(exc)) from exc
+            self._shadow_batchers.setdefault(
+                key, MicroBatcher(encoder.encode, self._shadow_executor, max_batch=spec.max_batch))
+        try:
+            return await self._shadow_batchers[key].encode([spec.query_prefix + text])
+        except Exception as exc:
+            raise EncoderFailed(f"shadow encoding with model {key!r} failed ({type(exc).__name__})") from exc
 
     async def embed(self, key: str, texts: list[str], kind: Kind, *, bulk: bool = False) -> Encoded:
         """Vectors for `texts` with model `key`, prefixed as the model expects for `kind`.
@@ -155,7 +175,9 @@ class EmbeddingService:
         return encoded.vectors
 
     async def close(self) -> None:
-        for batcher in self._batchers.values():
+        for batcher in (*self._batchers.values(), *self._shadow_batchers.values()):
             await batcher.close()
         self._batchers.clear()
+        self._shadow_batchers.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._shadow_executor.shutdown(wait=False, cancel_futures=True)

@@ -143,7 +143,7 @@ class ShadowRunner:
         if job.kind == "aa":
             vector = job.vector
         else:
-            vector = (await self._embeddings.embed(job.candidate_model, [job.text], "query")).vectors[0]
+            vector = (await self._embeddings.embed_for_shadow(job.candidate_model, job.text)).vectors[0]
         async with self._pool.acquire() as conn:
             hits = await documents_sql.search(
                 conn, job.collection, job.candidate_model, vector, job.k, job.metadata_filter, exact=job.kind == "aa"
