@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import sys
+from urllib.parse import urlsplit, urlunsplit
 import time
 from pathlib import Path
 
@@ -182,4 +183,17 @@ def load_average() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except (OSError, AttributeError):
+        return None
+
+
+def with_database(dsn: str, database: str) -> str:
+    """The same DSN pointing at another database."""
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The PostgreSQL server's pid from its data directory, or None."""
+    try:
+        return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
         return None

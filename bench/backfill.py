@@ -55,9 +55,8 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-from _common import cpu_busy_fraction, cpu_busy_snapshot, load_average, log, machine_info, process_tree_cpu_s
+from _common import cpu_busy_fraction, cpu_busy_snapshot, load_average, log, machine_info, process_tree_cpu_s, postmaster_pid, with_database
 from _fake_encoder import RECORDERS, RecordingEncoder, fake_loader, partly_fake_loader
 
 import aiohttp
@@ -151,17 +150,6 @@ def documents(count: int) -> list[tuple[str, str]]:
 
 
 # -- databases --------------------------------------------------------------------------------
-
-
-def with_database(dsn: str, database: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
-
-
-def postmaster_pid(data_dir: Path) -> int | None:
-    try:
-        return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 class Databases:

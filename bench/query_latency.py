@@ -37,9 +37,8 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-from _common import CpuMeter, corpus, load_average, log, machine_info, queries
+from _common import CpuMeter, corpus, load_average, log, machine_info, queries, postmaster_pid, with_database
 
 import aiohttp
 import asyncpg
@@ -89,17 +88,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # -- database ---------------------------------------------------------------------------------
-
-
-def with_database(dsn: str, database: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
-
-
-def postmaster_pid(data_dir: Path) -> int | None:
-    try:
-        return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 async def create_database(server_dsn: str) -> tuple[str, str]:
