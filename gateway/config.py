@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.encoders.catalog import CATALOG, ModelFile, ModelSpec
+from gateway.encoders.fetch import default_cache_dir
 
 
 class ConfigError(Exception):
@@ -172,6 +173,10 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # the environment wins over the file, which is passed in as init values
         return (env_settings, init_settings)
+
+    def model_cache_dir(self) -> Path:
+        """Where model files are cached: the config, else DRIFTGATE_MODEL_CACHE, else the user cache dir."""
+        return self.models.cache_dir or default_cache_dir()
 
     def model_specs(self) -> dict[str, ModelSpec]:
         """The built-in catalog plus the models declared in this config."""

@@ -48,22 +48,20 @@ async def wait_phase(client, phase: str, timeout: float = 90.0) -> dict:
     raise AssertionError(f"phase {phase} not reached; last status {body}")
 
 
-async def embedded_versions(dsn: str, model: str) -> dict[str, int]:
+async def _id_versions(dsn: str, sql: str) -> dict[str, int]:
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch(f"SELECT doc_id, source_version FROM {model_table('docs', model)}")
+        return {r[0]: r[1] for r in await conn.fetch(sql)}
     finally:
         await conn.close()
-    return {r["doc_id"]: r["source_version"] for r in rows}
+
+
+async def embedded_versions(dsn: str, model: str) -> dict[str, int]:
+    return await _id_versions(dsn, f"SELECT doc_id, source_version FROM {model_table('docs', model)}")
 
 
 async def document_versions(dsn: str) -> dict[str, int]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(f"SELECT id, version FROM {documents_table('docs')}")
-    finally:
-        await conn.close()
-    return {r["id"]: r["version"] for r in rows}
+    return await _id_versions(dsn, f"SELECT id, version FROM {documents_table('docs')}")
 
 
 @pytest.fixture

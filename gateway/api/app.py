@@ -9,7 +9,6 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from aiohttp import web
 
@@ -17,14 +16,13 @@ from gateway.api import admin, data_plane, embeddings, health, openapi
 from gateway.api.context import request_id_middleware
 from gateway.api.errors import error_middleware
 from gateway.api.keys import (
-    API_KEYS, ADMIN_TOKEN, BACKFILL_CONTROL, BACKFILL_WORKER, COLLECTIONS, DSN, EMBEDDINGS, METRICS, MIGRATIONS, POOL,
+    API_KEYS, ADMIN_TOKEN, BACKFILL_CONTROL, COLLECTIONS, DSN, EMBEDDINGS, METRICS, MIGRATIONS, POOL,
     REPLICA_ID, SETTINGS, SHADOW, VERIFIER, WATCHER, EncoderLoaderKey,
 )
 from gateway.api.metrics import Metrics
 from gateway.api.admin import Unauthorized
 from gateway.config import Settings
 from gateway.domain.errors import GatewayError
-from gateway.encoders.fetch import default_cache_dir
 from gateway.services.backfill import BackfillWorker
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService, EncoderLoader
@@ -32,9 +30,8 @@ from gateway.services.migrations import BackfillControl, MigrationService
 from gateway.services.shadow import ShadowRunner
 from gateway.services.state_sync import StateWatcher
 from gateway.services.verify import Verifier
-from gateway.store.database import create_pool, replica_id
+from gateway.store.database import open_database, replica_id
 from gateway.store.retry import TRANSIENT_ERRORS
-from gateway.store.schema import apply_schema
 from gateway.services.status import backfill_progress
 
 log = logging.getLogger(__name__)
@@ -82,12 +79,7 @@ async def api_key_middleware(request: web.Request, handler) -> web.StreamRespons
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    db = app[SETTINGS].database
-    pool = await create_pool(app[DSN], min_size=db.pool_min, max_size=db.pool_max, ef_search=db.hnsw_ef_search)
-    async with pool.acquire() as conn:
-        applied = await apply_schema(conn)
-    if applied:
-        log.info("applied schema migrations %s", applied)
+    pool = await open_database(app[DSN], app[SETTINGS].database)
     app[POOL] = pool
     yield
     try:
@@ -99,17 +91,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    models = settings.models
     metrics = app[METRICS]
-    embeddings = EmbeddingService(
-        settings.model_specs(),
-        models.cache_dir or default_cache_dir(),
-        intra_op_threads=models.intra_op_threads,
-        batch_window_s=models.batch_window_ms / 1000,
-        micro_batching=models.micro_batching,
-        allow_download=models.allow_download,
-        loader=app.get(EncoderLoaderKey),
-        on_batch=metrics.record_batch,
+    embeddings = EmbeddingService.from_settings(
+        settings, loader=app.get(EncoderLoaderKey), on_batch=metrics.record_batch
     )
     collections = CollectionService(app[POOL], embeddings)
     app[EMBEDDINGS] = embeddings
@@ -153,7 +137,6 @@ async def _backfill_worker(app: web.Application) -> AsyncIterator[None]:
         index_memory_mb=config.index_memory_mb,
         on_written=lambda c, m, n: metrics.backfill_written.labels(c, m).inc(n),
     )
-    app[BACKFILL_WORKER] = worker
     app[WATCHER].on_change(lambda _collection: worker.wake())
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop), name="backfill-worker")
@@ -220,7 +203,3 @@ def create_app(
     app.add_routes(health.routes)
     app.add_routes(openapi.routes)
     return app
-
-
-def model_cache_dir(settings: Settings) -> Path:
-    return settings.models.cache_dir or default_cache_dir()

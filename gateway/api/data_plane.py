@@ -16,7 +16,6 @@ from gateway.api.requests import (
     parse_body,
 )
 from gateway.domain.errors import InvalidRequest
-from gateway.domain.shadow import Observation
 from gateway.services.collections import NewDocument
 
 routes = web.RouteTableDef()
@@ -100,9 +99,7 @@ async def query(request: web.Request) -> web.Response:
         result = await service.query_text(name, body.text, body.k, body.filter)
         # after the answer is computed and before it is sent: offer() never waits
         request.app[SHADOW].offer(
-            result.state, text=body.text, vector=result.vector, k=body.k, metadata_filter=body.filter,
-            primary=Observation(result.model, tuple(h.id for h in result.hits),
-                                tuple(h.score for h in result.hits), result.latency_ms),
+            result, text=body.text, k=body.k, metadata_filter=body.filter,
             request_id=request.headers.get("X-Request-Id"),
         )
     else:

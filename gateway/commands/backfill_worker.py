@@ -6,12 +6,10 @@ import asyncio
 import logging
 import signal
 
-from gateway.api.app import model_cache_dir
 from gateway.config import Settings
 from gateway.services.backfill import BackfillWorker
 from gateway.services.embedding import EmbeddingService
-from gateway.store.database import create_pool, replica_id
-from gateway.store.schema import apply_schema
+from gateway.store.database import open_database, replica_id
 
 log = logging.getLogger(__name__)
 
@@ -21,15 +19,9 @@ def run(settings: Settings, dsn: str, *, burst: bool, worker_id: str | None) -> 
 
 
 async def _run(settings: Settings, dsn: str, burst: bool, worker_id: str | None) -> int:
-    db, models, config = settings.database, settings.models, settings.backfill
-    pool = await create_pool(dsn, min_size=1, max_size=config.pipelines + 2, ef_search=db.hnsw_ef_search)
-    async with pool.acquire() as conn:
-        await apply_schema(conn)
-    embeddings = EmbeddingService(
-        settings.model_specs(), model_cache_dir(settings), intra_op_threads=models.intra_op_threads,
-        batch_window_s=models.batch_window_ms / 1000, micro_batching=models.micro_batching,
-        allow_download=models.allow_download,
-    )
+    config = settings.backfill
+    pool = await open_database(dsn, settings.database, max_size=config.pipelines + 2)
+    embeddings = EmbeddingService.from_settings(settings)
     worker = BackfillWorker(
         pool, embeddings, worker_id or "worker-" + replica_id(None), chunk_size=config.chunk_size,
         pipelines=config.pipelines, poll_interval_s=config.poll_interval_s,

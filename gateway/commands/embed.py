@@ -7,7 +7,6 @@ import sys
 from typing import TextIO
 
 from gateway.config import Settings
-from gateway.encoders.fetch import default_cache_dir
 from gateway.encoders.onnx import load_encoder
 
 CHUNK = 64
@@ -37,7 +36,7 @@ def run(settings: Settings, model: str, stdin: TextIO = sys.stdin, stdout: TextI
         return 2
     spec = specs[model]
     encoder = load_encoder(
-        spec, settings.models.cache_dir or default_cache_dir(), settings.models.intra_op_threads,
+        spec, settings.model_cache_dir(), settings.models.intra_op_threads,
         progress=lambda msg: print(msg, file=sys.stderr),
     )
     pending: list[tuple[int, str]] = []

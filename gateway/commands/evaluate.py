@@ -9,15 +9,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gateway.api.app import model_cache_dir
 from gateway.config import Settings
 from gateway.datasets import load_beir, vaswani
 from gateway.progress import ProgressBar
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService
 from gateway.services.evaluation import evaluate
-from gateway.store.database import EmbeddedPostgres, create_pool
-from gateway.store.schema import apply_schema
+from gateway.store.database import EmbeddedPostgres, open_database
 
 
 def run(settings: Settings, *, dataset: str, models: list[str], k: int, limit: int | None,
@@ -54,11 +52,8 @@ def run(settings: Settings, *, dataset: str, models: list[str], k: int, limit: i
 
 
 async def _evaluate(settings: Settings, dsn: str, data, models: list[str], k: int) -> dict:
-    pool = await create_pool(dsn, min_size=1, max_size=4, ef_search=settings.database.hnsw_ef_search)
-    async with pool.acquire() as conn:
-        await apply_schema(conn)
-    embeddings = EmbeddingService(settings.model_specs(), model_cache_dir(settings),
-                                  intra_op_threads=settings.models.intra_op_threads)
+    pool = await open_database(dsn, settings.database, max_size=4)
+    embeddings = EmbeddingService.from_settings(settings)
     bars: dict[str, ProgressBar] = {}
 
     def progress(label: str, done: int, total: int) -> None:

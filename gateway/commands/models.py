@@ -6,12 +6,8 @@ import json
 import sys
 
 from gateway.config import Settings
-from gateway.encoders.fetch import default_cache_dir, ensure_files, missing_files
+from gateway.encoders.fetch import ensure_files, missing_files
 from gateway.encoders.onnx import load_encoder
-
-
-def _cache_dir(settings: Settings):
-    return settings.models.cache_dir or default_cache_dir()
 
 
 def fetch(settings: Settings, keys: list[str]) -> int:
@@ -21,7 +17,7 @@ def fetch(settings: Settings, keys: list[str]) -> int:
         print(f"error: unknown model(s) {', '.join(unknown)}; see `driftgate models list`", file=sys.stderr)
         return 2
     chosen = [specs[k] for k in (keys or specs)]
-    cache_dir = _cache_dir(settings)
+    cache_dir = settings.model_cache_dir()
     ensure_files(chosen, cache_dir, progress=lambda msg: print(msg, file=sys.stderr))
     for spec in chosen:
         # loading re-hashes every file against its pin and runs the graph once
@@ -33,7 +29,7 @@ def fetch(settings: Settings, keys: list[str]) -> int:
 
 
 def list_models(settings: Settings, as_json: bool) -> int:
-    cache_dir = _cache_dir(settings)
+    cache_dir = settings.model_cache_dir()
     rows = [
         {
             "key": spec.key,

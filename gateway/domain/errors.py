@@ -19,9 +19,6 @@ class GatewayError(Exception):
         if code is not None:
             self.code = code
 
-    def to_body(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message}}
-
 
 class InvalidRequest(GatewayError):
     status = 400
@@ -37,10 +34,6 @@ class Conflict(GatewayError):
     status = 409
     code = "conflict"
 
-
-class PayloadTooLarge(GatewayError):
-    status = 413
-    code = "payload_too_large"
 
 
 class ModelDrift(GatewayError):

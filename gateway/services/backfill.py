@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import asyncpg
 import numpy as np
@@ -44,7 +44,6 @@ class WorkerCounters:
     failed_batches: int = 0
     held_for_latency: int = 0
     holding: bool = False
-    per_collection: dict = field(default_factory=dict)
 
 
 class BackfillWorker:

@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 
+from gateway.config import Settings
 from gateway.domain.errors import InvalidRequest, Unavailable
 from gateway.domain.fingerprint import PROBE_TEXTS
 from gateway.encoders.batcher import MicroBatcher
@@ -62,6 +63,16 @@ class EmbeddingService:
         self._shadow_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow-encode")
         self._shadow_batchers: dict[str, MicroBatcher] = {}
         self._load_lock = asyncio.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **extra) -> "EmbeddingService":
+        """The service as the config describes it; `extra` adds the loader or a batch callback."""
+        models = settings.models
+        return cls(
+            settings.model_specs(), settings.model_cache_dir(), intra_op_threads=models.intra_op_threads,
+            batch_window_s=models.batch_window_ms / 1000, micro_batching=models.micro_batching,
+            allow_download=models.allow_download, **extra,
+        )
 
     def _default_loader(self, spec: ModelSpec, cache_dir: Path, threads: int):
         return load_encoder(spec, cache_dir, threads, allow_download=self._allow_download)

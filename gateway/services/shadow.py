@@ -24,7 +24,7 @@ import asyncpg
 import numpy as np
 
 from gateway.domain.shadow import Comparison, Observation, ShadowStats, compare, recommendation, sampled
-from gateway.domain.state import CollectionState
+from gateway.services.collections import QueryResult
 from gateway.services.embedding import EmbeddingService
 from gateway.store import documents as documents_sql
 from gateway.store import shadow as shadow_sql
@@ -86,20 +86,26 @@ class ShadowRunner:
         self._tasks = []
 
     def offer(
-        self, state: CollectionState, *, text: str, vector: np.ndarray, k: int, metadata_filter: Mapping | None,
-        primary: Observation, request_id: str | None,
+        self, result: QueryResult, *, text: str, k: int, metadata_filter: Mapping | None, request_id: str | None,
     ) -> list[str]:
-        """Queue the shadow jobs this query is sampled for; never blocks. Returns the kinds queued."""
-        queued = []
+        """Queue the shadow jobs this answered query is sampled for; never blocks. Returns the kinds queued.
+
+        Nothing is built unless a job is queued: with shadowing off this is two comparisons.
+        """
+        state = result.state
         plans = []
         if state.shadow_model and state.shadow_model != state.read_model:
-            plans.append(("ab", state.shadow_model, state.shadow_sample_rate, "ab"))
+            plans.append(("ab", state.shadow_model, state.shadow_sample_rate))
         if state.noise_floor_rate > 0:
-            plans.append(("aa", state.read_model, state.noise_floor_rate, "aa"))
-        for kind, model, rate, salt in plans:
-            if not sampled(rate, f"{salt}:{request_id}" if request_id else None, random.random()):
+            plans.append(("aa", state.read_model, state.noise_floor_rate))
+        queued: list[str] = []
+        primary: Observation | None = None
+        for kind, model, rate in plans:
+            if not sampled(rate, f"{kind}:{request_id}" if request_id else None, random.random()):
                 continue
-            job = ShadowJob(kind, state.name, text, vector, k, metadata_filter, primary, model)
+            primary = primary or Observation(result.model, tuple(h.id for h in result.hits),
+                                             tuple(h.score for h in result.hits), result.latency_ms)
+            job = ShadowJob(kind, state.name, text, result.vector, k, metadata_filter, primary, model)
             try:
                 self._queue.put_nowait(job)
             except asyncio.QueueFull:

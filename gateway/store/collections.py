@@ -46,11 +46,6 @@ async def get_state(conn: asyncpg.Connection, name: str, *, lock: str | None = N
     return _state(row) if row else None
 
 
-async def list_states(conn: asyncpg.Connection) -> list[CollectionState]:
-    rows = await conn.fetch(f"SELECT {_STATE_COLUMNS} FROM driftgate.collections ORDER BY name")
-    return [_state(r) for r in rows]
-
-
 async def create_collection(conn: asyncpg.Connection, name: str, model_key: str, dim: int) -> CollectionState | None:
     """Create the state row, schema, documents table and the model's table, in the caller's transaction.
 

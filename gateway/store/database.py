@@ -114,6 +114,19 @@ async def ensure_vector_extension(dsn: str) -> None:
         await conn.close()
 
 
+async def open_database(dsn: str, config, *, max_size: int | None = None) -> asyncpg.Pool:
+    """A pool on `dsn` (per the database config) with driftgate's schema applied."""
+    from gateway.store.schema import apply_schema
+
+    pool = await create_pool(dsn, min_size=min(config.pool_min, max_size or config.pool_min),
+                             max_size=max_size or config.pool_max, ef_search=config.hnsw_ef_search)
+    async with pool.acquire() as conn:
+        applied = await apply_schema(conn)
+    if applied:
+        log.info("applied schema migrations %s", applied)
+    return pool
+
+
 def replica_id(configured: str | None) -> str:
     """This replica's id: configured, or host:pid plus a short random tag (two apps in one process differ)."""
     return configured or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"

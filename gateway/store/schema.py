@@ -155,7 +155,3 @@ async def apply_schema(conn: asyncpg.Connection) -> list[int]:
             await conn.execute("INSERT INTO driftgate.schema_migrations (version) VALUES ($1)", version)
             applied.append(version)
     return applied
-
-
-async def schema_version(conn: asyncpg.Connection) -> int:
-    return await conn.fetchval("SELECT coalesce(max(version), 0) FROM driftgate.schema_migrations")

@@ -20,10 +20,3 @@ async def keep_sample(conn: asyncpg.Connection, collection: str, row: dict, keep
         "DELETE FROM driftgate.shadow_samples WHERE id <= (SELECT max(id) FROM driftgate.shadow_samples) - $1",
         keep,
     )
-
-
-async def samples(conn: asyncpg.Connection, collection: str, limit: int = 100) -> list[dict]:
-    rows = await conn.fetch(
-        "SELECT * FROM driftgate.shadow_samples WHERE collection = $1 ORDER BY id DESC LIMIT $2", collection, limit
-    )
-    return [dict(r) for r in rows]
