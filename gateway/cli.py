@@ -250,7 +250,7 @@ def _dispatch(args: argparse.Namespace, settings) -> int:
         return evaluate.run(settings, dataset=args.dataset, models=[m.strip() for m in args.models.split(",")],
                             k=args.k, limit=args.limit, json_path=args.json_path, plot_path=args.plot_path)
     if args.command == "loadtest":
-        from loadtest.main import run as run_loadtest
+        from gateway.loadtest.main import run as run_loadtest
 
         return run_loadtest(args)
     if args.command == "migrate":

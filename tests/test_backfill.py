@@ -25,6 +25,7 @@ from pgvector.asyncpg import register_vector
 from gateway.api.keys import EMBEDDINGS, POOL
 from gateway.config import load_settings
 from gateway.datasets import vaswani
+from gateway.domain.vectors import row_cosines
 from gateway.domain.identifiers import collection_schema, embedding_table
 from gateway.encoders.catalog import CATALOG
 from gateway.encoders.fetch import default_cache_dir
@@ -127,11 +128,6 @@ def vector_of(value) -> np.ndarray:
     return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, dtype=np.float64)
 
 
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
 async def stored(conn: asyncpg.Connection, model: str, collection: str = C) -> list[asyncpg.Record]:
     """Every document with its embedding row in `model`'s table (left join: None when missing)."""
     return await conn.fetch(
@@ -162,7 +158,7 @@ def assert_vectors_match_text(model: str, rows, minimum: float = 0.9999) -> None
     rows = list(rows)
     fresh = encode(model, [r["content"] for r in rows])
     kept = np.vstack([vector_of(r["embedding"]) for r in rows])
-    sims = cosines(fresh, kept)
+    sims = row_cosines(fresh, kept)
     bad = [(rows[i]["id"], float(sims[i])) for i in np.flatnonzero(sims <= minimum)]
     assert bad == [], f"{model}: stored vectors that do not match the current text: {bad[:10]}"
 

@@ -111,13 +111,13 @@ async def test_metrics_are_exposed_in_prometheus_text_format(client):
 async def test_a_request_id_is_echoed_or_generated_and_appears_in_log_lines(client, caplog):
     import logging
 
-    from gateway.api.context import RequestIdFilter
+    from gateway.logs import RequestContextFilter
 
     given = await client.get("/healthz", headers={"X-Request-Id": "trace-123"})
     assert given.headers["X-Request-Id"] == "trace-123"
     generated = await client.get("/healthz")
     assert len(generated.headers["X-Request-Id"]) == 32
-    caplog.handler.addFilter(RequestIdFilter())
+    caplog.handler.addFilter(RequestContextFilter())
     caplog.set_level(logging.INFO)
     await client.put("/v1/collections/logged", json={"model": "paraphrase-MiniLM-L3-v2"},
                      headers={"X-Request-Id": "trace-456"})

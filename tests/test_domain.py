@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.domain.errors import InvalidRequest
-from gateway.domain.fingerprint import cosine, fingerprint
+from gateway.domain.fingerprint import fingerprint
+from gateway.domain.vectors import row_cosines
 from gateway.domain.identifiers import (
     collection_schema,
     embedding_table,
@@ -65,7 +67,17 @@ def test_catalog_models_have_distinct_fingerprints():
 
 @given(st.lists(st.floats(-10, 10), min_size=1, max_size=16))
 def test_cosine_of_a_vector_with_itself_is_one_or_zero_for_the_zero_vector(vector):
-    value = cosine(vector, vector)
-    if any(vector) and sum(x * x for x in vector) > 1e-12:
+    value = float(row_cosines(np.array([vector]), np.array([vector]))[0])
+    if float(np.linalg.norm(np.array(vector, dtype=np.float64))) > 0:
         assert value == pytest.approx(1.0, abs=1e-9)
-    assert -1.0 - 1e-9 <= value <= 1.0 + 1e-9
+    else:
+        assert value == 0.0
+
+
+@given(st.lists(st.floats(-10, 10), min_size=1, max_size=16), st.floats(0.1, 100))
+def test_cosine_ignores_scale_and_flips_sign_with_the_vector(vector, scale):
+    a = np.array([vector])
+    if float(np.linalg.norm(a)) < 1e-6:
+        return
+    assert float(row_cosines(a, a * scale)[0]) == pytest.approx(1.0, abs=1e-9)
+    assert float(row_cosines(a, -a)[0]) == pytest.approx(-1.0, abs=1e-9)

@@ -173,7 +173,7 @@ async def test_a_replica_with_a_stale_cache_still_dual_writes_after_another_star
     second = await make_client(settings_with(enabled=False), admin_token=TOKEN)
     await seed(first, n=3)
     assert (await (await second.get("/v1/collections/docs")).json())["write_models"] == [L3]
-    second.app[WATCHER].pause()  # it will not hear of the migration
+    await second.app[WATCHER].stop()  # it will not hear of the migration
     assert (await admin(first, "POST", "migrations", {"to_model": L6}))[0] == 202
     response = await second.put("/v1/collections/docs/documents/fresh", json={"text": "written by a stale replica"})
     assert response.status == 200

@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from gateway.domain.phases import TRANSITIONS, Action, IllegalTransition, Phase, allowed_actions, next_phase
+from gateway.domain.errors import IllegalTransition
+from gateway.domain.phases import TRANSITIONS, Action, Phase, allowed_actions, next_phase
 
 REFUSED = [(p, a) for p, a in itertools.product(Phase, Action) if (p, a) not in TRANSITIONS]
 

@@ -167,7 +167,7 @@ async def test_raw_samples_are_kept_in_a_bounded_table_with_a_hash_instead_of_th
     await client.app[SHADOW].drain()
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch("SELECT query_text, query_hash, kind FROM driftgate.shadow_samples")
+        rows = await conn.fetch("SELECT query_text, query_hash, pairing FROM driftgate.shadow_samples")
     finally:
         await conn.close()
     assert len(rows) == 3 and all(r["query_text"] is None and len(r["query_hash"]) == 64 for r in rows)

@@ -12,7 +12,8 @@ from gateway.api.keys import (
     ADMIN_TOKEN, BACKFILL_CONTROL, COLLECTIONS, MIGRATIONS, POOL, REPLICA_ID, SHADOW, VERIFIER,
 )
 from gateway.api.requests import StrictBody, parse_body
-from gateway.domain.errors import GatewayError
+from gateway.domain.backfill import BackfillAction
+from gateway.domain.errors import Unauthorized
 from gateway.services.migrations import Actor
 from gateway.services.status import collection_status
 
@@ -21,17 +22,14 @@ routes = web.RouteTableDef()
 PREFIX = "/admin/v1/collections/{collection}"
 
 
-class Unauthorized(GatewayError):
-    status = 401
-    code = "unauthorized"
-
-
 class StartMigration(StrictBody):
     to_model: str = Field(min_length=1)
 
 
 class BackfillBody(StrictBody):
-    action: str | None = Field(default=None, description="pause | resume")
+    action: BackfillAction | None = Field(
+        default=None, strict=False, description="pause or resume; null changes only max_rate"
+    )
     max_rate: float | None = Field(default=None, description="documents per second; null clears it")
 
 
@@ -43,7 +41,7 @@ class ShadowBody(StrictBody):
         description="share of queries also run A/A: read model, exact search (no index); null keeps it")
 
 
-class ReadTargetBody(StrictBody):
+class ReadModelBody(StrictBody):
     model: str = Field(min_length=1)
     force: bool = False
 
@@ -116,10 +114,11 @@ async def shadow(request: web.Request) -> web.Response:
     return web.json_response(_state_body(state))
 
 
-@routes.post(PREFIX + "/read-target")
-async def read_target(request: web.Request) -> web.Response:
-    body = await parse_body(request, ReadTargetBody)
-    state = await request.app[MIGRATIONS].set_read_target(
+@routes.post(PREFIX + "/read-model")
+@routes.post(PREFIX + "/read-target")  # the path's first name, kept for existing scripts
+async def read_model(request: web.Request) -> web.Response:
+    body = await parse_body(request, ReadModelBody)
+    state = await request.app[MIGRATIONS].set_read_model(
         request.match_info["collection"], body.model, body.force, _actor(request)
     )
     return web.json_response(_state_body(state))

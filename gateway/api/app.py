@@ -20,9 +20,8 @@ from gateway.api.keys import (
     REPLICA_ID, SETTINGS, SHADOW, VERIFIER, WATCHER, EncoderLoaderKey,
 )
 from gateway.api.metrics import Metrics
-from gateway.api.admin import Unauthorized
 from gateway.config import Settings
-from gateway.domain.errors import GatewayError
+from gateway.domain.errors import RequestTimeout, Unauthorized
 from gateway.services.backfill import BackfillWorker
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService, EncoderLoader
@@ -30,8 +29,7 @@ from gateway.services.migrations import BackfillControl, MigrationService
 from gateway.services.shadow import ShadowRunner
 from gateway.services.state_sync import StateWatcher
 from gateway.services.verify import Verifier
-from gateway.store.database import open_database, replica_id
-from gateway.store.retry import TRANSIENT_ERRORS
+from gateway.services.database import TRANSIENT_ERRORS, close_pool, open_pool, replica_id
 from gateway.services.status import backfill_progress
 
 log = logging.getLogger(__name__)
@@ -47,11 +45,6 @@ async def metrics_middleware(request: web.Request, handler) -> web.StreamRespons
     metrics.requests.labels(request.method, route, str(response.status)).inc()
     metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
     return response
-
-
-class RequestTimeout(GatewayError):
-    status = 504
-    code = "request_timeout"
 
 
 @web.middleware
@@ -79,14 +72,11 @@ async def api_key_middleware(request: web.Request, handler) -> web.StreamRespons
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    pool = await open_database(app[DSN], app[SETTINGS].database)
+    pool = await open_pool(app[DSN], app[SETTINGS].database)
     app[POOL] = pool
     yield
-    try:
-        await asyncio.wait_for(pool.close(), timeout=10)
-    except asyncio.TimeoutError:
-        log.warning("pool did not close in 10 s; terminating connections")
-        pool.terminate()
+    if not await close_pool(pool):
+        log.warning("pool did not close in 10 s; connections terminated")
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextvars
-import logging
 import uuid
 
 from aiohttp import web
 
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+from gateway.logs import request_id_var
 
 
 def _valid(value: str) -> bool:
@@ -26,11 +24,3 @@ async def request_id_middleware(request: web.Request, handler) -> web.StreamResp
         request_id_var.reset(token)
     response.headers["X-Request-Id"] = request_id
     return response
-
-
-class RequestIdFilter(logging.Filter):
-    """Adds `request_id` to every record (tasks started inside a request inherit it)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
-        return True

@@ -12,7 +12,7 @@ import logging
 from aiohttp import web
 
 from gateway.domain.errors import GatewayError
-from gateway.store.retry import TRANSIENT_ERRORS
+from gateway.services.database import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
 from gateway.api.keys import COLLECTIONS, EMBEDDINGS, METRICS, POOL
-from gateway.store.retry import TRANSIENT_ERRORS
+from gateway.services.database import database_answers
 
 routes = web.RouteTableDef()
 
@@ -20,13 +18,7 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     """Ready when the database answers and every model in use is loaded and matches its registration."""
-    database = True
-    try:
-        async with asyncio.timeout(2):
-            async with request.app[POOL].acquire() as conn:
-                await conn.fetchval("SELECT 1")
-    except TRANSIENT_ERRORS:
-        database = False
+    database = await database_answers(request.app[POOL])
     drifted = request.app[COLLECTIONS].drifted
     ready = database and not drifted
     return web.json_response(

@@ -53,37 +53,37 @@ class Metrics:
 
         ratio_buckets = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
         self.shadow_samples = Counter(
-            "driftgate_shadow_samples_total", "Shadow comparisons completed", ["collection", "kind"],
+            "driftgate_shadow_samples_total", "Shadow comparisons completed", ["collection", "pairing"],
             registry=self.registry,
         )
         self.shadow_dropped = Counter(
             "driftgate_shadow_dropped_total", "Shadow jobs dropped because the queue was full",
-            ["collection", "kind"], registry=self.registry,
+            ["collection", "pairing"], registry=self.registry,
         )
         self.shadow_errors = Counter(
             "driftgate_shadow_errors_total", "Shadow jobs that failed, by category",
-            ["collection", "kind", "category"], registry=self.registry,
+            ["collection", "pairing", "category"], registry=self.registry,
         )
         self.shadow_overlap = Histogram(
-            "driftgate_shadow_overlap_ratio", "overlap@k (Jaccard) of primary vs shadow", ["collection", "kind"],
+            "driftgate_shadow_overlap_ratio", "overlap@k (Jaccard) of primary vs shadow", ["collection", "pairing"],
             buckets=ratio_buckets, registry=self.registry,
         )
         self.shadow_rbo = Histogram(
-            "driftgate_shadow_rbo_ratio", "Rank-biased overlap (p=0.9) of primary vs shadow", ["collection", "kind"],
+            "driftgate_shadow_rbo_ratio", "Rank-biased overlap (p=0.9) of primary vs shadow", ["collection", "pairing"],
             buckets=ratio_buckets, registry=self.registry,
         )
         self.shadow_latency = Histogram(
             "driftgate_shadow_latency_seconds", "Latency of each side of a shadow comparison",
-            ["collection", "kind", "side"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            ["collection", "pairing", "side"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
 
     def record_shadow(self, collection: str, comparison) -> None:
-        kind = comparison.kind
-        self.shadow_samples.labels(collection, kind).inc()
-        self.shadow_overlap.labels(collection, kind).observe(comparison.overlap)
-        self.shadow_rbo.labels(collection, kind).observe(comparison.rbo)
-        self.shadow_latency.labels(collection, kind, "primary").observe(comparison.primary.latency_ms / 1000)
-        self.shadow_latency.labels(collection, kind, "shadow").observe(comparison.candidate.latency_ms / 1000)
+        pairing = comparison.pairing
+        self.shadow_samples.labels(collection, pairing).inc()
+        self.shadow_overlap.labels(collection, pairing).observe(comparison.overlap)
+        self.shadow_rbo.labels(collection, pairing).observe(comparison.rbo)
+        self.shadow_latency.labels(collection, pairing, "primary").observe(comparison.primary.latency_ms / 1000)
+        self.shadow_latency.labels(collection, pairing, "shadow").observe(comparison.shadow.latency_ms / 1000)
 
     def record_backfill(self, collection: str, model: str, progress: dict) -> None:
         labels = (collection, model)

@@ -6,8 +6,10 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.api.admin import (
-    BackfillBody, ReadTargetBody, RetireBody, ShadowBody, StartMigration, VerifyBody,
+    BackfillBody, ReadModelBody, RetireBody, ShadowBody, StartMigration, VerifyBody,
 )
+from gateway.domain.backfill import BackfillState
+from gateway.domain.phases import Phase
 from gateway.api.embeddings import EmbeddingsBody
 from gateway.api.requests import BatchBody, CreateCollection, DocumentBody, QueryBody
 
@@ -39,8 +41,29 @@ def _schema(model: type) -> dict:
     return schema
 
 
-def _op(summary: str, ok: str, *, body: type | None = None, params: tuple = (), errors=(400, 404)) -> dict:
-    responses = {ok: {"description": "success", "content": {"application/json": {"schema": {"type": "object"}}}}}
+_BACKFILL_STATE = {"type": "string", "enum": [s.value for s in BackfillState]}
+_STATUS = {
+    "type": "object",
+    "properties": {
+        "phase": {"type": "string", "enum": [p.value for p in Phase]},
+        "read_model": {"type": "string"},
+        "write_models": {"type": "array", "items": {"type": "string"}},
+        "from_model": {"type": "string", "nullable": True},
+        "to_model": {"type": "string", "nullable": True},
+        "backfill": {"type": "object", "properties": {"state": _BACKFILL_STATE}},
+    },
+}
+_BACKFILL_ANSWER = {
+    "type": "object",
+    "properties": {"state": _BACKFILL_STATE, "max_rate": {"type": "number", "nullable": True}},
+}
+
+
+def _op(
+    summary: str, ok: str, *, body: type | None = None, params: tuple = (), errors=(400, 404), answer: dict | None = None
+) -> dict:
+    schema = answer or {"type": "object"}
+    responses = {ok: {"description": "success", "content": {"application/json": {"schema": schema}}}}
     for status in errors:
         responses[str(status)] = {"description": "error", "content": {"application/json": {"schema": _ERROR}}}
     operation: dict = {"summary": summary, "parameters": list(params), "responses": responses}
@@ -103,15 +126,21 @@ def _admin_paths() -> dict:
     admin = {"security": [{"adminToken": []}]}
     errors = (400, 401, 404, 409, 503)
 
-    def op(summary: str, ok: str, body: type | None) -> dict:
-        return {**_op(summary, ok, body=body, params=(_NAME,), errors=errors), **admin}
+    def op(summary: str, ok: str, body: type | None, answer: dict | None = None) -> dict:
+        return {**_op(summary, ok, body=body, params=(_NAME,), errors=errors, answer=answer), **admin}
 
     return {
-        f"{base}/status": {"get": op("Migration status: phase, coverage, backfill, replicas", "200", None)},
+        f"{base}/status": {"get": op("Migration status: phase, coverage, backfill, replicas", "200", None, _STATUS)},
         f"{base}/migrations": {"post": op("Start a migration (dual-write + backfill)", "202", StartMigration)},
-        f"{base}/backfill": {"post": op("Pause, resume or rate-limit the backfill", "200", BackfillBody)},
+        f"{base}/backfill": {
+            "post": op("Pause, resume or rate-limit the backfill", "200", BackfillBody, _BACKFILL_ANSWER)
+        },
         f"{base}/shadow": {"post": op("Configure shadow reads", "200", ShadowBody)},
-        f"{base}/read-target": {"post": op("Switch reads (cutover or rollback)", "200", ReadTargetBody)},
+        f"{base}/read-model": {"post": op("Switch the read model (cutover or rollback)", "200", ReadModelBody)},
+        f"{base}/read-target": {
+            "post": {**op("Switch the read model (the path's first name; same as read-model)", "200", ReadModelBody),
+                     "deprecated": True}
+        },
         f"{base}/verify": {"post": op("Verify every written model", "200", VerifyBody)},
         f"{base}/retire": {"post": op("Retire the old model", "200", RetireBody)},
         f"{base}/abort": {"post": op("Abort the migration", "200", None)},

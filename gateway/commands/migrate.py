@@ -64,7 +64,7 @@ def _status(client: AdminClient, args) -> dict:
 
 def cmd_start(client: AdminClient, args) -> int:
     state = client.call("POST", _path(args.collection, "migrations"), {"to_model": args.to})
-    print(f"migration started: {args.collection} {state['source_model']} -> {state['target_model']}; "
+    print(f"migration started: {args.collection} {state['from_model']} -> {state['to_model']}; "
           f"every write now goes to both; backfill running (phase {state['phase']}, "
           f"state_version {state['state_version']})")
     print(f"watch it: driftgate migrate status {args.collection} --watch")
@@ -126,7 +126,7 @@ def format_status(status: dict) -> str:
 
 def next_step(status: dict) -> str:
     """What an operator would do next, from the phase and the numbers."""
-    name, phase, target = status["name"], status["phase"], status.get("target_model")
+    name, phase, target = status["name"], status["phase"], status.get("to_model")
     if phase == "steady":
         return f"driftgate migrate start {name} --to MODEL"
     if phase == "dual_write":
@@ -144,29 +144,29 @@ def cmd_shadow(client: AdminClient, args) -> int:
     body = {"model": None if args.off else args.model, "sample_rate": 0.0 if args.off else args.rate}
     if not args.off and not args.model:
         status = _status(client, args)
-        body["model"] = status["target_model"] if status["read_model"] != status["target_model"] \
-            else status["source_model"]
+        body["model"] = status["to_model"] if status["read_model"] != status["to_model"] \
+            else status["from_model"]
     state = client.call("POST", _path(args.collection, "shadow"), body)
     print(f"shadow: {state['shadow_model'] or 'off'} at {state['shadow_sample_rate']:.0%} (phase {state['phase']})")
     return 0
 
 
 def _switch(client: AdminClient, args, model: str, force: bool) -> int:
-    state = client.call("POST", _path(args.collection, "read-target"), {"model": model, "force": force})
+    state = client.call("POST", _path(args.collection, "read-model"), {"model": model, "force": force})
     print(f"{args.collection} now reads {state['read_model']} (phase {state['phase']}, "
           f"state_version {state['state_version']})")
     return 0
 
 
 def cmd_cutover(client: AdminClient, args) -> int:
-    model = args.model or _status(client, args)["target_model"]
+    model = args.model or _status(client, args)["to_model"]
     if not model:
         raise AdminError("no migration in flight: nothing to cut over to")
     return _switch(client, args, model, args.force)
 
 
 def cmd_rollback(client: AdminClient, args) -> int:
-    model = _status(client, args)["source_model"]
+    model = _status(client, args)["from_model"]
     if not model:
         raise AdminError("no migration in flight: nothing to roll back to")
     return _switch(client, args, model, False)
@@ -191,7 +191,7 @@ def cmd_verify(client: AdminClient, args) -> int:
 
 
 def cmd_retire(client: AdminClient, args) -> int:
-    model = args.model or _status(client, args)["source_model"]
+    model = args.model or _status(client, args)["from_model"]
     if not model:
         raise AdminError("no migration in flight: name the model with --model")
     state = client.call("POST", _path(args.collection, "retire"), {"model": model})

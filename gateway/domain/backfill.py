@@ -4,6 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+
+
+class BackfillState(StrEnum):
+    """Where a migration's backfill is; stored as text in `driftgate.collections.backfill_state`."""
+
+    IDLE = "idle"  # no migration in flight
+    RUNNING = "running"
+    PAUSED = "paused"  # by an operator; `resume` continues
+    DONE = "done"  # every document embedded and the index built
+    FAILED = "failed"  # finished with documents that failed to embed; `resume` retries them
+
+
+class BackfillAction(StrEnum):
+    """What an operator can ask of a running backfill."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,17 @@ class Conflict(GatewayError):
     code = "conflict"
 
 
+class IllegalTransition(Conflict):
+    """An operator action the migration's current phase does not allow."""
+
+    code = "illegal_transition"
+
+
+class IndexIncomplete(Conflict):
+    """Reads or a shadow were asked of a model whose table is not complete and verified."""
+
+    code = "index_incomplete"
+
 
 class ModelDrift(GatewayError):
     """A model's files, parameters or outputs no longer match what its table was built with."""
@@ -48,3 +59,19 @@ class Unavailable(GatewayError):
 
     status = 503
     code = "unavailable"
+
+
+class EncoderFailed(Unavailable):
+    """The encoder could not embed (it crashed, or is overloaded); the caller may retry."""
+
+    code = "encoder_unavailable"
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    code = "unauthorized"
+
+
+class RequestTimeout(GatewayError):
+    status = 504
+    code = "request_timeout"

@@ -32,12 +32,3 @@ PROBE_TEXTS: tuple[str, ...] = (
     "1234567890 !?",
 )
 
-
-def cosine(a: list[float], b: list[float]) -> float:
-    """Cosine similarity of two equal-length vectors (0.0 when either is all zeros)."""
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    na = sum(x * x for x in a) ** 0.5
-    nb = sum(y * y for y in b) ** 0.5
-    if na == 0.0 or nb == 0.0:
-        return 0.0
-    return dot / (na * nb)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 
-from gateway.domain.errors import Conflict
+from gateway.domain.errors import IllegalTransition
 
 
 class Phase(str, enum.Enum):
@@ -55,10 +55,6 @@ TRANSITIONS: dict[tuple[Phase, Action], Phase] = {
     (Phase.CUTOVER, Action.RETIRE): Phase.STEADY,
     (Phase.CUTOVER, Action.ABORT): Phase.STEADY,
 }
-
-
-class IllegalTransition(Conflict):
-    code = "illegal_transition"
 
 
 def allowed_actions(phase: Phase) -> list[Action]:

@@ -1,7 +1,7 @@
 """The shadow comparison as small frozen values (in the manner of github/scientist).
 
 An `Observation` is what one side answered; a `Comparison` is the primary against the
-candidate with its metrics; `ShadowStats` aggregates a rolling window of comparisons. The
+shadow with its metrics; `ShadowStats` aggregates a rolling window of comparisons. The
 primary's answer is always what the caller got: nothing here feeds back into it.
 """
 
@@ -26,9 +26,9 @@ class Observation:
 
 @dataclass(frozen=True)
 class Comparison:
-    kind: str  # "ab": another model; "aa": the read model against exact search (noise floor)
+    pairing: str  # "ab": another model; "aa": the read model against exact search (noise floor)
     primary: Observation
-    candidate: Observation
+    shadow: Observation
     k: int
     overlap: float
     rbo: float
@@ -37,14 +37,14 @@ class Comparison:
     score_shift: float | None
 
 
-def compare(kind: str, primary: Observation, candidate: Observation, k: int) -> Comparison:
+def compare(pairing: str, primary: Observation, shadow: Observation, k: int) -> Comparison:
     return Comparison(
-        kind=kind, primary=primary, candidate=candidate, k=k,
-        overlap=overlap_at_k(primary.ids, candidate.ids, k),
-        rbo=rbo(primary.ids[:k], candidate.ids[:k]),
-        tau=kendall_tau(primary.ids[:k], candidate.ids[:k]),
-        top1=top1_agreement(primary.ids, candidate.ids),
-        score_shift=score_shift(primary.scores[:k], candidate.scores[:k]),
+        pairing=pairing, primary=primary, shadow=shadow, k=k,
+        overlap=overlap_at_k(primary.ids, shadow.ids, k),
+        rbo=rbo(primary.ids[:k], shadow.ids[:k]),
+        tau=kendall_tau(primary.ids[:k], shadow.ids[:k]),
+        top1=top1_agreement(primary.ids, shadow.ids),
+        score_shift=score_shift(primary.scores[:k], shadow.scores[:k]),
     )
 
 
@@ -74,7 +74,7 @@ def _summary(values: Iterable[float]) -> dict | None:
 
 
 class ShadowStats:
-    """A rolling window of comparisons of one kind, summarised as mean/p10/p50."""
+    """A rolling window of comparisons of one pairing, summarised as mean/p10/p50."""
 
     def __init__(self, window: int = 1000) -> None:
         self._comparisons: deque[Comparison] = deque(maxlen=window)
@@ -98,7 +98,7 @@ class ShadowStats:
             "score_shift": _summary(shifts),
             "latency_ms": {
                 "primary": _summary(c.primary.latency_ms for c in window),
-                "shadow": _summary(c.candidate.latency_ms for c in window),
+                "shadow": _summary(c.shadow.latency_ms for c in window),
             },
         }
 

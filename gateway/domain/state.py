@@ -16,8 +16,8 @@ class CollectionState:
     shadow_model: str | None
     shadow_sample_rate: float
     state_version: int
-    source_model: str | None = None  # the old model while a migration is in flight
-    target_model: str | None = None  # the new model while a migration is in flight
+    from_model: str | None = None  # the old model while a migration is in flight
+    to_model: str | None = None  # the new model while a migration is in flight
     noise_floor_rate: float = 0.0  # share of queries shadowed A/A (read model, exact search)
 
     @property
@@ -32,8 +32,8 @@ class CollectionState:
             "write_models": list(self.write_models),
             "shadow_model": self.shadow_model,
             "shadow_sample_rate": self.shadow_sample_rate,
-            "source_model": self.source_model,
-            "target_model": self.target_model,
+            "from_model": self.from_model,
+            "to_model": self.to_model,
             "noise_floor_rate": self.noise_floor_rate,
             "state_version": self.state_version,
         }

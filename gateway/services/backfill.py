@@ -21,13 +21,14 @@ from dataclasses import dataclass
 import asyncpg
 import numpy as np
 
-from gateway.domain.backfill import plan_chunks, rate_delay, should_hold
+from gateway.domain.backfill import BackfillState, plan_chunks, rate_delay, should_hold
 from gateway.domain.phases import Action, Phase, next_phase
-from gateway.services.embedding import EmbeddingService, EncoderFailed
+from gateway.domain.errors import EncoderFailed
+from gateway.services.embedding import EmbeddingService
 from gateway.store import backfill as backfill_sql
 from gateway.store import collections as collections_sql
 from gateway.store import replicas as replicas_sql
-from gateway.store.retry import TRANSIENT_ERRORS, db_retrying
+from gateway.store.retry import TRANSIENT_ERRORS, in_transaction
 
 log = logging.getLogger(__name__)
 
@@ -119,21 +120,18 @@ class BackfillWorker:
         while not stop.is_set():
             async with self._pool.acquire() as conn:
                 settings = await backfill_sql.backfill_settings(conn, collection)
-                if settings is None or settings["backfill_state"] != "running" or settings["target_model"] != model:
+                if settings is None or settings.state != BackfillState.RUNNING or settings.to_model != model:
                     return
                 if await self._hold_for_latency(conn):
                     await asyncio.sleep(self._poll_interval_s)
                     continue
             started = time.monotonic()
-            docs = None
-            async for attempt in db_retrying(max_seconds=30):
-                with attempt:
-                    if attempt.retry_state.attempt_number > 1:
-                        self.counters.retried += 1
-                    docs = await self._one_chunk(collection, model)
+            docs = await in_transaction(
+                self._pool, lambda conn: self._one_chunk(conn, collection, model), max_seconds=30
+            )
             if docs is None:
                 return
-            max_rate = settings["backfill_max_rate"]
+            max_rate = settings.max_rate
             delay = rate_delay(docs, time.monotonic() - started, max_rate / self._pipelines if max_rate else None)
             if delay:
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -151,22 +149,21 @@ class BackfillWorker:
         self.counters.holding = holding
         return holding
 
-    async def _one_chunk(self, collection: str, model: str) -> int | None:
-        """One batch = one transaction: claim, embed, write if current, mark done."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            chunk = await backfill_sql.claim_chunk(conn, collection, model)
-            if chunk is None:
-                return None
-            rows = await backfill_sql.chunk_documents(conn, collection, model, chunk)
-            written = 0
-            if rows:
-                ids, vectors, versions, failures = await self._embed(model, rows)
-                if ids:
-                    written = await backfill_sql.write_if_current(conn, collection, model, ids, vectors, versions)
-                for doc_id, version, reason in failures:
-                    await backfill_sql.record_error(conn, collection, model, doc_id, version, reason)
-                self.counters.failed_documents += len(failures)
-            await backfill_sql.finish_chunk(conn, collection, model, chunk.chunk_no, written, self.worker_id)
+    async def _one_chunk(self, conn: asyncpg.Connection, collection: str, model: str) -> int | None:
+        """One chunk = one transaction (the caller's): claim, embed, write if current, mark done."""
+        chunk = await backfill_sql.claim_chunk(conn, collection, model)
+        if chunk is None:
+            return None
+        rows = await backfill_sql.chunk_documents(conn, collection, model, chunk)
+        written = 0
+        if rows:
+            ids, vectors, versions, failures = await self._embed(model, rows)
+            if ids:
+                written = await backfill_sql.write_if_current(conn, collection, model, ids, vectors, versions)
+            for doc_id, version, reason in failures:
+                await backfill_sql.record_error(conn, collection, model, doc_id, version, reason)
+            self.counters.failed_documents += len(failures)
+        await backfill_sql.finish_chunk(conn, collection, model, chunk.chunk_no, written, self.worker_id)
         self.counters.chunks += 1
         self.counters.documents += len(rows)
         self.counters.written += written
@@ -210,7 +207,7 @@ class BackfillWorker:
 
     async def _sweep_or_finish_locked(self, conn: asyncpg.Connection, collection: str, model: str) -> None:
         settings = await backfill_sql.backfill_settings(conn, collection)
-        if settings is None or settings["backfill_state"] != "running" or settings["target_model"] != model:
+        if settings is None or settings.state != BackfillState.RUNNING or settings.to_model != model:
             return
         done = await backfill_sql.progress(conn, collection, model)
         if done["chunks_done"] < done["chunks"]:
@@ -225,7 +222,7 @@ class BackfillWorker:
                                               round_no)
             return
         errors = done["errors"]
-        final_state = "failed" if errors else "done"
+        final_state = BackfillState.FAILED if errors else BackfillState.DONE
         if not errors:
             tables = await collections_sql.model_tables(conn, collection)
             if model in tables and not tables[model]["index_ready"]:
@@ -234,10 +231,10 @@ class BackfillWorker:
                                                   maintenance_work_mem_mb=self._index_memory_mb)
         async with conn.transaction():
             state = await collections_sql.get_state(conn, collection, lock="UPDATE")
-            if state is None or state.target_model != model:
+            if state is None or state.to_model != model:
                 return
             changes: dict = {"backfill_state": final_state}
-            if final_state == "done" and state.phase == Phase.DUAL_WRITE:
+            if final_state == BackfillState.DONE and state.phase == Phase.DUAL_WRITE:
                 changes["phase"] = next_phase(state.phase, Action.BACKFILL_DONE)
             await collections_sql.change_state(
                 conn, state, action="backfill_" + final_state, actor="backfill", replica=self.worker_id,

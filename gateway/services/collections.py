@@ -27,7 +27,7 @@ from gateway.services.embedding import EmbeddingService
 from gateway.store import collections as collections_sql
 from gateway.store import documents as documents_sql
 from gateway.store import registry as registry_sql
-from gateway.store.retry import db_retrying
+from gateway.store.retry import in_transaction, with_connection
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +95,18 @@ class CollectionService:
         existing = await self._load_state(name)
         if existing is None:
             registration = await self._embeddings.registration(model_key)
-            async for attempt in db_retrying():
-                with attempt:
-                    async with self._pool.acquire() as conn, conn.transaction():
-                        stored = await registry_sql.register_model(conn, registration)
-                        if stored.fingerprint != spec.fingerprint:
-                            raise ModelDrift(
-                                f"model {model_key!r} is registered with another fingerprint "
-                                f"({stored.fingerprint[:12]}); re-index required: start a migration "
-                                "to a model registered under a new key"
-                            )
-                        created = await collections_sql.create_collection(conn, name, model_key, spec.dim)
+
+            async def create(conn: asyncpg.Connection) -> CollectionState | None:
+                stored = await registry_sql.register_model(conn, registration)
+                if stored.fingerprint != spec.fingerprint:
+                    raise ModelDrift(
+                        f"model {model_key!r} is registered with another fingerprint "
+                        f"({stored.fingerprint[:12]}); re-index required: start a migration "
+                        "to a model registered under a new key"
+                    )
+                return await collections_sql.create_collection(conn, name, model_key, spec.dim)
+
+            created = await in_transaction(self._pool, create)
             if created is not None:
                 self._states[name] = created
                 log.info("collection %s created with model %s", name, model_key)
@@ -122,10 +123,7 @@ class CollectionService:
 
     async def describe(self, name: str) -> tuple[CollectionState, int]:
         state = await self.state(name)
-        async for attempt in db_retrying():
-            with attempt:
-                async with self._pool.acquire() as conn:
-                    count = await collections_sql.count_documents(conn, name)
+        count = await with_connection(self._pool, lambda conn: collections_sql.count_documents(conn, name))
         return state, count
 
     async def state(self, name: str) -> CollectionState:
@@ -151,10 +149,7 @@ class CollectionService:
         return self._read_latency.p99_ms(time.monotonic())
 
     async def _load_state(self, name: str) -> CollectionState | None:
-        async for attempt in db_retrying():
-            with attempt:
-                async with self._pool.acquire() as conn:
-                    state = await collections_sql.get_state(conn, name)
+        state = await with_connection(self._pool, lambda conn: collections_sql.get_state(conn, name))
         if state is not None:
             cached = self._states.get(name)
             # a slow reload must not replace a newer state another reload already applied
@@ -201,31 +196,29 @@ class CollectionService:
     async def _commit(
         self, name: str, documents: Sequence[NewDocument], encoded: dict[str, Encoded]
     ) -> tuple[dict[str, int], CollectionState]:
-        async for attempt in db_retrying():
-            with attempt:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    current = await collections_sql.get_state(conn, name, lock="SHARE")
-                    if current is None:
-                        self._states.pop(name, None)
-                        raise NotFound(f"collection {name!r} does not exist", code="collection_not_found")
-                    if any(m not in encoded for m in current.write_models):
-                        raise _WriteSetChanged(current)
-                    ids = [d.id for d in documents]
-                    versions = await documents_sql.upsert_documents(
-                        conn, name, ids, [d.text for d in documents], [d.metadata for d in documents]
-                    )
-                    ordered = [versions[i] for i in ids]
-                    for model in current.write_models:
-                        await documents_sql.upsert_embeddings(conn, name, model, ids, encoded[model].vectors, ordered)
-        return versions, current
+
+        async def commit(conn: asyncpg.Connection) -> tuple[dict[str, int], CollectionState]:
+            current = await collections_sql.get_state(conn, name, lock="SHARE")
+            if current is None:
+                self._states.pop(name, None)
+                raise NotFound(f"collection {name!r} does not exist", code="collection_not_found")
+            if any(m not in encoded for m in current.write_models):
+                raise _WriteSetChanged(current)
+            ids = [d.id for d in documents]
+            versions = await documents_sql.upsert_documents(
+                conn, name, ids, [d.text for d in documents], [d.metadata for d in documents]
+            )
+            ordered = [versions[i] for i in ids]
+            for model in current.write_models:
+                await documents_sql.upsert_embeddings(conn, name, model, ids, encoded[model].vectors, ordered)
+            return versions, current
+
+        return await in_transaction(self._pool, commit)
 
     async def get_document(self, name: str, doc_id: str) -> documents_sql.DocumentRow:
         await self.state(name)
         validate_document_id(doc_id)
-        async for attempt in db_retrying():
-            with attempt:
-                async with self._pool.acquire() as conn:
-                    row = await documents_sql.get_document(conn, name, doc_id)
+        row = await with_connection(self._pool, lambda conn: documents_sql.get_document(conn, name, doc_id))
         if row is None:
             raise NotFound(f"document {doc_id!r} not found in collection {name!r}", code="document_not_found")
         return row
@@ -233,10 +226,7 @@ class CollectionService:
     async def delete_document(self, name: str, doc_id: str) -> None:
         await self.state(name)
         validate_document_id(doc_id)
-        async for attempt in db_retrying():
-            with attempt:
-                async with self._pool.acquire() as conn:
-                    deleted = await documents_sql.delete_document(conn, name, doc_id)
+        deleted = await with_connection(self._pool, lambda conn: documents_sql.delete_document(conn, name, doc_id))
         if not deleted:
             raise NotFound(f"document {doc_id!r} not found in collection {name!r}", code="document_not_found")
 
@@ -300,8 +290,6 @@ class CollectionService:
         return QueryResult(model_key, hits, False)
 
     async def _search(self, name: str, model: str, vector: np.ndarray, k: int, metadata_filter) -> list:
-        async for attempt in db_retrying():
-            with attempt:
-                async with self._pool.acquire() as conn:
-                    return await documents_sql.search(conn, name, model, vector, k, metadata_filter)
-        raise AssertionError("unreachable")
+        return await with_connection(
+            self._pool, lambda conn: documents_sql.search(conn, name, model, vector, k, metadata_filter)
+        )

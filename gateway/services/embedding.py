@@ -16,8 +16,9 @@ from typing import Literal
 import numpy as np
 
 from gateway.config import Settings
-from gateway.domain.errors import InvalidRequest, Unavailable
+from gateway.domain.errors import EncoderFailed, InvalidRequest
 from gateway.domain.fingerprint import PROBE_TEXTS
+from gateway.domain.vectors import row_cosines
 from gateway.encoders.batcher import MicroBatcher
 from gateway.encoders.catalog import ModelSpec
 from gateway.encoders.fetch import ModelFilesUnavailable
@@ -29,10 +30,6 @@ log = logging.getLogger(__name__)
 Kind = Literal["query", "document"]
 # (spec, cache_dir, threads) -> object with .encode(list[str]) -> Encoded; tests swap it
 EncoderLoader = Callable[[ModelSpec, Path, int], object]
-
-
-class EncoderFailed(Unavailable):
-    code = "encoder_unavailable"
 
 
 class EmbeddingService:
@@ -171,9 +168,7 @@ class EmbeddingService:
         stored = np.asarray(registered.probe_vectors, dtype=np.float32)
         if stored.shape != vectors.shape:
             return f"model {key!r} probe vectors have shape {vectors.shape}, registered {stored.shape}"
-        cosines = (vectors * stored).sum(axis=1) / (
-            np.linalg.norm(vectors, axis=1) * np.linalg.norm(stored, axis=1) + 1e-12
-        )
+        cosines = row_cosines(vectors, stored)
         if float(cosines.min()) < spec.probe_tolerance:
             return (
                 f"model {key!r} probe vectors moved (min cosine {cosines.min():.6f} < "

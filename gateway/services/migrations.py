@@ -1,4 +1,4 @@
-"""Operator actions on a collection's migration: start, read target, shadow, retire, abort.
+"""Operator actions on a collection's migration: start, read model, shadow, retire, abort.
 
 Each action is one transaction: lock the state row FOR UPDATE (which waits for in-flight
 writes holding it FOR SHARE), check the move against the pure transition table, change
@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 
 import asyncpg
 
-from gateway.domain.backfill import plan_chunks
-from gateway.domain.errors import Conflict, InvalidRequest, ModelDrift, NotFound
+from gateway.domain.backfill import BackfillAction, BackfillState, plan_chunks
+from gateway.domain.errors import Conflict, IndexIncomplete, InvalidRequest, ModelDrift, NotFound
 from gateway.domain.phases import Action, Phase, next_phase
 from gateway.domain.state import CollectionState
 from gateway.services.collections import CollectionService
@@ -22,13 +22,9 @@ from gateway.services.embedding import EmbeddingService
 from gateway.store import backfill as backfill_sql
 from gateway.store import collections as collections_sql
 from gateway.store import registry as registry_sql
-from gateway.store.retry import db_retrying
+from gateway.store.retry import in_transaction
 
 log = logging.getLogger(__name__)
-
-
-class IndexIncomplete(Conflict):
-    code = "index_incomplete"
 
 
 @dataclass(frozen=True)
@@ -41,19 +37,17 @@ class Actor:
 
 class MigrationService:
     def __init__(
-        self, pool: asyncpg.Pool, collections: CollectionService, embeddings: EmbeddingService,
-        *, chunk_size: int = 256,
+        self,
+        pool: asyncpg.Pool,
+        collections: CollectionService,
+        embeddings: EmbeddingService,
+        *,
+        chunk_size: int = 256,
     ) -> None:
         self._pool = pool
         self._collections = collections
         self._embeddings = embeddings
         self._chunk_size = chunk_size
-
-    async def _locked(self, conn: asyncpg.Connection, name: str) -> CollectionState:
-        state = await collections_sql.get_state(conn, name, lock="UPDATE")
-        if state is None:
-            raise NotFound(f"collection {name!r} does not exist", code="collection_not_found")
-        return state
 
     async def _changed(self, name: str) -> CollectionState:
         state = await self._collections.reload(name)
@@ -64,84 +58,89 @@ class MigrationService:
         """Begin dual-writing to `to_model` and plan its backfill, in one transaction."""
         current = await self._collections.state(name)
         spec = self._embeddings.spec(to_model)
-        if to_model == current.read_model:
-            raise Conflict(f"collection {name!r} is already served by {to_model!r}", code="same_model")
+        _refuse_same_model(name, to_model, current)
         next_phase(current.phase, Action.START)  # refuse early, before loading a model
         registration = await self._embeddings.registration(to_model)
-        async for attempt in db_retrying():
-            with attempt:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    state = await self._locked(conn, name)
-                    phase = next_phase(state.phase, Action.START)
-                    if to_model == state.read_model:
-                        raise Conflict(f"collection {name!r} is already served by {to_model!r}", code="same_model")
-                    stored = await registry_sql.register_model(conn, registration)
-                    if stored.fingerprint != spec.fingerprint:
-                        raise ModelDrift(
-                            f"model {to_model!r} is registered with another fingerprint "
-                            f"({stored.fingerprint[:12]}); register the changed model under a new key"
-                        )
-                    # a previous abort or retire dropped any old table; the new one indexes after the bulk load
-                    await collections_sql.drop_model_table(conn, name, to_model)
-                    await collections_sql.create_model_table(conn, name, to_model, spec.dim, with_index=False)
-                    ids = await backfill_sql.document_ids(conn, name)
-                    await backfill_sql.plan_round(conn, name, to_model, plan_chunks(ids, self._chunk_size), 1)
-                    await backfill_sql.clear_errors(conn, name, to_model)
-                    await collections_sql.change_state(
-                        conn, state, action="start", actor=actor.address, replica=actor.replica,
-                        detail={"to_model": to_model, "documents": len(ids)},
-                        phase=phase, write_models=[state.read_model, to_model],
-                        source_model=state.read_model, target_model=to_model,
-                        backfill_state="running", backfill_started_at=datetime.now(timezone.utc),
-                        shadow_model=None, shadow_sample_rate=0.0,
-                    )
+
+        async def start(conn: asyncpg.Connection) -> None:
+            state = await _locked(conn, name)
+            phase = next_phase(state.phase, Action.START)
+            _refuse_same_model(name, to_model, state)
+            stored = await registry_sql.register_model(conn, registration)
+            if stored.fingerprint != spec.fingerprint:
+                raise ModelDrift(
+                    f"model {to_model!r} is registered with another fingerprint "
+                    f"({stored.fingerprint[:12]}); register the changed model under a new key"
+                )
+            # a previous abort or retire dropped any old table; the new one indexes after the bulk load
+            await collections_sql.drop_model_table(conn, name, to_model)
+            await collections_sql.create_model_table(conn, name, to_model, spec.dim, with_index=False)
+            ids = await backfill_sql.document_ids(conn, name)
+            await backfill_sql.plan_round(conn, name, to_model, plan_chunks(ids, self._chunk_size), 1)
+            await backfill_sql.clear_errors(conn, name, to_model)
+            await collections_sql.change_state(
+                conn, state, action="start", actor=actor.address, replica=actor.replica,
+                detail={"to_model": to_model, "documents": len(ids)},
+                phase=phase, write_models=[state.read_model, to_model],
+                from_model=state.read_model, to_model=to_model,
+                backfill_state=BackfillState.RUNNING, backfill_started_at=datetime.now(timezone.utc),
+                shadow_model=None, shadow_sample_rate=0.0,
+            )
+
+        await in_transaction(self._pool, start)
         log.info("migration of %s to %s started by %s", name, to_model, actor.address)
         return await self._changed(name)
 
-    async def set_read_target(self, name: str, model: str, force: bool, actor: Actor) -> CollectionState:
+    async def set_read_model(self, name: str, model: str, force: bool, actor: Actor) -> CollectionState:
         """Switch reads to `model`: cutover onto the new model, or rollback onto the old one."""
         self._embeddings.spec(model)
-        async for attempt in db_retrying():
-            with attempt:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    state = await self._locked(conn, name)
-                    if model == state.read_model:
-                        return state
-                    if model not in state.write_models:
-                        raise Conflict(
-                            f"model {model!r} is not written for collection {name!r} "
-                            f"(write set: {', '.join(state.write_models)}); start a migration to it first",
-                            code="not_in_write_set",
-                        )
-                    cover = await collections_sql.coverage(conn, name, model)
-                    tables = await collections_sql.model_tables(conn, name)
-                    verified = bool(tables[model]["verified_ok"])
-                    rollback = model == state.source_model
-                    complete = cover["coverage"] >= 1.0 and (rollback or verified)
-                    if not complete and not force:
-                        raise IndexIncomplete(
-                            f"model {model!r} is not ready to serve reads: coverage {cover['coverage']:.2%} "
-                            f"({cover['missing']} missing, {cover['stale']} stale), verification "
-                            f"{'passed' if verified else 'not passed'}; wait for the backfill, run "
-                            "`driftgate migrate verify`, or pass force=true to switch anyway"
-                        )
-                    if rollback:
-                        action = Action.ROLLBACK
-                    else:
-                        action = Action.CUTOVER if complete else Action.FORCED_CUTOVER
-                    phase = next_phase(state.phase, action)
-                    forced = force and not complete
-                    if forced:
-                        log.warning("FORCED read-target switch of %s to %s at coverage %.4f (verified=%s) by %s",
-                                    name, model, cover["coverage"], verified, actor.address)
-                    await collections_sql.change_state(
-                        conn, state, action=action.value, actor=actor.address, replica=actor.replica,
-                        forced=forced, detail={"coverage": cover, "verified": verified},
-                        phase=phase, read_model=model,
-                        # the shadow never shadows the read model against itself here
-                        shadow_model=None if state.shadow_model == model else state.shadow_model,
-                    )
-        log.info("collection %s now reads %s (%s)", name, model, action.value)
+
+        async def switch(conn: asyncpg.Connection) -> Action | None:
+            state = await _locked(conn, name)
+            if model == state.read_model:
+                return None
+            if model not in state.write_models:
+                raise Conflict(
+                    f"model {model!r} is not written for collection {name!r} "
+                    f"(write set: {', '.join(state.write_models)}); start a migration to it first",
+                    code="not_in_write_set",
+                )
+            cover = await collections_sql.coverage(conn, name, model)
+            tables = await collections_sql.model_tables(conn, name)
+            verified = bool(tables[model]["verified_ok"])
+            rollback = model == state.from_model
+            complete = cover["coverage"] >= 1.0 and (rollback or verified)
+            if not complete and not force:
+                raise IndexIncomplete(
+                    f"model {model!r} is not ready to serve reads: coverage {cover['coverage']:.2%} "
+                    f"({cover['missing']} missing, {cover['stale']} stale), verification "
+                    f"{'passed' if verified else 'not passed'}; wait for the backfill, run "
+                    "`driftgate migrate verify`, or switch anyway with `driftgate migrate cutover --force` "
+                    '(API: "force": true)'
+                )
+            if rollback:
+                action = Action.ROLLBACK
+            else:
+                action = Action.CUTOVER if complete else Action.FORCED_CUTOVER
+            phase = next_phase(state.phase, action)
+            forced = force and not complete
+            if forced:
+                log.warning(
+                    "FORCED read-model switch of %s to %s at coverage %.4f (verified=%s) by %s",
+                    name, model, cover["coverage"], verified, actor.address,
+                )
+            await collections_sql.change_state(
+                conn, state, action=action.value, actor=actor.address, replica=actor.replica,
+                forced=forced, detail={"coverage": cover, "verified": verified},
+                phase=phase, read_model=model,
+                # the shadow never shadows the read model against itself here
+                shadow_model=None if state.shadow_model == model else state.shadow_model,
+            )
+            return action
+
+        action = await in_transaction(self._pool, switch)
+        if action is not None:
+            log.info("collection %s now reads %s (%s)", name, model, action.value)
         return await self._changed(name)
 
     async def set_shadow(
@@ -149,92 +148,126 @@ class MigrationService:
     ) -> CollectionState:
         """A/B shadow on another written model (a migration step), and/or the A/A noise floor
         (the read model against exact search), which is allowed in any phase."""
-        async for attempt in db_retrying():
-            with attempt:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    state = await self._locked(conn, name)
-                    changes: dict = {}
-                    if model is not None:
-                        self._embeddings.spec(model)
-                        if model not in state.write_models or model == state.read_model:
-                            raise Conflict(
-                                f"model {model!r} cannot shadow collection {name!r}: the shadow must be a "
-                                f"written model other than the read model ({state.read_model!r}); for the "
-                                "A/A noise floor use noise_floor_rate",
-                                code="invalid_shadow",
-                            )
-                        cover = await collections_sql.coverage(conn, name, model)
-                        if cover["coverage"] < 1.0:
-                            raise IndexIncomplete(
-                                f"model {model!r} cannot shadow yet: coverage {cover['coverage']:.2%}"
-                            )
-                        changes.update(phase=next_phase(state.phase, Action.SHADOW), shadow_model=model,
-                                       shadow_sample_rate=sample_rate)
-                    elif state.shadow_model is not None:
-                        changes.update(phase=next_phase(state.phase, Action.UNSHADOW), shadow_model=None,
-                                       shadow_sample_rate=0.0)
-                    if noise_floor_rate is not None:
-                        changes["noise_floor_rate"] = noise_floor_rate
-                    if changes:
-                        await collections_sql.change_state(
-                            conn, state, action="shadow", actor=actor.address, replica=actor.replica,
-                            detail={"model": model, "sample_rate": sample_rate,
-                                    "noise_floor_rate": noise_floor_rate},
-                            **changes,
-                        )
+        if model is not None:
+            self._embeddings.spec(model)
+
+        async def shadow(conn: asyncpg.Connection) -> None:
+            state = await _locked(conn, name)
+            changes: dict = {}
+            if model is not None:
+                if model not in state.write_models or model == state.read_model:
+                    raise Conflict(
+                        f"model {model!r} cannot shadow collection {name!r}: the shadow must be a "
+                        f"written model other than the read model ({state.read_model!r}); for the "
+                        "A/A noise floor use noise_floor_rate",
+                        code="invalid_shadow",
+                    )
+                cover = await collections_sql.coverage(conn, name, model)
+                if cover["coverage"] < 1.0:
+                    raise IndexIncomplete(f"model {model!r} cannot shadow yet: coverage {cover['coverage']:.2%}")
+                changes.update(
+                    phase=next_phase(state.phase, Action.SHADOW), shadow_model=model, shadow_sample_rate=sample_rate
+                )
+            elif state.shadow_model is not None:
+                changes.update(
+                    phase=next_phase(state.phase, Action.UNSHADOW), shadow_model=None, shadow_sample_rate=0.0
+                )
+            if noise_floor_rate is not None:
+                changes["noise_floor_rate"] = noise_floor_rate
+            if changes:
+                await collections_sql.change_state(
+                    conn, state, action="shadow", actor=actor.address, replica=actor.replica,
+                    detail={"model": model, "sample_rate": sample_rate, "noise_floor_rate": noise_floor_rate},
+                    **changes,
+                )
+
+        await in_transaction(self._pool, shadow)
         return await self._changed(name)
 
     async def retire(self, name: str, model: str, actor: Actor) -> tuple[CollectionState, bool]:
-        """Stop writing the old model and drop its table; (state, whether anything changed)."""
-        async for attempt in db_retrying():
-            with attempt:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    state = await self._locked(conn, name)
-                    if model == state.read_model:
-                        raise Conflict(
-                            f"model {model!r} is the read model of {name!r}; switch reads to another model "
-                            "before retiring it", code="retire_read_model",
-                        )
-                    tables = await collections_sql.model_tables(conn, name)
-                    if model not in state.write_models and model not in tables:
-                        return state, False  # already retired
-                    if model != state.source_model:
-                        raise Conflict(
-                            f"only the old model of a cut-over migration can be retired; {model!r} is not it",
-                            code="illegal_transition",
-                        )
-                    phase = next_phase(state.phase, Action.RETIRE)
-                    await collections_sql.drop_model_table(conn, name, model)
-                    await collections_sql.change_state(
-                        conn, state, action="retire", actor=actor.address, replica=actor.replica,
-                        detail={"model": model}, phase=phase, write_models=[state.read_model],
-                        source_model=None, target_model=None, shadow_model=None, shadow_sample_rate=0.0,
-                        backfill_state="idle",
-                    )
-        log.info("collection %s retired model %s", name, model)
-        return await self._changed(name), True
+        """Stop writing the old model and drop its table; (state, whether anything changed).
+
+        Refused while the model that remains lacks any document: after a forced cutover the
+        old model's table may be the only place some documents are embedded, and dropping it
+        would lose them from every table.
+        """
+
+        async def retire(conn: asyncpg.Connection) -> bool:
+            state = await _locked(conn, name)
+            if model == state.read_model:
+                raise Conflict(
+                    f"model {model!r} is the read model of {name!r}; switch reads to another model before retiring it",
+                    code="retire_read_model",
+                )
+            tables = await collections_sql.model_tables(conn, name)
+            if model not in state.write_models and model not in tables:
+                return False  # already retired
+            if model != state.from_model:
+                raise Conflict(
+                    f"only the old model of a cut-over migration can be retired; {model!r} is not it",
+                    code="illegal_transition",
+                )
+            phase = next_phase(state.phase, Action.RETIRE)
+            remaining = await collections_sql.coverage(conn, name, state.read_model)
+            if remaining["coverage"] < 1.0:
+                raise IndexIncomplete(
+                    f"retiring {model!r} now would lose documents: the read model {state.read_model!r} "
+                    f"covers {remaining['coverage']:.2%} ({remaining['missing']} missing, {remaining['stale']} "
+                    "stale); wait until the backfill has finished (`driftgate migrate status`), then retire"
+                )
+            await collections_sql.drop_model_table(conn, name, model)
+            await backfill_sql.clear_chunks(conn, name, state.read_model)
+            await backfill_sql.clear_errors(conn, name, state.read_model)
+            await collections_sql.change_state(
+                conn, state, action="retire", actor=actor.address, replica=actor.replica,
+                detail={"model": model}, phase=phase, write_models=[state.read_model],
+                from_model=None, to_model=None, shadow_model=None, shadow_sample_rate=0.0,
+                backfill_state=BackfillState.IDLE,
+            )
+            return True
+
+        changed = await in_transaction(self._pool, retire)
+        if changed:
+            log.info("collection %s retired model %s", name, model)
+        return await self._changed(name), changed
 
     async def abort(self, name: str, actor: Actor) -> tuple[CollectionState, bool]:
         """Drop the new model's table and go back to steady on the old model; idempotent."""
-        async for attempt in db_retrying():
-            with attempt:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    state = await self._locked(conn, name)
-                    if state.phase == Phase.STEADY:
-                        return state, False
-                    phase = next_phase(state.phase, Action.ABORT)
-                    assert state.source_model is not None and state.target_model is not None
-                    await collections_sql.drop_model_table(conn, name, state.target_model)
-                    await backfill_sql.clear_errors(conn, name, state.target_model)
-                    await collections_sql.change_state(
-                        conn, state, action="abort", actor=actor.address, replica=actor.replica,
-                        detail={"dropped": state.target_model}, phase=phase,
-                        read_model=state.source_model, write_models=[state.source_model],
-                        source_model=None, target_model=None, shadow_model=None, shadow_sample_rate=0.0,
-                        backfill_state="idle",
-                    )
-        log.info("migration of %s aborted", name)
-        return await self._changed(name), True
+
+        async def abort(conn: asyncpg.Connection) -> bool:
+            state = await _locked(conn, name)
+            if state.phase == Phase.STEADY:
+                return False
+            phase = next_phase(state.phase, Action.ABORT)
+            assert state.from_model is not None and state.to_model is not None
+            await collections_sql.drop_model_table(conn, name, state.to_model)
+            await backfill_sql.clear_errors(conn, name, state.to_model)
+            await collections_sql.change_state(
+                conn, state, action="abort", actor=actor.address, replica=actor.replica,
+                detail={"dropped": state.to_model}, phase=phase,
+                read_model=state.from_model, write_models=[state.from_model],
+                from_model=None, to_model=None, shadow_model=None, shadow_sample_rate=0.0,
+                backfill_state=BackfillState.IDLE,
+            )
+            return True
+
+        changed = await in_transaction(self._pool, abort)
+        if changed:
+            log.info("migration of %s aborted", name)
+        return await self._changed(name), changed
+
+
+async def _locked(conn: asyncpg.Connection, name: str) -> CollectionState:
+    """The collection's state row, locked FOR UPDATE: waits for in-flight writes holding it FOR SHARE."""
+    state = await collections_sql.get_state(conn, name, lock="UPDATE")
+    if state is None:
+        raise NotFound(f"collection {name!r} does not exist", code="collection_not_found")
+    return state
+
+
+def _refuse_same_model(name: str, to_model: str, state: CollectionState) -> None:
+    if to_model == state.read_model:
+        raise Conflict(f"collection {name!r} is already served by {to_model!r}", code="same_model")
 
 
 class BackfillControl:
@@ -245,39 +278,39 @@ class BackfillControl:
         self._collections = collections
 
     async def apply(
-        self, name: str, action: str | None, max_rate: float | None, set_rate: bool, actor: Actor
+        self, name: str, action: BackfillAction | None, max_rate: float | None, set_rate: bool, actor: Actor
     ) -> dict:
-        if action not in (None, "pause", "resume"):
-            raise InvalidRequest("action must be 'pause' or 'resume'", code="invalid_request")
         if max_rate is not None and max_rate <= 0:
-            raise InvalidRequest("max_rate must be a positive number of documents per second, or null",
-                                 code="invalid_request")
-        async for attempt in db_retrying():
-            with attempt:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    state = await collections_sql.get_state(conn, name, lock="UPDATE")
-                    if state is None:
-                        raise NotFound(f"collection {name!r} does not exist", code="collection_not_found")
-                    row = await backfill_sql.backfill_settings(conn, name)
-                    current = row["backfill_state"]
-                    if state.target_model is None:
-                        raise Conflict(f"collection {name!r} has no migration in flight; nothing to backfill",
-                                       code="no_backfill")
-                    changes: dict = {}
-                    retried = 0
-                    if action == "pause" and current == "running":
-                        changes["backfill_state"] = "paused"
-                    elif action == "resume" and current in ("paused", "failed"):
-                        retried = await backfill_sql.clear_errors(conn, name, state.target_model)
-                        changes["backfill_state"] = "running"
-                    if set_rate:
-                        changes["backfill_max_rate"] = max_rate
-                    if changes:
-                        await collections_sql.change_state(
-                            conn, state, action=f"backfill_{action or 'rate'}", actor=actor.address,
-                            replica=actor.replica, detail={"max_rate": max_rate, "retried_errors": retried},
-                            **changes,
-                        )
-                    row = await backfill_sql.backfill_settings(conn, name)
+            raise InvalidRequest(
+                "max_rate must be a positive number of documents per second, or null", code="invalid_request"
+            )
+
+        async def apply(conn: asyncpg.Connection) -> backfill_sql.BackfillSettings:
+            state = await _locked(conn, name)
+            settings = await backfill_sql.backfill_settings(conn, name)
+            assert settings is not None
+            if state.to_model is None:
+                raise Conflict(
+                    f"collection {name!r} has no migration in flight; nothing to backfill", code="no_backfill"
+                )
+            changes: dict = {}
+            retried = 0
+            if action == BackfillAction.PAUSE and settings.state == BackfillState.RUNNING:
+                changes["backfill_state"] = BackfillState.PAUSED
+            elif action == BackfillAction.RESUME and settings.state in (BackfillState.PAUSED, BackfillState.FAILED):
+                retried = await backfill_sql.clear_errors(conn, name, state.to_model)
+                changes["backfill_state"] = BackfillState.RUNNING
+            if set_rate:
+                changes["backfill_max_rate"] = max_rate
+            if changes:
+                await collections_sql.change_state(
+                    conn, state, action=f"backfill_{action or 'rate'}", actor=actor.address,
+                    replica=actor.replica, detail={"max_rate": max_rate, "retried_errors": retried}, **changes,
+                )
+            settings = await backfill_sql.backfill_settings(conn, name)
+            assert settings is not None
+            return settings
+
+        settings = await in_transaction(self._pool, apply)
         await self._collections.reload(name)
-        return {"state": row["backfill_state"], "max_rate": row["backfill_max_rate"]}
+        return {"state": settings.state, "max_rate": settings.max_rate}

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import asyncpg
 import numpy as np
 
+from gateway.domain.errors import EncoderFailed
 from gateway.domain.shadow import Comparison, Observation, ShadowStats, compare, recommendation, sampled
 from gateway.services.collections import QueryResult
 from gateway.services.embedding import EmbeddingService
@@ -35,14 +36,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ShadowJob:
-    kind: str  # "ab" | "aa"
+    pairing: str  # "ab" | "aa"
     collection: str
     text: str
     vector: np.ndarray  # the primary's query vector (reused by the A/A job)
     k: int
     metadata_filter: Mapping | None
     primary: Observation
-    candidate_model: str
+    shadow_model: str
 
 
 class ShadowRunner:
@@ -77,7 +78,10 @@ class ShadowRunner:
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._work(), name=f"shadow-{i}") for i in range(self._concurrency)]
 
-    async def stop(self) -> None:
+    async def stop(self, drain_timeout_s: float = 2.0) -> None:
+        """Let queued jobs finish for up to `drain_timeout_s` (their results are published), then stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.drain(), drain_timeout_s)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -88,7 +92,7 @@ class ShadowRunner:
     def offer(
         self, result: QueryResult, *, text: str, k: int, metadata_filter: Mapping | None, request_id: str | None,
     ) -> list[str]:
-        """Queue the shadow jobs this answered query is sampled for; never blocks. Returns the kinds queued.
+        """Queue the shadow jobs this answered query is sampled for; never blocks. Returns the pairings queued.
 
         Nothing is built unless a job is queued: with shadowing off this is two comparisons.
         """
@@ -100,20 +104,20 @@ class ShadowRunner:
             plans.append(("aa", state.read_model, state.noise_floor_rate))
         queued: list[str] = []
         primary: Observation | None = None
-        for kind, model, rate in plans:
-            if not sampled(rate, f"{kind}:{request_id}" if request_id else None, random.random()):
+        for pairing, model, rate in plans:
+            if not sampled(rate, f"{pairing}:{request_id}" if request_id else None, random.random()):
                 continue
             primary = primary or Observation(result.model, tuple(h.id for h in result.hits),
                                              tuple(h.score for h in result.hits), result.latency_ms)
-            job = ShadowJob(kind, state.name, text, result.vector, k, metadata_filter, primary, model)
+            job = ShadowJob(pairing, state.name, text, result.vector, k, metadata_filter, primary, model)
             try:
                 self._queue.put_nowait(job)
             except asyncio.QueueFull:
-                self.dropped[f"{state.name}:{kind}"] += 1
+                self.dropped[f"{state.name}:{pairing}"] += 1
                 if self._metrics:
-                    self._metrics.shadow_dropped.labels(state.name, kind).inc()
+                    self._metrics.shadow_dropped.labels(state.name, pairing).inc()
                 continue
-            queued.append(kind)
+            queued.append(pairing)
         return queued
 
     async def _work(self) -> None:
@@ -131,50 +135,52 @@ class ShadowRunner:
                 self._count_error(job, "database")
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # a candidate failure never reaches the caller
-                category = "encoder" if type(exc).__name__ == "EncoderFailed" else "other"
+            except EncoderFailed as exc:
+                log.debug("shadow job failed to embed: %r", exc)
+                self._count_error(job, "encoder")
+            except Exception as exc:  # a shadow failure never reaches the caller
                 log.debug("shadow job failed: %r", exc)
-                self._count_error(job, category)
+                self._count_error(job, "other")
             finally:
                 self.in_flight -= 1
                 self._queue.task_done()
 
     def _count_error(self, job: ShadowJob, category: str) -> None:
-        self.errors[f"{job.collection}:{job.kind}:{category}"] += 1
+        self.errors[f"{job.collection}:{job.pairing}:{category}"] += 1
         if self._metrics:
-            self._metrics.shadow_errors.labels(job.collection, job.kind, category).inc()
+            self._metrics.shadow_errors.labels(job.collection, job.pairing, category).inc()
 
     async def _run(self, job: ShadowJob) -> Comparison:
         started = time.perf_counter()
-        if job.kind == "aa":
+        if job.pairing == "aa":
             vector = job.vector
         else:
-            vector = (await self._embeddings.embed_for_shadow(job.candidate_model, job.text)).vectors[0]
+            vector = (await self._embeddings.embed_for_shadow(job.shadow_model, job.text)).vectors[0]
         async with self._pool.acquire() as conn:
             hits = await documents_sql.search(
-                conn, job.collection, job.candidate_model, vector, job.k, job.metadata_filter, exact=job.kind == "aa"
+                conn, job.collection, job.shadow_model, vector, job.k, job.metadata_filter, exact=job.pairing == "aa"
             )
-        candidate = Observation(
-            job.candidate_model, tuple(h.id for h in hits), tuple(h.score for h in hits),
+        shadow = Observation(
+            job.shadow_model, tuple(h.id for h in hits), tuple(h.score for h in hits),
             (time.perf_counter() - started) * 1000,
         )
-        return compare(job.kind, job.primary, candidate, job.k)
+        return compare(job.pairing, job.primary, shadow, job.k)
 
     async def _publish(self, job: ShadowJob, comparison: Comparison) -> None:
         """The one exit of a finished comparison: stats, metrics, optionally the samples table."""
-        self._stats.setdefault((job.collection, job.kind), ShadowStats(self._window)).add(comparison)
+        self._stats.setdefault((job.collection, job.pairing), ShadowStats(self._window)).add(comparison)
         if self._metrics:
             self._metrics.record_shadow(job.collection, comparison)
         if self._keep > 0:
             row = {
-                "kind": job.kind, "primary_model": comparison.primary.model,
-                "shadow_model": comparison.candidate.model,
+                "pairing": job.pairing, "primary_model": comparison.primary.model,
+                "shadow_model": comparison.shadow.model,
                 "query_hash": hashlib.sha256(job.text.encode()).hexdigest(),
                 "query_text": job.text if self._store_text else None, "k": job.k,
                 "overlap": comparison.overlap, "rbo": comparison.rbo, "kendall_tau": comparison.tau,
                 "top1": comparison.top1, "score_shift": comparison.score_shift,
-                "primary_ms": comparison.primary.latency_ms, "shadow_ms": comparison.candidate.latency_ms,
-                "primary_ids": list(comparison.primary.ids), "shadow_ids": list(comparison.candidate.ids),
+                "primary_ms": comparison.primary.latency_ms, "shadow_ms": comparison.shadow.latency_ms,
+                "primary_ids": list(comparison.primary.ids), "shadow_ids": list(comparison.shadow.ids),
             }
             async with self._pool.acquire() as conn:
                 await shadow_sql.keep_sample(conn, job.collection, row, self._keep)
@@ -189,8 +195,8 @@ class ShadowRunner:
         ab_summary = ab.summary() if ab else {"samples": 0}
         aa_summary = aa.summary() if aa else {"samples": 0}
 
-        def errors(kind: str) -> dict[str, int]:
-            prefix = f"{collection}:{kind}:"
+        def errors(pairing: str) -> dict[str, int]:
+            prefix = f"{collection}:{pairing}:"
             return {key[len(prefix):]: n for key, n in self.errors.items() if key.startswith(prefix)}
 
         return {

@@ -36,7 +36,6 @@ class StateWatcher:
         self._listener: asyncpg.Connection | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._paused = False
         self._listeners: list = []
 
     def on_change(self, callback) -> None:
@@ -54,13 +53,6 @@ class StateWatcher:
                 await self._task
         await self._close_listener()
 
-    def pause(self) -> None:
-        """Stop applying state changes (tests use it to make a replica with a stale cache)."""
-        self._paused = True
-
-    def resume(self) -> None:
-        self._paused = False
-
     async def _listen(self) -> None:
         try:
             self._listener = await asyncpg.connect(self._dsn)
@@ -76,8 +68,6 @@ class StateWatcher:
             self._listener = None
 
     def _on_notify(self, _conn, _pid, _channel, payload: str) -> None:
-        if self._paused:
-            return
         name = payload.rsplit(":", 1)[0]
         asyncio.get_running_loop().create_task(self._reload(name))
         for callback in self._listeners:
@@ -107,11 +97,10 @@ class StateWatcher:
             await self._close_listener()
             await self._listen()
         async with self._pool.acquire() as conn:
-            if not self._paused:
-                versions = await collections_sql.state_versions(conn)
-                for name, cached in self._collections.cached_versions().items():
-                    if versions.get(name) != cached:
-                        await self._collections.reload(name)
+            versions = await collections_sql.state_versions(conn)
+            for name, cached in self._collections.cached_versions().items():
+                if versions.get(name) != cached:
+                    await self._collections.reload(name)
             await replicas_sql.heartbeat(
                 conn, self.replica_id, self._collections.cached_versions(), self._collections.read_p99_ms()
             )

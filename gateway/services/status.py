@@ -9,7 +9,7 @@ from gateway.services.collections import CollectionService
 from gateway.store import backfill as backfill_sql
 from gateway.store import collections as collections_sql
 from gateway.store import replicas as replicas_sql
-from gateway.store.retry import db_retrying
+from gateway.store.retry import in_transaction
 
 
 def recent_rate(progress: dict) -> float:
@@ -22,39 +22,43 @@ async def collection_status(
     pool: asyncpg.Pool, collections: CollectionService, name: str, shadow_metrics: dict | None = None
 ) -> dict:
     await collections.state(name)  # validates the name; 404 for an unknown collection
-    async for attempt in db_retrying():
-        with attempt:
-            # one snapshot: state, tables and backfill progress are read as of one moment
-            async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-                state = await collections_sql.get_state(conn, name)
-                if state is None:
-                    await collections.reload(name)
-                    await collections.state(name)
-                assert state is not None
-                tables = await collections_sql.model_tables(conn, name)
-                models = {}
-                for key, table in tables.items():
-                    cover = await collections_sql.coverage(conn, name, key)
-                    models[key] = {
-                        "dim": table["dim"],
-                        "rows": cover["rows"],
-                        "coverage": cover["coverage"],
-                        "missing": cover["missing"],
-                        "stale": cover["stale"],
-                        "index_ready": table["index_ready"],
-                        "verified": table["verified_ok"],
-                        "verified_at": table["verified_at"].isoformat() if table["verified_at"] else None,
-                    }
-                backfill = await _backfill(conn, name, state.target_model, tables)
-                replicas = await replicas_sql.list_replicas(conn, name)
-                audit = await collections_sql.audit_log(conn, name, limit=5)
+
+    async def snapshot(conn: asyncpg.Connection) -> tuple:
+        state = await collections_sql.get_state(conn, name)
+        if state is None:
+            await collections.reload(name)
+            await collections.state(name)
+        assert state is not None
+        tables = await collections_sql.model_tables(conn, name)
+        models = {}
+        for key, table in tables.items():
+            cover = await collections_sql.coverage(conn, name, key)
+            models[key] = {
+                "dim": table["dim"],
+                "rows": cover["rows"],
+                "coverage": cover["coverage"],
+                "missing": cover["missing"],
+                "stale": cover["stale"],
+                "index_ready": table["index_ready"],
+                "verified": table["verified_ok"],
+                "verified_at": table["verified_at"].isoformat() if table["verified_at"] else None,
+            }
+        backfill = await _backfill(conn, name, state.to_model, tables)
+        replicas = await replicas_sql.list_replicas(conn, name)
+        audit = await collections_sql.audit_log(conn, name, limit=5)
+        return state, models, backfill, replicas, audit
+
+    # one snapshot: state, tables and backfill progress are read as of one moment
+    state, models, backfill, replicas, audit = await in_transaction(
+        pool, snapshot, isolation="repeatable_read", readonly=True
+    )
     return {
         "name": name,
         "phase": state.phase.value,
         "read_model": state.read_model,
         "write_models": list(state.write_models),
-        "source_model": state.source_model,
-        "target_model": state.target_model,
+        "from_model": state.from_model,
+        "to_model": state.to_model,
         "shadow": {"model": state.shadow_model, "sample_rate": state.shadow_sample_rate,
                    "noise_floor_rate": state.noise_floor_rate},
         "state_version": state.state_version,
@@ -70,8 +74,9 @@ async def collection_status(
 
 async def _backfill(conn: asyncpg.Connection, name: str, model: str | None, tables: dict) -> dict:
     settings = await backfill_sql.backfill_settings(conn, name)
+    assert settings is not None
     if model is None:
-        return {"state": settings["backfill_state"], "done": 0, "total": 0, "rate_per_s": 0.0,
+        return {"state": settings.state, "done": 0, "total": 0, "rate_per_s": 0.0,
                 "eta_s": None, "errors": 0}
     progress = await backfill_sql.progress(conn, name, model)
     rate = recent_rate(progress)
@@ -80,7 +85,7 @@ async def _backfill(conn: asyncpg.Connection, name: str, model: str | None, tabl
         index = await collections_sql.index_build_progress(conn, name, model)
     return {
         "model": model,
-        "state": settings["backfill_state"],
+        "state": settings.state,
         "done": int(progress["done"]),
         "total": int(progress["total"]),
         "written": int(progress["written"]),
@@ -88,7 +93,7 @@ async def _backfill(conn: asyncpg.Connection, name: str, model: str | None, tabl
         "chunks_done": int(progress["chunks_done"]),
         "rate_per_s": round(rate, 1),
         "eta_s": eta_seconds(int(progress["done"]), int(progress["total"]), rate),
-        "max_rate": settings["backfill_max_rate"],
+        "max_rate": settings.max_rate,
         "errors": int(progress["errors"]),
         "error_samples": await backfill_sql.list_errors(conn, name, model, limit=5),
         "index_build": index,

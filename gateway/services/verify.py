@@ -2,7 +2,7 @@
 
 Per model table: counts, missing and stale documents (listed, capped), and a random sample
 of stored vectors re-embedded with the pinned model and compared (min and mean cosine),
-plus the registered probe texts. The latest report is stored; the read-target switch
+plus the registered probe texts. The latest report is stored; the read-model switch
 requires it to have passed.
 """
 
@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncpg
 import numpy as np
 
+from gateway.domain.vectors import row_cosines
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService
 from gateway.store import collections as collections_sql
 from gateway.store import documents as documents_sql
 from gateway.store import registry as registry_sql
-from gateway.store.retry import db_retrying
+from gateway.store.retry import with_connection
 
 LIST_CAP = 20
 
@@ -39,20 +40,21 @@ class Verifier:
 
     async def _verify_model(self, name: str, model: str, sample: int) -> dict:
         spec = self._embeddings.spec(model)
-        async for attempt in db_retrying():
-            with attempt:
-                async with self._pool.acquire() as conn:
-                    cover = await collections_sql.coverage(conn, name, model)
-                    listed = await collections_sql.incomplete_ids(conn, name, model, LIST_CAP)
-                    stored = await documents_sql.sample_embeddings(conn, name, model, sample)
-                    registered = await registry_sql.get_model(conn, model)
+
+        async def read(conn: asyncpg.Connection) -> tuple:
+            return (
+                await collections_sql.coverage(conn, name, model),
+                await collections_sql.incomplete_ids(conn, name, model, LIST_CAP),
+                await documents_sql.sample_embeddings(conn, name, model, sample),
+                await registry_sql.get_model(conn, model),
+            )
+
+        cover, listed, stored, registered = await with_connection(self._pool, read)
         cosines = np.zeros(0)
         if stored:
             encoded = await self._embeddings.embed(model, [r.text for r in stored], "document", bulk=True)
             kept = np.vstack([r.embedding for r in stored]).astype(np.float32)
-            cosines = (encoded.vectors * kept).sum(axis=1) / (
-                np.linalg.norm(encoded.vectors, axis=1) * np.linalg.norm(kept, axis=1) + 1e-12
-            )
+            cosines = row_cosines(encoded.vectors, kept)
         below = [stored[i].id for i in np.argsort(cosines) if cosines[i] < spec.verify_min_cosine][:LIST_CAP]
         probe_problem = await self._embeddings.drift(registered) if registered else "model is not registered"
         report = {
@@ -70,8 +72,5 @@ class Verifier:
         report["passed"] = (
             cover["coverage"] >= 1.0 and not below and probe_problem is None
         )
-        async for attempt in db_retrying():
-            with attempt:
-                async with self._pool.acquire() as conn:
-                    await collections_sql.save_verification(conn, name, model, report)
+        await with_connection(self._pool, lambda conn: collections_sql.save_verification(conn, name, model, report))
         return report

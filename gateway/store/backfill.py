@@ -14,7 +14,7 @@ import asyncpg
 import numpy as np
 from pgvector import Vector
 
-from gateway.domain.backfill import Chunk
+from gateway.domain.backfill import BackfillState, Chunk
 from gateway.store.collections import documents_table, model_table
 
 
@@ -173,25 +173,43 @@ async def progress(conn: asyncpg.Connection, collection: str, model_key: str) ->
     return dict(row)
 
 
-async def backfill_settings(conn: asyncpg.Connection, collection: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        """SELECT name, phase, target_model, backfill_state, backfill_max_rate, backfill_started_at
-           FROM driftgate.collections WHERE name = $1""",
+@dataclass(frozen=True)
+class BackfillSettings:
+    """A collection's backfill as the operator set it: which model, its state, its rate cap."""
+
+    to_model: str | None
+    state: BackfillState
+    max_rate: float | None
+
+
+async def backfill_settings(conn: asyncpg.Connection, collection: str) -> BackfillSettings | None:
+    row = await conn.fetchrow(
+        "SELECT to_model, backfill_state, backfill_max_rate FROM driftgate.collections WHERE name = $1",
         collection,
+    )
+    if row is None:
+        return None
+    return BackfillSettings(row["to_model"], BackfillState(row["backfill_state"]), row["backfill_max_rate"])
+
+
+async def clear_chunks(conn: asyncpg.Connection, collection: str, model_key: str) -> None:
+    """Forget a model's planned chunks (its migration ended: retired, aborted or restarted)."""
+    await conn.execute(
+        "DELETE FROM driftgate.backfill_chunks WHERE collection = $1 AND model_key = $2", collection, model_key
     )
 
 
 async def active_backfills(conn: asyncpg.Connection) -> list[tuple[str, str]]:
     """(collection, model) pairs whose backfill should be worked on now."""
     rows = await conn.fetch(
-        """SELECT name, target_model FROM driftgate.collections
-           WHERE backfill_state = 'running' AND target_model IS NOT NULL ORDER BY name"""
+        """SELECT name, to_model FROM driftgate.collections
+           WHERE backfill_state = 'running' AND to_model IS NOT NULL ORDER BY name"""
     )
-    return [(r["name"], r["target_model"]) for r in rows]
+    return [(r["name"], r["to_model"]) for r in rows]
 
 
 async def migrations_in_flight(conn: asyncpg.Connection) -> list[tuple[str, str]]:
     rows = await conn.fetch(
-        "SELECT name, target_model FROM driftgate.collections WHERE target_model IS NOT NULL ORDER BY name"
+        "SELECT name, to_model FROM driftgate.collections WHERE to_model IS NOT NULL ORDER BY name"
     )
-    return [(r["name"], r["target_model"]) for r in rows]
+    return [(r["name"], r["to_model"]) for r in rows]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 
 import asyncpg
 
@@ -12,7 +13,7 @@ from gateway.domain.state import CollectionState
 
 _STATE_COLUMNS = (
     "name, phase, read_model, write_models, shadow_model, shadow_sample_rate, state_version, "
-    "source_model, target_model, noise_floor_rate"
+    "from_model, to_model, noise_floor_rate"
 )
 
 
@@ -25,8 +26,8 @@ def _state(row: asyncpg.Record) -> CollectionState:
         shadow_model=row["shadow_model"],
         shadow_sample_rate=row["shadow_sample_rate"],
         state_version=row["state_version"],
-        source_model=row["source_model"],
-        target_model=row["target_model"],
+        from_model=row["from_model"],
+        to_model=row["to_model"],
         noise_floor_rate=row["noise_floor_rate"],
     )
 
@@ -232,7 +233,7 @@ async def change_state(
 ) -> CollectionState:
     """Apply `changes` to the state row (locked FOR UPDATE by the caller), bump state_version,
     record the audit row and NOTIFY every replica, all in the caller's transaction."""
-    columns = {k: (v.value if isinstance(v, Phase) else v) for k, v in changes.items()}
+    columns = {k: (v.value if isinstance(v, Enum) else v) for k, v in changes.items()}
     assignments = ", ".join(f"{quote_ident(k)} = ${i + 2}" for i, k in enumerate(columns))
     prefix = f"{assignments}, " if assignments else ""
     row = await conn.fetchrow(

@@ -130,3 +130,9 @@ async def open_database(dsn: str, config, *, max_size: int | None = None) -> asy
 def replica_id(configured: str | None) -> str:
     """This replica's id: configured, or host:pid plus a short random tag (two apps in one process differ)."""
     return configured or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+async def ping(pool: asyncpg.Pool) -> bool:
+    """Run `SELECT 1` on a pooled connection."""
+    async with pool.acquire() as conn:
+        return await conn.fetchval("SELECT 1") == 1

@@ -8,6 +8,8 @@ reaches the API middleware, which answers 503 with Retry-After.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 from tenacity import (
@@ -33,6 +35,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
 )
 
+T = TypeVar("T")
+Work = Callable[[asyncpg.Connection], Awaitable[T]]
+
 
 def db_retrying(max_seconds: float = 5.0) -> AsyncRetrying:
     """`async for attempt in db_retrying(): with attempt: ...` retries transient failures."""
@@ -42,3 +47,24 @@ def db_retrying(max_seconds: float = 5.0) -> AsyncRetrying:
         stop=stop_after_delay(max_seconds) | stop_after_attempt(8),
         reraise=True,
     )
+
+
+async def with_connection(pool: asyncpg.Pool, work: Work[T], *, max_seconds: float = 5.0) -> T:
+    """`await work(conn)` on a pooled connection, retried as a whole on a transient failure."""
+    async for attempt in db_retrying(max_seconds):
+        with attempt:
+            async with pool.acquire() as conn:
+                return await work(conn)
+    raise AssertionError("unreachable: the retry policy re-raises the last failure")
+
+
+async def in_transaction(
+    pool: asyncpg.Pool, work: Work[T], *, max_seconds: float = 5.0, **options: Any
+) -> T:
+    """`await work(conn)` in one transaction (asyncpg `transaction(**options)`), retried as a
+    whole on a transient failure: a retried attempt starts from a fresh transaction."""
+    async for attempt in db_retrying(max_seconds):
+        with attempt:
+            async with pool.acquire() as conn, conn.transaction(**options):
+                return await work(conn)
+    raise AssertionError("unreachable: the retry policy re-raises the last failure")

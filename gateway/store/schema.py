@@ -133,6 +133,16 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        4,
+        """
+        -- one name per concept: a migration goes from one model to another, and a shadow
+        -- sample pairs the read model with another model (ab) or with exact search (aa)
+        ALTER TABLE driftgate.collections RENAME COLUMN source_model TO from_model;
+        ALTER TABLE driftgate.collections RENAME COLUMN target_model TO to_model;
+        ALTER TABLE driftgate.shadow_samples RENAME COLUMN kind TO pairing;
+        """,
+    ),
 )
 
 

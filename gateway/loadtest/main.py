@@ -7,7 +7,6 @@ import json
 import os
 import secrets
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +14,10 @@ from pathlib import Path
 import aiohttp
 
 from gateway.datasets import vaswani
-from gateway.progress import ProgressBar
-from loadtest.cluster import Cluster
-from loadtest.generator import OpenLoopGenerator
-from loadtest.report import check_final_state, failed, per_phase, timeline_plot
-from loadtest.scenario import Admin, ScenarioError, Timeline, run_migration
+from gateway.loadtest.cluster import Cluster
+from gateway.loadtest.report import failed, timeline_plot
+from gateway.loadtest.runner import LoadPlan, migrate_under_load, seed_collection
+from gateway.loadtest.scenario import ScenarioError, Timeline
 
 MIX = {"query": 0.7, "insert": 0.12, "update": 0.12, "delete": 0.06}
 
@@ -101,44 +99,21 @@ async def _run(args) -> dict:
     collection = f"lt_{secrets.token_hex(4)}"
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
-            seeds = await seed(http, urls[0], collection, args.from_model, corpus)
+            seeds = await seed_collection(http, urls[0], collection, args.from_model, corpus)
             return await drive(args, profile, rate, http, urls, token, collection, corpus, fresh, seeds, cluster)
     finally:
         if cluster is not None:
             await asyncio.to_thread(cluster.stop)
 
 
-async def seed(http, url: str, collection: str, model: str, corpus) -> dict[str, int]:
-    async with http.put(f"{url}/v1/collections/{collection}", json={"model": model}) as response:
-        if response.status not in (200, 201):
-            raise ScenarioError(f"creating the collection: {response.status} {await response.text()}")
-    bar = ProgressBar(len(corpus), f"seeding {collection} with {model}")
-    versions: dict[str, int] = {}
-    for start in range(0, len(corpus), 200):
-        chunk = corpus[start : start + 200]
-        body = {"documents": [{"id": i, "text": t} for i, t in chunk]}
-        async with http.post(f"{url}/v1/collections/{collection}/documents", json=body) as response:
-            if response.status != 200:
-                raise ScenarioError(f"seeding: {response.status} {await response.text()}")
-            versions.update({r["id"]: r["version"] for r in (await response.json())["results"]})
-        bar.advance(len(chunk))
-    return versions
-
-
 async def drive(args, profile, rate, http, urls, token, collection, corpus, fresh, seeds, cluster) -> dict:
     faults = bool(args.kill_replica or args.restart_db)
-    generator = OpenLoopGenerator(urls, collection, corpus, rate=rate, mix=MIX, retries=8 if faults else 0,
-                                  fresh_texts=fresh)
-    timeline = Timeline(started=time.monotonic())
-    stop = asyncio.Event()
-    log(f"open-loop load: {rate:.0f} requests/s over {len(urls)} replicas ({MIX})")
-    load = asyncio.create_task(generator.run(stop))
-    await asyncio.sleep(0)
-    timeline.started = generator.started or timeline.started
-    timeline.phases.append((0.0, "steady"))
-    await asyncio.sleep(profile.warmup_s)
+    plan = LoadPlan(
+        from_model=args.from_model, to_model=args.to_model, rate=rate, mix=MIX, shadow_rate=0.1,
+        dwell_s=profile.dwell_s, warmup_s=profile.warmup_s, retries=8 if faults else 0,
+    )
 
-    async def fault(_when: str) -> None:
+    async def fault(timeline: Timeline) -> None:
         if args.kill_replica and cluster is not None:
             victim = cluster.replicas[0]
             timeline.events.append((timeline.now(), f"kill -9 {victim.name}"))
@@ -153,34 +128,23 @@ async def drive(args, profile, rate, http, urls, token, collection, corpus, fres
             await asyncio.to_thread(cluster.restart_database, 2.0)
             timeline.events.append((timeline.now(), "PostgreSQL up"))
 
-    def set_phase(phase: str) -> None:
-        generator.phase = phase
-        log(f"[{timeline.now():6.1f}s] phase {phase}")
-
-    admin = Admin(http, urls[-1], token, collection)
-    try:
-        await run_migration(admin, timeline, set_phase, to_model=args.to_model, from_model=args.from_model,
-                            shadow_rate=0.1, dwell_s=profile.dwell_s, fault=fault if faults else None)
-    finally:
-        stop.set()
-        await load
-    end = timeline.now()
-    starts = timeline.phases + [(end, "end")]
-    durations = {phase: starts[i + 1][0] - at for i, (at, phase) in enumerate(timeline.phases)}
-    state = await check_final_state(http, urls[-1], collection, generator.ledger, seeds)
-    status = await admin.call("GET", "status")
+    log(f"open-loop load: {rate:.0f} requests/s over {len(urls)} replicas ({MIX})")
+    result = await migrate_under_load(
+        http, urls, token, collection, corpus, fresh, seeds, plan,
+        on_phase=lambda phase, at: log(f"[{at:6.1f}s] phase {phase}"), fault=fault if faults else None,
+    )
+    status, state, samples = result.status, result.state, result.samples
     final = status["models"].get(args.to_model, {})
-    samples = generator.samples
     report = {
         "collection": collection,
         "from_model": args.from_model,
         "to_model": args.to_model,
         "replicas": len(urls),
         "offered_rate_rps": rate,
-        "duration_s": round(end, 1),
-        "faults": [event for _, event in timeline.events],
+        "duration_s": round(result.timeline.now(), 1),
+        "faults": [event for _, event in result.timeline.events],
         "requests": len(samples),
-        "failed_requests": sum(failed(s) for s in samples),
+        "failed_requests": result.failed_requests,
         "retried_ok": sum(s.attempts > 1 and not failed(s) for s in samples),
         "failures_by_status": dict(Counter(str(s.status) for s in samples if failed(s))),
         "lost_writes": len(state["lost"]),
@@ -188,26 +152,29 @@ async def drive(args, profile, rate, http, urls, token, collection, corpus, fres
         "lost_ids": state["lost"][:20],
         "resurrected_ids": state["resurrected"][:20],
         "documents_checked": state["checked"],
-        "uncertain_documents": len(generator.ledger.uncertain),
+        "uncertain_documents": result.uncertain,
         "final_model": status["read_model"],
         "final_phase": status["phase"],
         "final_documents": final.get("rows", 0),
         "final_coverage": final.get("coverage", 0.0),
         "final_missing": final.get("missing"),
         "final_stale": final.get("stale"),
-        "phases": per_phase(samples, durations),
-        "phase_starts_s": {phase: round(at, 1) for at, phase in timeline.phases},
+        "phases": result.phases,
+        "phase_starts_s": {phase: round(at, 1) for at, phase in result.timeline.phases},
         "shadow_metrics": {k: status["shadow_metrics"].get(k) for k in ("samples", "overlap_at_k", "rbo")}
-        if status.get("shadow_metrics") else None,
+        if status.get("shadow_metrics")
+        else None,
     }
     report["passed"] = (
-        report["failed_requests"] == 0 and report["lost_writes"] == 0 and report["resurrected"] == 0
-        and report["final_model"] == args.to_model and report["final_coverage"] == 1.0
+        result.passed
+        and report["final_model"] == args.to_model
+        and report["final_coverage"] == 1.0
         and report["final_phase"] == "steady"
     )
     if args.plot:
-        timeline_plot(samples, timeline, Path(args.plot),
-                      f"driftgate loadtest: {args.from_model} -> {args.to_model}, {rate:.0f} req/s, "
-                      f"{len(urls)} replicas")
+        timeline_plot(
+            samples, result.timeline, Path(args.plot),
+            f"driftgate loadtest: {args.from_model} -> {args.to_model}, {rate:.0f} req/s, {len(urls)} replicas",
+        )
         log(f"timeline written to {args.plot}")
     return report

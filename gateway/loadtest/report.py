@@ -6,8 +6,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from gateway.domain.latency import percentile
-from loadtest.generator import Ledger, Sample
-from loadtest.scenario import Timeline
+from gateway.loadtest.generator import Ledger, Sample
+from gateway.loadtest.scenario import Timeline
 
 
 def failed(sample: Sample) -> bool:
@@ -15,22 +15,36 @@ def failed(sample: Sample) -> bool:
     return sample.status == 0 or sample.status >= 500
 
 
+def latency_summary(samples: list[Sample]) -> dict[str, float]:
+    latencies = sorted(s.latency_ms for s in samples)
+    return {q: round(percentile(latencies, v), 2) for q, v in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))}
+
+
 def per_phase(samples: list[Sample], duration: dict[str, float]) -> dict:
+    """Per phase: requests, failures, throughput, latency, and the same per operation."""
     by_phase: dict[str, list[Sample]] = defaultdict(list)
     for s in samples:
         by_phase[s.phase].append(s)
     out = {}
     for phase, group in by_phase.items():
-        latencies = sorted(s.latency_ms for s in group)
+        by_op: dict[str, list[Sample]] = defaultdict(list)
+        for s in group:
+            by_op[s.op].append(s)
         out[phase] = {
             "requests": len(group),
             "failed_requests": sum(failed(s) for s in group),
             "retried_ok": sum(s.attempts > 1 and not failed(s) for s in group),
-            "client_errors": sum(400 <= s.status < 500 and not (s.op == "delete" and s.status == 404)
-                                 for s in group),
+            "client_errors": sum(
+                400 <= s.status < 500 and not (s.op == "delete" and s.status == 404) for s in group
+            ),
             "throughput_rps": round(len(group) / max(duration.get(phase, 1.0), 1e-9), 1),
-            "latency_ms": {q: round(percentile(latencies, v), 2) for q, v in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
-            "models_served": sorted({s.model for s in group if s.op == "query" and s.model}),
+            "latency_ms": latency_summary(group),
+            "by_op": {
+                op: {"requests": len(ops), "failed_requests": sum(failed(s) for s in ops),
+                     "latency_ms": latency_summary(ops)}
+                for op, ops in sorted(by_op.items())
+            },
+            "read_models": sorted({s.model for s in group if s.op == "query" and s.model}),
         }
     return out
 
@@ -73,11 +87,14 @@ def timeline_plot(samples: list[Sample], timeline: Timeline, path: Path, title: 
     ax1.plot(seconds, p99, label="p99", lw=1.2)
     ax1.set_ylabel("latency (ms)")
     ax1.set_yscale("log")
-    ax1.legend(loc="upper left")
+    ax1.legend(loc="lower left", fontsize=7)
     ax2.bar(seconds, rps, width=1.0, color="tab:green", label="requests/s")
     ax2.bar(seconds, errors, width=1.0, color="tab:red", label="failed/s")
     ax2.set_ylabel("requests / s")
-    ax2.legend(loc="upper left")
+    ax2.legend(loc="lower left", fontsize=7)
+    total_failed = sum(errors)
+    ax2.text(0.99, 0.04, f"{total_failed} failed", transform=ax2.transAxes, ha="right", va="bottom",
+             fontsize=9, color="tab:red" if total_failed else "tab:green")
     if timeline.progress:
         ax3.plot([p[0] for p in timeline.progress],
                  [100 * p[1] / p[2] if p[2] else 0 for p in timeline.progress], color="tab:purple")

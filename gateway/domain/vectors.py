@@ -1,0 +1,20 @@
+"""Vector arithmetic the gateway needs in several places, written once."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row of `a` with the same row of `b` (0.0 where either row is zero).
+
+    Computed in float64 so that the comparison of two float32 vectors is not itself noisy at the
+    1e-6 level where probe and verification thresholds live.
+    """
+    a64 = np.atleast_2d(np.asarray(a, dtype=np.float64))
+    b64 = np.atleast_2d(np.asarray(b, dtype=np.float64))
+    if a64.shape != b64.shape:
+        raise ValueError(f"cannot compare vectors of shapes {a64.shape} and {b64.shape}")
+    norms = np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1)
+    dots = (a64 * b64).sum(axis=1)
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)

@@ -1,0 +1,138 @@
+"""The one load-driving runner behind `driftgate demo` and `driftgate loadtest`.
+
+`seed_collection` loads a corpus through the public API; `migrate_under_load` runs the open-loop
+generator while `run_migration` walks the migration through the admin API, then reads every
+tracked document back and returns what the caller reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+from tqdm import tqdm
+
+from gateway.loadtest.generator import OpenLoopGenerator, Sample
+from gateway.loadtest.report import check_final_state, failed, per_phase
+from gateway.loadtest.scenario import Admin, ScenarioError, Timeline, run_migration
+
+SEED_BATCH = 200
+
+
+async def seed_collection(
+    http: aiohttp.ClientSession,
+    url: str,
+    collection: str,
+    model: str,
+    corpus: Sequence[tuple[str, str]],
+    *,
+    metadata: Mapping | None = None,
+    label: str | None = None,
+) -> dict[str, int]:
+    """Create `collection` on `model` and write `corpus` (id, text) in batches; id -> version."""
+    async with http.put(f"{url}/v1/collections/{collection}", json={"model": model}) as response:
+        if response.status not in (200, 201):
+            raise ScenarioError(f"creating the collection: {response.status} {await response.text()}")
+    versions: dict[str, int] = {}
+    with tqdm(total=len(corpus), desc=label or f"seeding {collection} with {model}", unit="doc") as bar:
+        for start in range(0, len(corpus), SEED_BATCH):
+            chunk = corpus[start : start + SEED_BATCH]
+            body = {"documents": [{"id": i, "text": t, "metadata": dict(metadata or {})} for i, t in chunk]}
+            async with http.post(f"{url}/v1/collections/{collection}/documents", json=body) as response:
+                if response.status != 200:
+                    raise ScenarioError(f"seeding: {response.status} {await response.text()}")
+                versions.update({r["id"]: r["version"] for r in (await response.json())["results"]})
+            bar.update(len(chunk))
+    return versions
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What to drive: the traffic and the migration's pace."""
+
+    from_model: str
+    to_model: str
+    rate: float
+    mix: Mapping[str, float]
+    shadow_rate: float
+    dwell_s: float
+    warmup_s: float
+    retries: int = 0
+
+
+@dataclass
+class RunResult:
+    samples: list[Sample]
+    timeline: Timeline
+    phases: dict  # per phase: requests, failures, latency (also per operation)
+    state: dict  # {checked, lost, resurrected}
+    status: dict  # the collection's admin status at the end
+    uncertain: int
+
+    @property
+    def failed_requests(self) -> int:
+        return sum(failed(s) for s in self.samples)
+
+    @property
+    def passed(self) -> bool:
+        return self.failed_requests == 0 and not self.state["lost"] and not self.state["resurrected"]
+
+
+async def migrate_under_load(
+    http: aiohttp.ClientSession,
+    urls: list[str],
+    token: str,
+    collection: str,
+    corpus: Sequence[tuple[str, str]],
+    fresh: list[str],
+    seeds: dict[str, int],
+    plan: LoadPlan,
+    *,
+    on_phase: Callable[[str, float], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    fault: Callable[[Timeline], Awaitable[None]] | None = None,
+) -> RunResult:
+    """Open-loop traffic over `urls` through a whole migration (a `steady` warm-up first)."""
+    generator = OpenLoopGenerator(
+        urls, collection, list(corpus), rate=plan.rate, mix=dict(plan.mix), retries=plan.retries, fresh_texts=fresh
+    )
+    timeline = Timeline(started=time.monotonic())
+    stop = asyncio.Event()
+    load = asyncio.create_task(generator.run(stop))
+    await asyncio.sleep(0)
+    timeline.started = generator.started or timeline.started
+
+    def set_phase(phase: str) -> None:
+        generator.phase = phase
+        if on_phase is not None:
+            on_phase(phase, timeline.now())
+
+    admin = Admin(http, urls[-1], token, collection)
+    try:
+        set_phase("steady")
+        timeline.phases.append((0.0, "steady"))
+        await asyncio.sleep(plan.warmup_s)
+
+        async def fault_hook(_when: str) -> None:
+            if fault is not None:
+                await fault(timeline)
+
+        await run_migration(
+            admin, timeline, set_phase, to_model=plan.to_model, from_model=plan.from_model,
+            shadow_rate=plan.shadow_rate, dwell_s=plan.dwell_s, fault=fault_hook if fault else None,
+            on_progress=on_progress,
+        )
+    finally:
+        stop.set()
+        await load
+    starts = [*timeline.phases, (timeline.now(), "end")]
+    durations = {phase: starts[i + 1][0] - at for i, (at, phase) in enumerate(timeline.phases)}
+    state = await check_final_state(http, urls[-1], collection, generator.ledger, seeds)
+    status = await admin.call("GET", "status")
+    return RunResult(
+        samples=generator.samples, timeline=timeline, phases=per_phase(generator.samples, durations),
+        state=state, status=status, uncertain=len(generator.ledger.uncertain),
+    )
