@@ -7,9 +7,9 @@ import json
 import os
 import platform
 import sys
-from urllib.parse import urlsplit, urlunsplit
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as `python bench/x.py` from anywhere, without installing
@@ -145,7 +145,7 @@ class CpuMeter:
         self.extra_root = extra_root
         self.extra_name = extra_name
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self._wall = time.perf_counter()
         self._own = _own_cpu_s()
         self._machine = cpu_busy_snapshot()

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
-from aiohttp import web
-
 from _common import log
+from aiohttp import web
 from query_latency import create_database, drop_database, postmaster_pid  # noqa: F401  (re-exported)
 
 from gateway.api.app import create_app
@@ -29,7 +28,7 @@ class Gateway:
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         self.base = ""
 
-    async def __aenter__(self) -> "Gateway":
+    async def __aenter__(self) -> Gateway:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
@@ -44,7 +43,7 @@ class Gateway:
 class Postgres:
     """DATABASE_URL, or a throwaway embedded server; a fresh database in it either way."""
 
-    def __enter__(self) -> "Postgres":
+    def __enter__(self) -> Postgres:
         self.embedded = None
         self.pid = None
         if os.environ.get("DATABASE_URL"):

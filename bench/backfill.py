@@ -56,11 +56,19 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import cpu_busy_fraction, cpu_busy_snapshot, load_average, log, machine_info, process_tree_cpu_s, postmaster_pid, with_database
-from _fake_encoder import RECORDERS, RecordingEncoder, fake_loader, partly_fake_loader
-
 import aiohttp
 import asyncpg
+from _common import (
+    cpu_busy_fraction,
+    cpu_busy_snapshot,
+    load_average,
+    log,
+    machine_info,
+    postmaster_pid,
+    process_tree_cpu_s,
+    with_database,
+)
+from _fake_encoder import RECORDERS, RecordingEncoder, fake_loader, partly_fake_loader
 from aiohttp import web
 
 import gateway.store.collections as collections_sql

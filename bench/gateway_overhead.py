@@ -29,14 +29,13 @@ import logging
 import sys
 import time
 
-from _common import CpuMeter, load_average, log, machine_info
-from _gw import Gateway, Postgres, admin, create_database, drop_database, load_collection, pct
-
 import aiohttp
 import asyncpg
 import numpy as np
-from pgvector.asyncpg import register_vector
+from _common import CpuMeter, load_average, log, machine_info
+from _gw import Gateway, Postgres, admin, create_database, drop_database, load_collection, pct
 from pgvector import Vector
+from pgvector.asyncpg import register_vector
 
 from gateway.config import load_settings
 from gateway.datasets import vaswani

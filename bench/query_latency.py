@@ -38,11 +38,10 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import CpuMeter, corpus, load_average, log, machine_info, queries, postmaster_pid, with_database
-
 import aiohttp
 import asyncpg
 import numpy as np
+from _common import CpuMeter, corpus, load_average, log, machine_info, postmaster_pid, queries, with_database
 from aiohttp import web
 
 from gateway.api.app import create_app
@@ -119,7 +118,7 @@ class Gateway:
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         self.base = ""
 
-    async def __aenter__(self) -> "Gateway":
+    async def __aenter__(self) -> Gateway:
         await self.runner.setup()  # runs the cleanup contexts: pool, schema, model checks
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
@@ -203,7 +202,7 @@ async def closed_loop(session, url, texts, counter, k, deadline, recorder: Recor
                     recorder.latencies.append(time.perf_counter() - started)
                 else:
                     recorder.error(f"HTTP {resp.status}: {body[:200]!r}")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             recorder.error(f"{type(exc).__name__}: {exc}")
 
 

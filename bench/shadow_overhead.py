@@ -25,11 +25,10 @@ import logging
 import sys
 import time
 
-from _common import CpuMeter, load_average, log, machine_info
-from _gw import Gateway, Postgres, admin, create_database, drop_database, load_collection, pct
-
 import aiohttp
 import asyncpg
+from _common import CpuMeter, load_average, log, machine_info
+from _gw import Gateway, Postgres, admin, create_database, drop_database, load_collection, pct
 
 from gateway.config import load_settings
 from gateway.datasets import vaswani
@@ -66,7 +65,7 @@ async def open_loop(session, url: str, texts, rate: float, seconds: float, k: in
             async with session.post(url, json={"text": text, "k": k}) as resp:
                 await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             status = type(exc).__name__
         if status == 200:
             lat.append((time.perf_counter() - t0) * 1000)

@@ -25,16 +25,35 @@ environment:
 """
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps epilog examples as written and shows each option's default unless its help says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """Every (sub)command parser formats its help with `HelpFormatter` (subparsers inherit the class)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="driftgate",
         description="Pinned-model embedding gateway for PostgreSQL/pgvector: change the embedding "
         "model behind an index without downtime.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"driftgate {__version__}")
-    parser.add_argument("--config", type=Path, help="config file (TOML); default: $DRIFTGATE_CONFIG")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="config file (TOML); default: $DRIFTGATE_CONFIG")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser(
@@ -45,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default 8080)")
-    serve.add_argument("--config", type=Path, dest="sub_config", help="config file (TOML)")
-    serve.add_argument("--data-dir", type=Path, help="embedded PostgreSQL data directory")
+    serve.add_argument("--config", type=Path, dest="sub_config", metavar="FILE", help="config file (TOML)")
+    serve.add_argument("--data-dir", type=Path, help="embedded PostgreSQL data directory (default: the config's, else the user data directory)")
 
     demo = commands.add_parser(
         "demo", help="the whole story: seed, a live migration under load, shadow metrics, cutover, report",
@@ -130,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         "backfill-worker", help="a standalone backfill worker process",
         description="Re-embed documents for every collection with a migration in flight. Run any number "
         "of these on any machine that reaches the database: chunks are claimed with FOR UPDATE SKIP "
-        "LOCKED, so workers share the work; killing one loses at most the batches in flight.",
+        "LOCKED, so workers share the work; killing one loses at most the chunks in flight.",
         epilog="example: DATABASE_URL=postgresql://db/app driftgate backfill-worker --burst",
     )
     worker.add_argument("--burst", action="store_true", help="exit when no backfill is left (default: keep polling)")
@@ -146,12 +165,13 @@ def _add_migrate(commands) -> None:
         "Calls the admin API at --url with the token in DRIFTGATE_ADMIN_TOKEN.",
         epilog="example: driftgate migrate start articles --to all-MiniLM-L6-v2 && "
         "driftgate migrate status articles --watch",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = migrate.add_subparsers(dest="migrate_command", metavar="ACTION", required=True)
 
     def action(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
-        sub = actions.add_parser(name, help=help_text, description=help_text, epilog=f"example: {example}")
+        sub = actions.add_parser(
+            name, help=help_text.replace("%", "%%"), description=help_text, epilog=f"example: {example}"
+        )
         sub.add_argument("collection", help="collection name")
         sub.add_argument("--url", default=os.environ.get("DRIFTGATE_URL", "http://127.0.0.1:8080"),
                          help="gateway URL (default $DRIFTGATE_URL or http://127.0.0.1:8080)")
@@ -162,7 +182,14 @@ def _add_migrate(commands) -> None:
     start.add_argument("--to", required=True, metavar="MODEL", help="the new model's key")
     status = action("status", "phase, coverage, backfill progress, replicas, next step",
                     "driftgate migrate status articles --watch")
-    status.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    status.add_argument(
+        "--watch", action="store_true",
+        help="refresh in place; stops by itself when the migration waits for you (ready, shadow, cutover, "
+        "a paused or failed backfill), at --until, or on Ctrl-C",
+    )
+    status.add_argument("--until", metavar="PHASE",
+                        choices=["steady", "dual_write", "ready", "shadow", "cutover"],
+                        help="with --watch: stop when the collection reaches this phase")
     status.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     status.add_argument("--count", type=int, help="stop after this many refreshes")
     status.add_argument("--json", action="store_true", help="print the raw JSON report")
@@ -171,7 +198,7 @@ def _add_migrate(commands) -> None:
     shadow.add_argument("--model", help="shadow model (default: the model not being read)")
     shadow.add_argument("--rate", type=float, default=0.1, help="sample rate 0..1 (default 0.1)")
     shadow.add_argument("--off", action="store_true", help="stop shadowing")
-    cutover = action("cutover", "switch reads to the new model (needs 100%% coverage and a passed verify)",
+    cutover = action("cutover", "switch reads to the new model (needs 100% coverage and a passed verify)",
                      "driftgate migrate cutover articles")
     cutover.add_argument("--model", help="model to read (default: the migration's new model)")
     cutover.add_argument("--force", action="store_true", help="switch even onto an incomplete index (audited)")

@@ -49,7 +49,7 @@ class DatabaseConfig(_Section):
     hnsw_ef_search: int = Field(64, ge=1, le=1000)
 
     @model_validator(mode="after")
-    def _pool_bounds(self) -> "DatabaseConfig":
+    def _pool_bounds(self) -> DatabaseConfig:
         if self.pool_min > self.pool_max:
             raise ValueError(f"pool_min ({self.pool_min}) is larger than pool_max ({self.pool_max})")
         return self
@@ -77,7 +77,7 @@ class UserModel(_Section):
     max_batch: int = Field(32, ge=1)
 
     @model_validator(mode="after")
-    def _tokenizer_or_text_graph(self) -> "UserModel":
+    def _tokenizer_or_text_graph(self) -> UserModel:
         if self.tokenizer and self.max_tokens is None:
             raise ValueError("max_tokens is required when a tokenizer is given")
         return self
@@ -112,7 +112,7 @@ class ModelsConfig(_Section):
     custom: dict[str, UserModel] = {}
 
     @model_validator(mode="after")
-    def _no_shadowing(self) -> "ModelsConfig":
+    def _no_shadowing(self) -> ModelsConfig:
         clash = sorted(set(self.custom) & set(CATALOG))
         if clash:
             raise ValueError(f"custom model keys {clash} clash with built-in catalog keys; rename them")
@@ -121,10 +121,10 @@ class ModelsConfig(_Section):
 
 class BackfillConfig(_Section):
     enabled: bool = True  # run a backfill worker inside each gateway replica
-    chunk_size: int = Field(256, ge=1, le=100_000)  # documents per batch (one transaction)
-    pipelines: int = Field(2, ge=1, le=16)  # batches in flight per worker (DB and model overlap)
+    chunk_size: int = Field(256, ge=1, le=100_000)  # documents per chunk (one transaction)
+    pipelines: int = Field(2, ge=1, le=16)  # chunks in flight per worker (DB and model overlap)
     poll_interval_s: float = Field(1.0, gt=0)
-    read_p99_ceiling_ms: float | None = Field(None, gt=0)  # hold while primary read p99 is above
+    read_p99_ceiling_ms: float | None = Field(None, gt=0)  # hold while read p99 is above
     index_memory_mb: int = Field(256, ge=16)  # maintenance_work_mem of the HNSW index build
 
 
@@ -197,7 +197,7 @@ def load_settings(path: Path | str | None = None, **overrides: object) -> Settin
     if "admin_token" in str(data.get("server", {})) or "admin_token" in data:
         raise ConfigError(["admin_token: never put the admin token in a file; set DRIFTGATE_ADMIN_TOKEN"])
     for section, values in overrides.items():
-        data.setdefault(section, {}).update(values)  # type: ignore[union-attr]
+        data.setdefault(section, {}).update(values)
     if os.environ.get("DATABASE_URL"):
         data.setdefault("database", {})["dsn"] = os.environ["DATABASE_URL"]
     try:

@@ -83,8 +83,3 @@ async def make_client(dsn: str, settings: Settings) -> AsyncIterator[Callable]:
 @pytest.fixture
 async def client(make_client) -> TestClient:
     return await make_client()
-
-
-async def create_collection(client: TestClient, name: str = "docs", model: str = "paraphrase-MiniLM-L3-v2") -> None:
-    response = await client.put(f"/v1/collections/{name}", json={"model": model})
-    assert response.status == 201, await response.text()

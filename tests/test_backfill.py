@@ -25,20 +25,26 @@ from pgvector.asyncpg import register_vector
 from gateway.api.keys import EMBEDDINGS, POOL
 from gateway.config import load_settings
 from gateway.datasets import vaswani
-from gateway.domain.vectors import row_cosines
 from gateway.domain.identifiers import collection_schema, embedding_table
+from gateway.domain.vectors import row_cosines
 from gateway.encoders.catalog import CATALOG
 from gateway.encoders.fetch import default_cache_dir
 from gateway.encoders.onnx import load_encoder
 from gateway.services.backfill import BackfillWorker
 from gateway.store.collections import documents_table, model_table
 from gateway.store.documents import delete_document, upsert_documents, upsert_embeddings
-from tests.conftest import create_collection
+from tests.helpers import (
+    AUTH,
+    L3,
+    L6,
+    TOKEN,
+    USE,
+    create_collection,
+    finish_without_stalling,
+    status,
+    wait_for_status,
+)
 
-L3 = "paraphrase-MiniLM-L3-v2"  # the old model
-L6 = "all-MiniLM-L6-v2"  # the new model, same dimension
-USE = "use-multilingual-v3"  # 512-d: a dimension change
-ADMIN = {"Authorization": "Bearer tok"}
 C = "docs"
 REPO = Path(__file__).resolve().parent.parent
 # backends of the test database holding a transaction id: a backfill batch with its chunk claimed
@@ -66,31 +72,15 @@ async def seed(client, docs: list[tuple[str, str]], collection: str = C) -> None
 
 async def start_migration(client, to_model: str = L6, collection: str = C) -> dict:
     response = await client.post(f"/admin/v1/collections/{collection}/migrations", json={"to_model": to_model},
-                                 headers=ADMIN)
+                                 headers=AUTH)
     assert response.status == 202, await response.text()
     return await response.json()
 
 
 async def backfill_control(client, body: dict, collection: str = C) -> dict:
-    response = await client.post(f"/admin/v1/collections/{collection}/backfill", json=body, headers=ADMIN)
+    response = await client.post(f"/admin/v1/collections/{collection}/backfill", json=body, headers=AUTH)
     assert response.status == 200, await response.text()
     return await response.json()
-
-
-async def status(client, collection: str = C) -> dict:
-    response = await client.get(f"/admin/v1/collections/{collection}/status", headers=ADMIN)
-    assert response.status == 200, await response.text()
-    return await response.json()
-
-
-async def wait_for_status(client, predicate, *, timeout_s: float = 90.0, collection: str = C) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        report = await status(client, collection)
-        if predicate(report):
-            return report
-        assert time.monotonic() < deadline, f"timed out waiting; last status: {report}"
-        await asyncio.sleep(0.1)
 
 
 async def wait_until_backfill_ends(client, collection: str = C) -> dict:
@@ -110,7 +100,10 @@ async def drive_backfill(client, *, chunk_size: int = 16, pipelines: int = 2, wo
     """Run a backfill worker on the app's pool and models until no backfill is left (burst)."""
     worker = BackfillWorker(client.app[POOL], client.app[EMBEDDINGS], worker_id, chunk_size=chunk_size,
                             pipelines=pipelines, poll_interval_s=0.05)
-    await asyncio.wait_for(worker.run(stop or asyncio.Event(), burst=True), timeout=120)
+    counters = worker.counters
+    await finish_without_stalling(
+        worker.run(stop or asyncio.Event(), burst=True), lambda: (counters.chunks, counters.documents)
+    )
     return worker
 
 
@@ -172,7 +165,7 @@ async def chunk_rows(conn: asyncpg.Connection, model: str = L6, collection: str 
 
 
 async def new_app(make_client, docs, **backfill):
-    client = await make_client(backfill_settings(**backfill), admin_token="tok")
+    client = await make_client(backfill_settings(**backfill), admin_token=TOKEN)
     await create_collection(client, C, L3)
     await seed(client, docs)
     return client
@@ -284,14 +277,13 @@ async def test_writes_updates_and_deletes_during_the_backfill_leave_every_model_
         asyncio.create_task(updater(updated_a, 1)), asyncio.create_task(updater(updated_b, 2)),
         asyncio.create_task(inserter()), asyncio.create_task(deleter()),
     ]
-    began = time.monotonic()
     try:
         worker = await drive_backfill(client, chunk_size=16, pipelines=2)
     finally:
         done.set()
         results = await asyncio.gather(*traffic, return_exceptions=True)
     assert [r for r in results if isinstance(r, BaseException)] == []
-    assert time.monotonic() - began > 2.0  # the traffic really overlapped a backfill of some length
+    # the traffic ran until the backfill ended, so this many writes overlapped it
     assert ops["update"] >= 5 and ops["insert"] >= 5 and ops["delete"] >= 5, ops
     assert worker.counters.chunks >= len(ids) // 16
 
@@ -500,7 +492,7 @@ async def test_verification_passes_after_the_backfill_and_names_exactly_the_corr
     client = await new_app(make_client, docs, enabled=False, chunk_size=32)
     await start_migration(client)
     await drive_backfill(client, chunk_size=32)
-    response = await client.post(f"/admin/v1/collections/{C}/verify", json={"sample": 1000}, headers=ADMIN)
+    response = await client.post(f"/admin/v1/collections/{C}/verify", json={"sample": 1000}, headers=AUTH)
     assert response.status == 200, await response.text()
     clean = await response.json()
     assert clean["passed"] is True, clean
@@ -518,7 +510,7 @@ async def test_verification_passes_after_the_backfill_and_names_exactly_the_corr
     finally:
         await conn.close()
 
-    response = await client.post(f"/admin/v1/collections/{C}/verify", json={"sample": 1000}, headers=ADMIN)
+    response = await client.post(f"/admin/v1/collections/{C}/verify", json={"sample": 1000}, headers=AUTH)
     assert response.status == 200, await response.text()
     dirty = await response.json()
     assert dirty["passed"] is False
@@ -526,7 +518,7 @@ async def test_verification_passes_after_the_backfill_and_names_exactly_the_corr
     assert dirty["models"][L6]["passed"] is False and dirty["models"][L6]["coverage"] == 1.0
     assert sorted(dirty["models"][L6]["below_threshold_ids"]) == corrupted
     assert (await status(client))["models"][L6]["verified"] is False
-    cutover = await client.post(f"/admin/v1/collections/{C}/read-target", json={"model": L6}, headers=ADMIN)
+    cutover = await client.post(f"/admin/v1/collections/{C}/read-target", json={"model": L6}, headers=AUTH)
     assert cutover.status == 409
     assert (await cutover.json())["error"]["code"] == "index_incomplete"
     assert (await status(client))["read_model"] == L3
@@ -563,7 +555,7 @@ def poison():
 
 async def test_a_document_that_keeps_failing_is_recorded_and_skipped_and_resume_retries_it(make_client, poison):
     docs = corpus(80)
-    client = await make_client(backfill_settings(enabled=False, chunk_size=16), admin_token="tok",
+    client = await make_client(backfill_settings(enabled=False, chunk_size=16), admin_token=TOKEN,
                                encoder_loader=poison_loader)
     await create_collection(client, C, L3)
     await seed(client, docs)
@@ -598,7 +590,7 @@ async def test_a_document_that_keeps_failing_is_recorded_and_skipped_and_resume_
 async def test_a_failing_document_does_not_get_a_healthy_document_of_another_pipeline_recorded_as_failed(
     make_client, poison
 ):
-    client = await make_client(backfill_settings(enabled=False), admin_token="tok", encoder_loader=poison_loader)
+    client = await make_client(backfill_settings(enabled=False), admin_token=TOKEN, encoder_loader=poison_loader)
     await create_collection(client, C, L3)
     await seed(client, [("a", "POISON in the first chunk"), ("b", "a healthy abstract about radio waves")])
     await start_migration(client)  # loads the new model and starts its batcher
@@ -624,7 +616,7 @@ async def test_pause_holds_progress_resume_completes_it_and_max_rate_shows_in_st
     await start_migration(client)
     assert await backfill_control(client, {"max_rate": 40}) == {"state": "running", "max_rate": 40.0}
     assert (await status(client))["backfill"]["max_rate"] == 40.0
-    await wait_for_status(client, lambda s: s["backfill"]["done"] >= 16, timeout_s=60)
+    await wait_for_status(client, lambda s: s["backfill"]["done"] >= 16)
 
     assert (await backfill_control(client, {"action": "pause"}))["state"] == "paused"
     await asyncio.sleep(0.3)

@@ -16,9 +16,8 @@ import asyncpg
 import pytest
 
 from gateway.config import load_settings
-from tests.conftest import create_collection
+from tests.helpers import L3, create_collection
 
-L3 = "paraphrase-MiniLM-L3-v2"
 DIM = 384
 UNIT = [0.0] * (DIM - 1) + [1.0]  # a valid query vector for L3
 SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port, request
 
 DRIFTGATE = [sys.executable, "-m", "gateway"]
 
@@ -80,22 +79,6 @@ def test_an_invalid_config_exits_non_zero_with_one_line(tmp_path):
     assert "server.port" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _request(url: str, method: str = "GET", body: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def _serve(port: int, data_dir: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     process = subprocess.Popen(
@@ -107,7 +90,7 @@ def _serve(port: int, data_dir: Path) -> subprocess.Popen:
         if process.poll() is not None:
             raise AssertionError(f"serve exited: {process.stdout.read()}")
         try:
-            if _request(f"http://127.0.0.1:{port}/readyz")[0] == 200:
+            if request(f"http://127.0.0.1:{port}/readyz")[0] == 200:
                 return process
         except OSError:
             pass
@@ -124,28 +107,28 @@ def _stop(process: subprocess.Popen) -> str:
 
 
 def test_serve_on_the_embedded_database_keeps_documents_across_restarts(tmp_path):
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = _serve(port, tmp_path / "pgdata")
     try:
-        assert _request(f"{base}/v1/collections/kept", "PUT", {"model": "paraphrase-MiniLM-L3-v2"})[0] == 201
-        status, written = _request(f"{base}/v1/collections/kept/documents/a", "PUT", {"text": "still here"})
+        assert request(f"{base}/v1/collections/kept", "PUT", {"model": "paraphrase-MiniLM-L3-v2"})[0] == 201
+        status, written = request(f"{base}/v1/collections/kept/documents/a", "PUT", {"text": "still here"})
         assert status == 200
     finally:
         _stop(server)
     assert not (tmp_path / "pgdata" / "postmaster.pid").exists(), "the embedded server was not stopped"
     server = _serve(port, tmp_path / "pgdata")
     try:
-        status, doc = _request(f"{base}/v1/collections/kept/documents/a")
+        status, doc = request(f"{base}/v1/collections/kept/documents/a")
         assert status == 200 and doc["text"] == "still here" and doc["version"] == written["version"]
-        status, hits = _request(f"{base}/v1/collections/kept/query", "POST", {"text": "here"})
+        status, hits = request(f"{base}/v1/collections/kept/query", "POST", {"text": "here"})
         assert status == 200 and hits["hits"][0]["id"] == "a"
     finally:
         _stop(server)
 
 
 def test_an_operator_runs_a_whole_migration_with_the_migrate_cli(tmp_path):
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env_token = {"DRIFTGATE_ADMIN_TOKEN": "cli-token"}
     os.environ.update(env_token)
@@ -154,9 +137,9 @@ def test_an_operator_runs_a_whole_migration_with_the_migrate_cli(tmp_path):
     finally:
         os.environ.pop("DRIFTGATE_ADMIN_TOKEN")
     try:
-        assert _request(f"{base}/v1/collections/kb", "PUT", {"model": "paraphrase-MiniLM-L3-v2"})[0] == 201
+        assert request(f"{base}/v1/collections/kb", "PUT", {"model": "paraphrase-MiniLM-L3-v2"})[0] == 201
         docs = [{"id": f"d{i}", "text": f"note {i} on waveguides and filters"} for i in range(30)]
-        assert _request(f"{base}/v1/collections/kb/documents", "POST", {"documents": docs})[0] == 200
+        assert request(f"{base}/v1/collections/kb/documents", "POST", {"documents": docs})[0] == 200
 
         def migrate(*args: str) -> subprocess.CompletedProcess:
             return run("migrate", *args, "--url", base, env=env_token)

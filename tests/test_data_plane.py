@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import create_collection
-
-L3 = "paraphrase-MiniLM-L3-v2"
+from tests.helpers import L3, create_collection
 
 
 async def test_creating_a_collection_is_idempotent_for_the_same_model_and_refused_for_another(client):

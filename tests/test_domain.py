@@ -9,13 +9,13 @@ from hypothesis import strategies as st
 
 from gateway.domain.errors import InvalidRequest
 from gateway.domain.fingerprint import fingerprint
-from gateway.domain.vectors import row_cosines
 from gateway.domain.identifiers import (
     collection_schema,
     embedding_table,
     validate_collection_name,
     validate_document_id,
 )
+from gateway.domain.vectors import row_cosines
 from gateway.encoders.catalog import CATALOG
 
 

@@ -9,9 +9,7 @@ import asyncpg
 from gateway.config import load_settings
 from gateway.encoders.catalog import CATALOG
 from gateway.encoders.fetch import default_cache_dir, local_path
-from tests.conftest import create_collection
-
-L3 = "paraphrase-MiniLM-L3-v2"
+from tests.helpers import L3, create_collection
 
 
 async def _seed(make_client) -> None:

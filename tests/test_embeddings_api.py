@@ -9,9 +9,7 @@ import pytest
 from gateway.encoders.catalog import CATALOG
 from gateway.encoders.fetch import default_cache_dir
 from gateway.encoders.onnx import load_encoder
-from tests.conftest import create_collection
-
-L3, L6 = "paraphrase-MiniLM-L3-v2", "all-MiniLM-L6-v2"
+from tests.helpers import L3, L6, create_collection
 
 
 def official_client(test_client) -> openai.AsyncOpenAI:

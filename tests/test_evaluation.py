@@ -11,8 +11,7 @@ from gateway.api.keys import COLLECTIONS, POOL
 from gateway.datasets import Dataset, vaswani
 from gateway.domain.ranking import ndcg_at_k
 from gateway.services.evaluation import evaluate
-
-L3, L6 = "paraphrase-MiniLM-L3-v2", "all-MiniLM-L6-v2"
+from tests.helpers import L3, L6
 
 
 def subset(queries: int = 15, distractors: int = 150) -> Dataset:

@@ -17,10 +17,7 @@ import asyncpg
 from gateway.config import load_settings
 from gateway.store.collections import documents_table, model_table
 from gateway.store.database import EmbeddedPostgres
-from tests.conftest import create_collection
-from tests.test_cli import _free_port, _request
-
-L3, L6 = "paraphrase-MiniLM-L3-v2", "all-MiniLM-L6-v2"
+from tests.helpers import L3, L6, create_collection, free_port, request
 
 
 async def test_a_postgres_restart_gives_503_with_retry_after_then_recovers_without_losing_a_write(
@@ -62,7 +59,7 @@ async def test_a_postgres_restart_gives_503_with_retry_after_then_recovers_witho
 
 
 def test_a_replica_killed_during_dual_writes_leaves_no_partial_row(dsn, tmp_path):
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "DATABASE_URL": dsn, "DRIFTGATE_ADMIN_TOKEN": "tok",
            "DRIFTGATE_BACKFILL__ENABLED": "false"}
@@ -73,17 +70,17 @@ def test_a_replica_killed_during_dual_writes_leaves_no_partial_row(dsn, tmp_path
         deadline = time.monotonic() + 60
         while True:
             try:
-                if _request(f"{base}/readyz")[0] == 200:
+                if request(f"{base}/readyz")[0] == 200:
                     break
             except OSError:
                 pass
             assert time.monotonic() < deadline and process.poll() is None
             time.sleep(0.2)
-        assert _request(f"{base}/v1/collections/docs", "PUT", {"model": L3})[0] == 201
-        request = urllib.request.Request(f"{base}/admin/v1/collections/docs/migrations", method="POST",
+        assert request(f"{base}/v1/collections/docs", "PUT", {"model": L3})[0] == 201
+        start = urllib.request.Request(f"{base}/admin/v1/collections/docs/migrations", method="POST",
                                          data=json.dumps({"to_model": L6}).encode(),
                                          headers={"Authorization": "Bearer tok", "Content-Type": "application/json"})
-        assert urllib.request.urlopen(request, timeout=60).status == 202
+        assert urllib.request.urlopen(start, timeout=60).status == 202
 
         acked: dict[str, int] = {}
         stop = threading.Event()
@@ -92,7 +89,7 @@ def test_a_replica_killed_during_dual_writes_leaves_no_partial_row(dsn, tmp_path
             n = 0
             while not stop.is_set():
                 try:
-                    status, body = _request(f"{base}/v1/collections/docs/documents/w{worker}-{n}", "PUT",
+                    status, body = request(f"{base}/v1/collections/docs/documents/w{worker}-{n}", "PUT",
                                             {"text": f"written by {worker} number {n}"})
                 except OSError:
                     return

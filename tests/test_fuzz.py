@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 
 from gateway.api.app import create_app
 from gateway.config import load_settings
-from tests.test_cli import _free_port
+from tests.helpers import free_port
 
 TOKEN = "fuzz-token"
 
@@ -27,7 +27,7 @@ class ServerThread:
     """The real gateway on a loopback port, served from its own event loop in a thread."""
 
     def __init__(self, dsn: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._dsn = dsn
         self._loop = asyncio.new_event_loop()

@@ -7,7 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.domain.ranking import (
-    kendall_tau, mrr_at_k, ndcg_at_k, overlap_at_k, rbo, recall_at_k, score_shift, top1_agreement,
+    kendall_tau,
+    mrr_at_k,
+    ndcg_at_k,
+    overlap_at_k,
+    rbo,
+    recall_at_k,
+    score_shift,
+    top1_agreement,
 )
 
 ranked_lists = st.lists(st.sampled_from([f"d{i}" for i in range(30)]), max_size=15, unique=True)
@@ -59,7 +66,7 @@ def test_empty_lists():
     assert rbo(["a"], []) == 0.0 and score_shift([], [0.5]) is None
 
 
-def test_score_shift_is_candidate_minus_primary():
+def test_score_shift_is_shadow_minus_read():
     assert score_shift([0.8, 0.6], [0.5, 0.3]) == pytest.approx(-0.3)
 
 

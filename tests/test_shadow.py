@@ -12,7 +12,7 @@ from gateway.api.keys import SHADOW
 from gateway.config import load_settings
 from gateway.domain.shadow import sampled
 from gateway.encoders.onnx import load_encoder
-from tests.test_migrations import AUTH, L3, L6, TOKEN, admin, seed, wait_phase
+from tests.helpers import AUTH, L3, L6, TOKEN, admin, seed, wait_phase
 
 
 class Gate:
@@ -70,7 +70,7 @@ async def query(client, text: str, request_id: str | None = None):
     return await client.post("/v1/collections/docs/query", json={"text": text, "k": 5}, headers=headers)
 
 
-async def test_the_primary_answers_while_its_shadow_job_is_still_blocked(make_client):
+async def test_the_read_model_answers_while_its_shadow_job_is_still_blocked(make_client):
     client = await ready_with_shadow(make_client)
     runner = client.app[SHADOW]
     Gate.block.set()
@@ -93,7 +93,12 @@ async def test_a_saturated_shadow_queue_drops_and_counts_and_never_fails_a_query
     assert metrics["dropped"] >= 4  # one running, one queued, the rest dropped
     Gate.block.clear()
     await client.app[SHADOW].drain()
-    assert "driftgate_shadow_dropped_total" in await (await client.get("/metrics")).text()
+    exposition = await (await client.get("/metrics")).text()
+    dropped = [
+        float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines()
+        if line.startswith('driftgate_shadow_dropped_total{collection="docs",pairing="ab"}')
+    ]
+    assert dropped == [float(metrics["dropped"])], exposition
 
 
 async def test_shadow_errors_are_swallowed_and_counted_by_category(make_client):
@@ -126,7 +131,7 @@ async def test_status_reports_the_comparison_and_a_recommendation(make_client):
     for key in ("overlap_at_k", "rbo", "kendall_tau", "score_shift"):
         assert set(metrics[key]) >= {"mean", "p10", "p50"}
     assert 0.0 <= metrics["overlap_at_k"]["mean"] <= 1.0 and 0.0 <= metrics["rbo"]["mean"] <= 1.0
-    assert metrics["latency_ms"]["primary"]["p50"] > 0 and metrics["latency_ms"]["shadow"]["p50"] > 0
+    assert metrics["latency_ms"]["read"]["p50"] > 0 and metrics["latency_ms"]["shadow"]["p50"] > 0
     assert "agrees" in metrics["recommendation"] and "8 samples" in metrics["recommendation"]
 
 

@@ -9,7 +9,14 @@ from aiohttp import web
 from pydantic import Field
 
 from gateway.api.keys import (
-    ADMIN_TOKEN, BACKFILL_CONTROL, COLLECTIONS, MIGRATIONS, POOL, REPLICA_ID, SHADOW, VERIFIER,
+    ADMIN_TOKEN,
+    BACKFILL_CONTROL,
+    COLLECTIONS,
+    MIGRATIONS,
+    POOL,
+    REPLICA_ID,
+    SHADOW,
+    VERIFIER,
 )
 from gateway.api.requests import StrictBody, parse_body
 from gateway.domain.backfill import BackfillAction

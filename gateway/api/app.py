@@ -16,21 +16,34 @@ from gateway.api import admin, data_plane, embeddings, health, openapi
 from gateway.api.context import request_id_middleware
 from gateway.api.errors import error_middleware
 from gateway.api.keys import (
-    API_KEYS, ADMIN_TOKEN, BACKFILL_CONTROL, COLLECTIONS, DSN, EMBEDDINGS, METRICS, MIGRATIONS, POOL,
-    REPLICA_ID, SETTINGS, SHADOW, VERIFIER, WATCHER, EncoderLoaderKey,
+    ADMIN_TOKEN,
+    API_KEYS,
+    BACKFILL_CONTROL,
+    COLLECTIONS,
+    DSN,
+    EMBEDDINGS,
+    METRICS,
+    MIGRATIONS,
+    POOL,
+    REPLICA_ID,
+    SETTINGS,
+    SHADOW,
+    VERIFIER,
+    WATCHER,
+    EncoderLoaderKey,
 )
 from gateway.api.metrics import Metrics
 from gateway.config import Settings
 from gateway.domain.errors import RequestTimeout, Unauthorized
 from gateway.services.backfill import BackfillWorker
 from gateway.services.collections import CollectionService
+from gateway.services.database import TRANSIENT_ERRORS, close_pool, open_pool, replica_id
 from gateway.services.embedding import EmbeddingService, EncoderLoader
 from gateway.services.migrations import BackfillControl, MigrationService
 from gateway.services.shadow import ShadowRunner
 from gateway.services.state_sync import StateWatcher
-from gateway.services.verify import Verifier
-from gateway.services.database import TRANSIENT_ERRORS, close_pool, open_pool, replica_id
 from gateway.services.status import backfill_progress
+from gateway.services.verify import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +147,7 @@ async def _backfill_worker(app: web.Application) -> AsyncIterator[None]:
     stop.set()
     try:
         await asyncio.wait_for(task, timeout=30)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         task.cancel()
 
 

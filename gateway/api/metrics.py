@@ -65,11 +65,11 @@ class Metrics:
             ["collection", "pairing", "category"], registry=self.registry,
         )
         self.shadow_overlap = Histogram(
-            "driftgate_shadow_overlap_ratio", "overlap@k (Jaccard) of primary vs shadow", ["collection", "pairing"],
+            "driftgate_shadow_overlap_ratio", "overlap@k (Jaccard) of read vs shadow", ["collection", "pairing"],
             buckets=ratio_buckets, registry=self.registry,
         )
         self.shadow_rbo = Histogram(
-            "driftgate_shadow_rbo_ratio", "Rank-biased overlap (p=0.9) of primary vs shadow", ["collection", "pairing"],
+            "driftgate_shadow_rbo_ratio", "Rank-biased overlap (p=0.9) of read vs shadow", ["collection", "pairing"],
             buckets=ratio_buckets, registry=self.registry,
         )
         self.shadow_latency = Histogram(
@@ -82,7 +82,7 @@ class Metrics:
         self.shadow_samples.labels(collection, pairing).inc()
         self.shadow_overlap.labels(collection, pairing).observe(comparison.overlap)
         self.shadow_rbo.labels(collection, pairing).observe(comparison.rbo)
-        self.shadow_latency.labels(collection, pairing, "primary").observe(comparison.primary.latency_ms / 1000)
+        self.shadow_latency.labels(collection, pairing, "read").observe(comparison.read.latency_ms / 1000)
         self.shadow_latency.labels(collection, pairing, "shadow").observe(comparison.shadow.latency_ms / 1000)
 
     def record_backfill(self, collection: str, model: str, progress: dict) -> None:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from gateway import __version__
 from gateway.api.admin import (
-    BackfillBody, ReadModelBody, RetireBody, ShadowBody, StartMigration, VerifyBody,
+    BackfillBody,
+    ReadModelBody,
+    RetireBody,
+    ShadowBody,
+    StartMigration,
+    VerifyBody,
 )
-from gateway.domain.backfill import BackfillState
-from gateway.domain.phases import Phase
 from gateway.api.embeddings import EmbeddingsBody
 from gateway.api.requests import BatchBody, CreateCollection, DocumentBody, QueryBody
+from gateway.domain.backfill import BackfillState
+from gateway.domain.phases import Phase
 
 routes = web.RouteTableDef()
 
@@ -34,7 +40,7 @@ _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"
 _COMPONENTS: dict[str, dict] = {}
 
 
-def _schema(model: type) -> dict:
+def _schema(model: type[BaseModel]) -> dict:
     """A model's JSON schema with its nested models moved to components/schemas."""
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     _COMPONENTS.update(schema.pop("$defs", {}))
@@ -60,7 +66,7 @@ _BACKFILL_ANSWER = {
 
 
 def _op(
-    summary: str, ok: str, *, body: type | None = None, params: tuple = (), errors=(400, 404), answer: dict | None = None
+    summary: str, ok: str, *, body: type[BaseModel] | None = None, params: tuple = (), errors=(400, 404), answer: dict | None = None
 ) -> dict:
     schema = answer or {"type": "object"}
     responses = {ok: {"description": "success", "content": {"application/json": {"schema": schema}}}}
@@ -123,10 +129,10 @@ def build_spec() -> dict:
 
 def _admin_paths() -> dict:
     base = "/admin/v1/collections/{collection}"
-    admin = {"security": [{"adminToken": []}]}
+    admin: dict = {"security": [{"adminToken": []}]}
     errors = (400, 401, 404, 409, 503)
 
-    def op(summary: str, ok: str, body: type | None, answer: dict | None = None) -> dict:
+    def op(summary: str, ok: str, body: type[BaseModel] | None, answer: dict | None = None) -> dict:
         return {**_op(summary, ok, body=body, params=(_NAME,), errors=errors, answer=answer), **admin}
 
     return {

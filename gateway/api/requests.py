@@ -46,7 +46,7 @@ class QueryBody(StrictBody):
     filter: dict[str, Any] | None = Field(default=None, description="metadata equality filter")
 
     @model_validator(mode="after")
-    def _text_or_vector(self) -> "QueryBody":
+    def _text_or_vector(self) -> QueryBody:
         if (self.text is None) == (self.vector is None):
             raise ValueError("send exactly one of `text` or `vector`")
         if self.vector is not None and not self.model:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import aiohttp
 import platformdirs
-from tqdm import tqdm
 from aiohttp import web
+from tqdm import tqdm
 
 from gateway.api.app import create_app
 from gateway.api.keys import POOL
@@ -33,7 +33,6 @@ from gateway.store import collections as collections_sql
 from gateway.store.database import EmbeddedPostgres
 
 COLLECTION = "vaswani_demo"
-BATCH = 100
 
 
 def say(message: str) -> None:

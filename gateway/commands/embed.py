@@ -45,7 +45,7 @@ def run(settings: Settings, model: str, stdin: TextIO = sys.stdin, stdout: TextI
         texts = _texts(pending)
         prefixed = [spec.document_prefix + t for t in texts]
         vectors = encoder.encode(prefixed).vectors
-        for text, vector in zip(texts, vectors):
+        for text, vector in zip(texts, vectors, strict=False):
             stdout.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vector]}) + "\n")
         stdout.flush()
         pending.clear()

@@ -9,7 +9,10 @@ import time
 import urllib.error
 import urllib.request
 
-from gateway.progress import render_bar
+from tqdm import tqdm
+
+# phases where the migration waits for the operator: `status --watch` stops there by itself
+WAITS_FOR_OPERATOR = ("ready", "shadow", "cutover")
 
 
 class AdminError(RuntimeError):
@@ -82,15 +85,32 @@ def cmd_status(client: AdminClient, args) -> int:
     shown = 0
     try:
         while args.count is None or shown < args.count:
-            text = format_status(_status(client, args))
-            sys.stdout.write(("\x1b[H\x1b[2J" if tty else "") + text + "\n")
+            status = _status(client, args)
+            sys.stdout.write(("\x1b[H\x1b[2J" if tty else "") + format_status(status) + "\n")
             sys.stdout.flush()
             shown += 1
+            reason = watch_done(status, args.until)
+            if reason:
+                print(f"stopped watching: {reason}")
+                return 0
             if args.count is None or shown < args.count:
                 time.sleep(args.interval)
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def watch_done(status: dict, until: str | None) -> str | None:
+    """Why `status --watch` should stop now, or None: the phase asked for, or (without
+    --until) a state where nothing moves until the operator acts."""
+    phase, backfill = status["phase"], status["backfill"]
+    if until is not None:
+        return f"phase {phase}" if phase == until else None
+    if backfill.get("state") in ("paused", "failed"):
+        return f"the backfill is {backfill['state']}; next: {next_step(status)}"
+    if phase in WAITS_FOR_OPERATOR:
+        return f"phase {phase} waits for you; next: {next_step(status)}"
+    return None
 
 
 def format_status(status: dict) -> str:
@@ -105,11 +125,7 @@ def format_status(status: dict) -> str:
         lines.append(f"  {key:<24} {model['rows']:>9} rows  " + ", ".join(flags))
     backfill = status["backfill"]
     if backfill.get("model"):
-        eta = f"{backfill['eta_s']:.0f}s" if backfill.get("eta_s") is not None else "?"
-        rate = f"{backfill['rate_per_s']:.0f}/s"
-        cap = f" (max {backfill['max_rate']:.0f}/s)" if backfill.get("max_rate") else ""
-        lines.append(f"  backfill {backfill['state']:<8} {render_bar(backfill['done'], backfill['total'])} "
-                     f"{backfill['done']}/{backfill['total']} {rate}{cap} eta {eta}, errors {backfill['errors']}")
+        lines.append("  " + format_backfill(backfill))
         if backfill.get("index_build"):
             build = backfill["index_build"]
             lines.append(f"  index build: {build['phase']} ({build['blocks_done']}/{build['blocks_total']} blocks)")
@@ -118,15 +134,42 @@ def format_status(status: dict) -> str:
         lines.append(f"  shadow {shadow['model']} at {shadow['sample_rate']:.0%}")
     current = status["state_version"]
     for replica in status["replicas"]:
-        mark = "ok" if replica["applied_state_version"] == current else "BEHIND"
-        lines.append(f"  replica {replica['id']:<32} applied {replica['applied_state_version']} {mark}")
+        lines.append(f"  replica {replica['id']:<32} " + format_replica(replica, current))
     lines.append("  next: " + next_step(status))
     return "\n".join(lines)
+
+
+def format_backfill(backfill: dict) -> str:
+    """One line: state, bar, counts, and a rate and ETA only while documents are moving."""
+    done, total = backfill["done"], backfill["total"]
+    bar = tqdm.format_meter(done, max(total, 1), 0, ncols=32, bar_format="|{bar}|")
+    line = f"backfill {backfill['state']:<8} {bar} {done}/{total}"
+    if backfill["state"] == "running" and done < total:
+        eta = f"{backfill['eta_s']:.0f}s" if backfill.get("eta_s") is not None else "?"
+        cap = f" (max {backfill['max_rate']:.0f}/s)" if backfill.get("max_rate") else ""
+        line += f" {backfill['rate_per_s']:.0f}/s{cap} eta {eta}"
+    return line + f", errors {backfill['errors']}"
+
+
+def format_replica(replica: dict, current: int) -> str:
+    """Applied state version, whether it has converged, and how long ago it reported."""
+    applied = replica["applied_state_version"]
+    if applied == current:
+        mark = "ok"
+    elif replica.get("seen_s_ago", 0.0) < 5.0:
+        mark = f"converging (state_version {current} announced, applies within a poll interval)"
+    else:
+        mark = "BEHIND (not converged; is it running and connected to the database?)"
+    return f"applied {applied} {mark}, seen {replica.get('seen_s_ago', 0.0):.0f}s ago"
 
 
 def next_step(status: dict) -> str:
     """What an operator would do next, from the phase and the numbers."""
     name, phase, target = status["name"], status["phase"], status.get("to_model")
+    backfill_state = status["backfill"].get("state")
+    if backfill_state in ("paused", "failed"):
+        why = "paused" if backfill_state == "paused" else "failed for some documents (see errors above)"
+        return f"the backfill {why}: driftgate migrate backfill {name} resume"
     if phase == "steady":
         return f"driftgate migrate start {name} --to MODEL"
     if phase == "dual_write":

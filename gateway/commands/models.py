@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 from gateway.config import Settings
 from gateway.encoders.fetch import ensure_files, missing_files
@@ -30,7 +31,7 @@ def fetch(settings: Settings, keys: list[str]) -> int:
 
 def list_models(settings: Settings, as_json: bool) -> int:
     cache_dir = settings.model_cache_dir()
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "key": spec.key,
             "dim": spec.dim,

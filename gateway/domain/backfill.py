@@ -48,14 +48,14 @@ def plan_chunks(sorted_ids: Sequence[str], chunk_size: int) -> list[Chunk]:
 
 
 def rate_delay(docs: int, elapsed_s: float, max_rate: float | None) -> float:
-    """Seconds to wait after a batch of `docs` that took `elapsed_s` so the rate stays <= max_rate."""
+    """Seconds to wait after a chunk of `docs` that took `elapsed_s` so the rate stays <= max_rate."""
     if not max_rate or max_rate <= 0 or docs <= 0:
         return 0.0
     return max(0.0, docs / max_rate - elapsed_s)
 
 
 def should_hold(read_p99_ms: float | None, ceiling_ms: float | None, holding: bool, *, recover: float = 0.8) -> bool:
-    """Whether the backfill should hold off because primary reads are slow (with hysteresis:
+    """Whether the backfill should hold off because reads are slow (with hysteresis:
     once holding, it resumes only when p99 falls below `recover` x the ceiling)."""
     if ceiling_ms is None or read_p99_ms is None:
         return False

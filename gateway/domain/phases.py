@@ -15,7 +15,7 @@ import enum
 from gateway.domain.errors import IllegalTransition
 
 
-class Phase(str, enum.Enum):
+class Phase(enum.StrEnum):
     STEADY = "steady"
     DUAL_WRITE = "dual_write"  # writes go to both models; the backfill re-embeds older rows
     READY = "ready"  # the new model's index is complete; reads still on the old model
@@ -23,7 +23,7 @@ class Phase(str, enum.Enum):
     CUTOVER = "cutover"  # reads on the new model, both still written: rollback is a flip
 
 
-class Action(str, enum.Enum):
+class Action(enum.StrEnum):
     START = "start"
     BACKFILL_DONE = "backfill_done"
     SHADOW = "shadow"

@@ -67,11 +67,11 @@ def top1_agreement(a: Sequence[str], b: Sequence[str]) -> bool:
     return bool(a) and bool(b) and a[0] == b[0]
 
 
-def score_shift(primary_scores: Sequence[float], candidate_scores: Sequence[float]) -> float | None:
-    """Mean top-k similarity under the candidate minus under the primary (None if either is empty)."""
-    if not primary_scores or not candidate_scores:
+def score_shift(read_scores: Sequence[float], shadow_scores: Sequence[float]) -> float | None:
+    """Mean top-k similarity under the shadow model minus under the read model (None if either is empty)."""
+    if not read_scores or not shadow_scores:
         return None
-    return sum(candidate_scores) / len(candidate_scores) - sum(primary_scores) / len(primary_scores)
+    return sum(shadow_scores) / len(shadow_scores) - sum(read_scores) / len(read_scores)
 
 
 def ndcg_at_k(ranked: Sequence[str], relevant: Collection[str], k: int = 10) -> float:

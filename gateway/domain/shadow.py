@@ -1,8 +1,8 @@
 """The shadow comparison as small frozen values (in the manner of github/scientist).
 
-An `Observation` is what one side answered; a `Comparison` is the primary against the
-shadow with its metrics; `ShadowStats` aggregates a rolling window of comparisons. The
-primary's answer is always what the caller got: nothing here feeds back into it.
+An `Observation` is what one side answered; a `Comparison` is the read model's answer against
+the shadow's, with its metrics; `ShadowStats` aggregates a rolling window of comparisons. The
+read model's answer is always what the caller got: nothing here feeds back into it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class Observation:
 @dataclass(frozen=True)
 class Comparison:
     pairing: str  # "ab": another model; "aa": the read model against exact search (noise floor)
-    primary: Observation
+    read: Observation
     shadow: Observation
     k: int
     overlap: float
@@ -37,14 +37,14 @@ class Comparison:
     score_shift: float | None
 
 
-def compare(pairing: str, primary: Observation, shadow: Observation, k: int) -> Comparison:
+def compare(pairing: str, read: Observation, shadow: Observation, k: int) -> Comparison:
     return Comparison(
-        pairing=pairing, primary=primary, shadow=shadow, k=k,
-        overlap=overlap_at_k(primary.ids, shadow.ids, k),
-        rbo=rbo(primary.ids[:k], shadow.ids[:k]),
-        tau=kendall_tau(primary.ids[:k], shadow.ids[:k]),
-        top1=top1_agreement(primary.ids, shadow.ids),
-        score_shift=score_shift(primary.scores[:k], shadow.scores[:k]),
+        pairing=pairing, read=read, shadow=shadow, k=k,
+        overlap=overlap_at_k(read.ids, shadow.ids, k),
+        rbo=rbo(read.ids[:k], shadow.ids[:k]),
+        tau=kendall_tau(read.ids[:k], shadow.ids[:k]),
+        top1=top1_agreement(read.ids, shadow.ids),
+        score_shift=score_shift(read.scores[:k], shadow.scores[:k]),
     )
 
 
@@ -97,7 +97,7 @@ class ShadowStats:
             "top1_agreement": round(sum(c.top1 for c in window) / len(window), 4) if window else None,
             "score_shift": _summary(shifts),
             "latency_ms": {
-                "primary": _summary(c.primary.latency_ms for c in window),
+                "read": _summary(c.read.latency_ms for c in window),
                 "shadow": _summary(c.shadow.latency_ms for c in window),
             },
         }

@@ -79,7 +79,7 @@ class OnnxEncoder:
             chunk = order[start : start + step]
             chunk_vectors, chunk_lengths = self._encode_chunk([texts[i] for i in chunk])
             vectors[chunk] = chunk_vectors
-            for i, length in zip(chunk, chunk_lengths):
+            for i, length in zip(chunk, chunk_lengths, strict=False):
                 limit = self.spec.max_tokens
                 truncated[i] = limit is not None and length > limit
                 tokens[i] = min(length, limit) if limit is not None else length
@@ -122,6 +122,7 @@ def pool(output: np.ndarray, mask: np.ndarray | None, pooling: str) -> np.ndarra
         return output
     if pooling == "cls":
         return output[:, 0, :]
+    assert mask is not None, "mean pooling needs the attention mask"
     weights = mask[..., None].astype(np.float32)
     return (output * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
 

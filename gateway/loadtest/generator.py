@@ -75,7 +75,7 @@ class OpenLoopGenerator:
                 if delay > 0:
                     try:
                         await asyncio.wait_for(stop.wait(), delay)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                 if stop.is_set():
                     break
@@ -107,6 +107,7 @@ class OpenLoopGenerator:
         base = f"/v1/collections/{self.collection}"
         text = self.random.choice(self.texts)
         doc_id = None
+        body: dict | None
         if op == "insert":
             doc_id = f"lt-{next(self._new_ids)}"
             text = self.fresh.pop() if len(self.fresh) > 1 else self.random.choice(self.texts)
@@ -144,7 +145,7 @@ class OpenLoopGenerator:
                     status = response.status
                     payload = await response.json(content_type=None)
                     model = response.headers.get("X-Driftgate-Model")
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 status = 0
             if status not in RETRYABLE and status != 0 or attempts > self.retries:
                 break
@@ -154,6 +155,7 @@ class OpenLoopGenerator:
         if doc_id is None:
             return
         if op in ("insert", "update") and status == 200:
+            assert payload is not None
             self.ledger.last[doc_id] = ("write", payload["version"])
             self.ledger.uncertain.discard(doc_id)
             if op == "insert":

@@ -42,7 +42,7 @@ class Admin:
                         return payload
                     if response.status < 500:
                         raise ScenarioError(f"{action}: {response.status} {payload}")
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             await asyncio.sleep(0.5 + attempt * 0.25)
         raise ScenarioError(f"{action}: no answer after retries")

@@ -22,8 +22,8 @@ import asyncpg
 import numpy as np
 
 from gateway.domain.backfill import BackfillState, plan_chunks, rate_delay, should_hold
-from gateway.domain.phases import Action, Phase, next_phase
 from gateway.domain.errors import EncoderFailed
+from gateway.domain.phases import Action, Phase, next_phase
 from gateway.services.embedding import EmbeddingService
 from gateway.store import backfill as backfill_sql
 from gateway.store import collections as collections_sql
@@ -42,7 +42,7 @@ class WorkerCounters:
     written: int = 0
     failed_documents: int = 0
     retried: int = 0
-    failed_batches: int = 0
+    unexpected_errors: int = 0
     held_for_latency: int = 0
     holding: bool = False
 
@@ -90,7 +90,7 @@ class BackfillWorker:
                 self.counters.retried += 1
                 log.warning("backfill worker: database unavailable (%r); retrying", exc)
             except Exception:  # a bug must not silently end the worker: log it and try again
-                self.counters.failed_batches += 1
+                self.counters.unexpected_errors += 1
                 log.exception("backfill worker: unexpected error; retrying after the poll interval")
             if burst and active == []:
                 return
@@ -143,7 +143,7 @@ class BackfillWorker:
         p99 = await replicas_sql.max_read_p99_ms(conn)
         holding = should_hold(p99, self._ceiling_ms, self.counters.holding)
         if holding and not self.counters.holding:
-            log.warning("backfill holding: primary read p99 %.1f ms > ceiling %.1f ms", p99, self._ceiling_ms)
+            log.warning("backfill holding: read p99 %.1f ms > ceiling %.1f ms", p99, self._ceiling_ms)
         if holding:
             self.counters.held_for_latency += 1
         self.counters.holding = holding
@@ -171,13 +171,13 @@ class BackfillWorker:
         return len(rows)
 
     async def _embed(self, model: str, rows: list) -> tuple[list, np.ndarray, list, list]:
-        """Embed a chunk; if the batch fails, embed one by one and report the documents that fail."""
+        """Embed a chunk's texts; if they fail together, embed them one by one and report the documents that fail."""
         texts = [r["content"] for r in rows]
         try:
             encoded = await self._embeddings.embed(model, texts, "document", bulk=True)
             return [r["id"] for r in rows], encoded.vectors, [r["version"] for r in rows], []
         except EncoderFailed:
-            log.warning("backfill batch of %d failed to embed; retrying one by one", len(rows))
+            log.warning("backfill chunk of %d documents failed to embed; retrying one by one", len(rows))
         ids, vectors, versions, failures = [], [], [], []
         for row in rows:
             try:

@@ -19,8 +19,8 @@ import asyncpg
 import numpy as np
 
 from gateway.domain.errors import Conflict, InvalidRequest, ModelDrift, NotFound
-from gateway.domain.latency import LatencyWindow
 from gateway.domain.identifiers import validate_collection_name, validate_document_id
+from gateway.domain.latency import LatencyWindow
 from gateway.domain.state import CollectionState
 from gateway.encoders.onnx import Encoded
 from gateway.services.embedding import EmbeddingService
@@ -180,7 +180,7 @@ class CollectionService:
             self.refuse_drifted(state, state.write_models)
             missing = [m for m in state.write_models if m not in encoded]
             results = await asyncio.gather(*(self._embeddings.embed(m, texts, "document") for m in missing))
-            encoded.update(zip(missing, results))
+            encoded.update(zip(missing, results, strict=False))
             try:
                 versions, state = await self._commit(name, documents, encoded)
             except _WriteSetChanged as changed:
@@ -190,7 +190,7 @@ class CollectionService:
                 continue
             self._states[name] = state
             truncated = [any(encoded[m].truncated[i] for m in state.write_models) for i in range(len(ids))]
-            return [WriteResult(i, versions[i], t) for i, t in zip(ids, truncated)]
+            return [WriteResult(i, versions[i], t) for i, t in zip(ids, truncated, strict=False)]
         raise Conflict(f"the write set of {name!r} kept changing; retry the write", code="state_changing")
 
     async def _commit(

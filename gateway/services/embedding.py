@@ -56,13 +56,13 @@ class EmbeddingService:
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="encode")
         self._batchers: dict[str, MicroBatcher] = {}
         # shadow work gets its own single-threaded sessions and thread, so a shadow inference
-        # takes at most one core from the primary path
+        # takes at most one core from the read path
         self._shadow_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow-encode")
         self._shadow_batchers: dict[str, MicroBatcher] = {}
         self._load_lock = asyncio.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings, **extra) -> "EmbeddingService":
+    def from_settings(cls, settings: Settings, **extra) -> EmbeddingService:
         """The service as the config describes it; `extra` adds the loader or a batch callback."""
         models = settings.models
         return cls(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -83,7 +83,7 @@ class MigrationService:
                 detail={"to_model": to_model, "documents": len(ids)},
                 phase=phase, write_models=[state.read_model, to_model],
                 from_model=state.read_model, to_model=to_model,
-                backfill_state=BackfillState.RUNNING, backfill_started_at=datetime.now(timezone.utc),
+                backfill_state=BackfillState.RUNNING, backfill_started_at=datetime.now(UTC),
                 shadow_model=None, shadow_sample_rate=0.0,
             )
 

@@ -1,4 +1,4 @@
-"""Shadow reads: sampled, bounded, time-limited comparisons that never touch the primary.
+"""Shadow reads: sampled, bounded, time-limited comparisons that never touch the read path.
 
 The handler answers the caller first and then offers the job here; `offer` never waits
 (a full queue drops and counts). A few worker tasks encode the query with the shadow model,
@@ -39,10 +39,10 @@ class ShadowJob:
     pairing: str  # "ab" | "aa"
     collection: str
     text: str
-    vector: np.ndarray  # the primary's query vector (reused by the A/A job)
+    vector: np.ndarray  # the read model's query vector (reused by the A/A job)
     k: int
     metadata_filter: Mapping | None
-    primary: Observation
+    read: Observation
     shadow_model: str
 
 
@@ -97,19 +97,21 @@ class ShadowRunner:
         Nothing is built unless a job is queued: with shadowing off this is two comparisons.
         """
         state = result.state
+        if state is None or result.vector is None:
+            return []  # a query by raw vector: there is no text to embed with another model
         plans = []
         if state.shadow_model and state.shadow_model != state.read_model:
             plans.append(("ab", state.shadow_model, state.shadow_sample_rate))
         if state.noise_floor_rate > 0:
             plans.append(("aa", state.read_model, state.noise_floor_rate))
         queued: list[str] = []
-        primary: Observation | None = None
+        read: Observation | None = None
         for pairing, model, rate in plans:
             if not sampled(rate, f"{pairing}:{request_id}" if request_id else None, random.random()):
                 continue
-            primary = primary or Observation(result.model, tuple(h.id for h in result.hits),
+            read = read or Observation(result.model, tuple(h.id for h in result.hits),
                                              tuple(h.score for h in result.hits), result.latency_ms)
-            job = ShadowJob(pairing, state.name, text, result.vector, k, metadata_filter, primary, model)
+            job = ShadowJob(pairing, state.name, text, result.vector, k, metadata_filter, read, model)
             try:
                 self._queue.put_nowait(job)
             except asyncio.QueueFull:
@@ -127,7 +129,7 @@ class ShadowRunner:
             try:
                 comparison = await asyncio.wait_for(self._run(job), self._timeout_s)
                 await self._publish(job, comparison)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._count_error(job, "timeout")
             except TRANSIENT_ERRORS:
                 self._count_error(job, "database")
@@ -164,7 +166,7 @@ class ShadowRunner:
             job.shadow_model, tuple(h.id for h in hits), tuple(h.score for h in hits),
             (time.perf_counter() - started) * 1000,
         )
-        return compare(job.pairing, job.primary, shadow, job.k)
+        return compare(job.pairing, job.read, shadow, job.k)
 
     async def _publish(self, job: ShadowJob, comparison: Comparison) -> None:
         """The one exit of a finished comparison: stats, metrics, optionally the samples table."""
@@ -173,14 +175,14 @@ class ShadowRunner:
             self._metrics.record_shadow(job.collection, comparison)
         if self._keep > 0:
             row = {
-                "pairing": job.pairing, "primary_model": comparison.primary.model,
+                "pairing": job.pairing, "read_model": comparison.read.model,
                 "shadow_model": comparison.shadow.model,
                 "query_hash": hashlib.sha256(job.text.encode()).hexdigest(),
                 "query_text": job.text if self._store_text else None, "k": job.k,
                 "overlap": comparison.overlap, "rbo": comparison.rbo, "kendall_tau": comparison.tau,
                 "top1": comparison.top1, "score_shift": comparison.score_shift,
-                "primary_ms": comparison.primary.latency_ms, "shadow_ms": comparison.shadow.latency_ms,
-                "primary_ids": list(comparison.primary.ids), "shadow_ids": list(comparison.shadow.ids),
+                "read_ms": comparison.read.latency_ms, "shadow_ms": comparison.shadow.latency_ms,
+                "read_ids": list(comparison.read.ids), "shadow_ids": list(comparison.shadow.ids),
             }
             async with self._pool.acquire() as conn:
                 await shadow_sql.keep_sample(conn, job.collection, row, self._keep)

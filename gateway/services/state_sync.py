@@ -18,7 +18,7 @@ import asyncpg
 from gateway.services.collections import CollectionService
 from gateway.store import collections as collections_sql
 from gateway.store import replicas as replicas_sql
-from gateway.store.retry import TRANSIENT_ERRORS
+from gateway.store.retry import TRANSIENT_ERRORS, with_connection
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,16 @@ class StateWatcher:
         self._task = asyncio.create_task(self._poll_loop(), name="state-poll")
 
     async def stop(self) -> None:
+        """Stop listening and polling, and take this replica off the status report."""
         self._stop.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._close_listener()
+        try:
+            await with_connection(self._pool, lambda conn: replicas_sql.forget(conn, self.replica_id), max_seconds=2)
+        except TRANSIENT_ERRORS as exc:
+            log.warning("could not remove this replica's heartbeat (%r); it ages out of the status", exc)
 
     async def _listen(self) -> None:
         try:

@@ -11,11 +11,13 @@ from gateway.store import collections as collections_sql
 from gateway.store import replicas as replicas_sql
 from gateway.store.retry import in_transaction
 
+RATE_WINDOW_S = 30.0
+
 
 def recent_rate(progress: dict) -> float:
-    """Documents per second over the last 30 s of finished chunks."""
-    span = float(progress["recent_span_s"] or 0.0)
-    return progress["done_recent"] / max(span, 1.0) if progress["done_recent"] else 0.0
+    """Documents per second over the last 30 s (or since the backfill started, if sooner)."""
+    window = min(RATE_WINDOW_S, float(progress["running_s"] or 0.0))
+    return float(progress["done_recent"]) / max(window, 1.0)
 
 
 async def collection_status(

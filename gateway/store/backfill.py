@@ -1,7 +1,7 @@
 """SQL of the backfill: planned chunks (the checkpoint), claiming, version-safe writes, errors.
 
 A chunk row is claimed with FOR UPDATE SKIP LOCKED inside the transaction that also writes
-its embeddings and marks it done, so one batch is one transaction: a worker killed at any
+its embeddings and marks it done, so one chunk is one transaction: a worker killed at any
 moment rolls back, its lock goes away, and another worker takes the chunk.
 """
 
@@ -163,8 +163,8 @@ async def progress(conn: asyncpg.Connection, collection: str, model_key: str) ->
                   coalesce(sum(written) FILTER (WHERE done), 0) AS written,
                   coalesce(sum(docs) FILTER (WHERE done AND done_at > now() - interval '30 seconds'), 0)
                       AS done_recent,
-                  extract(epoch FROM now() - min(done_at) FILTER (WHERE done_at > now() - interval '30 seconds'))
-                      AS recent_span_s,
+                  (SELECT extract(epoch FROM now() - c.backfill_started_at) FROM driftgate.collections c
+                   WHERE c.name = $1) AS running_s,
                   (SELECT count(*) FROM driftgate.backfill_errors x
                    WHERE x.collection = $1 AND x.model_key = $2) AS errors
            FROM driftgate.backfill_chunks WHERE collection = $1 AND model_key = $2""",

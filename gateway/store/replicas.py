@@ -22,20 +22,28 @@ async def heartbeat(
 
 async def list_replicas(conn: asyncpg.Connection, collection: str, max_age_s: float = 60.0) -> list[dict]:
     rows = await conn.fetch(
-        """SELECT replica_id, applied_state_version, read_p99_ms, seen_at FROM driftgate.replicas
+        """SELECT replica_id, applied_state_version, read_p99_ms, seen_at,
+                  extract(epoch FROM now() - seen_at) AS age_s
+           FROM driftgate.replicas
            WHERE collection = $1 AND seen_at > now() - make_interval(secs => $2)
            ORDER BY replica_id""",
         collection, max_age_s,
     )
     return [
         {"id": r["replica_id"], "applied_state_version": r["applied_state_version"],
-         "read_p99_ms": r["read_p99_ms"], "seen_at": r["seen_at"].isoformat()}
+         "read_p99_ms": r["read_p99_ms"], "seen_at": r["seen_at"].isoformat(),
+         "seen_s_ago": round(float(r["age_s"]), 1)}
         for r in rows
     ]
 
 
+async def forget(conn: asyncpg.Connection, replica_id: str) -> None:
+    """Remove a replica's heartbeats: it stopped cleanly and serves nothing any more."""
+    await conn.execute("DELETE FROM driftgate.replicas WHERE replica_id = $1", replica_id)
+
+
 async def max_read_p99_ms(conn: asyncpg.Connection, max_age_s: float = 10.0) -> float | None:
-    """The worst primary-read p99 any live replica reported (the backfill throttle watches it)."""
+    """The worst read p99 any live replica reported (the backfill throttle watches it)."""
     return await conn.fetchval(
         "SELECT max(read_p99_ms) FROM driftgate.replicas WHERE seen_at > now() - make_interval(secs => $1)",
         max_age_s,

@@ -141,6 +141,9 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ALTER TABLE driftgate.collections RENAME COLUMN source_model TO from_model;
         ALTER TABLE driftgate.collections RENAME COLUMN target_model TO to_model;
         ALTER TABLE driftgate.shadow_samples RENAME COLUMN kind TO pairing;
+        ALTER TABLE driftgate.shadow_samples RENAME COLUMN primary_model TO read_model;
+        ALTER TABLE driftgate.shadow_samples RENAME COLUMN primary_ms TO read_ms;
+        ALTER TABLE driftgate.shadow_samples RENAME COLUMN primary_ids TO read_ids;
         """,
     ),
 )

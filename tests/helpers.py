@@ -1,0 +1,138 @@
+"""Helpers shared by the test modules: model keys, admin calls, seeding, and waiting without
+wall-clock limits on slowness.
+
+A test on a busy machine may take several times longer than on a quiet one; what it must
+never do is hang. So every wait here fails when nothing has *moved* for `stall_s` seconds
+(no progress in what it watches), never because the total took long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Hashable
+from typing import TypeVar
+
+from aiohttp.test_utils import TestClient
+
+from gateway.config import Settings, load_settings
+from gateway.loadtest.cluster import free_port
+
+__all__ = ["free_port"]
+
+# the catalog models the tests use, named once
+L3 = "paraphrase-MiniLM-L3-v2"  # small and fast: the usual old model
+L6 = "all-MiniLM-L6-v2"  # the usual new model, same dimension
+USE = "use-multilingual-v3"  # 512-d: a dimension change
+
+TOKEN = "s3cret-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+STALL_S = 60.0  # how long nothing may move before a wait fails
+
+T = TypeVar("T")
+
+
+async def wait_for_progress(
+    poll: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    progress: Callable[[T], Hashable],
+    *,
+    stall_s: float = STALL_S,
+    interval_s: float = 0.1,
+) -> T:
+    """Poll until `done(value)`; fail if `progress(value)` stays the same for `stall_s` seconds."""
+    last_change = time.monotonic()
+    marker: Hashable = object()
+    while True:
+        value = await poll()
+        if done(value):
+            return value
+        current = progress(value)
+        if current != marker:
+            marker, last_change = current, time.monotonic()
+        assert time.monotonic() - last_change < stall_s, f"no progress for {stall_s:.0f} s; last seen: {value}"
+        await asyncio.sleep(interval_s)
+
+
+async def finish_without_stalling(
+    task: Awaitable[T], progress: Callable[[], Hashable], *, stall_s: float = STALL_S
+) -> T:
+    """Await `task`, failing only if `progress()` stops changing for `stall_s` seconds meanwhile."""
+    future = asyncio.ensure_future(task)
+    last, last_change = progress(), time.monotonic()
+    while True:
+        finished, _ = await asyncio.wait({future}, timeout=0.2)
+        if finished:
+            return future.result()
+        current = progress()
+        if current != last:
+            last, last_change = current, time.monotonic()
+        if time.monotonic() - last_change >= stall_s:
+            future.cancel()
+            raise AssertionError(f"no progress for {stall_s:.0f} s; last progress {last}")
+
+
+def status_progress(report: dict) -> Hashable:
+    """What moves while a migration makes progress: its phase, backfill counts, state version."""
+    backfill = report.get("backfill") or {}
+    index = backfill.get("index_build") or {}
+    return (report["phase"], report["state_version"], backfill.get("state"), backfill.get("done"),
+            tuple(sorted(index.items())) if index else None,
+            tuple((k, m["rows"], m["index_ready"]) for k, m in sorted(report["models"].items())))
+
+
+def settings_with(**backfill) -> Settings:
+    return load_settings(
+        None, database={"pool_min": 1, "pool_max": 6},
+        backfill={"chunk_size": 32, "poll_interval_s": 0.2, **backfill}, server={"sync_poll_interval_s": 0.5},
+    )
+
+
+async def create_collection(client: TestClient, name: str = "docs", model: str = L3) -> None:
+    response = await client.put(f"/v1/collections/{name}", json={"model": model})
+    assert response.status == 201, await response.text()
+
+
+async def admin(
+    client: TestClient, method: str, path: str, body: dict | None = None, *, collection: str = "docs"
+) -> tuple[int, dict]:
+    response = await client.request(method, f"/admin/v1/collections/{collection}/{path}", json=body, headers=AUTH)
+    return response.status, await response.json()
+
+
+async def seed(client: TestClient, n: int = 40, model: str = L3) -> None:
+    """Create collection `docs` on `model` with `n` small documents d000..."""
+    await create_collection(client, "docs", model)
+    docs = [{"id": f"d{i:03d}", "text": f"document number {i} about topic {i % 7}"} for i in range(n)]
+    assert (await client.post("/v1/collections/docs/documents", json={"documents": docs})).status == 200
+
+
+async def status(client: TestClient, collection: str = "docs") -> dict:
+    code, body = await admin(client, "GET", "status", collection=collection)
+    assert code == 200, body
+    return body
+
+
+async def wait_for_status(
+    client: TestClient, predicate: Callable[[dict], bool], *, collection: str = "docs", stall_s: float = STALL_S
+) -> dict:
+    """Poll the admin status until `predicate` holds; fail only when the migration stops moving."""
+    return await wait_for_progress(lambda: status(client, collection), predicate, status_progress, stall_s=stall_s)
+
+
+async def wait_phase(client: TestClient, phase: str, *, collection: str = "docs") -> dict:
+    return await wait_for_status(client, lambda s: s["phase"] == phase, collection=collection)
+
+
+def request(url: str, method: str = "GET", body: dict | None = None) -> tuple[int, dict]:
+    """A blocking JSON request (for gateways running as subprocesses)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
