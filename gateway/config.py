@@ -39,6 +39,11 @@ class ServerConfig(_Section):
     request_timeout_s: float = Field(30.0, gt=0)
     replica_id: str | None = None  # defaults to host:pid
     sync_poll_interval_s: float = Field(1.0, gt=0, le=60)  # state poll + heartbeat (LISTEN is instant)
+    # a connection that has not sent a whole request (headers) for this long is closed; the
+    # same timer closes idle keep-alive connections
+    header_timeout_s: float = Field(10.0, gt=0, le=600)
+    max_connections: int = Field(1024, ge=1)  # beyond this, new connections get 503 and are closed
+    max_large_responses: int = Field(2, ge=1)  # queries with k > 100 answered at the same time
 
 
 class DatabaseConfig(_Section):

@@ -19,10 +19,22 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.api.app import create_app
+from gateway.api.transport import GatewayRunner, runner_options
 from gateway.config import Settings, load_settings
 from gateway.store.database import EmbeddedPostgres
 
 DATA = Path(__file__).parent / "data"
+
+
+class GatewayTestServer(TestServer):
+    """aiohttp's test server running the app exactly as `driftgate serve` does (GatewayRunner)."""
+
+    def __init__(self, app, options: dict) -> None:
+        super().__init__(app)
+        self._options = options
+
+    async def _make_runner(self, **kwargs) -> GatewayRunner:
+        return GatewayRunner(self.app, **{**kwargs, **self._options})
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +81,9 @@ async def make_client(dsn: str, settings: Settings) -> AsyncIterator[Callable]:
     clients: list[TestClient] = []
 
     async def start(app_settings: Settings | None = None, **kwargs) -> TestClient:
-        app = create_app(app_settings or settings, kwargs.pop("dsn", dsn), **kwargs)
-        client = TestClient(TestServer(app))
+        chosen = app_settings or settings
+        app = create_app(chosen, kwargs.pop("dsn", dsn), **kwargs)
+        client = TestClient(GatewayTestServer(app, runner_options(chosen.server)))
         await client.start_server()
         clients.append(client)
         return client

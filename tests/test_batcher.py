@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from gateway.domain.errors import EncoderBusy
 from gateway.encoders.batcher import MicroBatcher
 from gateway.encoders.onnx import Encoded
 
@@ -122,3 +123,106 @@ async def test_bulk_texts_are_grouped_by_length_and_come_back_in_their_order(exe
     assert [int(v) for v in result.vectors[:, 0]] == [9, 1, 7, 3, 5, 2]
     assert result.truncated == (False,) * 6
     assert fake.calls == [2, 2, 2]
+
+
+class Gated(FakeEncoder):
+    """Records each call's first text; the first call blocks until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.order: list[str] = []
+
+    def encode(self, texts):
+        if not self.order:
+            self.entered.set()
+            self.release.wait(30)
+        self.order.append(texts[0])
+        return super().encode(texts)
+
+
+async def until(predicate) -> None:
+    """Yield to the loop until `predicate()` holds (the fake encoder makes progress instantly)."""
+    for _ in range(10_000):
+        if predicate():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("the batcher made no progress")
+
+
+async def test_a_one_text_query_waits_for_at_most_the_piece_running_not_for_a_large_request(executor):
+    fake = Gated()
+    batcher = MicroBatcher(fake.encode, executor, max_batch=8)
+    large = [asyncio.ensure_future(batcher.encode([f"big{j}-{i:02d}" for i in range(80)])) for j in range(3)]
+    await until(fake.entered.is_set)  # the first piece of the first large request is running
+    query = asyncio.ensure_future(batcher.encode(["query"]))
+    await asyncio.sleep(0.01)
+    fake.release.set()
+    await asyncio.gather(query, *large)
+    await batcher.close()
+    assert fake.order.index("query") == 1  # right after the piece that was already running
+    assert sum(fake.calls) == 241
+
+
+async def test_pieces_of_large_requests_take_turns(executor):
+    fake = Gated()
+    batcher = MicroBatcher(fake.encode, executor, max_batch=4)
+    first = asyncio.ensure_future(batcher.encode([f"a{i}" for i in range(12)]))
+    await until(fake.entered.is_set)
+    second = asyncio.ensure_future(batcher.encode([f"b{i}" for i in range(12)]))
+    await asyncio.sleep(0.01)
+    fake.release.set()
+    await asyncio.gather(first, second)
+    await batcher.close()
+    # a's first piece was running (and a queued its next turn) when b arrived; then they alternate
+    assert [text[0] for text in fake.order] == ["a", "a", "b", "a", "b", "b"]
+
+
+async def test_work_of_a_caller_that_has_gone_is_skipped_not_computed(executor):
+    fake = Gated()
+    batcher = MicroBatcher(fake.encode, executor, max_batch=8)
+    abandoned = [asyncio.ensure_future(batcher.encode([f"x{j}-{i}" for i in range(300)])) for j in range(4)]
+    await until(fake.entered.is_set)
+    for task in abandoned:
+        task.cancel()  # the client disconnected, or the request deadline passed
+    query = asyncio.ensure_future(batcher.encode(["query"]))
+    await asyncio.sleep(0.01)
+    fake.release.set()
+    await query
+    await asyncio.gather(*abandoned, return_exceptions=True)
+    await batcher.close()
+    assert fake.order == [fake.order[0], "query"]  # only the piece already running, then the query
+    assert batcher.skipped_pieces == 4 * 38 - 1
+
+
+async def test_a_steady_stream_of_small_requests_slows_bulk_work_but_never_stops_it(executor):
+    fake = FakeEncoder()
+    batcher = MicroBatcher(fake.encode, executor, max_batch=4, fair_share=3)
+    stop = asyncio.Event()
+
+    async def writer(n: int) -> None:
+        while not stop.is_set():
+            await batcher.encode([f"w{n}"])
+
+    writers = [asyncio.ensure_future(writer(n)) for n in range(6)]
+    bulk = await batcher.encode([f"bulk{i}" for i in range(40)], bulk=True)
+    stop.set()
+    await asyncio.gather(*writers)
+    await batcher.close()
+    assert len(bulk.truncated) == 40
+
+
+async def test_too_much_queued_interactive_work_is_refused_at_once_and_nothing_is_lost(executor):
+    fake = Gated()
+    batcher = MicroBatcher(fake.encode, executor, max_batch=8, max_queued_texts=100)
+    first = asyncio.ensure_future(batcher.encode([f"a{i}" for i in range(90)]))
+    await until(fake.entered.is_set)
+    with pytest.raises(EncoderBusy) as refused:
+        await batcher.encode([f"b{i}" for i in range(50)])
+    assert refused.value.status == 503 and refused.value.code == "encoder_busy"
+    small = asyncio.ensure_future(batcher.encode(["fits"]))
+    fake.release.set()
+    result, fitted = await asyncio.gather(first, small)
+    await batcher.close()
+    assert len(result.truncated) == 90 and len(fitted.truncated) == 1

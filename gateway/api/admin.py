@@ -19,6 +19,7 @@ from gateway.api.keys import (
     VERIFIER,
 )
 from gateway.api.requests import StrictBody, parse_body
+from gateway.api.responses import json_response
 from gateway.domain.backfill import BackfillAction
 from gateway.domain.errors import Unauthorized
 from gateway.services.migrations import Actor
@@ -89,7 +90,7 @@ def _state_body(state) -> dict:
 async def status(request: web.Request) -> web.Response:
     app = request.app
     name = request.match_info["collection"]
-    return web.json_response(
+    return json_response(
         await collection_status(app[POOL], app[COLLECTIONS], name, {"replica": app[REPLICA_ID],
                                                                    **app[SHADOW].summary(name)})
     )
@@ -99,7 +100,7 @@ async def status(request: web.Request) -> web.Response:
 async def start_migration(request: web.Request) -> web.Response:
     body = await parse_body(request, StartMigration)
     state = await request.app[MIGRATIONS].start(request.match_info["collection"], body.to_model, _actor(request))
-    return web.json_response(_state_body(state), status=202)
+    return json_response(_state_body(state), status=202)
 
 
 @routes.post(PREFIX + "/backfill")
@@ -109,7 +110,7 @@ async def backfill(request: web.Request) -> web.Response:
         request.match_info["collection"], body.action, body.max_rate, "max_rate" in body.model_fields_set,
         _actor(request),
     )
-    return web.json_response(result)
+    return json_response(result)
 
 
 @routes.post(PREFIX + "/shadow")
@@ -118,7 +119,7 @@ async def shadow(request: web.Request) -> web.Response:
     state = await request.app[MIGRATIONS].set_shadow(
         request.match_info["collection"], body.model, body.sample_rate, body.noise_floor_rate, _actor(request)
     )
-    return web.json_response(_state_body(state))
+    return json_response(_state_body(state))
 
 
 @routes.post(PREFIX + "/read-model")
@@ -128,13 +129,13 @@ async def read_model(request: web.Request) -> web.Response:
     state = await request.app[MIGRATIONS].set_read_model(
         request.match_info["collection"], body.model, body.force, _actor(request)
     )
-    return web.json_response(_state_body(state))
+    return json_response(_state_body(state))
 
 
 @routes.post(PREFIX + "/verify")
 async def verify(request: web.Request) -> web.Response:
     body = await parse_body(request, VerifyBody) if request.can_read_body else VerifyBody()
-    return web.json_response(await request.app[VERIFIER].verify(request.match_info["collection"], body.sample))
+    return json_response(await request.app[VERIFIER].verify(request.match_info["collection"], body.sample))
 
 
 @routes.post(PREFIX + "/retire")
@@ -142,10 +143,10 @@ async def retire(request: web.Request) -> web.Response:
     body = await parse_body(request, RetireBody)
     state, changed = await request.app[MIGRATIONS].retire(request.match_info["collection"], body.model,
                                                           _actor(request))
-    return web.json_response({**_state_body(state), "changed": changed})
+    return json_response({**_state_body(state), "changed": changed})
 
 
 @routes.post(PREFIX + "/abort")
 async def abort(request: web.Request) -> web.Response:
     state, changed = await request.app[MIGRATIONS].abort(request.match_info["collection"], _actor(request))
-    return web.json_response({**_state_body(state), "changed": changed})
+    return json_response({**_state_body(state), "changed": changed})

@@ -22,6 +22,7 @@ from gateway.api.keys import (
     COLLECTIONS,
     DSN,
     EMBEDDINGS,
+    LARGE_RESPONSES,
     METRICS,
     MIGRATIONS,
     POOL,
@@ -32,7 +33,9 @@ from gateway.api.keys import (
     WATCHER,
     EncoderLoaderKey,
 )
+from gateway.api.large import LargeResponses
 from gateway.api.metrics import Metrics
+from gateway.api.transport import content_encoding_middleware
 from gateway.config import Settings
 from gateway.domain.errors import RequestTimeout, Unauthorized
 from gateway.services.backfill import BackfillWorker
@@ -183,12 +186,13 @@ def create_app(
     """
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
-        middlewares=[request_id_middleware, metrics_middleware, error_middleware, timeout_middleware,
-                     admin.admin_auth, api_key_middleware],
+        middlewares=[request_id_middleware, content_encoding_middleware, metrics_middleware, error_middleware,
+                     timeout_middleware, admin.admin_auth, api_key_middleware],
     )
     app[SETTINGS] = settings
     app[DSN] = dsn
     app[METRICS] = Metrics()
+    app[LARGE_RESPONSES] = LargeResponses(settings.server.max_large_responses)
     app[REPLICA_ID] = replica_id(settings.server.replica_id)
     app[ADMIN_TOKEN] = admin_token if admin_token is not None else os.environ.get("DRIFTGATE_ADMIN_TOKEN", "")
     keys = api_keys if api_keys is not None else os.environ.get("DRIFTGATE_API_KEYS", "")

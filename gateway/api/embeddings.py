@@ -12,6 +12,7 @@ from pydantic import Field
 
 from gateway.api.keys import COLLECTIONS, EMBEDDINGS, SETTINGS
 from gateway.api.requests import StrictBody, check_text, parse_body
+from gateway.api.responses import json_response
 from gateway.domain.errors import InvalidRequest
 
 routes = web.RouteTableDef()
@@ -56,7 +57,7 @@ async def embeddings(request: web.Request) -> web.Response:
             value = [float(x) for x in vector]
         data.append({"object": "embedding", "index": index, "embedding": value})
     tokens = sum(encoded.tokens)
-    return web.json_response(
+    return json_response(
         {"object": "list", "data": data, "model": model,
          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
         headers={"X-Driftgate-Model": model},

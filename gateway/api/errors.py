@@ -11,6 +11,7 @@ import logging
 
 from aiohttp import web
 
+from gateway.api.responses import json_response
 from gateway.domain.errors import GatewayError
 from gateway.services.database import TRANSIENT_ERRORS
 
@@ -24,7 +25,7 @@ _HTTP_CODES = {
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+    return json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
 @web.middleware

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.api.keys import COLLECTIONS, EMBEDDINGS, METRICS, POOL
+from gateway.api.keys import COLLECTIONS, EMBEDDINGS, LARGE_RESPONSES, METRICS, POOL
+from gateway.api.responses import json_response
 from gateway.services.database import database_answers
 
 routes = web.RouteTableDef()
@@ -12,7 +13,7 @@ routes = web.RouteTableDef()
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 @routes.get("/readyz")
@@ -21,7 +22,7 @@ async def readyz(request: web.Request) -> web.Response:
     database = await database_answers(request.app[POOL])
     drifted = request.app[COLLECTIONS].drifted
     ready = database and not drifted
-    return web.json_response(
+    return json_response(
         {
             "ready": ready,
             "database": database,
@@ -34,6 +35,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
+    request.app[METRICS].record_large_responses(request.app[LARGE_RESPONSES])
     return web.Response(
         body=request.app[METRICS].exposition(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
     )

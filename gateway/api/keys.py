@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
+from gateway.api.large import LargeResponses
 from gateway.api.metrics import Metrics
 from gateway.config import Settings
 from gateway.services.collections import CollectionService
@@ -28,4 +29,5 @@ REPLICA_ID = web.AppKey("replica_id", str)
 SHADOW = web.AppKey("shadow", ShadowRunner)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
 API_KEYS = web.AppKey("api_keys", tuple)
+LARGE_RESPONSES = web.AppKey("large_responses", LargeResponses)
 EncoderLoaderKey = web.AppKey("encoder_loader", object)

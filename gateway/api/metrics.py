@@ -30,6 +30,17 @@ class Metrics:
             "driftgate_backfill_written_total", "Embeddings written by this process's backfill worker",
             ["collection", "model"], registry=self.registry,
         )
+        self.large_in_flight = Gauge(
+            "driftgate_large_responses_in_flight", "Query answers with k > 100 being built now",
+            registry=self.registry,
+        )
+        self.large_high_water = Gauge(
+            "driftgate_large_responses_high_water", "Most query answers with k > 100 built at once",
+            registry=self.registry,
+        )
+        self.large_waited = Gauge(
+            "driftgate_large_responses_waited", "Queries with k > 100 that waited for a slot", registry=self.registry
+        )
         self.backfill_done = Gauge(
             "driftgate_backfill_documents_done", "Documents processed by the backfill (all workers)",
             ["collection", "model"], registry=self.registry,
@@ -91,6 +102,12 @@ class Metrics:
         self.backfill_total.labels(*labels).set(progress["total"])
         self.backfill_errors.labels(*labels).set(progress["errors"])
         self.backfill_rate.labels(*labels).set(progress["rate_per_s"])
+
+    def record_large_responses(self, large) -> None:
+        """Copy the large-answer limiter's counters (see api/large.py) into the gauges."""
+        self.large_in_flight.set(large.in_flight)
+        self.large_high_water.set(large.high_water)
+        self.large_waited.set(large.waited)
 
     def record_batch(self, model: str, size: int) -> None:
         self.encoded_texts.labels(model).inc(size)

@@ -16,6 +16,7 @@ from gateway.api.admin import (
 )
 from gateway.api.embeddings import EmbeddingsBody
 from gateway.api.requests import BatchBody, CreateCollection, DocumentBody, QueryBody
+from gateway.api.responses import json_response
 from gateway.domain.backfill import BackfillState
 from gateway.domain.phases import Phase
 
@@ -155,4 +156,4 @@ def _admin_paths() -> dict:
 
 @routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(build_spec())
+    return json_response(build_spec())

@@ -58,14 +58,29 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+MAX_INT_DIGITS = 64
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer has {len(text.lstrip('-'))} digits, the limit is {MAX_INT_DIGITS}")
+    return int(text)
+
+
 async def parse_body(request: web.Request, model: type[T]) -> T:
     """Read and validate a JSON body; the body size limit is enforced by aiohttp (413)."""
     raw = await request.read()
     if not raw:
         raise InvalidRequest("request body is empty; send a JSON object", code="invalid_json")
     try:
-        data = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = json.loads(raw, parse_constant=_reject_constant, parse_int=_bounded_int)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", code="invalid_json"
+        ) from None
+    except UnicodeDecodeError:
+        raise InvalidRequest("request body is not valid UTF-8 text", code="invalid_json") from None
+    except ValueError as exc:  # our own hooks' messages; never the library's
         raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
     except RecursionError:
         raise InvalidRequest("request body is nested too deeply", code="invalid_json") from None

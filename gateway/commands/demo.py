@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from gateway.api.app import create_app
 from gateway.api.keys import POOL
+from gateway.api.transport import GatewayRunner, runner_options
 from gateway.config import Settings
 from gateway.datasets import vaswani
 from gateway.loadtest.cluster import free_port
@@ -59,7 +60,7 @@ async def _demo(settings, dsn, documents, queries, model, to_model, plot, rate) 
     fresh = [text for _, text in full.corpus[documents:]]
     token = secrets.token_hex(16)
     app = create_app(settings, dsn, admin_token=token)
-    runner = web.AppRunner(app, access_log=None)
+    runner = GatewayRunner(app, **runner_options(settings.server))
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Iterator
 
 from aiohttp import web
 
 from gateway.api.app import create_app
+from gateway.api.transport import GatewayRunner, runner_options
 from gateway.config import Settings
 from gateway.store.database import EmbeddedPostgres
 
@@ -32,15 +35,23 @@ def database_dsn(settings: Settings) -> Iterator[str]:
 
 def run(settings: Settings) -> int:
     with database_dsn(settings) as dsn:
-        app = create_app(settings, dsn)
-        web.run_app(
-            app,
-            host=settings.server.host,
-            port=settings.server.port,
-            shutdown_timeout=settings.server.request_timeout_s,
-            print=lambda _msg: log.info(
-                "driftgate listening on http://%s:%s", settings.server.host, settings.server.port
-            ),
-            access_log=None,
-        )
+        asyncio.run(serve(create_app(settings, dsn), settings))
     return 0
+
+
+async def serve(app: web.Application, settings: Settings) -> None:
+    """Listen until SIGINT or SIGTERM, then drain in-flight requests and stop every resource."""
+    config = settings.server
+    runner = GatewayRunner(app, shutdown_timeout=config.request_timeout_s, **runner_options(config))
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, config.host, config.port).start()
+        log.info("driftgate listening on http://%s:%s", config.host, config.port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("driftgate stopping: draining in-flight requests")
+    finally:
+        await runner.cleanup()

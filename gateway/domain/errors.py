@@ -75,3 +75,9 @@ class Unauthorized(GatewayError):
 class RequestTimeout(GatewayError):
     status = 504
     code = "request_timeout"
+
+
+class EncoderBusy(Unavailable):
+    """Too much interactive work is already queued for the model; the caller should retry later."""
+
+    code = "encoder_busy"

@@ -1,14 +1,22 @@
-"""Micro-batching of concurrent encode requests for one model, with interactive work first.
+"""The encode scheduler of one model: interactive work first, in fair pieces, and nothing for nobody.
 
-One inference call runs at a time per model, on a worker thread. A request that finds the
-model idle is encoded at once (no added latency); requests that arrive while a call is
-running queue up and all go together in the next call, up to the model's max batch. An
-optional window (`window_s`) makes a batch wait a little longer for company.
+One inference call runs at a time per model, on a worker thread. Every request is cut into
+pieces of at most the model's max batch texts:
 
-Bulk work (the backfill, verification) is cut into pieces of at most max batch texts and
-queued behind interactive requests (queries, document writes), so an application waits for
-at most one bulk piece, never for a whole backfill chunk. With batching off, every request
-runs its own call on the thread pool, competing for the cores.
+- Interactive requests (queries, document writes, /v1/embeddings) of one piece go first and
+  share calls; requests of several pieces take turns piece by piece (round robin). So a
+  one-text query waits for at most the piece running now, never for a 1,000-text request.
+  A request that finds the model idle runs at once.
+- Bulk work (backfill, verification) runs when no interactive piece waits. Long requests and
+  bulk work each also get one call after every `fair_share` calls that passed them over, so a
+  steady stream of small writes can slow a backfill but never stop it.
+- A piece whose caller has gone (client disconnected, request deadline passed: the awaiting
+  task was cancelled, and with it the piece's future) is dropped, not computed.
+- At most `max_queued_texts` interactive texts wait at a time; a request that would exceed
+  it is refused at once with `EncoderBusy` (503 + Retry-After) instead of queueing work that
+  would time out anyway.
+
+With batching off, every request runs its own call on the thread pool, competing for the cores.
 """
 
 from __future__ import annotations
@@ -18,13 +26,27 @@ import contextlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from gateway.domain.errors import EncoderBusy
 from gateway.encoders.onnx import Encoded
 
 EncodeFn = Callable[[list[str]], Encoded]
-Item = tuple[list[str], asyncio.Future]
+
+
+@dataclass(eq=False)
+class Piece:
+    texts: list[str]
+    future: asyncio.Future
+
+
+@dataclass(eq=False)
+class Job:
+    """One interactive request's pieces still to run."""
+
+    pieces: deque[Piece] = field(default_factory=deque)
 
 
 def concat(parts: list[Encoded]) -> Encoded:
@@ -45,6 +67,8 @@ class MicroBatcher:
         window_s: float = 0.0,
         enabled: bool = True,
         on_batch: Callable[[int], None] | None = None,
+        max_queued_texts: int = 4096,
+        fair_share: int = 4,
     ) -> None:
         self._encode = encode
         self._executor = executor
@@ -52,40 +76,57 @@ class MicroBatcher:
         self._window_s = window_s
         self._enabled = enabled
         self._on_batch = on_batch or (lambda _n: None)
-        self._urgent: deque[Item] = deque()
-        self._bulk: deque[Item] = deque()
+        self._max_queued = max_queued_texts
+        self._fair_share = fair_share
+        self._short: deque[Piece] = deque()  # interactive requests of one piece
+        self._long: deque[Job] = deque()  # interactive requests of several pieces, round robin
+        self._bulk: deque[Piece] = deque()
+        self._queued_texts = 0  # interactive texts waiting
+        self._long_passed = 0  # calls that passed over a waiting long request
+        self._bulk_passed = 0  # calls that passed over waiting bulk work
         self._work = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self.skipped_pieces = 0  # pieces dropped because nobody waited for them any more
 
     async def encode(self, texts: list[str], *, bulk: bool = False) -> Encoded:
-        """Embed `texts`; waits for the batch they join. Raises what the encoder raised."""
+        """Embed `texts`; waits for their pieces. Raises what the encoder raised, or EncoderBusy."""
         loop = asyncio.get_running_loop()
         if not self._enabled:
             self._on_batch(len(texts))
             return await loop.run_in_executor(self._executor, self._encode, texts)
+        if not texts:
+            return Encoded(np.zeros((0, 0), dtype=np.float32), (), ())
+        if not bulk and self._queued_texts + len(texts) > self._max_queued and self._queued_texts > 0:
+            raise EncoderBusy(
+                f"the encoder has {self._queued_texts} texts waiting (limit {self._max_queued}); retry shortly "
+                "or send smaller batches"
+            )
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="micro-batcher")
-        if not bulk:
-            future: asyncio.Future = loop.create_future()
-            self._urgent.append((texts, future))
-            self._work.set()
-            return await future
         # pieces of similar length pad little: sort, split, and put the results back in order
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        futures = []
-        for start in range(0, len(order), self._max_batch):
-            future = loop.create_future()
-            self._bulk.append(([texts[i] for i in order[start : start + self._max_batch]], future))
-            futures.append(future)
+        pieces = [
+            Piece([texts[i] for i in order[start : start + self._max_batch]], loop.create_future())
+            for start in range(0, len(order), self._max_batch)
+        ]
+        if bulk:
+            self._bulk.extend(pieces)
+        elif len(pieces) == 1:
+            self._short.append(pieces[0])
+            self._queued_texts += len(texts)
+        else:
+            self._long.append(Job(deque(pieces)))
+            self._queued_texts += len(texts)
         self._work.set()
-        parts = await asyncio.gather(*futures)
-        if not parts:
-            return Encoded(np.zeros((0, 0), dtype=np.float32), (), ())
+        parts = await asyncio.gather(*(p.future for p in pieces))
         merged = concat(parts)
         back = np.empty(len(order), dtype=np.int64)
         back[order] = np.arange(len(order))
-        return Encoded(merged.vectors[back], tuple(merged.truncated[i] for i in back),
-                       tuple(merged.tokens[i] for i in back) if merged.tokens else ())
+        return Encoded(
+            merged.vectors[back],
+            tuple(merged.truncated[i] for i in back),
+            tuple(merged.tokens[i] for i in back) if merged.tokens else (),
+        )
 
     async def close(self) -> None:
         if self._task is not None:
@@ -93,71 +134,134 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for queue in (self._urgent, self._bulk):
-            while queue:
-                self._settle(queue.popleft()[1], RuntimeError("encoder is shutting down"))
+        for piece in [*self._short, *(p for job in self._long for p in job.pieces), *self._bulk]:
+            _settle(piece.future, RuntimeError("encoder is shutting down"))
+        self._short.clear()
+        self._long.clear()
+        self._bulk.clear()
+        self._queued_texts = 0
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self._work.wait()
-            if self._urgent:
-                batch = self._take_urgent()
-                if self._window_s > 0 and sum(len(t) for t, _ in batch) < self._max_batch:
-                    await asyncio.sleep(self._window_s)
-                    batch += self._take_urgent(sum(len(t) for t, _ in batch))
-            elif self._bulk:
-                batch = [self._bulk.popleft()]
-            else:
+            batch, interactive = self._next_batch()
+            if not batch:
                 self._work.clear()
                 continue
+            if self._window_s > 0 and interactive and _size(batch) < self._max_batch:
+                await asyncio.sleep(self._window_s)
+                batch += self._take_short(self._max_batch - _size(batch))
             await self._run_batch(loop, batch)
 
-    def _take_urgent(self, size: int = 0) -> list[Item]:
-        """Interactive requests queued so far, up to the max batch (at least one)."""
-        batch: list[Item] = []
-        while self._urgent and (not batch and size == 0 or size + len(self._urgent[0][0]) <= self._max_batch):
-            item = self._urgent.popleft()
-            batch.append(item)
-            size += len(item[0])
+    def _next_batch(self) -> tuple[list[Piece], bool]:
+        """The next call's pieces, and whether they are interactive.
+
+        Order: short requests (one piece; several share a call), then pieces of long requests
+        in turn, then bulk; a long request gets a piece after every `fair_share` calls that
+        passed it over, and bulk likewise, so nothing waits forever.
+        """
+        self._drop_abandoned()
+        waiting_bulk = bool(self._bulk)
+        if self._long and (not self._short or self._long_passed >= self._fair_share):
+            if not (waiting_bulk and self._bulk_passed >= self._fair_share):
+                self._long_passed = 0
+                self._bulk_passed += waiting_bulk
+                return self._take_long(), True
+        if self._short and not (waiting_bulk and self._bulk_passed >= self._fair_share):
+            self._long_passed += bool(self._long)
+            self._bulk_passed += waiting_bulk
+            return self._take_short(self._max_batch), True
+        if self._bulk:
+            self._bulk_passed = 0
+            return [self._bulk.popleft()], False
+        return [], False
+
+    def _take_short(self, room: int) -> list[Piece]:
+        """Waiting one-piece requests, oldest first, up to `room` texts (at least one)."""
+        batch: list[Piece] = []
+        while self._short and (not batch or _size(batch) + len(self._short[0].texts) <= room):
+            piece = self._short.popleft()
+            self._queued_texts -= len(piece.texts)
+            batch.append(piece)
         return batch
 
-    async def _run_alone(self, loop: asyncio.AbstractEventLoop, texts: list[str], future: asyncio.Future) -> None:
-        try:
-            result = await loop.run_in_executor(self._executor, self._encode, texts)
-        except Exception as exc:
-            self._settle(future, exc)
-            return
-        if not future.done():
-            future.set_result(result)
+    def _take_long(self) -> list[Piece]:
+        """The next piece of the long request whose turn it is (round robin)."""
+        job = self._long.popleft()
+        piece = job.pieces.popleft()
+        self._queued_texts -= len(piece.texts)
+        if job.pieces:
+            self._long.append(job)
+        return [piece]
 
-    @staticmethod
-    def _settle(future: asyncio.Future, exc: BaseException) -> None:
-        if not future.done():
-            future.set_exception(exc)
+    def _drop_abandoned(self) -> None:
+        """Forget pieces whose caller has gone (their future was cancelled with the request)."""
+        for queue in (self._short, self._bulk):
+            kept = deque(p for p in queue if not p.future.done())
+            self._skip(
+                len(queue) - len(kept), sum(len(p.texts) for p in queue if p.future.done()), queue is self._short
+            )
+            queue.clear()
+            queue.extend(kept)
+        for job in list(self._long):
+            gone = [p for p in job.pieces if p.future.done()]
+            if gone:
+                self._skip(len(gone), sum(len(p.texts) for p in gone), True)
+                job.pieces = deque(p for p in job.pieces if not p.future.done())
+            if not job.pieces:
+                self._long.remove(job)
 
-    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
-        texts = [text for item_texts, _ in batch for text in item_texts]
+    def _skip(self, pieces: int, texts: int, interactive: bool) -> None:
+        self.skipped_pieces += pieces
+        if interactive:
+            self._queued_texts -= texts
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[Piece]) -> None:
+        texts = [text for piece in batch for text in piece.texts]
         try:
             self._on_batch(len(texts))
             result = await loop.run_in_executor(self._executor, self._encode, texts)
         except Exception as exc:
             if len(batch) == 1:
-                self._settle(batch[0][1], exc)
-            else:  # one bad text must not fail its batch-mates: run each request on its own
-                for item_texts, future in batch:
-                    await self._run_alone(loop, item_texts, future)
+                _settle(batch[0].future, exc)
+            else:  # one bad text must not fail its batch-mates: run each piece on its own
+                for piece in batch:
+                    await self._run_alone(loop, piece)
             return
         except BaseException:  # cancelled while encoding: nobody may wait forever
-            for _, future in batch:
-                self._settle(future, RuntimeError("encoder is shutting down"))
+            for piece in batch:
+                _settle(piece.future, RuntimeError("encoder is shutting down"))
             raise
         start = 0
-        for item_texts, future in batch:
-            end = start + len(item_texts)
-            if not future.done():
-                future.set_result(Encoded(
-                    np.ascontiguousarray(result.vectors[start:end]), result.truncated[start:end],
-                    result.tokens[start:end],
-                ))
+        for piece in batch:
+            end = start + len(piece.texts)
+            if not piece.future.done():
+                piece.future.set_result(
+                    Encoded(
+                        np.ascontiguousarray(result.vectors[start:end]),
+                        result.truncated[start:end],
+                        result.tokens[start:end],
+                    )
+                )
             start = end
+
+    async def _run_alone(self, loop: asyncio.AbstractEventLoop, piece: Piece) -> None:
+        if piece.future.done():
+            return
+        try:
+            result = await loop.run_in_executor(self._executor, self._encode, piece.texts)
+        except Exception as exc:
+            _settle(piece.future, exc)
+            return
+        if not piece.future.done():
+            piece.future.set_result(result)
+
+
+def _size(batch: list[Piece]) -> int:
+    return sum(len(p.texts) for p in batch)
+
+
+def _settle(future: asyncio.Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

