@@ -15,20 +15,19 @@ spec has max_batch < B (use-multilingual-v3: max_batch 1, its int8 dynamic quant
 makes a vector depend on its batch-mates) still gets lists of B, which the encoder then
 runs one text at a time; such rows carry a "note".
 
-    /work/venv/bin/python bench/encoder_throughput.py
-    /work/venv/bin/python bench/encoder_throughput.py --models paraphrase-MiniLM-L3-v2 --texts 64
+    python bench/encoder_throughput.py --batches 1,8,32     # the README's figure
+    python bench/encoder_throughput.py --models paraphrase-MiniLM-L3-v2 --texts 16 --warmup 4 --repeats 1
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
 
-from _common import CpuMeter, corpus, load_average, log, machine_info
+from _common import CpuMeter, emit, load_average, log, machine_info
 
+from gateway.datasets import vaswani
 from gateway.encoders.catalog import CATALOG
 from gateway.encoders.fetch import default_cache_dir
 from gateway.encoders.onnx import load_encoder
@@ -147,17 +146,17 @@ def bench_model(key: str, args: argparse.Namespace, texts: list[str], warm_texts
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    docs = corpus(args.texts + args.warmup)
+    docs = [text for _, text in vaswani(limit=args.texts + args.warmup).corpus]
     if len(docs) < args.texts + args.warmup:
         log(f"corpus has only {len(docs)} texts; timing fewer")
-    warm_texts = [d["text"] for d in docs[: args.warmup]]
-    texts = [d["text"] for d in docs[args.warmup : args.warmup + args.texts]]
+    warm_texts = docs[: args.warmup]
+    texts = docs[args.warmup : args.warmup + args.texts]
     chars = [len(t) for t in texts]
     results: list[dict] = []
     load_before = load_average()
     for key in args.models:
         results.extend(bench_model(key, args, texts, warm_texts))
-    output = {
+    emit({
         "benchmark": "encoder_throughput",
         "machine": machine_info(),
         "config": {
@@ -182,9 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             "reduces padding when one call holds more than max_batch texts: a call of exactly 32 texts "
             "is one chunk padded to its longest text (padding_ratio = token positions run / real tokens)",
         ],
-    }
-    json.dump(output, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    })
     return 0
 
 
