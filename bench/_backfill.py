@@ -34,8 +34,10 @@ NEW_MODEL = "all-MiniLM-L6-v2"
 COLLECTION = "bench"
 ENGINE_TARGET_DOCS_PER_S = 5000.0
 
-FAKE_ENCODER = ("bench/_fake_encoder.py HashEncoder: BLAKE2b-64 of the text picks 3 rows of a seeded "
-                "4096 x dim table, mixed and L2-normalised (~6 us/text)")
+FAKE_ENCODER = (
+    "bench/_fake_encoder.py HashEncoder: BLAKE2b-64 of the text picks 3 rows of a seeded "
+    "4096 x dim table, mixed and L2-normalised (~6 us/text)"
+)
 DOCUMENTS = "gateway.datasets.vaswani() title + abstract, copies suffixed ' [copy N]', ids '<vaswani id>-<N>'"
 NOTES = [
     "seconds: from just before POST /admin/v1/collections/{c}/migrations (which plans the chunks) until "
@@ -57,7 +59,7 @@ NOTES = [
 
 WORKER_CHOICES = {
     "bench": "one BackfillWorker in the benchmark process, on the app's pool and EmbeddingService, "
-             "run(stop, burst=True); the app's own worker disabled",
+    "run(stop, burst=True); the app's own worker disabled",
     "app": "the app's own worker (settings backfill.enabled=true)",
 }
 
@@ -65,13 +67,21 @@ WORKER_CHOICES = {
 def add_common_args(parser: argparse.ArgumentParser, *, worker_choice: bool = False) -> None:
     """Options every backfill benchmark takes (--worker: those with one worker in this process)."""
     if worker_choice:
-        parser.add_argument("--worker", choices=tuple(WORKER_CHOICES), default="bench",
-                            help="'bench' runs one BackfillWorker(...).run(stop, burst=True) on the app's pool and "
-                                 "EmbeddingService, in this process, with the in-app worker disabled; "
-                                 "'app' enables the app's own worker (settings backfill.enabled)")
-    parser.add_argument("--poll-interval", type=float, default=BackfillConfig().poll_interval_s,
-                        help="the workers' poll_interval_s (the gateway's default); it matters to how fast an "
-                             "idle worker notices a new migration and how soon a worker retries a sweep")
+        parser.add_argument(
+            "--worker",
+            choices=tuple(WORKER_CHOICES),
+            default="bench",
+            help="'bench' runs one BackfillWorker(...).run(stop, burst=True) on the app's pool and "
+            "EmbeddingService, in this process, with the in-app worker disabled; "
+            "'app' enables the app's own worker (settings backfill.enabled)",
+        )
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=BackfillConfig().poll_interval_s,
+        help="the workers' poll_interval_s (the gateway's default); it matters to how fast an "
+        "idle worker notices a new migration and how soon a worker retries a sweep",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="limit for each timed run, seconds")
     parser.add_argument("--verbose", action="store_true", help="gateway INFO logs to stderr")
 
@@ -91,8 +101,12 @@ def documents(count: int) -> list[tuple[str, str]]:
 def settings_for(chunk_size: int, pipelines: int, app_worker: bool, poll_interval_s: float):
     return load_settings(
         None,
-        backfill={"enabled": app_worker, "chunk_size": chunk_size, "pipelines": pipelines,
-                  "poll_interval_s": poll_interval_s},
+        backfill={
+            "enabled": app_worker,
+            "chunk_size": chunk_size,
+            "pipelines": pipelines,
+            "poll_interval_s": poll_interval_s,
+        },
         database={"pool_min": 2, "pool_max": max(10, pipelines + 6)},
         server={"sync_poll_interval_s": 1.0},
     )
@@ -124,8 +138,14 @@ def install_index_timer() -> None:
         try:
             return await original(conn, collection, model_key, **kwargs)
         finally:
-            INDEX_BUILDS.append({"collection": collection, "model": model_key,
-                                 "seconds": time.perf_counter() - started, "ended": time.time()})
+            INDEX_BUILDS.append(
+                {
+                    "collection": collection,
+                    "model": model_key,
+                    "seconds": time.perf_counter() - started,
+                    "ended": time.time(),
+                }
+            )
 
     timed._bench_timed = True
     collections_sql.build_index = timed
@@ -148,30 +168,40 @@ async def run_facts(conn: asyncpg.Connection, model: str) -> dict:
         """SELECT worker, count(*) AS chunks, sum(docs) AS docs, sum(written) AS written
            FROM driftgate.backfill_chunks WHERE collection = $1 AND model_key = $2
            GROUP BY worker ORDER BY worker""",
-        COLLECTION, model,
+        COLLECTION,
+        model,
     )
     chunks = await conn.fetchrow(
         """SELECT count(*) AS chunks, count(*) FILTER (WHERE done) AS done, max(round) AS rounds,
                   min(done_at) AS first_done, max(done_at) AS last_done
            FROM driftgate.backfill_chunks WHERE collection = $1 AND model_key = $2""",
-        COLLECTION, model,
+        COLLECTION,
+        model,
     )
-    audit = {r["action"]: r["at"] for r in await conn.fetch(
-        "SELECT action, max(at) AS at FROM driftgate.audit WHERE collection = $1 GROUP BY action", COLLECTION)}
+    audit = {
+        r["action"]: r["at"]
+        for r in await conn.fetch(
+            "SELECT action, max(at) AS at FROM driftgate.audit WHERE collection = $1 GROUP BY action", COLLECTION
+        )
+    }
     table = await conn.fetchrow(
         "SELECT table_name, index_ready FROM driftgate.embedding_tables WHERE collection = $1 AND model_key = $2",
-        COLLECTION, model,
+        COLLECTION,
+        model,
     )
-    rows = await conn.fetchval(
-        f"SELECT count(*) FROM {collections_sql.model_table(COLLECTION, model)}") if table else None
+    rows = (
+        await conn.fetchval(f"SELECT count(*) FROM {collections_sql.model_table(COLLECTION, model)}") if table else None
+    )
     errors = await conn.fetchval(
-        "SELECT count(*) FROM driftgate.backfill_errors WHERE collection = $1 AND model_key = $2", COLLECTION, model)
+        "SELECT count(*) FROM driftgate.backfill_errors WHERE collection = $1 AND model_key = $2", COLLECTION, model
+    )
 
     def span(a, b):
         return round((b - a).total_seconds(), 3) if a is not None and b is not None else None
 
-    per_worker = {r["worker"]: {"chunks": int(r["chunks"]), "docs": int(r["docs"]), "written": int(r["written"])}
-                  for r in workers}
+    per_worker = {
+        r["worker"]: {"chunks": int(r["chunks"]), "docs": int(r["docs"]), "written": int(r["written"])} for r in workers
+    }
     return {
         "chunks": int(chunks["chunks"]),
         "chunks_done": int(chunks["done"]),
@@ -197,8 +227,18 @@ def check_complete(label: str, phase: str, facts: dict, docs: int | None = None)
 # -- one worker in this process ---------------------------------------------------------------
 
 
-async def timed_backfill(databases: Databases, template: str, loader, chunk_size: int, pipelines: int,
-                         args: argparse.Namespace, pg_pid: int | None, label: str, *, app_worker: bool = False) -> dict:
+async def timed_backfill(
+    databases: Databases,
+    template: str,
+    loader,
+    chunk_size: int,
+    pipelines: int,
+    args: argparse.Namespace,
+    pg_pid: int | None,
+    label: str,
+    *,
+    app_worker: bool = False,
+) -> dict:
     """Copy the template, start the migration to NEW_MODEL, time until the phase leaves dual_write.
 
     The worker is one BackfillWorker(...).run(stop, burst=True) on the app's pool and
@@ -223,9 +263,15 @@ async def timed_backfill(databases: Databases, template: str, loader, chunk_size
                     await gw.admin("POST", COLLECTION, "migrations", {"to_model": NEW_MODEL})
                     posted = time.perf_counter()
                     if not app_worker:
-                        worker = BackfillWorker(gw.app[POOL], embeddings, "bench-w0", chunk_size=chunk_size,
-                                                pipelines=pipelines, poll_interval_s=args.poll_interval,
-                                                index_memory_mb=settings.backfill.index_memory_mb)
+                        worker = BackfillWorker(
+                            gw.app[POOL],
+                            embeddings,
+                            "bench-w0",
+                            chunk_size=chunk_size,
+                            pipelines=pipelines,
+                            poll_interval_s=args.poll_interval,
+                            index_memory_mb=settings.backfill.index_memory_mb,
+                        )
                         task = asyncio.create_task(worker.run(stop, burst=True))
                     phase = await wait_phase_left(watch, Phase.DUAL_WRITE, deadline)
                     seconds = time.perf_counter() - started
@@ -258,8 +304,10 @@ async def timed_backfill(databases: Databases, template: str, loader, chunk_size
     }
     if worker is not None:
         result["worker_counters"] = {k: v for k, v in vars(worker.counters).items() if k != "per_collection"}
-    log(f"  {label}: chunk_size={chunk_size} pipelines={pipelines}: {result['docs_per_s']} docs/s "
-        f"({seconds:.2f} s, index build {result['index_build_s']} s, cpu {result['cpu']})")
+    log(
+        f"  {label}: chunk_size={chunk_size} pipelines={pipelines}: {result['docs_per_s']} docs/s "
+        f"({seconds:.2f} s, index build {result['index_build_s']} s, cpu {result['cpu']})"
+    )
     return result
 
 
@@ -284,14 +332,23 @@ def run_benchmark(name: str, args: argparse.Namespace, body: Body, config: dict,
 
     with PostgresServer() as server:
         result, facts = asyncio.run(run(server))
-    emit({
-        "benchmark": name,
-        "machine": machine_info(),
-        "config": {**config, "poll_interval_s": args.poll_interval, "old_model": OLD_MODEL, "new_model": NEW_MODEL,
-                   "documents": DOCUMENTS, "database": server.kind, "server": facts},
-        **result,
-        "load_average_before": load_before,
-        "machine_busy_cores_before_start": busy_before,
-        "notes": NOTES + notes,
-    })
+    emit(
+        {
+            "benchmark": name,
+            "machine": machine_info(),
+            "config": {
+                **config,
+                "poll_interval_s": args.poll_interval,
+                "old_model": OLD_MODEL,
+                "new_model": NEW_MODEL,
+                "documents": DOCUMENTS,
+                "database": server.kind,
+                "server": facts,
+            },
+            **result,
+            "load_average_before": load_before,
+            "machine_busy_cores_before_start": busy_before,
+            "notes": NOTES + notes,
+        }
+    )
     return 0

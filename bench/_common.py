@@ -34,8 +34,11 @@ def log(*parts: object) -> None:
 
 def setup_logging(verbose: bool, prefix: str = "") -> None:
     """The gateway's own log lines on stderr: INFO with --verbose, warnings otherwise."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-                        format=f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        stream=sys.stderr,
+        format=f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s",
+    )
 
 
 def emit(output: dict) -> None:
@@ -177,8 +180,13 @@ class CpuMeter:
     def _snapshot(self) -> tuple:
         times = os.times()
         workers = sum(tree_cpu_s(pid) or 0.0 for pid in self.worker_pids)
-        return (time.perf_counter(), times.user + times.system, tree_cpu_s(self.pg_pid, reaped=True), workers,
-                _machine_snapshot())
+        return (
+            time.perf_counter(),
+            times.user + times.system,
+            tree_cpu_s(self.pg_pid, reaped=True),
+            workers,
+            _machine_snapshot(),
+        )
 
     def __enter__(self) -> CpuMeter:
         self._before = self._snapshot()
@@ -218,9 +226,13 @@ def pct(values_ms: list[float]) -> dict:
     if not values_ms:
         return {"p50_ms": None, "p90_ms": None, "p99_ms": None, "mean_ms": None, "max_ms": None}
     a = np.asarray(values_ms)
-    return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p90_ms": round(float(np.percentile(a, 90)), 2),
-            "p99_ms": round(float(np.percentile(a, 99)), 2), "mean_ms": round(float(a.mean()), 2),
-            "max_ms": round(float(a.max()), 2)}
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 2),
+        "p90_ms": round(float(np.percentile(a, 90)), 2),
+        "p99_ms": round(float(np.percentile(a, 99)), 2),
+        "mean_ms": round(float(a.mean()), 2),
+        "max_ms": round(float(a.max()), 2),
+    }
 
 
 Op = Callable[[int, int], Awaitable["bool | str"]]

@@ -99,8 +99,10 @@ class Databases:
         try:
             return await self.create(prefix, template)
         except asyncpg.InsufficientPrivilegeError:
-            raise SystemExit("the database role may not CREATE DATABASE; this benchmark needs throwaway "
-                             "databases (unset DATABASE_URL to use an embedded PostgreSQL)") from None
+            raise SystemExit(
+                "the database role may not CREATE DATABASE; this benchmark needs throwaway "
+                "databases (unset DATABASE_URL to use an embedded PostgreSQL)"
+            ) from None
 
     def dsn(self, name: str) -> str:
         return with_database(self.server_dsn, name)
@@ -131,10 +133,15 @@ class Databases:
             facts = {
                 "version": await conn.fetchval("SHOW server_version"),
                 "pgvector": await conn.fetchval(
-                    "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"),
+                    "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
+                ),
             }
-            for name in ("shared_buffers", "maintenance_work_mem", "max_parallel_maintenance_workers",
-                         "synchronous_commit"):
+            for name in (
+                "shared_buffers",
+                "maintenance_work_mem",
+                "max_parallel_maintenance_workers",
+                "synchronous_commit",
+            ):
                 facts[name] = await conn.fetchval(f"SHOW {name}")
             return facts
         finally:

@@ -73,16 +73,23 @@ class Gateway:
         measure something else.
         """
         started = time.perf_counter()
-        await seed_collection(self.session, self.base, collection, model, corpus,
-                              label=f"loading {collection} ({model})")
+        await seed_collection(
+            self.session, self.base, collection, model, corpus, label=f"loading {collection} ({model})"
+        )
         seconds = time.perf_counter() - started
         status, described = await self.call("GET", f"/v1/collections/{collection}")
         if status != 200 or described.get("documents") != len(corpus):
-            raise RuntimeError(f"collection {collection} holds {described.get('documents')} documents, "
-                               f"expected {len(corpus)}: {described}")
+            raise RuntimeError(
+                f"collection {collection} holds {described.get('documents')} documents, "
+                f"expected {len(corpus)}: {described}"
+            )
         log(f"loaded {len(corpus)} documents into {collection} in {seconds:.1f} s")
-        return {"documents": len(corpus), "seconds": round(seconds, 2), "docs_per_s": round(len(corpus) / seconds, 1),
-                "via": f"POST /v1/collections/{{c}}/documents, {SEED_BATCH} per request (seed_collection)"}
+        return {
+            "documents": len(corpus),
+            "seconds": round(seconds, 2),
+            "docs_per_s": round(len(corpus) / seconds, 1),
+            "via": f"POST /v1/collections/{{c}}/documents, {SEED_BATCH} per request (seed_collection)",
+        }
 
     def encode_stats(self, model: str) -> tuple[float, float]:
         """(texts encoded, inference batches) so far, from the app's own Prometheus registry."""

@@ -41,8 +41,9 @@ from gateway.store.collections import documents_table, model_table
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--model", default="paraphrase-MiniLM-L3-v2")
     p.add_argument("--to-model", default="all-MiniLM-L6-v2")
     p.add_argument("--docs", type=int, default=500)
@@ -60,8 +61,15 @@ async def point(name: str, workers: int, args, op, pg_pid) -> dict:
     await closed_loop(workers, args.warmup, op)
     with CpuMeter(pg_pid) as meter:
         lat, errors, elapsed = await closed_loop(workers, args.seconds, op)
-    res = {"name": name, "concurrency": workers, "ok": len(lat), "errors": errors,
-           "per_s": round(len(lat) / elapsed, 1), **pct(lat), "cpu": meter.summary()}
+    res = {
+        "name": name,
+        "concurrency": workers,
+        "ok": len(lat),
+        "errors": errors,
+        "per_s": round(len(lat) / elapsed, 1),
+        **pct(lat),
+        "cpu": meter.summary(),
+    }
     log(f"{name}: {res['per_s']}/s p50 {res['p50_ms']} p99 {res['p99_ms']} errors {errors} cpu {res['cpu']}")
     return res
 
@@ -105,8 +113,12 @@ async def measure_queries(gw: Gateway, dsn: str, settings, args, qvecs: np.ndarr
         d = await point("direct_asyncpg_query", args.concurrency, args, direct, pg_pid)
     finally:
         await pool.close()
-    return {"gateway": g, "direct": d, "pool_max_direct": settings.database.pool_max,
-            "ratio_gateway_over_direct": round(g["per_s"] / d["per_s"], 3) if d["per_s"] else None}
+    return {
+        "gateway": g,
+        "direct": d,
+        "pool_max_direct": settings.database.pool_max,
+        "ratio_gateway_over_direct": round(g["per_s"] / d["per_s"], 3) if d["per_s"] else None,
+    }
 
 
 async def measure_writes(gw: Gateway, args, corpus: list[tuple[str, str]], pg_pid) -> dict:
@@ -119,10 +131,12 @@ async def measure_writes(gw: Gateway, args, corpus: list[tuple[str, str]], pg_pi
         async def op(w, n):
             doc_id = ids[w * share + n % share]
             body = {"text": f"{text_of[doc_id]} ({tag} {n})"}
-            async with gw.session.put(f"{gw.base}/v1/collections/{args.collection}/documents/{doc_id}",
-                                      json=body) as resp:
+            async with gw.session.put(
+                f"{gw.base}/v1/collections/{args.collection}/documents/{doc_id}", json=body
+            ) as resp:
                 await resp.read()
                 return True if resp.status == 200 else resp.status
+
         return op
 
     st = await gw.admin("GET", args.collection, "status")
@@ -142,8 +156,13 @@ async def measure_writes(gw: Gateway, args, corpus: list[tuple[str, str]], pg_pi
     def ratio(key):
         return round(dual[key] / steady[key], 3) if steady[key] and dual[key] else None
 
-    return {"steady": steady, "dual_write": dual, "p50_ratio_dual_over_steady": ratio("p50_ms"),
-            "p99_ratio_dual_over_steady": ratio("p99_ms"), "throughput_ratio_dual_over_steady": ratio("per_s")}
+    return {
+        "steady": steady,
+        "dual_write": dual,
+        "p50_ratio_dual_over_steady": ratio("p50_ms"),
+        "p99_ratio_dual_over_steady": ratio("p99_ms"),
+        "throughput_ratio_dual_over_steady": ratio("per_s"),
+    }
 
 
 async def run(args, server: PostgresServer) -> dict:
@@ -167,25 +186,35 @@ def main(argv=None) -> int:
     with PostgresServer() as server:
         result = asyncio.run(run(args, server))
     ratio = result["query"]["ratio_gateway_over_direct"]
-    emit({
-        "benchmark": "gateway_overhead",
-        "machine": machine_info(),
-        "config": {"model": args.model, "to_model": args.to_model, "docs": args.docs, "seconds": args.seconds,
-                   "warmup": args.warmup, "concurrency": args.concurrency,
-                   "write_concurrency": args.write_concurrency, "k": args.k, "database": server.kind,
-                   "backfill_enabled": False},
-        **result,
-        "ratio_gateway_over_direct": ratio,
-        "target_ratio_ge_0_6_met": None if ratio is None else ratio >= 0.6,
-        "load_average_before": load_before,
-        "notes": [
-            "client and gateway share one process/event loop; the direct asyncpg client runs in the same "
-            "process with no HTTP, JSON or gateway code, so the ratio includes the HTTP client's cost",
-            "direct pool: max_size = the gateway's database.pool_max, same per-connection SETs",
-            "writes: each writer updates its own ids (a PUT re-embeds the text with the write models)",
-            "cpu.other_processes_cores > 0 means something else used the CPU during the point",
-        ],
-    })
+    emit(
+        {
+            "benchmark": "gateway_overhead",
+            "machine": machine_info(),
+            "config": {
+                "model": args.model,
+                "to_model": args.to_model,
+                "docs": args.docs,
+                "seconds": args.seconds,
+                "warmup": args.warmup,
+                "concurrency": args.concurrency,
+                "write_concurrency": args.write_concurrency,
+                "k": args.k,
+                "database": server.kind,
+                "backfill_enabled": False,
+            },
+            **result,
+            "ratio_gateway_over_direct": ratio,
+            "target_ratio_ge_0_6_met": None if ratio is None else ratio >= 0.6,
+            "load_average_before": load_before,
+            "notes": [
+                "client and gateway share one process/event loop; the direct asyncpg client runs in the same "
+                "process with no HTTP, JSON or gateway code, so the ratio includes the HTTP client's cost",
+                "direct pool: max_size = the gateway's database.pool_max, same per-connection SETs",
+                "writes: each writer updates its own ids (a PUT re-embeds the text with the write models)",
+                "cpu.other_processes_cores > 0 means something else used the CPU during the point",
+            ],
+        }
+    )
     return 0
 
 

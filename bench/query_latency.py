@@ -43,21 +43,26 @@ from gateway.encoders.catalog import CATALOG
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--model", default="paraphrase-MiniLM-L3-v2", help="catalog key of the collection's model")
     parser.add_argument("--docs", type=int, default=2000, help="Vaswani documents to load")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured duration of each point")
     parser.add_argument("--warmup", type=float, default=2.0, help="unrecorded seconds before each point")
     parser.add_argument("--concurrency", default="1,16", help="comma-separated closed-loop worker counts")
-    parser.add_argument("--batching", default="off,on",
-                        help="comma-separated micro-batching settings to run, in this order (on/off)")
-    parser.add_argument("--window-ms", type=float, default=None,
-                        help="models.batch_window_ms when batching is on (default: the gateway's default)")
+    parser.add_argument(
+        "--batching", default="off,on", help="comma-separated micro-batching settings to run, in this order (on/off)"
+    )
+    parser.add_argument(
+        "--window-ms",
+        type=float,
+        default=None,
+        help="models.batch_window_ms when batching is on (default: the gateway's default)",
+    )
     parser.add_argument("--k", type=int, default=10, help="hits per query")
     parser.add_argument("--collection", default="bench", help="collection name")
-    parser.add_argument("--pool-max", type=int, default=None,
-                        help="database.pool_max (default: the gateway's default)")
+    parser.add_argument("--pool-max", type=int, default=None, help="database.pool_max (default: the gateway's default)")
     parser.add_argument("--timeout", type=float, default=30.0, help="client timeout per request, seconds")
     parser.add_argument("--verbose", action="store_true", help="gateway INFO logs to stderr")
     args = parser.parse_args(argv)
@@ -114,9 +119,11 @@ async def measure_point(gateway: Gateway, args, texts, concurrency: int, batchin
     }
     if errors:
         point["error_samples"] = list(errors)[:5]
-    log(f"  micro_batching={batching} concurrency={concurrency}: {point['qps']} qps, "
+    log(
+        f"  micro_batching={batching} concurrency={concurrency}: {point['qps']} qps, "
         f"p50 {point['p50_ms']} ms, p99 {point['p99_ms']} ms, errors {point['errors']}, "
-        f"texts/inference {point['texts_per_inference']}, cpu {point['cpu']}")
+        f"texts/inference {point['texts_per_inference']}, cpu {point['cpu']}"
+    )
     return point
 
 
@@ -157,8 +164,10 @@ async def run(args: argparse.Namespace, server: PostgresServer) -> dict:
             started = time.perf_counter()
             async with Gateway(settings, dsn, timeout_s=600) as gateway:
                 if load is None:  # the first app loads; the next ones find the collection
-                    load = {**await gateway.seed(args.collection, args.model, dataset.corpus),
-                            "micro_batching": batching}
+                    load = {
+                        **await gateway.seed(args.collection, args.model, dataset.corpus),
+                        "micro_batching": batching,
+                    }
                 log(f"gateway up in {time.perf_counter() - started:.1f} s at {gateway.base}")
                 for concurrency in args.concurrency:
                     points.append(await measure_point(gateway, args, texts, concurrency, batching, server.pid))
@@ -202,29 +211,31 @@ def main(argv: list[str] | None = None) -> int:
     with PostgresServer() as server:
         result = asyncio.run(run(args, server))
     by_concurrency = speedups(result["points"])
-    emit({
-        "benchmark": "query_latency",
-        "machine": machine_info(),
-        "config": {
-            "model": args.model,
-            "collection": args.collection,
-            "k": args.k,
-            "seconds_per_point": args.seconds,
-            "warmup_seconds_per_point": args.warmup,
-            "concurrency": args.concurrency,
-            "batching_order": args.batching,
-            "window_ms": args.window_ms,
-            "database": server.kind,
-            "queries": "gateway/data/vaswani/queries.jsonl (93 texts, cycled)",
-            "gateway_settings": result["settings"],
-        },
-        "load": result["load"],
-        "results": result["points"],
-        "speedup_at_16": by_concurrency.get("16"),
-        "speedup_by_concurrency": by_concurrency,
-        "load_average_before": load_before,
-        "notes": NOTES,
-    })
+    emit(
+        {
+            "benchmark": "query_latency",
+            "machine": machine_info(),
+            "config": {
+                "model": args.model,
+                "collection": args.collection,
+                "k": args.k,
+                "seconds_per_point": args.seconds,
+                "warmup_seconds_per_point": args.warmup,
+                "concurrency": args.concurrency,
+                "batching_order": args.batching,
+                "window_ms": args.window_ms,
+                "database": server.kind,
+                "queries": "gateway/data/vaswani/queries.jsonl (93 texts, cycled)",
+                "gateway_settings": result["settings"],
+            },
+            "load": result["load"],
+            "results": result["points"],
+            "speedup_at_16": by_concurrency.get("16"),
+            "speedup_by_concurrency": by_concurrency,
+            "load_average_before": load_before,
+            "notes": NOTES,
+        }
+    )
     return 0
 
 

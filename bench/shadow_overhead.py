@@ -32,8 +32,9 @@ from gateway.datasets import vaswani
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--model", default="paraphrase-MiniLM-L3-v2")
     p.add_argument("--to-model", default="all-MiniLM-L6-v2")
     p.add_argument("--docs", type=int, default=500)
@@ -134,9 +135,11 @@ async def measure_rate(gw: Gateway, args, texts: list[str], rate: float, pg_pid)
         "shadow_metrics": {k: v for k, v in sm.items() if k not in ("noise_floor",)},
         "cpu": meter.summary(),
     }
-    log(f"sample_rate={rate}: p50 {point['p50_ms']} ms, p99 {point['p99_ms']} ms, "
+    log(
+        f"sample_rate={rate}: p50 {point['p50_ms']} ms, p99 {point['p99_ms']} ms, "
         f"ok {point['ok']}, errors {errors}, samples +{point['shadow_samples_during_point']}, "
-        f"dropped +{point['shadow_dropped_during_point']}, cpu {point['cpu']}")
+        f"dropped +{point['shadow_dropped_during_point']}, cpu {point['cpu']}"
+    )
     return point
 
 
@@ -169,28 +172,38 @@ def main(argv=None) -> int:
         return round(on["p99_ms"] / off["p99_ms"], 3)
 
     r10, r100 = ratio(0.1), ratio(1.0)
-    emit({
-        "benchmark": "shadow_overhead",
-        "machine": machine_info(),
-        "config": {"model": args.model, "to_model": args.to_model, "docs": args.docs, "rate": args.rate,
-                   "seconds": args.seconds, "warmup": args.warmup, "k": args.k,
-                   "sample_rates": args.sample_rates, "database": server.kind,
-                   "queries": "gateway/data/vaswani/queries.jsonl (cycled)"},
-        "load_seconds": result.get("load_seconds"),
-        "migration_to_ready_seconds": result.get("migration_to_ready_seconds"),
-        "results": result["points"],
-        "p99_ratio_at_10pct": r10,
-        "p99_ratio_at_100pct": r100,
-        "target_p99_ratio_at_10pct_le_1_05_met": None if r10 is None else r10 <= 1.05,
-        "load_average_before": load_before,
-        "notes": [
-            "open loop: requests start at the offered rate regardless of completions; latency is the "
-            "primary's, measured at the client (same process/event loop as the server)",
-            "shadow_samples_total is the rolling summary's count (capped at shadow.window); "
-            "*_during_point are differences of status readings taken before and 2.5 s after the point",
-            "cpu.other_processes_cores > 0 means something else used the CPU during the point",
-        ],
-    })
+    emit(
+        {
+            "benchmark": "shadow_overhead",
+            "machine": machine_info(),
+            "config": {
+                "model": args.model,
+                "to_model": args.to_model,
+                "docs": args.docs,
+                "rate": args.rate,
+                "seconds": args.seconds,
+                "warmup": args.warmup,
+                "k": args.k,
+                "sample_rates": args.sample_rates,
+                "database": server.kind,
+                "queries": "gateway/data/vaswani/queries.jsonl (cycled)",
+            },
+            "load_seconds": result.get("load_seconds"),
+            "migration_to_ready_seconds": result.get("migration_to_ready_seconds"),
+            "results": result["points"],
+            "p99_ratio_at_10pct": r10,
+            "p99_ratio_at_100pct": r100,
+            "target_p99_ratio_at_10pct_le_1_05_met": None if r10 is None else r10 <= 1.05,
+            "load_average_before": load_before,
+            "notes": [
+                "open loop: requests start at the offered rate regardless of completions; latency is the "
+                "primary's, measured at the client (same process/event loop as the server)",
+                "shadow_samples_total is the rolling summary's count (capped at shadow.window); "
+                "*_during_point are differences of status readings taken before and 2.5 s after the point",
+                "cpu.other_processes_cores > 0 means something else used the CPU during the point",
+            ],
+        }
+    )
     return 0
 
 
