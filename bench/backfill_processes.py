@@ -153,13 +153,13 @@ async def start_workers(ctx, dsn: str, args, go, results, procs: list) -> float:
     return time.perf_counter() - started
 
 
-async def stop_workers(procs, results, timeout: float) -> dict[str, dict]:
+async def stop_workers(procs, results, report_wait_s: float) -> dict[str, dict]:
     """Collect the workers' reports, then join them (terminating any that hangs)."""
     loop = asyncio.get_running_loop()
     reports: dict[str, dict] = {}
     while len(reports) < len(procs):
         try:
-            item = await loop.run_in_executor(None, results.get, True, timeout)
+            item = await loop.run_in_executor(None, results.get, True, report_wait_s)
         except queue_module.Empty:
             break
         if "worker" in item:

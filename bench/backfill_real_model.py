@@ -30,8 +30,16 @@ import functools
 import statistics
 import time
 
-from _backfill import NEW_MODEL, OLD_MODEL, WORKER_CHOICES, add_common_args, documents, load_template, run_benchmark
-from _backfill import timed_backfill
+from _backfill import (
+    NEW_MODEL,
+    OLD_MODEL,
+    WORKER_CHOICES,
+    add_common_args,
+    documents,
+    load_template,
+    run_benchmark,
+    timed_backfill,
+)
 from _common import CpuMeter, log
 from _fake_encoder import RECORDERS, RecordingEncoder, partly_fake_loader
 
