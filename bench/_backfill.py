@@ -1,7 +1,7 @@
 """Shared parts of the backfill benchmarks (backfill_engine.py, backfill_real_model.py, backfill_processes.py).
 
 Each timed run works on its own copy (CREATE DATABASE ... TEMPLATE) of a database loaded once
-through the public API, starts a migration of collection COLLECTION from OLD_MODEL to NEW_MODEL
+through the public API, starts a migration of collection COLLECTION from FROM_MODEL to TO_MODEL
 with POST /admin/v1/collections/{c}/migrations, and is timed until the collection's phase leaves
 "dual_write" (the worker moves it to "ready" after building the HNSW index). What the database
 recorded about the run (chunks per worker, timestamps, rows, index) comes back with it.
@@ -29,8 +29,8 @@ from gateway.datasets import vaswani
 from gateway.domain.phases import Phase
 from gateway.services.backfill import BackfillWorker
 
-OLD_MODEL = "paraphrase-MiniLM-L3-v2"
-NEW_MODEL = "all-MiniLM-L6-v2"
+FROM_MODEL = "paraphrase-MiniLM-L3-v2"
+TO_MODEL = "all-MiniLM-L6-v2"
 COLLECTION = "bench"
 ENGINE_TARGET_DOCS_PER_S = 5000.0
 
@@ -113,11 +113,11 @@ def settings_for(chunk_size: int, pipelines: int, app_worker: bool, poll_interva
 
 
 async def load_template(databases: Databases, prefix: str, docs: list[tuple[str, str]]) -> tuple[str, dict]:
-    """A database holding collection COLLECTION (old model: the hash encoder) with `docs`."""
+    """A database holding collection COLLECTION (its from-model: the hash encoder) with `docs`."""
     name = await databases.create_or_exit(prefix)
     settings = settings_for(BackfillConfig().chunk_size, 1, False, 1.0)
     async with Gateway(settings, databases.dsn(name), loader=fake_loader) as gw:
-        load = await gw.seed(COLLECTION, OLD_MODEL, docs)
+        load = await gw.seed(COLLECTION, FROM_MODEL, docs)
     return name, {**load, "encoder": "hash encoder"}
 
 
@@ -239,7 +239,7 @@ async def timed_backfill(
     *,
     app_worker: bool = False,
 ) -> dict:
-    """Copy the template, start the migration to NEW_MODEL, time until the phase leaves dual_write.
+    """Copy the template, start the migration to TO_MODEL, time until the phase leaves dual_write.
 
     The worker is one BackfillWorker(...).run(stop, burst=True) on the app's pool and
     EmbeddingService, in this process; with `app_worker` the app's own worker does the work.
@@ -252,7 +252,7 @@ async def timed_backfill(
     try:
         async with Gateway(settings, databases.dsn(db), loader=loader) as gw:
             embeddings = gw.app[EMBEDDINGS]
-            await embeddings.load(NEW_MODEL)  # a real model's session loads here, outside the clock
+            await embeddings.load(TO_MODEL)  # a real model's session loads here, outside the clock
             watch = await asyncpg.connect(databases.dsn(db))
             stop = asyncio.Event()
             worker = task = None
@@ -260,7 +260,7 @@ async def timed_backfill(
                 with CpuMeter(pg_pid) as meter:
                     started = time.perf_counter()
                     deadline = started + args.timeout
-                    await gw.admin("POST", COLLECTION, "migrations", {"to_model": NEW_MODEL})
+                    await gw.admin("POST", COLLECTION, "migrations", {"to_model": TO_MODEL})
                     posted = time.perf_counter()
                     if not app_worker:
                         worker = BackfillWorker(
@@ -277,7 +277,7 @@ async def timed_backfill(
                     seconds = time.perf_counter() - started
                 if task is not None:
                     await asyncio.wait_for(task, timeout=max(1.0, deadline - time.perf_counter()))
-                facts = await run_facts(watch, NEW_MODEL)
+                facts = await run_facts(watch, TO_MODEL)
             finally:
                 stop.set()
                 if task is not None and not task.done():
@@ -339,8 +339,8 @@ def run_benchmark(name: str, args: argparse.Namespace, body: Body, config: dict,
             "config": {
                 **config,
                 "poll_interval_s": args.poll_interval,
-                "old_model": OLD_MODEL,
-                "new_model": NEW_MODEL,
+                "from_model": FROM_MODEL,
+                "to_model": TO_MODEL,
                 "documents": DOCUMENTS,
                 "database": server.kind,
                 "server": facts,

@@ -4,7 +4,7 @@
 Not a test. Prints one JSON object to stdout; progress goes to stderr.
 
 --docs documents (Vaswani title + abstract, repeated with a " [copy N]" suffix and an id
-"<vaswani id>-<N>" to reach the count) in a collection whose old and new models both use a
+"<vaswani id>-<N>" to reach the count) in a collection whose from- and to-models both use a
 trivial hash encoder (bench/_fake_encoder.py, a few microseconds per text), so the time is the
 engine's: planning, claiming chunks, reading, writing with unnest, checkpointing, the sweep,
 and the HNSW index build at the end. For every --chunk-size x --pipelines combination (each on

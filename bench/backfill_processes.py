@@ -38,7 +38,7 @@ from _backfill import (
     ENGINE_TARGET_DOCS_PER_S,
     FAKE_ENCODER,
     INDEX_BUILDS,
-    NEW_MODEL,
+    TO_MODEL,
     add_common_args,
     check_complete,
     documents,
@@ -103,7 +103,7 @@ async def _worker_main(dsn: str, index: int, args: argparse.Namespace, go, resul
     pool = await open_database(dsn, settings.database, max_size=config.pipelines + 2)
     embeddings = EmbeddingService.from_settings(settings, loader=fake_loader)
     try:
-        await embeddings.load(NEW_MODEL)
+        await embeddings.load(TO_MODEL)
         results.put({"ready": index})
         if not await asyncio.get_running_loop().run_in_executor(None, go.wait, args.timeout):
             return {"worker": f"w{index}", "error": "no go signal"}
@@ -189,11 +189,11 @@ async def measure_processes(databases, args, pg_pid, template: str, docs: int) -
             try:
                 with CpuMeter(pg_pid, [p.pid for p in procs]) as meter:
                     started = time.perf_counter()
-                    await gw.admin("POST", COLLECTION, "migrations", {"to_model": NEW_MODEL})
+                    await gw.admin("POST", COLLECTION, "migrations", {"to_model": TO_MODEL})
                     go.set()
                     phase = await wait_phase_left(watch, Phase.DUAL_WRITE, started + args.timeout)
                     seconds = time.perf_counter() - started
-                facts = await run_facts(watch, NEW_MODEL)
+                facts = await run_facts(watch, TO_MODEL)
             finally:
                 await watch.close()
     finally:

@@ -4,7 +4,7 @@
 Not a test. Prints one JSON object to stdout; progress goes to stderr.
 
 A collection of --docs documents (as backfill_engine.py builds them) migrates from the hash
-encoder (old model) to the real all-MiniLM-L6-v2 ONNX encoder (new model), with one
+encoder (from-model) to the real all-MiniLM-L6-v2 ONNX encoder (to-model), with one
 BackfillWorker in this process (see --worker). The backfill is compared with the encoder's raw
 throughput on the same texts (encoder.encode on the same chunks, in the same order, in the same
 process and onnxruntime session). Raw passes and backfills alternate (raw, backfill, raw, ...
@@ -31,8 +31,8 @@ import statistics
 import time
 
 from _backfill import (
-    NEW_MODEL,
-    OLD_MODEL,
+    FROM_MODEL,
+    TO_MODEL,
     WORKER_CHOICES,
     add_common_args,
     documents,
@@ -88,7 +88,7 @@ async def measure_real(databases, args, pg_pid) -> dict:
     docs = documents(args.docs)
     log(f"real model: loading {len(docs)} documents into a template database ...")
     template, load = await load_template(databases, "bench_tpl_b", docs)
-    spec = CATALOG[NEW_MODEL]
+    spec = CATALOG[TO_MODEL]
     # the same texts in the same chunks as the backfill sees them: id byte order, chunk_size per chunk
     ordered = [spec.document_prefix + text for _, text in sorted(docs, key=lambda d: d[0].encode())]
     n = len(ordered)
@@ -98,7 +98,7 @@ async def measure_real(databases, args, pg_pid) -> dict:
     encoder = load_encoder(spec, settings.model_cache_dir(), threads)
     encoder.encode(chunks[0][:64])  # warm-up
     loop = asyncio.get_running_loop()
-    loader = functools.partial(partly_fake_loader, frozenset({NEW_MODEL}))
+    loader = functools.partial(partly_fake_loader, frozenset({TO_MODEL}))
 
     async def raw_pass(label: str) -> dict:
         recorder = RecordingEncoder(encoder, spec.max_batch)
@@ -113,7 +113,7 @@ async def measure_real(databases, args, pg_pid) -> dict:
         }
 
     log(
-        f"  raw {NEW_MODEL} encode of {n} texts in chunks of {args.chunk_size}, alternating with "
+        f"  raw {TO_MODEL} encode of {n} texts in chunks of {args.chunk_size}, alternating with "
         f"{args.repeats} backfill(s) ..."
     )
     raws = [await raw_pass("pass 1")]
@@ -132,7 +132,7 @@ async def measure_real(databases, args, pg_pid) -> dict:
             app_worker=args.worker == "app",
         )
         # every call the gateway made to the real encoder, the migration's probe texts included
-        run["encoder_calls"] = RECORDERS[NEW_MODEL].summary() if NEW_MODEL in RECORDERS else None
+        run["encoder_calls"] = RECORDERS[TO_MODEL].summary() if TO_MODEL in RECORDERS else None
         log(f"  backfill {rep + 1} encoder calls: {run['encoder_calls']}")
         raws.append(await raw_pass(f"pass {rep + 2}"))
         compare(run, raws[-2], raws[-1], n)
@@ -142,8 +142,8 @@ async def measure_real(databases, args, pg_pid) -> dict:
     return {
         "b_real_model": {
             "load": load,
-            "old_model": f"{OLD_MODEL} key with the hash encoder",
-            "new_model": f"{NEW_MODEL} (real ONNX, {spec.revision})",
+            "from_model": f"{FROM_MODEL} key with the hash encoder",
+            "to_model": f"{TO_MODEL} (real ONNX, {spec.revision})",
             "documents": n,
             "chunk_size": args.chunk_size,
             "pipelines": args.pipelines,
