@@ -1,21 +1,29 @@
-"""Shared helpers for the benchmark scripts (not tests; not part of the gateway package)."""
+"""Shared helpers of the benchmark scripts: logging, JSON output, machine facts, CPU use, latencies.
+
+Not tests and not part of the gateway package. Every script in bench/ prints exactly one JSON
+object on stdout (`emit`) and its progress on stderr (`log`), so `> result.json` keeps the
+numbers clean. Importing this module also puts the repository on sys.path, so a script runs as
+`python bench/x.py` from a clone without installing the package.
+"""
 
 from __future__ import annotations
 
-import gzip
+import asyncio
+import itertools
 import json
+import logging
 import os
 import platform
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as `python bench/x.py` from anywhere, without installing
     sys.path.insert(0, str(REPO))
 
-VASWANI = REPO / "gateway" / "data" / "vaswani"
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def log(*parts: object) -> None:
@@ -23,23 +31,22 @@ def log(*parts: object) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
 
-def corpus(limit: int | None = None) -> list[dict]:
-    """Vaswani documents in file order: dicts with "_id" and "text" (blank texts skipped)."""
-    docs: list[dict] = []
-    with gzip.open(VASWANI / "corpus.jsonl.gz", "rt", encoding="utf-8") as handle:
-        for line in handle:
-            doc = json.loads(line)
-            if not doc.get("text", "").strip():
-                continue
-            docs.append(doc)
-            if limit is not None and len(docs) >= limit:
-                break
-    return docs
+def setup_logging(verbose: bool, prefix: str = "") -> None:
+    """The gateway's own log lines on stderr: INFO with --verbose, warnings otherwise."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        stream=sys.stderr,
+        format=f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s",
+    )
 
 
-def queries() -> list[str]:
-    with (VASWANI / "queries.jsonl").open(encoding="utf-8") as handle:
-        return [json.loads(line)["text"] for line in handle if line.strip()]
+def emit(output: dict) -> None:
+    """The benchmark's result: one indented JSON object on stdout."""
+    json.dump(output, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+# -- the machine ------------------------------------------------------------------------------
 
 
 def cpu_model() -> str | None:
@@ -53,6 +60,7 @@ def cpu_model() -> str | None:
 
 
 def machine_info() -> dict:
+    """What a reader needs to compare numbers across machines (cores, CPU, library versions)."""
     import numpy
     import onnxruntime
 
@@ -74,7 +82,25 @@ def machine_info() -> dict:
     return info
 
 
-def cpu_busy_snapshot() -> tuple[int, int] | None:
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def busy_cores(seconds: float = 2.0) -> float | None:
+    """Cores busy on the whole machine over the next `seconds` (before a run: is it quiet?)."""
+    before = _machine_snapshot()
+    time.sleep(seconds)
+    fraction = _busy_fraction(before, _machine_snapshot())
+    return None if fraction is None else round(fraction * (os.cpu_count() or 1), 2)
+
+
+# -- CPU use ----------------------------------------------------------------------------------
+
+
+def _machine_snapshot() -> tuple[int, int] | None:
     """(busy, total) jiffies of the whole machine from /proc/stat, or None where there is none."""
     try:
         fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -85,32 +111,31 @@ def cpu_busy_snapshot() -> tuple[int, int] | None:
     return total - idle, total
 
 
-def cpu_busy_fraction(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+def _busy_fraction(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
     """Share of all cores busy between two snapshots (1.0 = every core fully used)."""
     if before is None or after is None or after[1] <= before[1]:
         return None
-    return round((after[0] - before[0]) / (after[1] - before[1]), 3)
+    return (after[0] - before[0]) / (after[1] - before[1])
 
 
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
 
 
 def _pids_under(root: int) -> list[int]:
     """`root` and its descendants, from /proc (an empty list where there is no /proc)."""
     children: dict[int, list[int]] = {}
     try:
-        entries = os.listdir("/proc")
+        entries = [int(e) for e in os.listdir("/proc") if e.isdigit()]
     except OSError:
         return []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
+    for pid in entries:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(pid)
     found, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -119,81 +144,124 @@ def _pids_under(root: int) -> list[int]:
     return found
 
 
-def process_tree_cpu_s(root: int | None) -> float | None:
-    """CPU seconds (user + system) used so far by the live processes of the tree under `root`."""
+def tree_cpu_s(root: int | None, *, reaped: bool = False) -> float | None:
+    """CPU seconds (user + system) of the live processes under `root`; with `reaped`, plus the
+    children `root` has already waited for (PostgreSQL's parallel index-build workers and closed
+    backends live shorter than a timed run; their time lands in the postmaster's cutime/cstime)."""
     if root is None:
         return None
     total = 0
     for pid in _pids_under(root):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+        fields = _stat_fields(pid)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    if reaped:
+        fields = _stat_fields(root)
+        if fields is None:
+            return None
+        total += int(fields[13]) + int(fields[14])  # cutime, cstime
     return total / _TICK
 
 
 class CpuMeter:
     """Where the CPU went during a timed section, in cores (1.0 = one core fully busy).
 
-    own: this process (client and server threads alike); machine: every process;
-    extra: a process tree (e.g. the embedded PostgreSQL); other: machine - own - extra,
-    i.e. whatever else ran on the machine at the same time (noise for the numbers).
+    own: this process (client, gateway and encoder threads alike); postgres: the embedded server's
+    processes, reaped ones included (absent with DATABASE_URL); worker_processes: the trees of
+    `worker_pids`; other: the machine minus all of those, i.e. whatever else ran at the same time
+    (noise for the numbers).
     """
 
-    def __init__(self, extra_root: int | None = None, extra_name: str = "extra") -> None:
-        self.extra_root = extra_root
-        self.extra_name = extra_name
+    def __init__(self, pg_pid: int | None = None, worker_pids: list[int] | None = None) -> None:
+        self.pg_pid = pg_pid
+        self.worker_pids = worker_pids or []
+
+    def _snapshot(self) -> tuple:
+        times = os.times()
+        workers = sum(tree_cpu_s(pid) or 0.0 for pid in self.worker_pids)
+        return (
+            time.perf_counter(),
+            times.user + times.system,
+            tree_cpu_s(self.pg_pid, reaped=True),
+            workers,
+            _machine_snapshot(),
+        )
 
     def __enter__(self) -> CpuMeter:
-        self._wall = time.perf_counter()
-        self._own = _own_cpu_s()
-        self._machine = cpu_busy_snapshot()
-        self._extra = process_tree_cpu_s(self.extra_root)
+        self._before = self._snapshot()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.wall_s = time.perf_counter() - self._wall
-        self.own_s = _own_cpu_s() - self._own
-        machine = cpu_busy_snapshot()
-        extra = process_tree_cpu_s(self.extra_root)
-        self.extra_s = None if extra is None or self._extra is None else max(0.0, extra - self._extra)
-        cores = os.cpu_count() or 1
-        fraction = cpu_busy_fraction(self._machine, machine)
-        self.machine_cores = None if fraction is None else fraction * cores
+        self._after = self._snapshot()
+        self.wall_s = self._after[0] - self._before[0]
 
     def summary(self) -> dict:
-        wall = max(self.wall_s, 1e-9)
-        out = {"own_process_cores": round(self.own_s / wall, 2)}
-        if self.extra_s is not None:
-            out[f"{self.extra_name}_cores"] = round(self.extra_s / wall, 2)
-        if self.machine_cores is not None:
-            out["machine_busy_cores"] = round(self.machine_cores, 2)
-            other = self.machine_cores - self.own_s / wall - (self.extra_s or 0.0) / wall
-            out["other_processes_cores"] = round(max(0.0, other), 2)
+        (w0, own0, pg0, wk0, m0), (w1, own1, pg1, wk1, m1) = self._before, self._after
+        wall = max(w1 - w0, 1e-9)
+        out = {"own_process_cores": round((own1 - own0) / wall, 2), "own_cpu_s": round(own1 - own0, 2)}
+        busy = (own1 - own0) / wall
+        if pg0 is not None and pg1 is not None:
+            out["postgres_cores"] = round((pg1 - pg0) / wall, 2)
+            out["postgres_cpu_s"] = round(pg1 - pg0, 2)
+            busy += (pg1 - pg0) / wall
+        if self.worker_pids:
+            out["worker_processes_cores"] = round((wk1 - wk0) / wall, 2)
+            busy += (wk1 - wk0) / wall
+        fraction = _busy_fraction(m0, m1)
+        if fraction is not None:
+            machine = fraction * (os.cpu_count() or 1)
+            out["machine_busy_cores"] = round(machine, 2)
+            out["other_processes_cores"] = round(max(0.0, machine - busy), 2)
         return out
 
 
-def _own_cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system
+# -- latencies --------------------------------------------------------------------------------
 
 
-def load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
+def pct(values_ms: list[float]) -> dict:
+    """p50/p90/p99/mean/max of latencies in ms (None each when there are none)."""
+    import numpy as np
+
+    if not values_ms:
+        return {"p50_ms": None, "p90_ms": None, "p99_ms": None, "mean_ms": None, "max_ms": None}
+    a = np.asarray(values_ms)
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 2),
+        "p90_ms": round(float(np.percentile(a, 90)), 2),
+        "p99_ms": round(float(np.percentile(a, 99)), 2),
+        "mean_ms": round(float(a.mean()), 2),
+        "max_ms": round(float(a.max()), 2),
+    }
 
 
-def with_database(dsn: str, database: str) -> str:
-    """The same DSN pointing at another database."""
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
+Op = Callable[[int, int], Awaitable["bool | str"]]
 
 
-def postmaster_pid(data_dir: Path) -> int | None:
-    """The PostgreSQL server's pid from its data directory, or None."""
-    try:
-        return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
-    except (OSError, ValueError, IndexError):
-        return None
+async def closed_loop(workers: int, seconds: float, op: Op) -> tuple[list[float], dict[str, int], float]:
+    """`workers` tasks each call `await op(worker, n)` back to back until `seconds` have passed.
+
+    `op` answers True for a success (its latency is recorded, in ms) or a short error label
+    (counted). Returns (latencies, error counts, elapsed seconds); every recorded call started
+    and finished inside the elapsed time.
+    """
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    started = time.perf_counter()
+    deadline = started + seconds
+
+    async def worker(w: int) -> None:
+        for n in itertools.count():
+            if time.perf_counter() >= deadline:
+                return
+            t0 = time.perf_counter()
+            try:
+                ok = await op(w, n)
+            except Exception as exc:  # noqa: BLE001 - counted, not raised
+                ok = f"{type(exc).__name__}: {exc}"[:200]
+            if ok is True:
+                latencies.append((time.perf_counter() - t0) * 1000)
+            else:
+                errors[str(ok)] = errors.get(str(ok), 0) + 1
+
+    await asyncio.gather(*(worker(w) for w in range(workers)))
+    return latencies, errors, time.perf_counter() - started

@@ -42,9 +42,12 @@ class HashEncoder:
         if n == 0:
             return Encoded(np.zeros((0, self.dim), dtype=np.float32), ())
         hashes = np.fromiter(
-            (int.from_bytes(hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
-             for t in texts),
-            dtype=np.uint64, count=n,
+            (
+                int.from_bytes(hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+                for t in texts
+            ),
+            dtype=np.uint64,
+            count=n,
         )
         mask = np.uint64(TABLE_ROWS - 1)
         i1 = (hashes & mask).astype(np.intp)
@@ -75,8 +78,10 @@ class RecordingEncoder:
         tokens = list(result.tokens) if result.tokens else []
         if len(tokens) == len(texts):
             order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # as OnnxEncoder.encode does
-            run = sum(max(tokens[i] for i in order[s : s + self.max_batch]) * len(order[s : s + self.max_batch])
-                      for s in range(0, len(order), self.max_batch))
+            run = sum(
+                max(tokens[i] for i in order[s : s + self.max_batch]) * len(order[s : s + self.max_batch])
+                for s in range(0, len(order), self.max_batch)
+            )
             self.calls.append((len(texts), sum(tokens), run))
         else:
             self.calls.append((len(texts), 0, 0))

@@ -15,20 +15,19 @@ spec has max_batch < B (use-multilingual-v3: max_batch 1, its int8 dynamic quant
 makes a vector depend on its batch-mates) still gets lists of B, which the encoder then
 runs one text at a time; such rows carry a "note".
 
-    /work/venv/bin/python bench/encoder_throughput.py
-    /work/venv/bin/python bench/encoder_throughput.py --models paraphrase-MiniLM-L3-v2 --texts 64
+    python bench/encoder_throughput.py --batches 1,8,32     # the README's figure
+    python bench/encoder_throughput.py --models paraphrase-MiniLM-L3-v2 --texts 16 --warmup 4 --repeats 1
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
 
-from _common import CpuMeter, corpus, load_average, log, machine_info
+from _common import CpuMeter, emit, load_average, log, machine_info
 
+from gateway.datasets import vaswani
 from gateway.encoders.catalog import CATALOG
 from gateway.encoders.fetch import default_cache_dir
 from gateway.encoders.onnx import load_encoder
@@ -37,16 +36,22 @@ DEFAULT_MODELS = ["paraphrase-MiniLM-L3-v2", "all-MiniLM-L6-v2", "use-multilingu
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help="comma-separated catalog keys; known: " + ", ".join(CATALOG))
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--models", default=",".join(DEFAULT_MODELS), help="comma-separated catalog keys; known: " + ", ".join(CATALOG)
+    )
     parser.add_argument("--batches", default="1,32", help="comma-separated batch sizes (texts per encode call)")
     parser.add_argument("--texts", type=int, default=256, help="texts timed per repeat")
     parser.add_argument("--warmup", type=int, default=32, help="texts encoded (at each batch size) before timing")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over the texts; median is reported")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="onnxruntime intra_op_num_threads (0: one per core, the gateway's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="onnxruntime intra_op_num_threads (0: one per core, the gateway's default)",
+    )
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in args.models if m not in CATALOG]
@@ -111,8 +116,10 @@ def bench_model(key: str, args: argparse.Namespace, texts: list[str], warm_texts
             for repeat in range(args.repeats):
                 seconds, truncated = time_pass(encoder, calls)
                 runs.append(len(texts) / seconds)
-                log(f"[{key}] batch {batch} pass {repeat + 1}/{args.repeats}: {len(texts)} texts in "
-                    f"{seconds:.3f} s = {runs[-1]:.1f} texts/s")
+                log(
+                    f"[{key}] batch {batch} pass {repeat + 1}/{args.repeats}: {len(texts)} texts in "
+                    f"{seconds:.3f} s = {runs[-1]:.1f} texts/s"
+                )
         median = statistics.median(runs)
         row = {
             "model": key,
@@ -139,52 +146,54 @@ def bench_model(key: str, args: argparse.Namespace, texts: list[str], warm_texts
                 "this measures per-call overhead amortisation, not batched inference"
             )
         if truncated:
-            row.setdefault("note_truncation", f"{truncated} of {len(texts)} texts exceed max_tokens "
-                                              f"{spec.max_tokens} and were truncated")
+            row.setdefault(
+                "note_truncation",
+                f"{truncated} of {len(texts)} texts exceed max_tokens {spec.max_tokens} and were truncated",
+            )
         rows.append(row)
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    docs = corpus(args.texts + args.warmup)
+    docs = [text for _, text in vaswani(limit=args.texts + args.warmup).corpus]
     if len(docs) < args.texts + args.warmup:
         log(f"corpus has only {len(docs)} texts; timing fewer")
-    warm_texts = [d["text"] for d in docs[: args.warmup]]
-    texts = [d["text"] for d in docs[args.warmup : args.warmup + args.texts]]
+    warm_texts = docs[: args.warmup]
+    texts = docs[args.warmup : args.warmup + args.texts]
     chars = [len(t) for t in texts]
     results: list[dict] = []
     load_before = load_average()
     for key in args.models:
         results.extend(bench_model(key, args, texts, warm_texts))
-    output = {
-        "benchmark": "encoder_throughput",
-        "machine": machine_info(),
-        "config": {
-            "models": args.models,
-            "batches": args.batches,
-            "texts": len(texts),
-            "warmup_texts": len(warm_texts),
-            "repeats": args.repeats,
-            "intra_op_threads": args.threads,
-            "text_source": "gateway/data/vaswani/corpus.jsonl.gz (file order, after the warm-up texts)",
-            "text_chars_mean": round(statistics.mean(chars), 1),
-            "text_chars_max": max(chars),
-        },
-        "results": results,
-        "load_average_before": load_before,
-        "notes": [
-            "cpu: cores busy during each row's timed passes; other_processes_cores > 0 means something "
-            "else shared the CPU and the row's numbers are noisy (the spread best/worst shows how much)",
-            "texts_per_s is the median over the repeats of texts / wall seconds (time.perf_counter) "
-            "for the whole pass; encoding is single-process, onnxruntime uses intra-op threads",
-            "encode() sorts each list by length before cutting it into max_batch chunks; that only "
-            "reduces padding when one call holds more than max_batch texts: a call of exactly 32 texts "
-            "is one chunk padded to its longest text (padding_ratio = token positions run / real tokens)",
-        ],
-    }
-    json.dump(output, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    emit(
+        {
+            "benchmark": "encoder_throughput",
+            "machine": machine_info(),
+            "config": {
+                "models": args.models,
+                "batches": args.batches,
+                "texts": len(texts),
+                "warmup_texts": len(warm_texts),
+                "repeats": args.repeats,
+                "intra_op_threads": args.threads,
+                "text_source": "gateway/data/vaswani/corpus.jsonl.gz (file order, after the warm-up texts)",
+                "text_chars_mean": round(statistics.mean(chars), 1),
+                "text_chars_max": max(chars),
+            },
+            "results": results,
+            "load_average_before": load_before,
+            "notes": [
+                "cpu: cores busy during each row's timed passes; other_processes_cores > 0 means something "
+                "else shared the CPU and the row's numbers are noisy (the spread best/worst shows how much)",
+                "texts_per_s is the median over the repeats of texts / wall seconds (time.perf_counter) "
+                "for the whole pass; encoding is single-process, onnxruntime uses intra-op threads",
+                "encode() sorts each list by length before cutting it into max_batch chunks; that only "
+                "reduces padding when one call holds more than max_batch texts: a call of exactly 32 texts "
+                "is one chunk padded to its longest text (padding_ratio = token positions run / real tokens)",
+            ],
+        }
+    )
     return 0
 
 

@@ -15,25 +15,20 @@ Not a test. Prints one JSON object to stdout; progress goes to stderr.
 Throwaway embedded PostgreSQL (or DATABASE_URL); the real gateway app on 127.0.0.1; the
 client runs in the same process and event loop.
 
-    /work/venv/bin/python bench/gateway_overhead.py
-    /work/venv/bin/python bench/gateway_overhead.py --seconds 5 --concurrency 8
+    python bench/gateway_overhead.py                  # the README's figure
+    python bench/gateway_overhead.py --docs 50 --seconds 1 --warmup 0.5   # a quick check
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
-import json
-import logging
-import sys
-import time
 
-import aiohttp
 import asyncpg
 import numpy as np
-from _common import CpuMeter, load_average, log, machine_info
-from _gw import Gateway, Postgres, admin, create_database, drop_database, load_collection, pct
+from _common import CpuMeter, closed_loop, emit, load_average, log, machine_info, pct, setup_logging
+from _db import Databases, PostgresServer
+from _gateway import Gateway
 from pgvector import Vector
 from pgvector.asyncpg import register_vector
 
@@ -46,8 +41,9 @@ from gateway.store.collections import documents_table, model_table
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--model", default="paraphrase-MiniLM-L3-v2")
     p.add_argument("--to-model", default="all-MiniLM-L6-v2")
     p.add_argument("--docs", type=int, default=500)
@@ -61,163 +57,164 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def closed_loop(workers: int, seconds: float, op) -> tuple[list[float], dict]:
-    """`workers` tasks each call `await op(worker, n)` back to back for `seconds`."""
-    lat: list[float] = []
-    errors: dict[str, int] = {}
-    end = time.perf_counter() + seconds
-
-    async def worker(w: int) -> None:
-        for n in itertools.count():
-            if time.perf_counter() >= end:
-                return
-            t0 = time.perf_counter()
-            try:
-                ok = await op(w, n)
-            except Exception as exc:  # noqa: BLE001 - counted, not raised
-                ok = type(exc).__name__
-            if ok is True:
-                lat.append((time.perf_counter() - t0) * 1000)
-            else:
-                errors[str(ok)] = errors.get(str(ok), 0) + 1
-
-    await asyncio.gather(*(worker(w) for w in range(workers)))
-    return lat, errors
-
-
 async def point(name: str, workers: int, args, op, pg_pid) -> dict:
     await closed_loop(workers, args.warmup, op)
-    with CpuMeter(pg_pid, "postgres") as meter:
-        lat, errors = await closed_loop(workers, args.seconds, op)
-    res = {"name": name, "concurrency": workers, "ok": len(lat), "errors": errors,
-           "per_s": round(len(lat) / meter.wall_s, 1), **pct(lat), "cpu": meter.summary()}
+    with CpuMeter(pg_pid) as meter:
+        lat, errors, elapsed = await closed_loop(workers, args.seconds, op)
+    res = {
+        "name": name,
+        "concurrency": workers,
+        "ok": len(lat),
+        "errors": errors,
+        "per_s": round(len(lat) / elapsed, 1),
+        **pct(lat),
+        "cpu": meter.summary(),
+    }
     log(f"{name}: {res['per_s']}/s p50 {res['p50_ms']} p99 {res['p99_ms']} errors {errors} cpu {res['cpu']}")
     return res
 
 
-async def run(args, pg: Postgres) -> dict:
-    db_name, dsn = await create_database(pg.server_dsn)
-    log(f"database {db_name} created")
-    ds = vaswani(limit=args.docs)
-    encoder = load_encoder(CATALOG[args.model], default_cache_dir())
-    qvecs = np.asarray(encoder.encode([t for _, t in ds.queries]).vectors, dtype=np.float32)
+async def direct_pool(dsn: str, settings) -> asyncpg.Pool:
+    """A pool initialised like the gateway's (pgvector codec, the same per-connection SETs)."""
+    ef = settings.database.hnsw_ef_search
+
+    async def init(conn):
+        await register_vector(conn)
+        await conn.execute(f"SET hnsw.ef_search = {int(ef)}; SET hnsw.iterative_scan = strict_order")
+
+    return await asyncpg.create_pool(dsn, min_size=2, max_size=settings.database.pool_max, init=init)
+
+
+async def measure_queries(gw: Gateway, dsn: str, settings, args, qvecs: np.ndarray, pg_pid) -> dict:
+    """(i): vector queries through the gateway vs the same SQL straight to PostgreSQL."""
+    url = f"{gw.base}/v1/collections/{args.collection}/query"
     qlists = [v.tolist() for v in qvecs]
-    settings = load_settings(None, backfill={"enabled": False})
-    out: dict = {}
+
+    async def via_gateway(w, n):
+        body = {"vector": qlists[(w * 7919 + n) % len(qlists)], "model": args.model, "k": args.k}
+        async with gw.session.post(url, json=body) as resp:
+            await resp.read()
+            return True if resp.status == 200 else resp.status
+
+    sql = f"""SELECT d.id, d.content, d.metadata, e.embedding <=> $1 AS distance
+        FROM {model_table(args.collection, args.model)} e
+        JOIN {documents_table(args.collection)} d ON d.id = e.doc_id
+        ORDER BY e.embedding <=> $1
+        LIMIT $2"""
+    pool = await direct_pool(dsn, settings)
     try:
-        async with Gateway(settings, dsn) as gw, \
-                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256),
-                                      timeout=aiohttp.ClientTimeout(total=60)) as session:
-            out["load_seconds"] = round(await load_collection(session, gw.base, args.collection, args.model,
-                                                              ds.corpus), 2)
-            # (i) gateway vs direct
-            url = f"{gw.base}/v1/collections/{args.collection}/query"
 
-            async def via_gateway(w, n):
-                body = {"vector": qlists[(w * 7919 + n) % len(qlists)], "model": args.model, "k": args.k}
-                async with session.post(url, json=body) as resp:
-                    await resp.read()
-                    return True if resp.status == 200 else resp.status
+        async def direct(w, n):
+            async with pool.acquire() as conn:
+                rows = await conn.fetch(sql, Vector(qvecs[(w * 7919 + n) % len(qvecs)]), args.k)
+            return True if len(rows) == args.k else f"short:{len(rows)}"
 
-            ef = settings.database.hnsw_ef_search
-
-            async def init(conn):
-                await register_vector(conn)
-                await conn.execute(f"SET hnsw.ef_search = {int(ef)}; SET hnsw.iterative_scan = strict_order")
-
-            sql = f"""SELECT d.id, d.content, d.metadata, e.embedding <=> $1 AS distance
-                FROM {model_table(args.collection, args.model)} e
-                JOIN {documents_table(args.collection)} d ON d.id = e.doc_id
-                ORDER BY e.embedding <=> $1
-                LIMIT $2"""
-            pool = await asyncpg.create_pool(dsn, min_size=2, max_size=settings.database.pool_max, init=init)
-            try:
-                async def direct(w, n):
-                    async with pool.acquire() as conn:
-                        rows = await conn.fetch(sql, Vector(qvecs[(w * 7919 + n) % len(qvecs)]), args.k)
-                    return True if len(rows) == args.k else f"short:{len(rows)}"
-
-                g = await point("gateway_vector_query", args.concurrency, args, via_gateway, pg.pid)
-                d = await point("direct_asyncpg_query", args.concurrency, args, direct, pg.pid)
-            finally:
-                await pool.close()
-            out["query"] = {"gateway": g, "direct": d, "pool_max_direct": settings.database.pool_max,
-                            "ratio_gateway_over_direct": round(g["per_s"] / d["per_s"], 3) if d["per_s"] else None}
-
-            # (ii) dual-write cost
-            ids = [i for i, _ in ds.corpus]
-            text_of = dict(ds.corpus)
-            share = max(1, len(ids) // args.write_concurrency)  # each writer owns its own ids
-
-            def writer(tag):
-                async def op(w, n):
-                    doc_id = ids[w * share + n % share]
-                    body = {"text": f"{text_of[doc_id]} ({tag} {n})"}
-                    async with session.put(f"{gw.base}/v1/collections/{args.collection}/documents/{doc_id}",
-                                           json=body) as resp:
-                        await resp.read()
-                        return True if resp.status == 200 else resp.status
-                return op
-
-            st = await admin(session, gw.base, "GET", f"{args.collection}/status")
-            steady = await point(f"writes_{st['phase']}", args.write_concurrency, args, writer("s"), pg.pid)
-            steady["phase"] = st["phase"]
-            await admin(session, gw.base, "POST", f"{args.collection}/migrations", {"to_model": args.to_model})
-            await asyncio.sleep(1.5)  # let the state change reach the app (LISTEN/poll)
-            st = await admin(session, gw.base, "GET", f"{args.collection}/status")
-            log(f"after POST migrations: phase {st['phase']}, write_models {st['write_models']}")
-            dual = await point(f"writes_{st['phase']}", args.write_concurrency, args, writer("d"), pg.pid)
-            st2 = await admin(session, gw.base, "GET", f"{args.collection}/status")
-            dual["phase"] = st["phase"]
-            dual["write_models"] = st["write_models"]
-            dual["phase_after"] = st2["phase"]
-            dual["target_model_rows_after"] = st2["models"].get(args.to_model, {}).get("rows")
-            out["writes"] = {
-                "steady": steady, "dual_write": dual,
-                "p50_ratio_dual_over_steady": round(dual["p50_ms"] / steady["p50_ms"], 3)
-                if steady["p50_ms"] and dual["p50_ms"] else None,
-                "p99_ratio_dual_over_steady": round(dual["p99_ms"] / steady["p99_ms"], 3)
-                if steady["p99_ms"] and dual["p99_ms"] else None,
-                "throughput_ratio_dual_over_steady": round(dual["per_s"] / steady["per_s"], 3)
-                if steady["per_s"] else None,
-            }
+        g = await point("gateway_vector_query", args.concurrency, args, via_gateway, pg_pid)
+        d = await point("direct_asyncpg_query", args.concurrency, args, direct, pg_pid)
     finally:
-        try:
-            await drop_database(pg.server_dsn, db_name)
-            log(f"database {db_name} dropped")
-        except (OSError, asyncpg.PostgresError) as exc:  # the server goes away with the run anyway
-            log(f"could not drop database {db_name}: {exc!r}")
-    return out
+        await pool.close()
+    return {
+        "gateway": g,
+        "direct": d,
+        "pool_max_direct": settings.database.pool_max,
+        "ratio_gateway_over_direct": round(g["per_s"] / d["per_s"], 3) if d["per_s"] else None,
+    }
+
+
+async def measure_writes(gw: Gateway, args, corpus: list[tuple[str, str]], pg_pid) -> dict:
+    """(ii): PUT latency in phase steady, then in dual_write (migration started, backfill off)."""
+    ids = [i for i, _ in corpus]
+    text_of = dict(corpus)
+    share = max(1, len(ids) // args.write_concurrency)  # each writer owns its own ids
+
+    def writer(tag):
+        async def op(w, n):
+            doc_id = ids[w * share + n % share]
+            body = {"text": f"{text_of[doc_id]} ({tag} {n})"}
+            async with gw.session.put(
+                f"{gw.base}/v1/collections/{args.collection}/documents/{doc_id}", json=body
+            ) as resp:
+                await resp.read()
+                return True if resp.status == 200 else resp.status
+
+        return op
+
+    st = await gw.admin("GET", args.collection, "status")
+    steady = await point(f"writes_{st['phase']}", args.write_concurrency, args, writer("s"), pg_pid)
+    steady["phase"] = st["phase"]
+    await gw.admin("POST", args.collection, "migrations", {"to_model": args.to_model})
+    await asyncio.sleep(1.5)  # let the state change reach the app (LISTEN/poll)
+    st = await gw.admin("GET", args.collection, "status")
+    log(f"after POST migrations: phase {st['phase']}, write_models {st['write_models']}")
+    dual = await point(f"writes_{st['phase']}", args.write_concurrency, args, writer("d"), pg_pid)
+    st2 = await gw.admin("GET", args.collection, "status")
+    dual["phase"] = st["phase"]
+    dual["write_models"] = st["write_models"]
+    dual["phase_after"] = st2["phase"]
+    dual["to_model_rows_after"] = st2["models"].get(args.to_model, {}).get("rows")
+
+    def ratio(key):
+        return round(dual[key] / steady[key], 3) if steady[key] and dual[key] else None
+
+    return {
+        "steady": steady,
+        "dual_write": dual,
+        "p50_ratio_dual_over_steady": ratio("p50_ms"),
+        "p99_ratio_dual_over_steady": ratio("p99_ms"),
+        "throughput_ratio_dual_over_steady": ratio("per_s"),
+    }
+
+
+async def run(args, server: PostgresServer) -> dict:
+    dataset = vaswani(limit=args.docs)
+    encoder = load_encoder(CATALOG[args.model], default_cache_dir())
+    qvecs = np.asarray(encoder.encode([t for _, t in dataset.queries]).vectors, dtype=np.float32)
+    settings = load_settings(None, backfill={"enabled": False})
+    async with Databases(server.server_dsn) as databases:
+        dsn = databases.dsn(await databases.create_or_exit("bench"))
+        async with Gateway(settings, dsn, connections=256, timeout_s=60) as gw:
+            load = await gw.seed(args.collection, args.model, dataset.corpus)
+            query = await measure_queries(gw, dsn, settings, args, qvecs, server.pid)
+            writes = await measure_writes(gw, args, dataset.corpus, server.pid)
+    return {"load_seconds": load["seconds"], "query": query, "writes": writes}
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
+    setup_logging(args.verbose)
     load_before = load_average()
-    with Postgres() as pg:
-        result = asyncio.run(run(args, pg))
+    with PostgresServer() as server:
+        result = asyncio.run(run(args, server))
     ratio = result["query"]["ratio_gateway_over_direct"]
-    output = {
-        "benchmark": "gateway_overhead",
-        "machine": machine_info(),
-        "config": {"model": args.model, "to_model": args.to_model, "docs": args.docs, "seconds": args.seconds,
-                   "warmup": args.warmup, "concurrency": args.concurrency,
-                   "write_concurrency": args.write_concurrency, "k": args.k, "database": pg.kind,
-                   "backfill_enabled": False},
-        **result,
-        "ratio_gateway_over_direct": ratio,
-        "target_ratio_ge_0_6_met": None if ratio is None else ratio >= 0.6,
-        "load_average_before": load_before,
-        "notes": [
-            "client and gateway share one process/event loop; the direct asyncpg client runs in the same "
-            "process with no HTTP, JSON or gateway code, so the ratio includes the HTTP client's cost",
-            "direct pool: max_size = the gateway's database.pool_max, same per-connection SETs",
-            "writes: each writer updates its own ids (a PUT re-embeds the text with the write models)",
-            "cpu.other_processes_cores > 0 means something else used the CPU during the point",
-        ],
-    }
-    json.dump(output, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    emit(
+        {
+            "benchmark": "gateway_overhead",
+            "machine": machine_info(),
+            "config": {
+                "model": args.model,
+                "to_model": args.to_model,
+                "docs": args.docs,
+                "seconds": args.seconds,
+                "warmup": args.warmup,
+                "concurrency": args.concurrency,
+                "write_concurrency": args.write_concurrency,
+                "k": args.k,
+                "database": server.kind,
+                "backfill_enabled": False,
+            },
+            **result,
+            "ratio_gateway_over_direct": ratio,
+            "target_ratio_ge_0_6_met": None if ratio is None else ratio >= 0.6,
+            "load_average_before": load_before,
+            "notes": [
+                "client and gateway share one process/event loop; the direct asyncpg client runs in the same "
+                "process with no HTTP, JSON or gateway code, so the ratio includes the HTTP client's cost",
+                "direct pool: max_size = the gateway's database.pool_max, same per-connection SETs",
+                "writes: each writer updates its own ids (a PUT re-embeds the text with the write models)",
+                "cpu.other_processes_cores > 0 means something else used the CPU during the point",
+            ],
+        }
+    )
     return 0
 
 

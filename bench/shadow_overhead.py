@@ -11,8 +11,8 @@ rate --rate, requests start whether or not earlier ones finished) of POST .../qu
 Vaswani query texts (cycled): --warmup unrecorded seconds, then --seconds recorded. Only the
 primary's latency is measured, at the client (same process and event loop as the server).
 
-    /work/venv/bin/python bench/shadow_overhead.py
-    /work/venv/bin/python bench/shadow_overhead.py --rate 20 --seconds 10
+    python bench/shadow_overhead.py                   # the README's figure
+    python bench/shadow_overhead.py --docs 50 --rate 10 --seconds 1 --warmup 0.5   # a quick check
 """
 
 from __future__ import annotations
@@ -20,23 +20,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
-import logging
-import sys
 import time
 
 import aiohttp
-import asyncpg
-from _common import CpuMeter, load_average, log, machine_info
-from _gw import Gateway, Postgres, admin, create_database, drop_database, load_collection, pct
+from _common import CpuMeter, emit, load_average, log, machine_info, pct, setup_logging
+from _db import Databases, PostgresServer
+from _gateway import Gateway
 
 from gateway.config import load_settings
 from gateway.datasets import vaswani
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--model", default="paraphrase-MiniLM-L3-v2")
     p.add_argument("--to-model", default="all-MiniLM-L6-v2")
     p.add_argument("--docs", type=int, default=500)
@@ -92,80 +90,79 @@ async def open_loop(session, url: str, texts, rate: float, seconds: float, k: in
     return lat, errors, n / sent_s
 
 
-async def run(args, pg: Postgres) -> dict:
-    db_name, dsn = await create_database(pg.server_dsn)
-    log(f"database {db_name} created")
-    ds = vaswani(limit=args.docs)
-    texts = [t for _, t in ds.queries]
+async def wait_ready(gw: Gateway, args) -> float:
+    """Start the migration to --to-model and wait for phase ready (the in-app worker backfills)."""
+    started = time.perf_counter()
+    await gw.admin("POST", args.collection, "migrations", {"to_model": args.to_model})
+    while True:
+        st = await gw.admin("GET", args.collection, "status")
+        if st["phase"] == "ready":
+            return round(time.perf_counter() - started, 2)
+        if time.perf_counter() - started > args.ready_timeout:
+            raise RuntimeError(f"not ready after {args.ready_timeout} s: {st['phase']} {st['backfill']}")
+        await asyncio.sleep(1.0)
+
+
+async def measure_rate(gw: Gateway, args, texts: list[str], rate: float, pg_pid) -> dict:
+    """Shadow sampling at `rate` (0: off), open-loop warm-up, then the measured seconds."""
+    url = f"{gw.base}/v1/collections/{args.collection}/query"
+    body = {"model": None} if rate == 0 else {"model": args.to_model, "sample_rate": rate}
+    shadow_resp = await gw.admin("POST", args.collection, "shadow", body)
+    before = (await gw.admin("GET", args.collection, "status"))["shadow_metrics"]
+    await open_loop(gw.session, url, texts, args.rate, args.warmup, args.k)
+    mid = (await gw.admin("GET", args.collection, "status"))["shadow_metrics"]
+    with CpuMeter(pg_pid) as meter:
+        lat, errors, achieved = await open_loop(gw.session, url, texts, args.rate, args.seconds, args.k)
+    await asyncio.sleep(2.5)  # let queued shadow jobs finish before reading the counters
+    after = await gw.admin("GET", args.collection, "status")
+    sm = after["shadow_metrics"]
+    point = {
+        "sample_rate": rate,
+        "shadow_state": {"phase": shadow_resp.get("phase"), **after["shadow"]},
+        "offered_rate": args.rate,
+        "achieved_send_rate": round(achieved, 2),
+        "completed_per_s": round(len(lat) / args.seconds, 2),
+        "ok": len(lat),
+        "errors": errors,
+        **pct(lat),
+        # samples is a rolling-window count (window = shadow.window); dropped is cumulative
+        "shadow_samples_total": sm.get("samples"),
+        "shadow_samples_during_point": (sm.get("samples") or 0) - (mid.get("samples") or 0),
+        "shadow_samples_during_warmup_and_point": (sm.get("samples") or 0) - (before.get("samples") or 0),
+        "shadow_dropped_total": sm.get("dropped"),
+        "shadow_dropped_during_point": (sm.get("dropped") or 0) - (mid.get("dropped") or 0),
+        "shadow_errors": sm.get("errors"),
+        "shadow_metrics": {k: v for k, v in sm.items() if k not in ("noise_floor",)},
+        "cpu": meter.summary(),
+    }
+    log(
+        f"sample_rate={rate}: p50 {point['p50_ms']} ms, p99 {point['p99_ms']} ms, "
+        f"ok {point['ok']}, errors {errors}, samples +{point['shadow_samples_during_point']}, "
+        f"dropped +{point['shadow_dropped_during_point']}, cpu {point['cpu']}"
+    )
+    return point
+
+
+async def run(args, server: PostgresServer) -> dict:
+    dataset = vaswani(limit=args.docs)
+    texts = [t for _, t in dataset.queries]
     settings = load_settings(None)  # backfill enabled (the default)
-    out: dict = {"points": []}
-    try:
-        async with Gateway(settings, dsn) as gw, \
-                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512),
-                                      timeout=aiohttp.ClientTimeout(total=60)) as session:
-            out["load_seconds"] = round(await load_collection(session, gw.base, args.collection, args.model,
-                                                              ds.corpus), 2)
-            t0 = time.perf_counter()
-            await admin(session, gw.base, "POST", f"{args.collection}/migrations", {"to_model": args.to_model})
-            while True:
-                st = await admin(session, gw.base, "GET", f"{args.collection}/status")
-                if st["phase"] == "ready":
-                    break
-                if time.perf_counter() - t0 > args.ready_timeout:
-                    raise RuntimeError(f"not ready after {args.ready_timeout} s: {st['phase']} {st['backfill']}")
-                await asyncio.sleep(1.0)
-            out["migration_to_ready_seconds"] = round(time.perf_counter() - t0, 2)
-            log(f"phase ready after {out['migration_to_ready_seconds']} s")
-            url = f"{gw.base}/v1/collections/{args.collection}/query"
-            for rate in args.sample_rates:
-                body = {"model": None} if rate == 0 else {"model": args.to_model, "sample_rate": rate}
-                shadow_resp = await admin(session, gw.base, "POST", f"{args.collection}/shadow", body)
-                before = (await admin(session, gw.base, "GET", f"{args.collection}/status"))["shadow_metrics"]
-                await open_loop(session, url, texts, args.rate, args.warmup, args.k)
-                mid = (await admin(session, gw.base, "GET", f"{args.collection}/status"))["shadow_metrics"]
-                with CpuMeter(pg.pid, "postgres") as meter:
-                    lat, errors, achieved = await open_loop(session, url, texts, args.rate, args.seconds, args.k)
-                await asyncio.sleep(2.5)  # let queued shadow jobs finish before reading the counters
-                after = (await admin(session, gw.base, "GET", f"{args.collection}/status"))
-                sm = after["shadow_metrics"]
-                point = {
-                    "sample_rate": rate,
-                    "shadow_state": {"phase": shadow_resp.get("phase"), **after["shadow"]},
-                    "offered_rate": args.rate,
-                    "achieved_send_rate": round(achieved, 2),
-                    "completed_per_s": round(len(lat) / args.seconds, 2),
-                    "ok": len(lat),
-                    "errors": errors,
-                    **pct(lat),
-                    # samples is a rolling-window count (window = shadow.window); dropped is cumulative
-                    "shadow_samples_total": sm.get("samples"),
-                    "shadow_samples_during_point": (sm.get("samples") or 0) - (mid.get("samples") or 0),
-                    "shadow_samples_during_warmup_and_point": (sm.get("samples") or 0) - (before.get("samples") or 0),
-                    "shadow_dropped_total": sm.get("dropped"),
-                    "shadow_dropped_during_point": (sm.get("dropped") or 0) - (mid.get("dropped") or 0),
-                    "shadow_errors": sm.get("errors"),
-                    "shadow_metrics": {k: v for k, v in sm.items() if k not in ("noise_floor",)},
-                    "cpu": meter.summary(),
-                }
-                log(f"sample_rate={rate}: p50 {point['p50_ms']} ms, p99 {point['p99_ms']} ms, "
-                    f"ok {point['ok']}, errors {errors}, samples +{point['shadow_samples_during_point']}, "
-                    f"dropped +{point['shadow_dropped_during_point']}, cpu {point['cpu']}")
-                out["points"].append(point)
-    finally:
-        try:
-            await drop_database(pg.server_dsn, db_name)
-            log(f"database {db_name} dropped")
-        except (OSError, asyncpg.PostgresError) as exc:  # the server goes away with the run anyway
-            log(f"could not drop database {db_name}: {exc!r}")
-    return out
+    async with Databases(server.server_dsn) as databases:
+        dsn = databases.dsn(await databases.create_or_exit("bench"))
+        async with Gateway(settings, dsn, connections=512, timeout_s=60) as gw:
+            load = await gw.seed(args.collection, args.model, dataset.corpus)
+            ready_s = await wait_ready(gw, args)
+            log(f"phase ready after {ready_s} s")
+            points = [await measure_rate(gw, args, texts, rate, server.pid) for rate in args.sample_rates]
+    return {"load_seconds": load["seconds"], "migration_to_ready_seconds": ready_s, "points": points}
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
+    setup_logging(args.verbose)
     load_before = load_average()
-    with Postgres() as pg:
-        result = asyncio.run(run(args, pg))
+    with PostgresServer() as server:
+        result = asyncio.run(run(args, server))
     by = {p["sample_rate"]: p for p in result["points"]}
 
     def ratio(rate):
@@ -175,30 +172,38 @@ def main(argv=None) -> int:
         return round(on["p99_ms"] / off["p99_ms"], 3)
 
     r10, r100 = ratio(0.1), ratio(1.0)
-    output = {
-        "benchmark": "shadow_overhead",
-        "machine": machine_info(),
-        "config": {"model": args.model, "to_model": args.to_model, "docs": args.docs, "rate": args.rate,
-                   "seconds": args.seconds, "warmup": args.warmup, "k": args.k,
-                   "sample_rates": args.sample_rates, "database": pg.kind,
-                   "queries": "gateway/data/vaswani/queries.jsonl (cycled)"},
-        "load_seconds": result.get("load_seconds"),
-        "migration_to_ready_seconds": result.get("migration_to_ready_seconds"),
-        "results": result["points"],
-        "p99_ratio_at_10pct": r10,
-        "p99_ratio_at_100pct": r100,
-        "target_p99_ratio_at_10pct_le_1_05_met": None if r10 is None else r10 <= 1.05,
-        "load_average_before": load_before,
-        "notes": [
-            "open loop: requests start at the offered rate regardless of completions; latency is the "
-            "primary's, measured at the client (same process/event loop as the server)",
-            "shadow_samples_total is the rolling summary's count (capped at shadow.window); "
-            "*_during_point are differences of status readings taken before and 2.5 s after the point",
-            "cpu.other_processes_cores > 0 means something else used the CPU during the point",
-        ],
-    }
-    json.dump(output, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    emit(
+        {
+            "benchmark": "shadow_overhead",
+            "machine": machine_info(),
+            "config": {
+                "model": args.model,
+                "to_model": args.to_model,
+                "docs": args.docs,
+                "rate": args.rate,
+                "seconds": args.seconds,
+                "warmup": args.warmup,
+                "k": args.k,
+                "sample_rates": args.sample_rates,
+                "database": server.kind,
+                "queries": "gateway/data/vaswani/queries.jsonl (cycled)",
+            },
+            "load_seconds": result.get("load_seconds"),
+            "migration_to_ready_seconds": result.get("migration_to_ready_seconds"),
+            "results": result["points"],
+            "p99_ratio_at_10pct": r10,
+            "p99_ratio_at_100pct": r100,
+            "target_p99_ratio_at_10pct_le_1_05_met": None if r10 is None else r10 <= 1.05,
+            "load_average_before": load_before,
+            "notes": [
+                "open loop: requests start at the offered rate regardless of completions; latency is the "
+                "primary's, measured at the client (same process/event loop as the server)",
+                "shadow_samples_total is the rolling summary's count (capped at shadow.window); "
+                "*_during_point are differences of status readings taken before and 2.5 s after the point",
+                "cpu.other_processes_cores > 0 means something else used the CPU during the point",
+            ],
+        }
+    )
     return 0
 
 

