@@ -113,6 +113,8 @@ class ModelsConfig(_Section):
     intra_op_threads: int = Field(0, ge=0)  # 0: onnxruntime picks (one per core)
     batch_window_ms: float = Field(0.0, ge=0, le=1000)  # 0: batch only what queued during the last call
     micro_batching: bool = True
+    # interactive texts that may wait for one model; beyond it requests get 503 encoder_busy
+    max_queued_texts: int = Field(4096, ge=1)
     allow_download: bool = True
     custom: dict[str, UserModel] = {}
 

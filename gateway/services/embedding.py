@@ -41,6 +41,7 @@ class EmbeddingService:
         intra_op_threads: int = 0,
         batch_window_s: float = 0.0,
         micro_batching: bool = True,
+        max_queued_texts: int = 4096,
         allow_download: bool = True,
         loader: EncoderLoader | None = None,
         on_batch: Callable[[str, int], None] | None = None,
@@ -50,6 +51,7 @@ class EmbeddingService:
         self._threads = intra_op_threads
         self._window_s = batch_window_s
         self._micro_batching = micro_batching
+        self._max_queued_texts = max_queued_texts
         self._allow_download = allow_download
         self._loader = loader or self._default_loader
         self._on_batch = on_batch or (lambda _key, _n: None)
@@ -68,6 +70,7 @@ class EmbeddingService:
         return cls(
             settings.model_specs(), settings.model_cache_dir(), intra_op_threads=models.intra_op_threads,
             batch_window_s=models.batch_window_ms / 1000, micro_batching=models.micro_batching,
+            max_queued_texts=models.max_queued_texts,
             allow_download=models.allow_download, **extra,
         )
 
@@ -103,6 +106,7 @@ class EmbeddingService:
                 max_batch=spec.max_batch,
                 window_s=self._window_s,
                 enabled=self._micro_batching,
+                max_queued_texts=self._max_queued_texts,
                 on_batch=lambda n: self._on_batch(key, n),
             )
             log.info("model %s loaded (fingerprint %s)", key, spec.fingerprint[:12])
