@@ -8,6 +8,7 @@ The same checkpoint always gives byte-identical files, so the same fingerprint.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ __all__ = ["CheckpointError", "Converted", "convert"]
 class Converted:
     checkpoint: Checkpoint  # its root may be a temporary directory that is gone by now
     files: tuple[tuple[str, str, str], ...]  # (role, file name, sha256), model.onnx first
+    weights_sha256: str  # of the checkpoint's model.safetensors: where the model came from
 
 
 def convert(source: Path, out_dir: Path, progress: Callable[[str], None] | None = None) -> Converted:
@@ -33,18 +35,19 @@ def convert(source: Path, out_dir: Path, progress: Callable[[str], None] | None 
         checkpoint = read_checkpoint(root)
         say(f"converting {checkpoint.model_type} checkpoint ({checkpoint.dim}-d, {checkpoint.pooling} pooling)")
         model = _build(checkpoint)
-        partial = out_dir.with_name(out_dir.name + ".partial")
+        partial = out_dir.with_name(f"{out_dir.name}.partial-{os.getpid()}")  # processes may share a cache
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         (partial / "model.onnx").write_bytes(model.SerializeToString())
         del model
         for path in checkpoint.tokenizer_files:
             shutil.copyfile(path, partial / path.name)
+        weights_sha256 = sha256_file(checkpoint.weights_path)
     files = [("onnx", "model.onnx", sha256_file(partial / "model.onnx"))]
     files += [("tokenizer", p.name, sha256_file(partial / p.name)) for p in checkpoint.tokenizer_files]
     shutil.rmtree(out_dir, ignore_errors=True)
     partial.replace(out_dir)
-    return Converted(checkpoint, tuple(files))
+    return Converted(checkpoint, tuple(files), weights_sha256)
 
 
 def _build(checkpoint: Checkpoint):

@@ -137,11 +137,12 @@ def _prompts(path: Path) -> tuple[str, str]:
 
 def load_weights(checkpoint: Checkpoint) -> dict[str, np.ndarray]:
     """The transformer's weights as fp32 numpy arrays, without a 'bert.'/'mpnet.' prefix."""
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     try:
         weights = load_file(str(checkpoint.weights_path))
-    except Exception as exc:  # safetensors raises its own types, e.g. for bfloat16
+    except (SafetensorError, TypeError, ValueError) as exc:  # e.g. bfloat16, which numpy lacks
         raise CheckpointError(f"cannot read {checkpoint.weights_path} with safetensors' numpy API ({exc})") from None
     prefix = f"{checkpoint.model_type}."
     if not any(k.startswith("embeddings.") for k in weights) and any(k.startswith(prefix) for k in weights):
