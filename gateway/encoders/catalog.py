@@ -233,3 +233,8 @@ CATALOG: dict[str, ModelSpec] = {
         ),
     )
 }
+
+# Catalog keys that once named other files, and the key those files have now. A database
+# whose registry row for such a key holds the old files' fingerprint keeps being served
+# with those files (see EmbeddingService.recognise); no other key is ever re-mapped.
+FORMER_MEANINGS: dict[str, str] = {"all-MiniLM-L6-v2": "all-MiniLM-L6-v2-int8"}

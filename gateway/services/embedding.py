@@ -20,7 +20,7 @@ from gateway.config import Settings
 from gateway.domain.errors import InvalidRequest, Unavailable
 from gateway.domain.fingerprint import PROBE_TEXTS
 from gateway.encoders.batcher import MicroBatcher
-from gateway.encoders.catalog import ModelSpec
+from gateway.encoders.catalog import FORMER_MEANINGS, ModelSpec
 from gateway.encoders.fetch import ModelFilesUnavailable
 from gateway.encoders.onnx import Encoded, load_encoder
 from gateway.store.registry import RegisteredModel
@@ -158,18 +158,18 @@ class EmbeddingService:
         )
 
     def recognise(self, registered: list[RegisteredModel]) -> dict[str, str]:
-        """Serve keys that were registered with another catalog key's files with those files.
+        """Serve a catalog key registered with the files it named in an earlier release with those files.
 
         The key all-MiniLM-L6-v2 named the int8 export before it named the exact fp32 model;
         a database whose collections were built with the int8 files keeps them: the stored
         fingerprint decides, not today's meaning of the key. Returns {key: catalog key used}.
         """
-        by_fingerprint = {spec.fingerprint: spec for spec in self.specs.values()}
         adopted: dict[str, str] = {}
         for model in registered:
             spec = self.specs.get(model.key)
-            twin = by_fingerprint.get(model.fingerprint)
-            if spec is None or spec.fingerprint == model.fingerprint or twin is None:
+            twin = self.specs.get(FORMER_MEANINGS.get(model.key, ""))
+            if spec is None or twin is None or spec.fingerprint == model.fingerprint \
+                    or twin.fingerprint != model.fingerprint:
                 continue
             self.specs = {**self.specs, model.key: dataclasses.replace(twin, key=model.key)}
             adopted[model.key] = twin.key
