@@ -17,6 +17,12 @@ runs one text at a time; such rows carry a "note".
 
     /work/venv/bin/python bench/encoder_throughput.py
     /work/venv/bin/python bench/encoder_throughput.py --models paraphrase-MiniLM-L3-v2 --texts 64
+
+With --import KEY (default all-mpnet-base-v2, a catalog model converted from a checkpoint)
+it also times `driftgate models import` of that model's checkpoint into a scratch cache:
+unpacking, reading the safetensors, building and writing the ONNX graph, hashing, and the
+first encode, as the CLI does. "fp32_vs_int8" compares the exact all-MiniLM-L6-v2 with
+the int8 export all-MiniLM-L6-v2-int8 per batch size (> 1: the fp32 graph is faster).
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ from gateway.encoders.catalog import CATALOG
 from gateway.encoders.fetch import default_cache_dir
 from gateway.encoders.onnx import load_encoder
 
-DEFAULT_MODELS = ["paraphrase-MiniLM-L3-v2", "all-MiniLM-L6-v2", "use-multilingual-v3"]
+DEFAULT_MODELS = ["paraphrase-MiniLM-L3-v2", "all-MiniLM-L6-v2", "all-MiniLM-L6-v2-int8", "sre-embedding-model",
+                  "all-mpnet-base-v2", "use-multilingual-v3"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over the texts; median is reported")
     parser.add_argument("--threads", type=int, default=0,
                         help="onnxruntime intra_op_num_threads (0: one per core, the gateway's default)")
+    parser.add_argument("--import", dest="import_key", default="all-mpnet-base-v2",
+                        help="time `models import` of this converted catalog model's checkpoint ('' to skip)")
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in args.models if m not in CATALOG]
@@ -145,6 +154,42 @@ def bench_model(key: str, args: argparse.Namespace, texts: list[str], warm_texts
     return rows
 
 
+def time_import(key: str) -> dict:
+    """Seconds `driftgate models import` takes for `key`'s checkpoint, into a scratch model cache."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from gateway.encoders.convert.fetched import joined_source, source_spec
+    from gateway.encoders.fetch import ensure_files
+    from gateway.encoders.imported import import_checkpoint
+
+    ensure_files([source_spec(CATALOG[key])], default_cache_dir(), progress=log)
+    with tempfile.TemporaryDirectory(prefix="driftgate-bench-import-") as tmp:
+        source = joined_source(CATALOG[key], default_cache_dir(), Path(tmp))
+        files = [p for p in source.rglob("*") if p.is_file()] if source.is_dir() else [source]
+        source_bytes = sum(p.stat().st_size for p in files)
+        cache = Path(tmp) / "cache"
+        log(f"[import] {key} from {source} ...")
+        started = time.perf_counter()
+        result = import_checkpoint(source, "bench-import", cache, progress=log)
+        converted_s = time.perf_counter() - started
+        load_encoder(result.spec, cache).encode(["driftgate"])
+        total_s = time.perf_counter() - started
+        same = result.spec.fingerprint == CATALOG[key].fingerprint
+        shutil.rmtree(cache, ignore_errors=True)
+    return {"model": key, "source_mb": round(source_bytes / 2**20, 1), "convert_s": round(converted_s, 2),
+            "import_and_first_encode_s": round(total_s, 2), "fingerprint_equals_catalog": same}
+
+
+def fp32_vs_int8(results: list[dict]) -> list[dict]:
+    by = {(r["model"], r["batch"]): r["texts_per_s"] for r in results}
+    return [{"batch": b, "fp32_texts_per_s": by[("all-MiniLM-L6-v2", b)],
+             "int8_texts_per_s": by[("all-MiniLM-L6-v2-int8", b)],
+             "fp32_over_int8": round(by[("all-MiniLM-L6-v2", b)] / by[("all-MiniLM-L6-v2-int8", b)], 3)}
+            for m, b in by if m == "all-MiniLM-L6-v2" and ("all-MiniLM-L6-v2-int8", b) in by]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     docs = corpus(args.texts + args.warmup)
@@ -172,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             "text_chars_max": max(chars),
         },
         "results": results,
+        "fp32_vs_int8": fp32_vs_int8(results),
+        "import": time_import(args.import_key) if args.import_key else None,
         "load_average_before": load_before,
         "notes": [
             "cpu: cores busy during each row's timed passes; other_processes_cores > 0 means something "

@@ -32,7 +32,7 @@ def ensure_converted(spec: ModelSpec, cache_dir: Path, progress: Progress, allow
     out_dir = local_path(spec.files[0], cache_dir).parent
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="driftgate-convert-", dir=cache_dir) as tmp:
-        source = _joined_source(spec, cache_dir, Path(tmp))
+        source = joined_source(spec, cache_dir, Path(tmp))
         progress(f"converting {spec.key} to ONNX ...")
         try:
             converted = convert(source, out_dir, progress)
@@ -47,7 +47,7 @@ def ensure_converted(spec: ModelSpec, cache_dir: Path, progress: Progress, allow
         )
 
 
-def _joined_source(spec: ModelSpec, cache_dir: Path, tmp: Path) -> Path:
+def joined_source(spec: ModelSpec, cache_dir: Path, tmp: Path) -> Path:
     """What to hand the converter: one archive, a split archive joined in order, or the model directory."""
     paths = [local_path(f, cache_dir) for f in spec.sources]
     if len(paths) == 1:
