@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
+from gateway.commands.models_import import model_origin
 from gateway.config import Settings
 from gateway.encoders.fetch import ensure_files, missing_files
-from gateway.commands.models_import import model_origin
 from gateway.encoders.onnx import load_encoder
 
 

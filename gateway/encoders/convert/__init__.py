@@ -14,7 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.encoders.convert.checkpoint import Checkpoint, CheckpointError, load_weights, opened, read_checkpoint
+from gateway.encoders.convert.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_weights,
+    opened,
+    read_checkpoint,
+)
 
 __all__ = ["CheckpointError", "Converted", "convert"]
 

@@ -14,7 +14,13 @@ from pathlib import Path
 
 from gateway.encoders.catalog import ModelSpec
 from gateway.encoders.convert import CheckpointError, Converted, convert
-from gateway.encoders.fetch import ModelFilesUnavailable, Progress, ensure_files, local_path, sha256_file
+from gateway.encoders.fetch import (
+    ModelFilesUnavailable,
+    Progress,
+    ensure_files,
+    local_path,
+    sha256_file,
+)
 
 
 def source_spec(spec: ModelSpec) -> ModelSpec:
