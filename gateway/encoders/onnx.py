@@ -39,9 +39,11 @@ class OnnxEncoder:
             path = local_path(file, cache_dir)
             actual = sha256_file(path)
             if actual != file.sha256:
+                again = ("`driftgate models import PATH --key " + spec.key + "`"
+                         if file.derived and not spec.sources else "`driftgate models fetch`")
                 raise ModelFileMismatch(
                     f"model {spec.key!r}: {path} has sha256 {actual}, expected {file.sha256}; "
-                    "delete it and run `driftgate models fetch` again"
+                    f"delete it and run {again} again"
                 )
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
