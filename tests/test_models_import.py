@@ -182,3 +182,14 @@ def test_lower_casing_enters_the_fingerprint_only_when_set_so_older_fingerprints
     assert replace(spec, lower_case=True).fingerprint != spec.fingerprint
     # the int8 export kept the fingerprint it had under its old key: databases built with it still match
     assert CATALOG["all-MiniLM-L6-v2-int8"].fingerprint == INT8_FINGERPRINT
+
+
+def test_a_tampered_imported_file_is_refused_with_what_to_run(imported_cache, tmp_path):
+    from gateway.encoders.onnx import ModelFileMismatch, OnnxEncoder
+
+    cache = tmp_path / "cache"
+    shutil.copytree(imported_cache, cache)
+    with (cache / "converted" / "my-sre" / "tokenizer_config.json").open("a") as handle:
+        handle.write(" ")
+    with pytest.raises(ModelFileMismatch, match="driftgate models import PATH --key my-sre"):
+        OnnxEncoder(imported_specs(cache)["my-sre"], cache)
