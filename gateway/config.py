@@ -186,8 +186,11 @@ class Settings(BaseSettings):
         return self.models.cache_dir or default_cache_dir()
 
     def model_specs(self) -> dict[str, ModelSpec]:
-        """The built-in catalog plus the models declared in this config."""
-        return {**CATALOG, **{key: m.to_spec(key) for key, m in self.models.custom.items()}}
+        """The built-in catalog, the models imported into the model cache, and those declared in this config."""
+        from gateway.encoders.imported import imported_specs
+
+        return {**CATALOG, **imported_specs(self.model_cache_dir()),
+                **{key: m.to_spec(key) for key, m in self.models.custom.items()}}
 
 
 def load_settings(path: Path | str | None = None, **overrides: object) -> Settings:

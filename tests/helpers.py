@@ -27,6 +27,9 @@ __all__ = ["free_port"]
 L3 = "paraphrase-MiniLM-L3-v2"  # small and fast: the usual old model
 L6 = "all-MiniLM-L6-v2"  # the usual new model, same dimension
 USE = "use-multilingual-v3"  # 512-d: a dimension change
+L6_INT8 = "all-MiniLM-L6-v2-int8"  # the int8 export that all-MiniLM-L6-v2 used to mean
+MPNET = "all-mpnet-base-v2"  # 768-d: the usual "better model" of a 384 -> 768 upgrade
+SRE = "sre-embedding-model"  # a fine-tune of all-MiniLM-L6-v2: same dimension, another space
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

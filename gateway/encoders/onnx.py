@@ -39,9 +39,11 @@ class OnnxEncoder:
             path = local_path(file, cache_dir)
             actual = sha256_file(path)
             if actual != file.sha256:
+                again = ("`driftgate models import PATH --key " + spec.key + "`"
+                         if file.derived and not spec.sources else "`driftgate models fetch`")
                 raise ModelFileMismatch(
                     f"model {spec.key!r}: {path} has sha256 {actual}, expected {file.sha256}; "
-                    "delete it and run `driftgate models fetch` again"
+                    f"delete it and run {again} again"
                 )
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
@@ -91,6 +93,8 @@ class OnnxEncoder:
             output = self.session.run([self._output], {"inputs": np.array(texts, dtype=object)})[0]
             return self._finish(output, None), [len(t.split()) for t in texts]
         assert self.tokenizer is not None and self.spec.max_tokens is not None
+        if self.spec.lower_case:
+            texts = [t.lower() for t in texts]
         lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
         batch = self.tokenizer(
             texts,
@@ -122,7 +126,14 @@ def pool(output: np.ndarray, mask: np.ndarray | None, pooling: str) -> np.ndarra
         return output
     if pooling == "cls":
         return output[:, 0, :]
-    assert mask is not None, "mean pooling needs the attention mask"
+    assert mask is not None, f"{pooling} pooling needs the attention mask"
+    if pooling == "max":
+        # as sentence-transformers does: padding may never win, so it is set far below any value
+        return np.where(mask[..., None].astype(bool), output, np.float32(-1e9)).max(axis=1)
+    if pooling == "lasttoken":
+        # the last real token of each right-padded row
+        last = np.clip(mask.sum(axis=1) - 1, 0, None)
+        return output[np.arange(output.shape[0]), last, :]
     weights = mask[..., None].astype(np.float32)
     return (output * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
 

@@ -75,6 +75,7 @@ class CollectionService:
     async def check_models(self) -> dict[str, str]:
         """Load every model some collection uses and compare it with its registration."""
         async with self._pool.acquire() as conn:
+            self._embeddings.recognise(await registry_sql.all_models(conn))
             registered = await registry_sql.models_in_use(conn)
         drifted: dict[str, str] = {}
         for model in registered:

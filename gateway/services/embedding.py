@@ -7,6 +7,7 @@ batchers and the thread pool belong to the app's event loop and close with it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from gateway.domain.errors import EncoderBusy, EncoderFailed, InvalidRequest
 from gateway.domain.fingerprint import PROBE_TEXTS
 from gateway.domain.vectors import row_cosines
 from gateway.encoders.batcher import MicroBatcher
-from gateway.encoders.catalog import ModelSpec
+from gateway.encoders.catalog import FORMER_MEANINGS, ModelSpec
 from gateway.encoders.fetch import ModelFilesUnavailable
 from gateway.encoders.onnx import Encoded, load_encoder
 from gateway.store.registry import RegisteredModel
@@ -158,6 +159,30 @@ class EmbeddingService:
             probe_texts=PROBE_TEXTS,
             probe_vectors=tuple(tuple(float(x) for x in v) for v in probes),
         )
+
+    def recognise(self, registered: list[RegisteredModel]) -> dict[str, str]:
+        """Serve a catalog key registered with the files it named in an earlier release with those files.
+
+        The key all-MiniLM-L6-v2 named the int8 export before it named the exact fp32 model;
+        a database whose collections were built with the int8 files keeps them: the stored
+        fingerprint decides, not today's meaning of the key. Returns {key: catalog key used}.
+        """
+        adopted: dict[str, str] = {}
+        for model in registered:
+            spec = self.specs.get(model.key)
+            twin = self.specs.get(FORMER_MEANINGS.get(model.key, ""))
+            if spec is None or twin is None or spec.fingerprint == model.fingerprint \
+                    or twin.fingerprint != model.fingerprint:
+                continue
+            self.specs = {**self.specs, model.key: dataclasses.replace(twin, key=model.key)}
+            adopted[model.key] = twin.key
+            log.warning(
+                "model %s in this database was registered with the files of %s (fingerprint %s); serving it "
+                "with those files, for existing and new collections. To move to what %s names today, import "
+                "that model under another key (`driftgate models import PATH --key KEY`) and migrate to it",
+                model.key, twin.key, model.fingerprint[:12], model.key,
+            )
+        return adopted
 
     async def drift(self, registered: RegisteredModel) -> str | None:
         """Why the configured model no longer matches its registration, or None when it does."""

@@ -64,3 +64,8 @@ async def models_in_use(conn: asyncpg.Connection) -> list[RegisteredModel]:
            ORDER BY m.key"""
     )
     return [_row(r) for r in rows]
+
+
+async def all_models(conn: asyncpg.Connection) -> list[RegisteredModel]:
+    """Every registered model, in use or not."""
+    return [_row(r) for r in await conn.fetch("SELECT * FROM driftgate.models ORDER BY key")]
