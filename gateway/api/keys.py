@@ -7,6 +7,7 @@ from aiohttp import web
 
 from gateway.api.metrics import Metrics
 from gateway.config import Settings
+from gateway.services.adoption import AdoptionRunner, AdoptionService
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService
 from gateway.services.migrations import BackfillControl, MigrationService
@@ -28,4 +29,6 @@ REPLICA_ID = web.AppKey("replica_id", str)
 SHADOW = web.AppKey("shadow", ShadowRunner)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
 API_KEYS = web.AppKey("api_keys", tuple)
+ADOPTION = web.AppKey("adoption", AdoptionService)
+ADOPTION_RUNNER = web.AppKey("adoption_runner", AdoptionRunner)
 EncoderLoaderKey = web.AppKey("encoder_loader", object)

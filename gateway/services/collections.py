@@ -12,7 +12,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -70,6 +70,8 @@ class CollectionService:
         self._states: dict[str, CollectionState] = {}
         self.drifted: dict[str, str] = {}  # model key -> reason; those models' collections refuse
         self._read_latency = LatencyWindow()
+        # refuses writes to a collection that follows a legacy table (services/adoption.py)
+        self.write_guard: Callable[[str], Awaitable[None]] | None = None
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -180,6 +182,8 @@ class CollectionService:
                                  code="duplicate_id")
         texts = [d.text for d in documents]
         state = await self.state(name)
+        if self.write_guard is not None:
+            await self.write_guard(name)
         encoded: dict[str, Encoded] = {}
         for _ in range(MAX_WRITE_SET_RETRIES):
             self.refuse_drifted(state, state.write_models)
@@ -232,6 +236,8 @@ class CollectionService:
 
     async def delete_document(self, name: str, doc_id: str) -> None:
         await self.state(name)
+        if self.write_guard is not None:
+            await self.write_guard(name)
         validate_document_id(doc_id)
         async for attempt in db_retrying():
             with attempt:
