@@ -152,12 +152,13 @@ async def legacy_writer(dsn: str, seed: int, stop: asyncio.Event, written: list)
 
 
 async def test_an_adopted_table_follows_concurrent_legacy_writers_during_and_after_the_import(make_client, dsn):
-    client = await make_client(adopt_settings(chunk_rows=20, max_rows_per_s=400), admin_token=TOKEN)
+    client = await make_client(adopt_settings(chunk_rows=20, max_rows_per_s=200), admin_token=TOKEN)
     await make_source(dsn, encoder(client), 200)
     stop, written = asyncio.Event(), []
     writers = [asyncio.create_task(legacy_writer(dsn, seed, stop, written)) for seed in range(3)]
     status, body = await admin(client, "POST", "docs/adopt", adopt_body(follow=True))
     assert status == 202 and body["adoption"]["state"] == "importing", body
+    at_adopt = len(written)
     assert body["adoption"]["sample"]["sampled"] > 100 and body["adoption"]["sample"]["cosine_min"] > 0.999
 
     # writes through the gateway are refused while the table is the writer
@@ -166,6 +167,7 @@ async def test_an_adopted_table_follows_concurrent_legacy_writers_during_and_aft
 
     await wait_for(lambda: _imported(client), "import")
     during = len(written)
+    assert during - at_adopt >= 5, "the legacy writers did not write during the import"
     while len(written) < during + 30:  # keep writing after the import as well
         await asyncio.sleep(0.05)
     stop.set()
@@ -271,8 +273,8 @@ async def test_wrong_model_vectors_a_dimension_mismatch_and_hostile_names_are_re
         (adopt_body(table="public.wide"), 400, "dimension_mismatch"),
         (adopt_body(table="public.nope"), 404, "table_not_found"),
         (adopt_body(text_column="title"), 400, "column_not_found"),
-        (adopt_body(vector_column="body"), 400, "invalid_column_type"),
-        (adopt_body(id_column="lang"), 400, "id_not_unique"),
+        (adopt_body(vector_column="lang", metadata_columns=[]), 400, "invalid_column_type"),
+        (adopt_body(id_column="lang", metadata_columns=[]), 400, "id_not_unique"),
         (adopt_body(table="items; DROP TABLE items"), 400, "invalid_identifier"),
         (adopt_body(table='public."items"'), 400, "invalid_identifier"),
         (adopt_body(table="a.b.c"), 400, "invalid_identifier"),
@@ -350,7 +352,7 @@ async def _seed_for_kill(dsn: str) -> None:
 
     model = load_encoder(CATALOG[L3], default_cache_dir(), 0)
     vectors = model.encode(TEXTS[:400]).vectors
-    conn = await connect(dsn)
+    conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         await register_vector(conn)

@@ -182,7 +182,7 @@ async def import_chunk(
                 SELECT d.id, src.embedding, d.version FROM docs d JOIN src ON src.id = d.id
                 WHERE src.embedding IS NOT NULL
                 RETURNING 1)
-            SELECT (SELECT key::text FROM src ORDER BY key DESC LIMIT 1) AS last,
+            SELECT (SELECT k.key FROM src k ORDER BY k.key DESC LIMIT 1)::text AS last,
                    (SELECT count(*) FROM src) AS read,
                    (SELECT count(*) FROM docs) AS imported,
                    (SELECT count(*) FROM emb) AS with_vector""",
