@@ -12,8 +12,17 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from pydantic import Field
 
-from gateway.api.keys import ADOPTION, ADOPTION_RUNNER, COLLECTIONS, EMBEDDINGS, METRICS, POOL, REPLICA_ID, \
-    SETTINGS, WATCHER
+from gateway.api.keys import (
+    ADOPTION,
+    ADOPTION_RUNNER,
+    COLLECTIONS,
+    EMBEDDINGS,
+    METRICS,
+    POOL,
+    REPLICA_ID,
+    SETTINGS,
+    WATCHER,
+)
 from gateway.api.requests import StrictBody, parse_body
 from gateway.domain.adoption import SourceSpec
 from gateway.services.adoption import AdoptionRunner, AdoptionService, AdoptRequest
@@ -71,5 +80,5 @@ async def adoption_ctx(app: web.Application) -> AsyncIterator[None]:
     stop_event.set()
     try:
         await asyncio.wait_for(task, timeout=30)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         task.cancel()

@@ -52,7 +52,7 @@ class SourceSpec:
 
     @classmethod
     def parse(cls, table: str, id_column: str, text_column: str, vector_column: str,
-              metadata_columns: list[str] | tuple[str, ...] = ()) -> "SourceSpec":
+              metadata_columns: list[str] | tuple[str, ...] = ()) -> SourceSpec:
         """Validate every name; `table` is `schema.table` or `table` (schema public)."""
         if not isinstance(table, str):
             raise InvalidRequest("table must be a string such as 'public.items'", code="invalid_identifier")

@@ -27,12 +27,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import asyncpg
 import numpy as np
 
-from gateway.domain.adoption import ACTIVE_STATES, AdoptionState, SourceSpec, judge_sample
+from gateway.domain.adoption import (
+    ACTIVE_STATES,
+    AdoptionState,
+    SourceSpec,
+    judge_sample,
+)
 from gateway.domain.backfill import plan_chunks
 from gateway.domain.errors import Conflict, InvalidRequest, ModelDrift, NotFound
 from gateway.domain.identifiers import validate_collection_name
@@ -69,6 +74,15 @@ class AdoptionService:
         self._writable: set[str] = set()  # collections known never to be followed again
 
     async def adopt(self, name: str, request: AdoptRequest, actor: str | None) -> dict:
+        """Check, sample, then create the collection and the adoption (and triggers) in one go."""
+        try:
+            return await self._adopt(name, request, actor)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise InvalidRequest(
+                f"the gateway's database role may not use {request.source.qualified!r} ({exc}); grant it SELECT "
+                "on the table, and TRIGGER for --follow", code="insufficient_privilege") from None
+
+    async def _adopt(self, name: str, request: AdoptRequest, actor: str | None) -> dict:
         validate_collection_name(name)
         spec = self._embeddings.spec(request.model)
         async with self._pool.acquire() as conn:
@@ -133,7 +147,7 @@ class AdoptionService:
         return {"sampled": verdict.sampled, "threshold": verdict.threshold,
                 "cosine_min": float(cosines.min()), "cosine_mean": float(cosines.mean())}
 
-    async def stop(self, name: str, actor: str | None, runner: "AdoptionRunner") -> dict:
+    async def stop(self, name: str, actor: str | None, runner: AdoptionRunner) -> dict:
         """Stop following: drop the triggers, apply what they queued, drop the queue."""
         validate_collection_name(name)
         async with self._pool.acquire() as conn:
@@ -325,11 +339,11 @@ class AdoptionRunner:
             assert state is not None
             missing = await backfill_sql.incomplete_document_ids(conn, name, model)
             await backfill_sql.plan_round(conn, name, model, plan_chunks(missing, self._backfill_chunk), 1)
-            await adoption_sql.set_state(conn, name, AdoptionState.INDEXING, imported_at=datetime.now(timezone.utc))
+            await adoption_sql.set_state(conn, name, AdoptionState.INDEXING, imported_at=datetime.now(UTC))
             await collections_sql.change_state(
                 conn, state, action="adopt_imported", actor="adoption", replica=self._replica,
                 detail={"to_embed": len(missing)}, target_model=model, backfill_state="running",
-                backfill_started_at=datetime.now(timezone.utc))
+                backfill_started_at=datetime.now(UTC))
 
     async def _finish_if_indexed(self, row: asyncpg.Record) -> None:
         """Once the backfill is done (index built), clear it and settle the adoption."""
@@ -342,7 +356,7 @@ class AdoptionRunner:
             assert state is not None
             current = await adoption_sql.get_adoption(conn, name)
             after = AdoptionState.FOLLOWING if current["follow"] else AdoptionState.DONE
-            await adoption_sql.set_state(conn, name, after, finished_at=datetime.now(timezone.utc))
+            await adoption_sql.set_state(conn, name, after, finished_at=datetime.now(UTC))
             changes = {"target_model": None, "backfill_state": "idle"} if state.target_model == model else {}
             await collections_sql.change_state(conn, state, action="adopt_done", actor="adoption",
                                                replica=self._replica, detail={"state": after.value}, **changes)
