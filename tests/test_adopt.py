@@ -168,8 +168,10 @@ async def test_an_adopted_table_follows_concurrent_legacy_writers_during_and_aft
     await wait_for(lambda: _imported(client), "import")
     during = len(written)
     assert during - at_adopt >= 5, "the legacy writers did not write during the import"
-    while len(written) < during + 30:  # keep writing after the import as well
-        await asyncio.sleep(0.05)
+
+    async def more_writes():  # keep writing after the import as well
+        return len(written) >= during + 30, len(written)
+    await wait_for(more_writes, "legacy writes after the import")
     stop.set()
     await asyncio.gather(*writers)
     body = await settled(client)
