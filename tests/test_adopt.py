@@ -130,7 +130,7 @@ async def legacy_writer(dsn: str, seed: int, stop: asyncio.Event, written: list)
     try:
         n = 0
         while not stop.is_set():
-            op, row = rng.random(), rng.randrange(0, 160)
+            op, row = rng.random(), rng.randrange(0, 100)
             row += 1 if row % 25 == 7 else 0  # the blank rows stay blank: they must be skipped
             if op < 0.5:
                 await conn.execute("UPDATE items SET body = $2, lang = $3 WHERE id = $1", row,
@@ -152,14 +152,14 @@ async def legacy_writer(dsn: str, seed: int, stop: asyncio.Event, written: list)
 
 
 async def test_an_adopted_table_follows_concurrent_legacy_writers_during_and_after_the_import(make_client, dsn):
-    client = await make_client(adopt_settings(chunk_rows=20, max_rows_per_s=200), admin_token=TOKEN)
-    await make_source(dsn, encoder(client), 200)
+    client = await make_client(adopt_settings(chunk_rows=10, max_rows_per_s=100), admin_token=TOKEN)
+    await make_source(dsn, encoder(client), 120)
     stop, written = asyncio.Event(), []
     writers = [asyncio.create_task(legacy_writer(dsn, seed, stop, written)) for seed in range(3)]
     status, body = await admin(client, "POST", "docs/adopt", adopt_body(follow=True))
     assert status == 202 and body["adoption"]["state"] == "importing", body
     at_adopt = len(written)
-    assert body["adoption"]["sample"]["sampled"] > 100 and body["adoption"]["sample"]["cosine_min"] > 0.999
+    assert body["adoption"]["sample"]["sampled"] >= 20 and body["adoption"]["sample"]["cosine_min"] > 0.999
 
     # writes through the gateway are refused while the table is the writer
     refused = await client.put("/v1/collections/docs/documents/x", json={"text": "through the gateway"})
@@ -177,7 +177,7 @@ async def test_an_adopted_table_follows_concurrent_legacy_writers_during_and_aft
     body = await settled(client)
     assert body["document_count"] == body["models"][L3]["rows"] and body["models"][L3]["coverage"] == 1.0
     adoption = body["adoption"]
-    assert adoption["rows_skipped"] >= 8 and adoption["rows_to_embed"] >= 15 and adoption["changes_applied"] > 0
+    assert adoption["rows_skipped"] >= 5 and adoption["rows_to_embed"] > 0 and adoption["changes_applied"] > 0
     docs = await compare_with_source(dsn)
 
     # a followed change is embedded from the new text by the collection's model
