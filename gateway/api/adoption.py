@@ -25,7 +25,8 @@ from gateway.api.keys import (
 )
 from gateway.api.requests import StrictBody, parse_body
 from gateway.domain.adoption import SourceSpec
-from gateway.services.adoption import AdoptionRunner, AdoptionService, AdoptRequest
+from gateway.services.adoption import AdoptionService, AdoptRequest
+from gateway.services.follow import AdoptionRunner
 
 routes = web.RouteTableDef()
 PREFIX = "/admin/v1/collections/{collection}"

@@ -7,7 +7,8 @@ from aiohttp import web
 
 from gateway.api.metrics import Metrics
 from gateway.config import Settings
-from gateway.services.adoption import AdoptionRunner, AdoptionService
+from gateway.services.adoption import AdoptionService
+from gateway.services.follow import AdoptionRunner
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService
 from gateway.services.migrations import BackfillControl, MigrationService

@@ -20,35 +20,28 @@ be silently overwritten by an older legacy change. `stop` hands writing over to 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import asyncpg
 import numpy as np
 
 from gateway.domain.adoption import (
-    ACTIVE_STATES,
     AdoptionState,
     SourceSpec,
     judge_sample,
 )
-from gateway.domain.backfill import plan_chunks
 from gateway.domain.errors import Conflict, InvalidRequest, ModelDrift, NotFound
 from gateway.domain.identifiers import validate_collection_name
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService
+from gateway.services.follow import AdoptionRunner
 from gateway.store import adoption as adoption_sql
-from gateway.store import backfill as backfill_sql
 from gateway.store import collections as collections_sql
-from gateway.store import documents as documents_sql
 from gateway.store import registry as registry_sql
-from gateway.store.retry import TRANSIENT_ERRORS, db_retrying
+from gateway.store.retry import db_retrying
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +155,12 @@ class AdoptionService:
                            "(status: adoption.state)", code="adoption_importing")
         source = adoption_sql.source_of(row)
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", _follow_lock(name))
+            await adoption_sql.lock_follow(conn, name)
             await adoption_sql.remove_triggers(conn, name, source)  # no change is captured after this
         while await runner.apply_changes(row):
             pass
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", _follow_lock(name))
+            await adoption_sql.lock_follow(conn, name)
             await adoption_sql.drop_queue(conn, name)
             after = AdoptionState.STOPPED if row["state"] == AdoptionState.FOLLOWING.value \
                 else AdoptionState(row["state"])
@@ -197,10 +190,6 @@ class AdoptionService:
             self._writable.add(name)
 
 
-def _follow_lock(name: str) -> str:
-    return f"driftgate-follow:{name}"
-
-
 async def adoption_status(conn: asyncpg.Connection, name: str) -> dict | None:
     """The `adoption` block of the status report, or None for a collection made through the API."""
     row = await adoption_sql.get_adoption(conn, name)
@@ -228,183 +217,3 @@ async def adoption_status(conn: asyncpg.Connection, name: str) -> dict | None:
         "imported_at": row["imported_at"].isoformat() if row["imported_at"] else None,
         "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
     }
-
-
-class AdoptionRunner:
-    """The background half: import, hand over to the backfill, apply followed changes."""
-
-    def __init__(self, pool: asyncpg.Pool, embeddings: EmbeddingService, *, replica: str, chunk_rows: int,
-                 max_rows_per_s: float | None, apply_batch: int, backfill_chunk: int, poll_interval_s: float,
-                 on_lag: Callable[[str, dict], None] | None = None) -> None:
-        self._pool = pool
-        self._embeddings = embeddings
-        self._replica = replica
-        self._chunk_rows = chunk_rows
-        self._max_rate = max_rows_per_s
-        self._apply_batch = apply_batch
-        self._backfill_chunk = backfill_chunk
-        self._poll_s = poll_interval_s
-        self._on_lag = on_lag or (lambda _c, _l: None)
-        self._wake = asyncio.Event()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            busy = False
-            try:
-                busy = await self.step(stop)
-            except TRANSIENT_ERRORS as exc:
-                log.warning("adoption runner: database unavailable (%r); retrying", exc)
-            except Exception:  # a bug must not end the runner silently
-                log.exception("adoption runner: unexpected error; retrying after the poll interval")
-            if not busy:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_s)
-                self._wake.clear()
-
-    async def step(self, stop: asyncio.Event) -> bool:
-        """One pass over the active adoptions; True when there was work (look again at once)."""
-        async with self._pool.acquire() as conn:
-            rows = await adoption_sql.adoptions_in(conn, ACTIVE_STATES)
-        busy = False
-        for row in rows:
-            if stop.is_set():
-                break
-            state = AdoptionState(row["state"])
-            if state == AdoptionState.IMPORTING:
-                busy |= await self._import(row, stop)
-                continue
-            if state == AdoptionState.INDEXING:
-                await self._finish_if_indexed(row)
-            if row["follow"]:
-                busy |= bool(await self.apply_changes(row))
-                async with self._pool.acquire() as conn:
-                    if (await adoption_sql.get_adoption(conn, row["collection"]))["follow"]:
-                        self._on_lag(row["collection"], await adoption_sql.queue_lag(conn, row["collection"]))
-        return busy
-
-    # -- import ------------------------------------------------------------------------------------
-
-    async def _import(self, row: asyncpg.Record, stop: asyncio.Event) -> bool:
-        name = row["collection"]
-        async with self._pool.acquire() as lock:
-            if not await lock.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", f"driftgate-import:{name}"):
-                return False  # another replica imports it
-            try:
-                return await self._import_locked(name, stop)
-            finally:
-                await lock.execute("SELECT pg_advisory_unlock(hashtext($1))", f"driftgate-import:{name}")
-
-    async def _import_locked(self, name: str, stop: asyncio.Event) -> bool:
-        async with self._pool.acquire() as conn:
-            row = await adoption_sql.get_adoption(conn, name)
-            if row is None or row["state"] != AdoptionState.IMPORTING.value:
-                return False
-            source = adoption_sql.source_of(row)
-            if row["cursor"] is None:
-                await conn.execute("UPDATE driftgate.adoptions SET rows_total = $2 WHERE collection = $1",
-                                   name, await adoption_sql.count_rows(conn, source))
-            dim = self._embeddings.spec(row["model_key"]).dim
-        cursor, model = row["cursor"], row["model_key"]
-        log.info("importing %s into %s from cursor %r", source.spec.qualified, name, cursor)
-        started, done = time.monotonic(), 0
-        while not stop.is_set():
-            async for attempt in db_retrying(max_seconds=30):
-                with attempt:
-                    async with self._pool.acquire() as conn, conn.transaction():
-                        cursor, read = await adoption_sql.import_chunk(
-                            conn, name, model, dim, source, cursor, self._chunk_rows)
-            if not read:
-                break
-            done += read
-            if self._max_rate:  # throttle: sleep until the average rate is back under the limit
-                ahead = done / self._max_rate - (time.monotonic() - started)
-                if ahead > 0:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(stop.wait(), ahead)
-        if stop.is_set():
-            return False
-        await self._hand_to_backfill(name, model)
-        log.info("imported %s into %s: %d rows this run in %.1f s", source.spec.qualified, name, done,
-                 time.monotonic() - started)
-        return True
-
-    async def _hand_to_backfill(self, name: str, model: str) -> None:
-        """Plan the rows without a vector as a backfill round of the model; the backfill worker
-        embeds them, then builds the HNSW index CONCURRENTLY and marks the backfill done."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            state = await collections_sql.get_state(conn, name, lock="UPDATE")
-            assert state is not None
-            missing = await backfill_sql.incomplete_document_ids(conn, name, model)
-            await backfill_sql.plan_round(conn, name, model, plan_chunks(missing, self._backfill_chunk), 1)
-            await adoption_sql.set_state(conn, name, AdoptionState.INDEXING, imported_at=datetime.now(UTC))
-            await collections_sql.change_state(
-                conn, state, action="adopt_imported", actor="adoption", replica=self._replica,
-                detail={"to_embed": len(missing)}, target_model=model, backfill_state="running",
-                backfill_started_at=datetime.now(UTC))
-
-    async def _finish_if_indexed(self, row: asyncpg.Record) -> None:
-        """Once the backfill is done (index built), clear it and settle the adoption."""
-        name, model = row["collection"], row["model_key"]
-        async with self._pool.acquire() as conn, conn.transaction():
-            settings = await backfill_sql.backfill_settings(conn, name)
-            if settings["target_model"] == model and settings["backfill_state"] != "done":
-                return
-            state = await collections_sql.get_state(conn, name, lock="UPDATE")
-            assert state is not None
-            current = await adoption_sql.get_adoption(conn, name)
-            after = AdoptionState.FOLLOWING if current["follow"] else AdoptionState.DONE
-            await adoption_sql.set_state(conn, name, after, finished_at=datetime.now(UTC))
-            changes = {"target_model": None, "backfill_state": "idle"} if state.target_model == model else {}
-            await collections_sql.change_state(conn, state, action="adopt_done", actor="adoption",
-                                               replica=self._replica, detail={"state": after.value}, **changes)
-        log.info("adoption of %s is complete (%s)", name, after.value)
-
-    # -- follow ------------------------------------------------------------------------------------
-
-    async def apply_changes(self, row: asyncpg.Record) -> int:
-        """Apply one batch of queued changes in one transaction; returns how many were applied.
-
-        The per-collection advisory lock makes batches strictly sequential across replicas, so
-        each batch reads the source after the previous one committed: the collection never moves
-        back to an older value. The state row is held FOR SHARE, as on the API's write path, so
-        the write set cannot change between embedding and commit.
-        """
-        name = row["collection"]
-        source = adoption_sql.source_of(row)
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", _follow_lock(name))
-            current = await adoption_sql.get_adoption(conn, name)
-            if current is None or current["state"] == AdoptionState.IMPORTING.value or \
-                    not await adoption_sql.queue_exists(conn, name):
-                return 0
-            state = await collections_sql.get_state(conn, name, lock="SHARE")
-            entries = await adoption_sql.claim_changes(conn, name, self._apply_batch)
-            if not entries:
-                return 0
-            if any(e["op"] == "T" for e in entries):
-                await adoption_sql.delete_absent(conn, name, source)
-            ids = list(dict.fromkeys(e["doc_id"] for e in entries if e["doc_id"] is not None))
-            rows = await adoption_sql.current_rows(conn, source, ids) if ids else []
-            keep = [r for r in rows if r["content"] and r["content"].strip() and 1 <= len(r["id"]) <= 256]
-            kept = {r["id"] for r in keep}
-            gone = [i for i in ids if i not in kept]
-            if keep:
-                texts = [r["content"] for r in keep]
-                versions = await documents_sql.upsert_documents(
-                    conn, name, [r["id"] for r in keep], texts, [_json(r["metadata"]) for r in keep])
-                ordered = [versions[r["id"]] for r in keep]
-                for model in state.write_models:
-                    encoded = await self._embeddings.embed(model, texts, "document", bulk=True)
-                    await documents_sql.upsert_embeddings(conn, name, model, [r["id"] for r in keep],
-                                                          encoded.vectors, ordered)
-            if gone:
-                await adoption_sql.delete_documents(conn, name, gone)
-            await adoption_sql.record_applied(conn, name, len(entries))
-        return len(entries)
-
-
-def _json(value) -> dict:
-    return json.loads(value) if isinstance(value, str) else dict(value)

@@ -269,6 +269,11 @@ async def drop_queue(conn: asyncpg.Connection, collection: str) -> None:
     await conn.execute(f"DROP FUNCTION IF EXISTS {_function(collection)}(); DROP TABLE IF EXISTS {_queue(collection)}")
 
 
+async def lock_follow(conn: asyncpg.Connection, collection: str) -> None:
+    """Serialise queue work on one collection across replicas, until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"driftgate-follow:{collection}")
+
+
 async def queue_exists(conn: asyncpg.Connection, collection: str) -> bool:
     return await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", _queue(collection))
 
