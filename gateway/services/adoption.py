@@ -3,7 +3,7 @@
 `adopt` checks everything before writing anything: names, the catalog, and a random sample
 of stored vectors re-embedded with the declared model (the drift check at the door). Then
 one transaction creates the collection (its index comes later), the adoption row and, with
-`follow`, the capture triggers. The `AdoptionRunner` (one per app, in a cleanup_ctx) does
+`follow`, the capture triggers. The `AdoptionRunner` (services/follow.py, one per app, in a cleanup_ctx) does
 the rest, resumably, on whichever replica gets there first:
 
     importing  chunks of `INSERT ... SELECT` with a persisted cursor (a session advisory
