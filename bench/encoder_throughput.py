@@ -235,8 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             "is one chunk padded to its longest text (padding_ratio = token positions run / real tokens)",
         ],
     }
-    json.dump(output, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    emit(output)
     return 0
 
 

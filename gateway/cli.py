@@ -16,6 +16,8 @@ examples:
   driftgate models fetch                  # download and verify every pinned model
   echo '{"text": "hello"}' | driftgate embed --model all-MiniLM-L6-v2
   driftgate migrate start articles --to all-MiniLM-L6-v2   # then: status --watch, verify, cutover, retire
+  driftgate adopt items --table public.items --id-column id --text-column body --vector-column embedding \
+      --model all-MiniLM-L6-v2 --follow         # take over an existing pgvector table
 
 environment:
   DATABASE_URL           an existing PostgreSQL with pgvector >= 0.7 (else the embedded server)
@@ -120,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--model", required=True, help="model key (see `driftgate models list`)")
 
     _add_migrate(commands)
+    from gateway.commands.adopt import add_parser as add_adopt
+
+    add_adopt(commands)
 
     load = commands.add_parser(
         "loadtest", help="the zero-downtime proof: a whole migration under load",
@@ -298,6 +303,10 @@ def _dispatch(args: argparse.Namespace, settings) -> int:
         from gateway.loadtest.main import run as run_loadtest
 
         return run_loadtest(args)
+    if args.command == "adopt":
+        from gateway.commands import adopt
+
+        return adopt.run(args)
     if args.command == "migrate":
         from gateway.commands import migrate
 

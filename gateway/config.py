@@ -144,6 +144,13 @@ class ShadowConfig(_Section):
     store_query_text: bool = False  # raw samples keep a hash of the query unless this is on
 
 
+class AdoptionConfig(_Section):
+    chunk_rows: int = Field(5000, ge=1, le=1_000_000)  # source rows copied per import transaction
+    max_rows_per_s: float | None = Field(None, gt=0)  # throttle the import to spare a busy database
+    apply_batch: int = Field(256, ge=1, le=10_000)  # followed changes applied per transaction
+    poll_interval_s: float = Field(0.5, gt=0)  # how often an idle follower looks at its queue
+
+
 class LimitsConfig(_Section):
     max_text_chars: int = Field(100_000, ge=1)
     max_batch_documents: int = Field(1000, ge=1)
@@ -166,6 +173,7 @@ class Settings(BaseSettings):
     models: ModelsConfig = ModelsConfig()
     backfill: BackfillConfig = BackfillConfig()
     shadow: ShadowConfig = ShadowConfig()
+    adoption: AdoptionConfig = AdoptionConfig()
     limits: LimitsConfig = LimitsConfig()
     logging: LoggingConfig = LoggingConfig()
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.api import admin, data_plane, embeddings, health, openapi
+from gateway.api import admin, adoption, data_plane, embeddings, health, openapi
 from gateway.api.context import request_id_middleware
 from gateway.api.errors import error_middleware
 from gateway.api.keys import (
@@ -204,7 +204,9 @@ def create_app(
     app.cleanup_ctx.append(_state_watcher)
     app.cleanup_ctx.append(_backfill_worker)
     app.cleanup_ctx.append(_gauges)
+    app.cleanup_ctx.append(adoption.adoption_ctx)
     app.add_routes(admin.routes)
+    app.add_routes(adoption.routes)
     app.add_routes(data_plane.routes)
     app.add_routes(embeddings.routes)
     app.add_routes(health.routes)

@@ -8,8 +8,10 @@ from aiohttp import web
 from gateway.api.large import LargeResponses
 from gateway.api.metrics import Metrics
 from gateway.config import Settings
+from gateway.services.adoption import AdoptionService
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService
+from gateway.services.follow import AdoptionRunner
 from gateway.services.migrations import BackfillControl, MigrationService
 from gateway.services.shadow import ShadowRunner
 from gateway.services.state_sync import StateWatcher
@@ -30,4 +32,6 @@ SHADOW = web.AppKey("shadow", ShadowRunner)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
 API_KEYS = web.AppKey("api_keys", tuple)
 LARGE_RESPONSES = web.AppKey("large_responses", LargeResponses)
+ADOPTION = web.AppKey("adoption", AdoptionService)
+ADOPTION_RUNNER = web.AppKey("adoption_runner", AdoptionRunner)
 EncoderLoaderKey = web.AppKey("encoder_loader", object)

@@ -62,6 +62,15 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.follow_lag = Gauge(
+            "driftgate_follow_lag_seconds", "Age of the oldest unapplied change of a followed table (0: caught up)",
+            ["collection"], registry=self.registry,
+        )
+        self.follow_pending = Gauge(
+            "driftgate_follow_pending_changes", "Changes of a followed table waiting to be applied", ["collection"],
+            registry=self.registry,
+        )
+
         ratio_buckets = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
         self.shadow_samples = Counter(
             "driftgate_shadow_samples_total", "Shadow comparisons completed", ["collection", "pairing"],
@@ -108,6 +117,10 @@ class Metrics:
         self.large_in_flight.set(large.in_flight)
         self.large_high_water.set(large.high_water)
         self.large_waited.set(large.waited)
+
+    def record_follow_lag(self, collection: str, lag: dict) -> None:
+        self.follow_lag.labels(collection).set(lag["lag_s"])
+        self.follow_pending.labels(collection).set(lag["pending"])
 
     def record_batch(self, model: str, size: int) -> None:
         self.encoded_texts.labels(model).inc(size)

@@ -14,6 +14,7 @@ from gateway.api.admin import (
     StartMigration,
     VerifyBody,
 )
+from gateway.api.adoption import AdoptBody
 from gateway.api.embeddings import EmbeddingsBody
 from gateway.api.requests import BatchBody, CreateCollection, DocumentBody, QueryBody
 from gateway.api.responses import json_response
@@ -151,6 +152,11 @@ def _admin_paths() -> dict:
         f"{base}/verify": {"post": op("Verify every written model", "200", VerifyBody)},
         f"{base}/retire": {"post": op("Retire the old model", "200", RetireBody)},
         f"{base}/abort": {"post": op("Abort the migration", "200", None)},
+        f"{base}/adopt": {"post": op("Adopt an existing pgvector table as a new collection (sample check, "
+                                     "import, optional follow); 409 vectors_mismatch when the stored vectors "
+                                     "are not the model's", "202", AdoptBody)},
+        f"{base}/adopt/stop": {"post": op("Stop following the adopted table: drop its triggers and queue",
+                                          "200", None)},
     }
 
 

@@ -129,6 +129,10 @@ def format_status(status: dict) -> str:
         if backfill.get("index_build"):
             build = backfill["index_build"]
             lines.append(f"  index build: {build['phase']} ({build['blocks_done']}/{build['blocks_total']} blocks)")
+    if status.get("adoption"):
+        from gateway.commands.adopt import format_adoption
+
+        lines.append(format_adoption(status["adoption"]))
     shadow = status["shadow"]
     if shadow.get("model"):
         lines.append(f"  shadow {shadow['model']} at {shadow['sample_rate']:.0%}")

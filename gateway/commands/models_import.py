@@ -17,7 +17,10 @@ def run(settings: Settings, path: Path, key: str, replace: bool) -> int:
     """Convert a sentence-transformers checkpoint into the model cache and register it under `key`."""
     cache_dir = settings.model_cache_dir()
     started = time.monotonic()
-    say = lambda msg: print(msg, file=sys.stderr)
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr)
+
     try:
         result = import_checkpoint(path, key, cache_dir, reserved=set(settings.models.custom),
                                    replace=replace, progress=say)

@@ -75,7 +75,7 @@ def imported_source(cache_dir: Path, key: str) -> dict | None:
     return {"source": entry["source"], "weights_sha256": entry["weights_sha256"]} if entry else None
 
 
-def import_checkpoint(source: Path, key: str, cache_dir: Path, *, reserved: set[str] = frozenset(),
+def import_checkpoint(source: Path, key: str, cache_dir: Path, *, reserved: set[str] | frozenset[str] = frozenset(),
                       replace: bool = False, progress: Progress | None = None) -> ImportResult:
     """Convert `source` into the cache under `key` and record it in the manifest.
 
@@ -117,4 +117,4 @@ def import_checkpoint(source: Path, key: str, cache_dir: Path, *, reserved: set[
     staging.replace(target)
     models[key] = entry
     _write(cache_dir, models)
-    return ImportResult(spec, entry["source"], weights_sha256, unchanged)
+    return ImportResult(spec, str(entry["source"]), weights_sha256, unchanged)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -69,6 +69,8 @@ class CollectionService:
         self._states: dict[str, CollectionState] = {}
         self.drifted: dict[str, str] = {}  # model key -> reason; those models' collections refuse
         self._read_latency = LatencyWindow()
+        # refuses writes to a collection that follows a legacy table (services/adoption.py)
+        self.write_guard: Callable[[str], Awaitable[None]] | None = None
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -175,6 +177,8 @@ class CollectionService:
                                  code="duplicate_id")
         texts = [d.text for d in documents]
         state = await self.state(name)
+        if self.write_guard is not None:
+            await self.write_guard(name)
         encoded: dict[str, Encoded] = {}
         for _ in range(MAX_WRITE_SET_RETRIES):
             self.refuse_drifted(state, state.write_models)
@@ -225,6 +229,8 @@ class CollectionService:
 
     async def delete_document(self, name: str, doc_id: str) -> None:
         await self.state(name)
+        if self.write_guard is not None:
+            await self.write_guard(name)
         validate_document_id(doc_id)
         deleted = await with_connection(self._pool, lambda conn: documents_sql.delete_document(conn, name, doc_id))
         if not deleted:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from gateway.domain.backfill import eta_seconds
+from gateway.services.adoption import adoption_status
 from gateway.services.collections import CollectionService
 from gateway.store import backfill as backfill_sql
 from gateway.store import collections as collections_sql
@@ -48,10 +49,12 @@ async def collection_status(
         backfill = await _backfill(conn, name, state.to_model, tables)
         replicas = await replicas_sql.list_replicas(conn, name)
         audit = await collections_sql.audit_log(conn, name, limit=5)
-        return state, models, backfill, replicas, audit
+        document_count = await collections_sql.count_documents(conn, name)
+        adoption = await adoption_status(conn, name)
+        return state, models, backfill, replicas, audit, document_count, adoption
 
     # one snapshot: state, tables and backfill progress are read as of one moment
-    state, models, backfill, replicas, audit = await in_transaction(
+    state, models, backfill, replicas, audit, document_count, adoption = await in_transaction(
         pool, snapshot, isolation="repeatable_read", readonly=True
     )
     return {
@@ -64,10 +67,12 @@ async def collection_status(
         "shadow": {"model": state.shadow_model, "sample_rate": state.shadow_sample_rate,
                    "noise_floor_rate": state.noise_floor_rate},
         "state_version": state.state_version,
+        "document_count": document_count,
         "models": models,
         "backfill": backfill,
         "shadow_metrics": shadow_metrics,
         "replicas": replicas,
+        "adoption": adoption,
         "recent_actions": [
             {"at": a["at"], "action": a["action"], "actor": a["actor"], "forced": a["forced"]} for a in audit
         ],

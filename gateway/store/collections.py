@@ -47,10 +47,13 @@ async def get_state(conn: asyncpg.Connection, name: str, *, lock: str | None = N
     return _state(row) if row else None
 
 
-async def create_collection(conn: asyncpg.Connection, name: str, model_key: str, dim: int) -> CollectionState | None:
+async def create_collection(
+    conn: asyncpg.Connection, name: str, model_key: str, dim: int, *, with_index: bool = True
+) -> CollectionState | None:
     """Create the state row, schema, documents table and the model's table, in the caller's transaction.
 
-    Returns None when the collection already exists (the caller compares its model).
+    Returns None when the collection already exists (the caller compares its model). An
+    adopted collection is bulk-loaded first and indexed afterwards (`with_index=False`).
     """
     inserted = await conn.fetchrow(
         f"""INSERT INTO driftgate.collections (name, phase, read_model, write_models)
@@ -73,7 +76,7 @@ async def create_collection(conn: asyncpg.Connection, name: str, model_key: str,
                 updated_at timestamptz NOT NULL DEFAULT now());
             CREATE INDEX ON {schema}.documents USING gin (metadata jsonb_path_ops);"""
     )
-    await create_model_table(conn, name, model_key, dim)
+    await create_model_table(conn, name, model_key, dim, with_index=with_index)
     return _state(inserted)
 
 

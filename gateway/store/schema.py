@@ -146,6 +146,37 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ALTER TABLE driftgate.shadow_samples RENAME COLUMN primary_ids TO read_ids;
         """,
     ),
+    (
+        5,
+        """
+        CREATE TABLE driftgate.adoptions (
+            collection       text PRIMARY KEY REFERENCES driftgate.collections (name) ON DELETE CASCADE,
+            source_schema    text NOT NULL,
+            source_table     text NOT NULL,
+            id_column        text NOT NULL,
+            text_column      text NOT NULL,
+            vector_column    text NOT NULL,
+            metadata_columns text[] NOT NULL DEFAULT '{}',
+            id_type          text NOT NULL,
+            model_key        text NOT NULL,
+            follow           boolean NOT NULL,
+            state            text NOT NULL,
+            cursor           text,
+            rows_total       bigint NOT NULL DEFAULT 0,
+            rows_read        bigint NOT NULL DEFAULT 0,
+            rows_imported    bigint NOT NULL DEFAULT 0,
+            rows_skipped     bigint NOT NULL DEFAULT 0,
+            rows_to_embed    bigint NOT NULL DEFAULT 0,
+            changes_applied  bigint NOT NULL DEFAULT 0,
+            applied_at       timestamptz,
+            sample           jsonb,
+            started_at       timestamptz NOT NULL DEFAULT now(),
+            imported_at      timestamptz,
+            finished_at      timestamptz,
+            updated_at       timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,7 @@ class Checkpoint:
     document_prefix: str
 
 
-def _json(path: Path, what: str) -> dict | list:
+def _json(path: Path, what: str) -> Any:
     if not path.is_file():
         raise CheckpointError(f"{path.name} is missing from {path.parent} ({what})")
     try:

@@ -1,0 +1,107 @@
+"""`driftgate adopt C --table ...` and `driftgate adopt C --stop`, over the admin API."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from gateway.commands.migrate import AdminClient, AdminError
+from gateway.progress import render_bar
+
+EXAMPLE = """\
+examples:
+  # take over public.items (id, body, embedding vector(384)) written by other applications,
+  # keep following their writes, and watch the import
+  driftgate adopt items --table public.items --id-column id --text-column body \\
+      --vector-column embedding --model all-MiniLM-L6-v2 --metadata-columns lang --follow --watch
+  # later, once the applications write through the gateway
+  driftgate adopt items --stop
+
+Before anything is written, a random sample of rows (--sample, default 200) is re-embedded with
+--model and compared with the stored vectors: vectors made by another model are refused
+(409 vectors_mismatch) and nothing is created. See docs/adopting.md.
+"""
+
+
+def add_parser(commands) -> None:
+    adopt = commands.add_parser(
+        "adopt", help="adopt an existing pgvector table as a collection (no re-embedding)",
+        description="Adopt a table of the gateway's database as a new collection: check a sample of its "
+        "vectors against the model, import it in chunks (resumable), embed rows without a vector, build "
+        "the index; with --follow, keep applying the table's inserts, updates and deletes. Calls the admin "
+        "API at --url with the token in DRIFTGATE_ADMIN_TOKEN.",
+        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    adopt.add_argument("collection", help="name of the new collection")
+    adopt.add_argument("--url", default=os.environ.get("DRIFTGATE_URL", "http://127.0.0.1:8080"),
+                       help="gateway base URL (default $DRIFTGATE_URL or http://127.0.0.1:8080)")
+    adopt.add_argument("--table", help="schema.table to adopt (schema defaults to public)")
+    adopt.add_argument("--id-column", help="unique column that becomes the document id")
+    adopt.add_argument("--text-column", help="column with the text the vectors were made from")
+    adopt.add_argument("--vector-column", help="pgvector column with the stored vectors")
+    adopt.add_argument("--model", help="key of the model that made the vectors (driftgate models list)")
+    adopt.add_argument("--metadata-columns", default="", help="comma-separated columns kept as metadata")
+    adopt.add_argument("--sample", type=int, default=200, help="rows re-embedded and compared first (default 200)")
+    adopt.add_argument("--follow", action="store_true", help="keep applying the table's changes (triggers)")
+    adopt.add_argument("--watch", action="store_true", help="show progress until the import is complete")
+    adopt.add_argument("--stop", action="store_true", help="stop following: drop the triggers and the queue")
+
+
+def run(args) -> int:
+    token = os.environ.get("DRIFTGATE_ADMIN_TOKEN")
+    if not token:
+        print("driftgate: set DRIFTGATE_ADMIN_TOKEN to the gateway's admin token", file=sys.stderr)
+        return 2
+    client = AdminClient(args.url, token)
+    path = f"/admin/v1/collections/{args.collection}/adopt"
+    try:
+        if args.stop:
+            adoption = client.call("POST", path + "/stop")["adoption"]
+            print(f"{args.collection}: {'stopped following' if adoption['changed'] else 'was not following'} "
+                  f"{adoption['table']}; triggers and queue removed, the gateway accepts writes")
+            return 0
+        missing = [f"--{n.replace('_', '-')}" for n in ("table", "id_column", "text_column", "vector_column", "model")
+                   if not getattr(args, n)]
+        if missing:
+            print(f"driftgate: adopt needs {', '.join(missing)} (or --stop); see driftgate adopt --help",
+                  file=sys.stderr)
+            return 2
+        body = {"table": args.table, "id_column": args.id_column, "text_column": args.text_column,
+                "vector_column": args.vector_column, "model": args.model, "sample": args.sample,
+                "follow": args.follow,
+                "metadata_columns": [c.strip() for c in args.metadata_columns.split(",") if c.strip()]}
+        adoption = client.call("POST", path, body)["adoption"]
+        sample = adoption["sample"]
+        checked = (f"sample of {sample['sampled']} matches {args.model} (min cosine {sample['cosine_min']:.6f})"
+                   if sample["sampled"] else "no sample checked")
+        print(f"adopting {adoption['table']} into {args.collection}: {checked}; "
+              f"{'following its writes' if args.follow else 'one-off import'}")
+        if args.watch:
+            return _watch(client, args.collection)
+        print(f"watch it: driftgate migrate status {args.collection} --watch")
+        return 0
+    except AdminError as exc:
+        print(f"driftgate: {exc}", file=sys.stderr)
+        return 1
+
+
+def _watch(client: AdminClient, collection: str) -> int:
+    while True:
+        status = client.call("GET", f"/admin/v1/collections/{collection}/status")
+        print(format_adoption(status["adoption"]), file=sys.stderr, flush=True)
+        if status["adoption"]["state"] not in ("importing", "indexing"):
+            return 0
+        time.sleep(1.0)
+
+
+def format_adoption(adoption: dict) -> str:
+    """One status line: state, progress bar of rows read, skipped/embedded counts, follow lag."""
+    line = (f"  adoption {adoption['state']} {render_bar(adoption['rows_read'], adoption['rows_total'])} "
+            f"{adoption['rows_read']}/{adoption['rows_total']} rows from {adoption['table']}, "
+            f"{adoption['rows_skipped']} skipped (no text), {adoption['rows_to_embed']} to embed")
+    lag = adoption.get("follow_lag")
+    if adoption["follow"] and lag:
+        line += f"; following: {lag['pending']} pending, lag {lag['lag_s']:.1f}s, {adoption['changes_applied']} applied"
+    return line

@@ -1,0 +1,98 @@
+"""Adopting an existing pgvector table: the pure part (names, states, the sample verdict).
+
+The source table and its columns come from an operator's request and end up in SQL, so
+each name is checked against a strict identifier pattern here, before any catalog lookup,
+and is only ever used quoted.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from gateway.domain.errors import InvalidRequest
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# schemas driftgate owns or PostgreSQL reserves: never a source
+RESERVED_SCHEMAS = re.compile(r"(driftgate|dgc_.*|pg_.*|information_schema)")
+
+
+class AdoptionState(enum.StrEnum):
+    IMPORTING = "importing"  # copying rows in chunks (resumable from the cursor)
+    INDEXING = "indexing"  # the backfill embeds rows without a vector, then the HNSW index is built
+    FOLLOWING = "following"  # complete; the source table's changes are applied as they commit
+    DONE = "done"  # complete, not following
+    STOPPED = "stopped"  # following was stopped: triggers and queue removed
+
+
+ACTIVE_STATES = (AdoptionState.IMPORTING, AdoptionState.INDEXING, AdoptionState.FOLLOWING)
+
+
+def validate_identifier(name: object, what: str) -> str:
+    if not isinstance(name, str) or not IDENTIFIER.fullmatch(name):
+        raise InvalidRequest(
+            f"invalid {what} {name!r}: use a plain SQL identifier (letters, digits, underscores, "
+            "not starting with a digit, at most 63 characters)",
+            code="invalid_identifier",
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What to adopt: `schema.table` and the roles of its columns (all validated identifiers)."""
+
+    schema: str
+    table: str
+    id_column: str
+    text_column: str
+    vector_column: str
+    metadata_columns: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, table: str, id_column: str, text_column: str, vector_column: str,
+              metadata_columns: list[str] | tuple[str, ...] = ()) -> SourceSpec:
+        """Validate every name; `table` is `schema.table` or `table` (schema public)."""
+        if not isinstance(table, str):
+            raise InvalidRequest("table must be a string such as 'public.items'", code="invalid_identifier")
+        parts = table.split(".")
+        if len(parts) > 2:
+            raise InvalidRequest(f"invalid table {table!r}: write it as schema.table", code="invalid_identifier")
+        schema, name = parts if len(parts) == 2 else ("public", parts[0])
+        validate_identifier(schema, "schema")
+        validate_identifier(name, "table")
+        if RESERVED_SCHEMAS.fullmatch(schema):
+            raise InvalidRequest(f"schema {schema!r} belongs to driftgate or PostgreSQL; it cannot be adopted",
+                                 code="invalid_identifier")
+        columns = [validate_identifier(c, role) for c, role in (
+            (id_column, "id column"), (text_column, "text column"), (vector_column, "vector column"))]
+        meta = tuple(validate_identifier(c, "metadata column") for c in metadata_columns)
+        if len(set(columns + list(meta))) != len(columns) + len(meta):
+            raise InvalidRequest("a column is named twice; id, text, vector and metadata columns must differ",
+                                 code="invalid_identifier")
+        return cls(schema, name, id_column, text_column, vector_column, meta)
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+
+@dataclass(frozen=True)
+class SampleVerdict:
+    """Stored vectors compared with the declared model's re-embedding of their texts."""
+
+    sampled: int
+    threshold: float
+    worst: tuple[tuple[str, float], ...]  # (id, cosine), lowest first, at most 10
+    below: int
+
+    @property
+    def passed(self) -> bool:
+        return self.below == 0
+
+
+def judge_sample(ids: list[str], cosines: list[float], threshold: float) -> SampleVerdict:
+    ranked = sorted(zip(ids, cosines, strict=False), key=lambda pair: pair[1])
+    below = sum(1 for _, c in ranked if c < threshold)
+    return SampleVerdict(len(ranked), threshold, tuple((i, round(c, 6)) for i, c in ranked[:10]), below)

@@ -1,0 +1,214 @@
+"""The background half of adoption, one runner per app (owned by a cleanup_ctx): it imports
+in resumable chunks, hands rows without a vector and the index to the backfill, and applies a
+followed table's queued changes (see gateway/services/adoption.py and gateway/store/adoption.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from gateway.domain.adoption import ACTIVE_STATES, AdoptionState
+from gateway.domain.backfill import BackfillState, plan_chunks
+from gateway.services.embedding import EmbeddingService
+from gateway.store import adoption as adoption_sql
+from gateway.store import backfill as backfill_sql
+from gateway.store import collections as collections_sql
+from gateway.store import documents as documents_sql
+from gateway.store.retry import TRANSIENT_ERRORS, in_transaction
+
+log = logging.getLogger(__name__)
+
+
+class AdoptionRunner:
+    """The background half: import, hand over to the backfill, apply followed changes."""
+
+    def __init__(self, pool: asyncpg.Pool, embeddings: EmbeddingService, *, replica: str, chunk_rows: int,
+                 max_rows_per_s: float | None, apply_batch: int, backfill_chunk: int, poll_interval_s: float,
+                 on_lag: Callable[[str, dict], None] | None = None) -> None:
+        self._pool = pool
+        self._embeddings = embeddings
+        self._replica = replica
+        self._chunk_rows = chunk_rows
+        self._max_rate = max_rows_per_s
+        self._apply_batch = apply_batch
+        self._backfill_chunk = backfill_chunk
+        self._poll_s = poll_interval_s
+        self._on_lag = on_lag or (lambda _c, _l: None)
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            busy = False
+            try:
+                busy = await self.step(stop)
+            except TRANSIENT_ERRORS as exc:
+                log.warning("adoption runner: database unavailable (%r); retrying", exc)
+            except Exception:  # a bug must not end the runner silently
+                log.exception("adoption runner: unexpected error; retrying after the poll interval")
+            if not busy:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_s)
+                self._wake.clear()
+
+    async def step(self, stop: asyncio.Event) -> bool:
+        """One pass over the active adoptions; True when there was work (look again at once)."""
+        async with self._pool.acquire() as conn:
+            rows = await adoption_sql.adoptions_in(conn, ACTIVE_STATES)
+        busy = False
+        for row in rows:
+            if stop.is_set():
+                break
+            state = AdoptionState(row["state"])
+            if state == AdoptionState.IMPORTING:
+                busy |= await self._import(row, stop)
+                continue
+            if state == AdoptionState.INDEXING:
+                await self._finish_if_indexed(row)
+            if row["follow"]:
+                busy |= bool(await self.apply_changes(row))
+                async with self._pool.acquire() as conn:
+                    adoption = await adoption_sql.get_adoption(conn, row["collection"])
+                    if adoption is not None and adoption["follow"]:
+                        self._on_lag(row["collection"], await adoption_sql.queue_lag(conn, row["collection"]))
+        return busy
+
+    # -- import ------------------------------------------------------------------------------------
+
+    async def _import(self, row: asyncpg.Record, stop: asyncio.Event) -> bool:
+        name = row["collection"]
+        async with self._pool.acquire() as lock:
+            if not await lock.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", f"driftgate-import:{name}"):
+                return False  # another replica imports it
+            try:
+                return await self._import_locked(name, stop)
+            finally:
+                await lock.execute("SELECT pg_advisory_unlock(hashtext($1))", f"driftgate-import:{name}")
+
+    async def _import_locked(self, name: str, stop: asyncio.Event) -> bool:
+        async with self._pool.acquire() as conn:
+            row = await adoption_sql.get_adoption(conn, name)
+            if row is None or row["state"] != AdoptionState.IMPORTING.value:
+                return False
+            source = adoption_sql.source_of(row)
+            if row["cursor"] is None:
+                await conn.execute("UPDATE driftgate.adoptions SET rows_total = $2 WHERE collection = $1",
+                                   name, await adoption_sql.count_rows(conn, source))
+            dim = self._embeddings.spec(row["model_key"]).dim
+        cursor, model = row["cursor"], row["model_key"]
+        log.info("importing %s into %s from cursor %r", source.spec.qualified, name, cursor)
+        started, done = time.monotonic(), 0
+        while not stop.is_set():
+
+            async def import_next(conn: asyncpg.Connection, after: str | None = cursor) -> tuple[str | None, int]:
+                return await adoption_sql.import_chunk(conn, name, model, dim, source, after, self._chunk_rows)
+
+            cursor, read = await in_transaction(self._pool, import_next, max_seconds=30)
+            if not read:
+                break
+            done += read
+            if self._max_rate:  # throttle: sleep until the average rate is back under the limit
+                ahead = done / self._max_rate - (time.monotonic() - started)
+                if ahead > 0:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stop.wait(), ahead)
+        if stop.is_set():
+            return False
+        await self._hand_to_backfill(name, model)
+        log.info("imported %s into %s: %d rows this run in %.1f s", source.spec.qualified, name, done,
+                 time.monotonic() - started)
+        return True
+
+    async def _hand_to_backfill(self, name: str, model: str) -> None:
+        """Plan the rows without a vector as a backfill round of the model; the backfill worker
+        embeds them, then builds the HNSW index CONCURRENTLY and marks the backfill done."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            state = await collections_sql.get_state(conn, name, lock="UPDATE")
+            assert state is not None
+            missing = await backfill_sql.incomplete_document_ids(conn, name, model)
+            await backfill_sql.plan_round(conn, name, model, plan_chunks(missing, self._backfill_chunk), 1)
+            await adoption_sql.set_state(conn, name, AdoptionState.INDEXING, imported_at=datetime.now(UTC))
+            await collections_sql.change_state(
+                conn, state, action="adopt_imported", actor="adoption", replica=self._replica,
+                detail={"to_embed": len(missing)}, to_model=model, backfill_state=BackfillState.RUNNING,
+                backfill_started_at=datetime.now(UTC))
+
+    async def _finish_if_indexed(self, row: asyncpg.Record) -> None:
+        """Once the backfill is done (index built), clear it and settle the adoption."""
+        name, model = row["collection"], row["model_key"]
+        async with self._pool.acquire() as conn, conn.transaction():
+            settings = await backfill_sql.backfill_settings(conn, name)
+            assert settings is not None
+            if settings.to_model == model and settings.state != BackfillState.DONE:
+                return
+            state = await collections_sql.get_state(conn, name, lock="UPDATE")
+            assert state is not None
+            current = await adoption_sql.get_adoption(conn, name)
+            assert current is not None
+            after = AdoptionState.FOLLOWING if current["follow"] else AdoptionState.DONE
+            await adoption_sql.set_state(conn, name, after, finished_at=datetime.now(UTC))
+            changes: dict[str, Any] = (
+                {"to_model": None, "backfill_state": BackfillState.IDLE} if state.to_model == model else {}
+            )
+            await collections_sql.change_state(conn, state, action="adopt_done", actor="adoption",
+                                               replica=self._replica, detail={"state": after.value}, **changes)
+        log.info("adoption of %s is complete (%s)", name, after.value)
+
+    # -- follow ------------------------------------------------------------------------------------
+
+    async def apply_changes(self, row: asyncpg.Record) -> int:
+        """Apply one batch of queued changes in one transaction; returns how many were applied.
+
+        The per-collection advisory lock makes batches strictly sequential across replicas, so
+        each batch reads the source after the previous one committed: the collection never moves
+        back to an older value. The state row is held FOR SHARE, as on the API's write path, so
+        the write set cannot change between embedding and commit.
+        """
+        name = row["collection"]
+        source = adoption_sql.source_of(row)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await adoption_sql.lock_follow(conn, name)
+            current = await adoption_sql.get_adoption(conn, name)
+            if current is None or current["state"] == AdoptionState.IMPORTING.value or \
+                    not await adoption_sql.queue_exists(conn, name):
+                return 0
+            state = await collections_sql.get_state(conn, name, lock="SHARE")
+            assert state is not None  # an adoption row exists only with its collection (FK)
+            entries = await adoption_sql.claim_changes(conn, name, self._apply_batch)
+            if not entries:
+                return 0
+            if any(e["op"] == "T" for e in entries):
+                await adoption_sql.delete_absent(conn, name, source)
+            ids = list(dict.fromkeys(e["doc_id"] for e in entries if e["doc_id"] is not None))
+            rows = await adoption_sql.current_rows(conn, source, ids) if ids else []
+            keep = [r for r in rows if r["content"] and r["content"].strip() and 1 <= len(r["id"]) <= 256]
+            kept = {r["id"] for r in keep}
+            gone = [i for i in ids if i not in kept]
+            if keep:
+                texts = [r["content"] for r in keep]
+                versions = await documents_sql.upsert_documents(
+                    conn, name, [r["id"] for r in keep], texts, [_json(r["metadata"]) for r in keep])
+                ordered = [versions[r["id"]] for r in keep]
+                for model in state.write_models:
+                    encoded = await self._embeddings.embed(model, texts, "document", bulk=True)
+                    await documents_sql.upsert_embeddings(conn, name, model, [r["id"] for r in keep],
+                                                          encoded.vectors, ordered)
+            if gone:
+                await adoption_sql.delete_documents(conn, name, gone)
+            await adoption_sql.record_applied(conn, name, len(entries))
+        return len(entries)
+
+
+def _json(value) -> dict:
+    return json.loads(value) if isinstance(value, str) else dict(value)
