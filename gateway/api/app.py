@@ -22,6 +22,7 @@ from gateway.api.keys import (
 from gateway.api.metrics import Metrics
 from gateway.api.admin import Unauthorized
 from gateway.config import Settings
+from gateway.domain.deadline import request_deadline
 from gateway.domain.errors import GatewayError
 from gateway.services.backfill import BackfillWorker
 from gateway.services.collections import CollectionService
@@ -58,11 +59,14 @@ class RequestTimeout(GatewayError):
 async def timeout_middleware(request: web.Request, handler) -> web.StreamResponse:
     """Bound every request; a slow one answers 504 instead of holding the client forever."""
     limit = request.app[SETTINGS].server.request_timeout_s
+    token = request_deadline.set(asyncio.get_running_loop().time() + limit)  # for remote encoders' retries
     try:
         async with asyncio.timeout(limit):
             return await handler(request)
     except TimeoutError:
         raise RequestTimeout(f"the request took longer than {limit:.0f} s; retry, or split it") from None
+    finally:
+        request_deadline.reset(token)
 
 
 @web.middleware

@@ -48,3 +48,22 @@ class Unavailable(GatewayError):
 
     status = 503
     code = "unavailable"
+
+
+class EncoderUnavailable(Unavailable):
+    """A remote embedding provider is down, slow or rate-limiting us; `retry_after` is the wait in seconds.
+
+    Not retried by the backfill as a document failure: the chunk rolls back and waits."""
+
+    code = "encoder_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class EncoderBadReply(GatewayError):
+    """A remote provider answered, but not with usable vectors (or refused the input); nothing is stored."""
+
+    status = 502
+    code = "encoder_bad_reply"
