@@ -10,11 +10,12 @@ from pydantic import Field
 
 from gateway.api.keys import (
     ADMIN_TOKEN, BACKFILL_CONTROL, COLLECTIONS, MIGRATIONS, POOL, REPLICA_ID, SHADOW, VERIFIER,
+    DRIFT_WATCH, MIGRATION_TOKENS,
 )
 from gateway.api.requests import StrictBody, parse_body
 from gateway.domain.errors import GatewayError
 from gateway.services.migrations import Actor
-from gateway.services.status import collection_status
+from gateway.services.status import annotate_remote, collection_status
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -84,10 +85,9 @@ def _state_body(state) -> dict:
 async def status(request: web.Request) -> web.Response:
     app = request.app
     name = request.match_info["collection"]
-    return web.json_response(
-        await collection_status(app[POOL], app[COLLECTIONS], name, {"replica": app[REPLICA_ID],
-                                                                   **app[SHADOW].summary(name)})
-    )
+    report = await collection_status(app[POOL], app[COLLECTIONS], name, {"replica": app[REPLICA_ID],
+                                                                        **app[SHADOW].summary(name)})
+    return web.json_response(annotate_remote(report, app[DRIFT_WATCH], app[MIGRATION_TOKENS], app[REPLICA_ID]))
 
 
 @routes.post(PREFIX + "/migrations")

@@ -17,7 +17,7 @@ from gateway.api.context import request_id_middleware
 from gateway.api.errors import error_middleware
 from gateway.api.keys import (
     API_KEYS, ADMIN_TOKEN, BACKFILL_CONTROL, COLLECTIONS, DSN, EMBEDDINGS, METRICS, MIGRATIONS, POOL,
-    REPLICA_ID, SETTINGS, SHADOW, VERIFIER, WATCHER, EncoderLoaderKey,
+    REPLICA_ID, SETTINGS, SHADOW, VERIFIER, WATCHER, EncoderLoaderKey, DRIFT_WATCH, MIGRATION_TOKENS,
 )
 from gateway.api.metrics import Metrics
 from gateway.api.admin import Unauthorized
@@ -26,6 +26,7 @@ from gateway.domain.deadline import request_deadline
 from gateway.domain.errors import GatewayError
 from gateway.services.backfill import BackfillWorker
 from gateway.services.collections import CollectionService
+from gateway.services.drift_watch import DriftWatch
 from gateway.services.embedding import EmbeddingService, EncoderLoader
 from gateway.services.migrations import BackfillControl, MigrationService
 from gateway.services.shadow import ShadowRunner
@@ -97,7 +98,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     metrics = app[METRICS]
     embeddings = EmbeddingService.from_settings(
-        settings, loader=app.get(EncoderLoaderKey), on_batch=metrics.record_batch
+        settings, loader=app.get(EncoderLoaderKey), on_batch=metrics.record_batch,
+        on_tokens=lambda key, n: metrics.model_tokens.labels(key).inc(n),
     )
     collections = CollectionService(app[POOL], embeddings)
     app[EMBEDDINGS] = embeddings
@@ -140,6 +142,7 @@ async def _backfill_worker(app: web.Application) -> AsyncIterator[None]:
         poll_interval_s=config.poll_interval_s, read_p99_ceiling_ms=config.read_p99_ceiling_ms,
         index_memory_mb=config.index_memory_mb,
         on_written=lambda c, m, n: metrics.backfill_written.labels(c, m).inc(n),
+        on_tokens=lambda c, m, n: _count_migration_tokens(app, c, m, n),
     )
     app[WATCHER].on_change(lambda _collection: worker.wake())
     stop = asyncio.Event()
@@ -150,6 +153,23 @@ async def _backfill_worker(app: web.Application) -> AsyncIterator[None]:
         await asyncio.wait_for(task, timeout=30)
     except asyncio.TimeoutError:
         task.cancel()
+
+
+def _count_migration_tokens(app: web.Application, collection: str, model: str, tokens: int) -> None:
+    if tokens and model in app[EMBEDDINGS].remote.tokens_used():
+        app[MIGRATION_TOKENS][(collection, model)] = app[MIGRATION_TOKENS].get((collection, model), 0) + tokens
+        app[METRICS].migration_tokens.labels(collection, model).inc(tokens)
+
+
+async def _drift_watch(app: web.Application) -> AsyncIterator[None]:
+    """Re-check every remote model's probes on its timer (see services/drift_watch.py)."""
+    metrics = app[METRICS]
+    watch = DriftWatch(app[POOL], app[EMBEDDINGS], app[COLLECTIONS],
+                       on_verdict=lambda key, drifted: metrics.model_drift.labels(key).set(int(drifted)))
+    app[DRIFT_WATCH] = watch
+    await watch.start()
+    yield
+    await watch.stop()
 
 
 async def _gauges(app: web.Application) -> AsyncIterator[None]:
@@ -194,10 +214,12 @@ def create_app(
     app[ADMIN_TOKEN] = admin_token if admin_token is not None else os.environ.get("DRIFTGATE_ADMIN_TOKEN", "")
     keys = api_keys if api_keys is not None else os.environ.get("DRIFTGATE_API_KEYS", "")
     app[API_KEYS] = tuple(k.strip() for k in keys.split(",") if k.strip())
+    app[MIGRATION_TOKENS] = {}
     if encoder_loader is not None:
         app[EncoderLoaderKey] = encoder_loader
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(_drift_watch)
     app.cleanup_ctx.append(_state_watcher)
     app.cleanup_ctx.append(_backfill_worker)
     app.cleanup_ctx.append(_gauges)

@@ -8,6 +8,7 @@ from aiohttp import web
 from gateway.api.metrics import Metrics
 from gateway.config import Settings
 from gateway.services.collections import CollectionService
+from gateway.services.drift_watch import DriftWatch
 from gateway.services.embedding import EmbeddingService
 from gateway.services.migrations import BackfillControl, MigrationService
 from gateway.services.shadow import ShadowRunner
@@ -29,3 +30,5 @@ SHADOW = web.AppKey("shadow", ShadowRunner)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
 API_KEYS = web.AppKey("api_keys", tuple)
 EncoderLoaderKey = web.AppKey("encoder_loader", object)
+DRIFT_WATCH = web.AppKey("drift_watch", DriftWatch)
+MIGRATION_TOKENS = web.AppKey("migration_tokens", dict)  # (collection, model) -> tokens, this process
