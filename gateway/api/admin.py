@@ -10,11 +10,12 @@ from pydantic import Field
 
 from gateway.api.keys import (
     ADMIN_TOKEN, BACKFILL_CONTROL, COLLECTIONS, MIGRATIONS, POOL, REPLICA_ID, SHADOW, VERIFIER,
-    DRIFT_WATCH, MIGRATION_TOKENS,
+    DRIFT_WATCH, EMBEDDINGS, MIGRATION_TOKENS,
 )
 from gateway.api.requests import StrictBody, parse_body
 from gateway.domain.errors import GatewayError
 from gateway.services.migrations import Actor
+from gateway.services import plan as plan_service
 from gateway.services.status import annotate_remote, collection_status
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,12 @@ class Unauthorized(GatewayError):
 
 class StartMigration(StrictBody):
     to_model: str = Field(min_length=1)
+
+
+class PlanMigration(StrictBody):
+    to_model: str = Field(min_length=1)
+    sample: int | None = Field(default=None, ge=1, le=10_000,
+                               description="documents to embed for the estimate (default max_batch x max_concurrency)")
 
 
 class BackfillBody(StrictBody):
@@ -95,6 +102,15 @@ async def start_migration(request: web.Request) -> web.Response:
     body = await parse_body(request, StartMigration)
     state = await request.app[MIGRATIONS].start(request.match_info["collection"], body.to_model, _actor(request))
     return web.json_response(_state_body(state), status=202)
+
+
+@routes.post(PREFIX + "/migrations/plan")
+async def plan_migration(request: web.Request) -> web.Response:
+    body = await parse_body(request, PlanMigration)
+    app = request.app
+    return web.json_response(await plan_service.plan_migration(
+        app[POOL], app[COLLECTIONS], app[EMBEDDINGS], request.match_info["collection"], body.to_model, body.sample
+    ))
 
 
 @routes.post(PREFIX + "/backfill")

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.api.admin import (
-    BackfillBody, ReadTargetBody, RetireBody, ShadowBody, StartMigration, VerifyBody,
+    BackfillBody, PlanMigration, ReadTargetBody, RetireBody, ShadowBody, StartMigration, VerifyBody,
 )
 from gateway.api.embeddings import EmbeddingsBody
 from gateway.api.requests import BatchBody, CreateCollection, DocumentBody, QueryBody
@@ -109,6 +109,8 @@ def _admin_paths() -> dict:
     return {
         f"{base}/status": {"get": op("Migration status: phase, coverage, backfill, replicas", "200", None)},
         f"{base}/migrations": {"post": op("Start a migration (dual-write + backfill)", "202", StartMigration)},
+        f"{base}/migrations/plan": {"post": op("Plan a migration: documents, tokens, time, cost; writes nothing",
+                                               "200", PlanMigration)},
         f"{base}/backfill": {"post": op("Pause, resume or rate-limit the backfill", "200", BackfillBody)},
         f"{base}/shadow": {"post": op("Configure shadow reads", "200", ShadowBody)},
         f"{base}/read-target": {"post": op("Switch reads (cutover or rollback)", "200", ReadTargetBody)},

@@ -25,11 +25,13 @@ class CircuitBreaker:
     failure_threshold: int = 5
     cooldown_s: float = 1.0
     max_cooldown_s: float = 30.0
+    trial_timeout_s: float = 60.0  # a trial that never reported back frees the half-open slot after this
     state: BreakerState = BreakerState.CLOSED
     failures: int = 0
     opened_until: float = 0.0
     _current_cooldown: float = 0.0
     _trial_in_flight: bool = False
+    _trial_started: float = 0.0
 
     def allow(self, now: float) -> tuple[bool, float]:
         """(may this request go, seconds until one may) — the second is 0 when allowed."""
@@ -40,9 +42,10 @@ class CircuitBreaker:
                 return False, self.opened_until - now
             self.state = BreakerState.HALF_OPEN
             self._trial_in_flight = False
-        if self._trial_in_flight:  # half-open: one trial at a time
-            return False, max(self.cooldown_s / 2, 0.1)
+        if self._trial_in_flight and now - self._trial_started < self.trial_timeout_s:
+            return False, max(self.cooldown_s / 2, 0.1)  # half-open: one trial at a time
         self._trial_in_flight = True
+        self._trial_started = now
         return True, 0.0
 
     def record_success(self) -> None:

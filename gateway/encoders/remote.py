@@ -137,7 +137,7 @@ class Provider:
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
-        self.breaker = CircuitBreaker(failure_threshold=3, cooldown_s=1.0, max_cooldown_s=30.0)
+        self.breaker = CircuitBreaker(failure_threshold=3, cooldown_s=1.0, max_cooldown_s=30.0, trial_timeout_s=60.0)
         self._session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:
@@ -193,11 +193,17 @@ class RemoteEncoder:
         chunks = [texts[i : i + step] for i in range(0, len(texts), step)]
         tasks = [asyncio.ensure_future(self._request(chunk, kind, bulk)) for chunk in chunks]
         try:
-            parts = await asyncio.gather(*tasks)
+            # every request runs to its end even when a sibling fails: cancelling a half-open trial
+            # would leave the breaker without its verdict (and the provider's reply unused)
+            results = await asyncio.gather(*tasks, return_exceptions=True)
         except BaseException:
             for task in tasks:
                 task.cancel()
             raise
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        parts = results
         vectors = np.vstack([p[0] for p in parts])
         tokens = tuple(t for p in parts for t in p[1])
         return Encoded(vectors, (False,) * len(texts), tokens)
@@ -253,7 +259,11 @@ class RemoteEncoder:
                 f"model {self.spec.key!r} retries in {wait:.1f} s",
                 retry_after=wait,
             )
-        await self._slots.acquire(bulk)
+        try:
+            await self._slots.acquire(bulk)
+        except BaseException:
+            breaker.release_trial()  # cancelled while queued: the trial (if this was it) never went out
+            raise
         try:
             await self._pace(texts, deadline)
             return await self._post(texts, kind, deadline - loop.time())

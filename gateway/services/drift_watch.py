@@ -59,6 +59,8 @@ class DriftWatch:
     async def start(self) -> None:
         """Carry the start-up check's verdicts into the write refusals, then watch in the background."""
         remote = self._remote_specs()
+        for key in remote:  # a gauge for every remote model from the start: 0 until a check finds drift
+            self._on_verdict(key, False)
         for key, reason in self._collections.drifted.items():
             if key in remote:
                 self._embeddings.remote.drifted[key] = reason
@@ -85,7 +87,10 @@ class DriftWatch:
                 async with self._pool.acquire() as conn:
                     in_use = {m.key: m for m in await registry_sql.models_in_use(conn) if m.key in remote}
                 for key, registered in in_use.items():
-                    if loop.time() >= self._due.get(key, 0.0):
+                    if key not in self._due:  # just checked at start-up or registered: due after one interval
+                        pending = key in self._embeddings.remote.drifted
+                        self._due[key] = loop.time() + (0.0 if pending else remote[key].endpoint.drift_check_interval_s)
+                    if loop.time() >= self._due[key]:
                         await self.check(key, registered)
             except TRANSIENT_ERRORS as exc:
                 log.warning("drift watch: database unavailable (%r); retrying", exc)
@@ -143,6 +148,6 @@ class DriftWatch:
         if spec is None or not is_remote(spec):
             return None
         drift = self.status.get(key, {"detected": key in self._embeddings.remote.drifted, "at": None,
-                                      "min_cosine": None})
+                                      "min_cosine": None, "checked_at": None})
         tokens = self._embeddings.remote.tokens_used().get(key, 0)
         return {"drift": drift, "tokens_used": tokens, "circuit": self._embeddings.remote.breaker_state(spec)}
