@@ -94,6 +94,8 @@ async def _run(args) -> dict:
             raise ScenarioError("faults need the cluster this command starts itself (no --url)")
     else:
         token = secrets.token_hex(16)
+        if getattr(args, "config", None):  # the replicas read the same config (remote models, say)
+            os.environ["DRIFTGATE_CONFIG"] = str(Path(args.config).resolve())
         cluster = Cluster(2, token)
         log("starting the embedded PostgreSQL and 2 gateway replicas ...")
         await asyncio.to_thread(cluster.start)
