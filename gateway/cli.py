@@ -199,6 +199,12 @@ def _add_migrate(commands) -> None:
     start = action("start", "start dual-writing to a new model and backfilling it",
                    "driftgate migrate start articles --to all-MiniLM-L6-v2")
     start.add_argument("--to", required=True, metavar="MODEL", help="the new model's key")
+    plan = action("plan", "before starting: documents, tokens, estimated time (measured on a sample), cost; "
+                  "writes nothing", "driftgate migrate plan articles --to text-embedding-3-small")
+    plan.add_argument("--to", required=True, metavar="MODEL", help="the model you would migrate to")
+    plan.add_argument("--sample", type=int, help="documents to embed for the estimate (default: "
+                      "max_batch x max_concurrency of a remote model, 64 for a local one)")
+    plan.add_argument("--json", action="store_true", help="print the raw JSON plan")
     status = action("status", "phase, coverage, backfill progress, replicas, next step",
                     "driftgate migrate status articles --watch")
     status.add_argument(

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from gateway.encoders.catalog import CATALOG, ModelFile, ModelSpec
 from gateway.encoders.fetch import default_cache_dir
+from gateway.encoders.remote import RemoteEndpoint, RemoteModelSpec
 
 
 class ConfigError(Exception):
@@ -108,6 +109,58 @@ class UserModel(_Section):
         )
 
 
+class RemoteModel(_Section):
+    """A model behind an OpenAI-compatible /embeddings endpoint (OpenAI, Azure, vLLM, TEI, Ollama ...).
+
+    Everything that shapes its vectors (base_url, model, dim, dimensions, the per-kind request
+    parameters and prefixes) goes into its fingerprint; its probe vectors are re-checked
+    every drift_check_interval_s (see docs/remote-models.md)."""
+
+    base_url: str = Field(pattern=r"^https?://\S+$")
+    model: str = Field(min_length=1)
+    dim: int = Field(ge=1, le=16000)
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    query_params: dict[str, str | int | float | bool] = {}
+    document_params: dict[str, str | int | float | bool] = {}
+    query_prefix: str = ""
+    document_prefix: str = ""
+    dimensions: int | None = Field(None, ge=1, le=16000)
+    max_batch: int = Field(32, ge=1, le=2048)
+    max_concurrency: int = Field(4, ge=1, le=256)
+    timeout_s: float = Field(30.0, gt=0, le=600)
+    requests_per_minute: int = Field(0, ge=0)
+    tokens_per_minute: int = Field(0, ge=0)
+    drift_check_interval_s: float = Field(600.0, ge=0.1)
+    price_per_million_tokens: float | None = Field(None, ge=0)
+    # providers are not bit-exact (batching, GPU kernels): a little slack below local models' 0.9999
+    probe_tolerance: float = Field(0.995, gt=0, le=1)
+    verify_min_cosine: float = Field(0.99, gt=0, le=1)
+    name: str | None = None  # display name; defaults to the provider's model name
+
+    @model_validator(mode="after")
+    def _dimensions_match(self) -> RemoteModel:
+        if self.dimensions is not None and self.dimensions != self.dim:
+            raise ValueError(f"dimensions ({self.dimensions}) must equal dim ({self.dim}) when set")
+        return self
+
+    def to_spec(self, key: str) -> ModelSpec:
+        endpoint = RemoteEndpoint(
+            base_url=self.base_url.rstrip("/"), model=self.model, api_key_env=self.api_key_env,
+            query_params=dict(self.query_params), document_params=dict(self.document_params),
+            dimensions=self.dimensions, max_concurrency=self.max_concurrency, timeout_s=self.timeout_s,
+            requests_per_minute=self.requests_per_minute, tokens_per_minute=self.tokens_per_minute,
+            drift_check_interval_s=self.drift_check_interval_s,
+            price_per_million_tokens=self.price_per_million_tokens,
+        )
+        return RemoteModelSpec(
+            key=key, name=self.name or self.model, revision=f"remote {self.base_url.rstrip('/')}", dim=self.dim,
+            files=(), input_kind="text", pooling="none", normalize=False, query_prefix=self.query_prefix,
+            document_prefix=self.document_prefix, max_tokens=None, max_batch=self.max_batch,
+            probe_tolerance=self.probe_tolerance, verify_min_cosine=self.verify_min_cosine,
+            description=f"remote: {self.model} at {self.base_url}", endpoint=endpoint,
+        )
+
+
 class ModelsConfig(_Section):
     cache_dir: Path | None = None  # None: DRIFTGATE_MODEL_CACHE or the user's cache directory
     intra_op_threads: int = Field(0, ge=0)  # 0: onnxruntime picks (one per core)
@@ -117,12 +170,16 @@ class ModelsConfig(_Section):
     max_queued_texts: int = Field(4096, ge=1)
     allow_download: bool = True
     custom: dict[str, UserModel] = {}
+    remote: dict[str, RemoteModel] = {}
 
     @model_validator(mode="after")
     def _no_shadowing(self) -> ModelsConfig:
         clash = sorted(set(self.custom) & set(CATALOG))
         if clash:
             raise ValueError(f"custom model keys {clash} clash with built-in catalog keys; rename them")
+        clash = sorted(set(self.remote) & (set(CATALOG) | set(self.custom)))
+        if clash:
+            raise ValueError(f"remote model keys {clash} clash with catalog or custom model keys; rename them")
         return self
 
 
@@ -194,11 +251,16 @@ class Settings(BaseSettings):
         return self.models.cache_dir or default_cache_dir()
 
     def model_specs(self) -> dict[str, ModelSpec]:
-        """The built-in catalog, the models imported into the model cache, and those declared in this config."""
+        """The built-in catalog, the models imported into the model cache, and those declared in this config
+        (local files under `models.custom`, OpenAI-compatible providers under `models.remote`)."""
         from gateway.encoders.imported import imported_specs
 
-        return {**CATALOG, **imported_specs(self.model_cache_dir()),
-                **{key: m.to_spec(key) for key, m in self.models.custom.items()}}
+        return {
+            **CATALOG,
+            **imported_specs(self.model_cache_dir()),
+            **{key: m.to_spec(key) for key, m in self.models.custom.items()},
+            **{key: m.to_spec(key) for key, m in self.models.remote.items()},
+        }
 
 
 def load_settings(path: Path | str | None = None, **overrides: object) -> Settings:

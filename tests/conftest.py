@@ -96,3 +96,11 @@ async def make_client(dsn: str, settings: Settings) -> AsyncIterator[Callable]:
 @pytest.fixture
 async def client(make_client) -> TestClient:
     return await make_client()
+
+
+@pytest.fixture
+async def gateway(make_client) -> TestClient:
+    """A gateway with the admin API on (token `tests.helpers.TOKEN`) and a quick backfill."""
+    from tests.helpers import TOKEN, settings_with
+
+    return await make_client(settings_with(), admin_token=TOKEN)

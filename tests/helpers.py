@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -139,3 +142,14 @@ def request(url: str, method: str = "GET", body: dict | None = None) -> tuple[in
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+DRIFTGATE = [sys.executable, "-m", "gateway"]
+
+
+def run(*args: str, stdin: str = "", env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the `driftgate` CLI as a subprocess; `timeout` only catches a hung command."""
+    return subprocess.run(
+        [*DRIFTGATE, *args], input=stdin, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )

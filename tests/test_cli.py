@@ -6,22 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, request
-
-DRIFTGATE = [sys.executable, "-m", "gateway"]
-
-
-def run(*args: str, stdin: str = "", env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*DRIFTGATE, *args], input=stdin, capture_output=True, text=True, timeout=120,
-        env={**os.environ, **(env or {})},
-    )
+from tests.helpers import DRIFTGATE, free_port, request, run
 
 
 def test_help_explains_every_command_with_an_example():

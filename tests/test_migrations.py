@@ -42,11 +42,6 @@ async def document_versions(dsn: str) -> dict[str, int]:
     return await _id_versions(dsn, f"SELECT id, version FROM {documents_table('docs')}")
 
 
-@pytest.fixture
-async def gateway(make_client):
-    return await make_client(settings_with(), admin_token=TOKEN)
-
-
 # -- the whole path ---------------------------------------------------------------------------
 
 async def test_a_migration_goes_from_steady_through_cutover_rollback_and_retire_without_losing_a_document(

@@ -16,10 +16,7 @@ from gateway.encoders.catalog import CATALOG
 from gateway.encoders.fetch import default_cache_dir
 from gateway.encoders.onnx import load_encoder
 from gateway.store.collections import model_table
-from tests.conftest import create_collection
-from tests.test_migrations import admin, gateway, seed, wait_phase  # noqa: F401 (gateway is a fixture)
-
-L6, L6_INT8, MPNET, SRE = "all-MiniLM-L6-v2", "all-MiniLM-L6-v2-int8", "all-mpnet-base-v2", "sre-embedding-model"
+from tests.helpers import L6, L6_INT8, MPNET, SRE, admin, create_collection, seed, wait_phase
 
 
 def embed(key: str, text: str) -> list[float]:

@@ -23,9 +23,8 @@ from gateway.encoders.fetch import default_cache_dir, ensure_files, local_path
 from gateway.encoders.imported import ImportRefused, import_checkpoint, imported_specs
 from gateway.encoders.onnx import pool
 from tests.conftest import DATA
-from tests.test_cli import run
+from tests.helpers import SRE, run
 
-SRE = "sre-embedding-model"
 INT8_FINGERPRINT = "e01c54647d029bd6c0a2ac2fb2258e2df52b30a87fc3b17b20e3d373fad695a8"
 
 

@@ -12,6 +12,9 @@ from gateway.api.keys import (
     ADMIN_TOKEN,
     BACKFILL_CONTROL,
     COLLECTIONS,
+    DRIFT_WATCH,
+    EMBEDDINGS,
+    MIGRATION_TOKENS,
     MIGRATIONS,
     POOL,
     REPLICA_ID,
@@ -22,8 +25,9 @@ from gateway.api.requests import StrictBody, parse_body
 from gateway.api.responses import json_response
 from gateway.domain.backfill import BackfillAction
 from gateway.domain.errors import Unauthorized
+from gateway.services import plan as plan_service
 from gateway.services.migrations import Actor
-from gateway.services.status import collection_status
+from gateway.services.status import annotate_remote, collection_status
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -32,6 +36,12 @@ PREFIX = "/admin/v1/collections/{collection}"
 
 class StartMigration(StrictBody):
     to_model: str = Field(min_length=1)
+
+
+class PlanMigration(StrictBody):
+    to_model: str = Field(min_length=1)
+    sample: int | None = Field(default=None, ge=1, le=10_000,
+                               description="documents to embed for the estimate (default max_batch x max_concurrency)")
 
 
 class BackfillBody(StrictBody):
@@ -90,10 +100,10 @@ def _state_body(state) -> dict:
 async def status(request: web.Request) -> web.Response:
     app = request.app
     name = request.match_info["collection"]
-    return json_response(
-        await collection_status(app[POOL], app[COLLECTIONS], name, {"replica": app[REPLICA_ID],
-                                                                   **app[SHADOW].summary(name)})
+    report = await collection_status(
+        app[POOL], app[COLLECTIONS], name, {"replica": app[REPLICA_ID], **app[SHADOW].summary(name)}
     )
+    return json_response(annotate_remote(report, app[DRIFT_WATCH], app[MIGRATION_TOKENS], app[REPLICA_ID]))
 
 
 @routes.post(PREFIX + "/migrations")
@@ -101,6 +111,15 @@ async def start_migration(request: web.Request) -> web.Response:
     body = await parse_body(request, StartMigration)
     state = await request.app[MIGRATIONS].start(request.match_info["collection"], body.to_model, _actor(request))
     return json_response(_state_body(state), status=202)
+
+
+@routes.post(PREFIX + "/migrations/plan")
+async def plan_migration(request: web.Request) -> web.Response:
+    body = await parse_body(request, PlanMigration)
+    app = request.app
+    return web.json_response(await plan_service.plan_migration(
+        app[POOL], app[COLLECTIONS], app[EMBEDDINGS], request.match_info["collection"], body.to_model, body.sample
+    ))
 
 
 @routes.post(PREFIX + "/backfill")

@@ -20,10 +20,12 @@ from gateway.api.keys import (
     API_KEYS,
     BACKFILL_CONTROL,
     COLLECTIONS,
+    DRIFT_WATCH,
     DSN,
     EMBEDDINGS,
     LARGE_RESPONSES,
     METRICS,
+    MIGRATION_TOKENS,
     MIGRATIONS,
     POOL,
     REPLICA_ID,
@@ -37,10 +39,12 @@ from gateway.api.large import LargeResponses
 from gateway.api.metrics import Metrics
 from gateway.api.transport import content_encoding_middleware
 from gateway.config import Settings
+from gateway.domain.deadline import request_deadline
 from gateway.domain.errors import RequestTimeout, Unauthorized
 from gateway.services.backfill import BackfillWorker
 from gateway.services.collections import CollectionService
 from gateway.services.database import TRANSIENT_ERRORS, close_pool, open_pool, replica_id
+from gateway.services.drift_watch import DriftWatch
 from gateway.services.embedding import EmbeddingService, EncoderLoader
 from gateway.services.migrations import BackfillControl, MigrationService
 from gateway.services.shadow import ShadowRunner
@@ -67,11 +71,14 @@ async def metrics_middleware(request: web.Request, handler) -> web.StreamRespons
 async def timeout_middleware(request: web.Request, handler) -> web.StreamResponse:
     """Bound every request; a slow one answers 504 instead of holding the client forever."""
     limit = request.app[SETTINGS].server.request_timeout_s
+    token = request_deadline.set(asyncio.get_running_loop().time() + limit)  # for remote encoders' retries
     try:
         async with asyncio.timeout(limit):
             return await handler(request)
     except TimeoutError:
         raise RequestTimeout(f"the request took longer than {limit:.0f} s; retry, or split it") from None
+    finally:
+        request_deadline.reset(token)
 
 
 @web.middleware
@@ -99,7 +106,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     metrics = app[METRICS]
     embeddings = EmbeddingService.from_settings(
-        settings, loader=app.get(EncoderLoaderKey), on_batch=metrics.record_batch
+        settings, loader=app.get(EncoderLoaderKey), on_batch=metrics.record_batch,
+        on_tokens=lambda key, n: metrics.model_tokens.labels(key).inc(n),
     )
     collections = CollectionService(app[POOL], embeddings)
     app[EMBEDDINGS] = embeddings
@@ -142,6 +150,7 @@ async def _backfill_worker(app: web.Application) -> AsyncIterator[None]:
         poll_interval_s=config.poll_interval_s, read_p99_ceiling_ms=config.read_p99_ceiling_ms,
         index_memory_mb=config.index_memory_mb,
         on_written=lambda c, m, n: metrics.backfill_written.labels(c, m).inc(n),
+        on_tokens=lambda c, m, n: _count_migration_tokens(app, c, m, n),
     )
     app[WATCHER].on_change(lambda _collection: worker.wake())
     stop = asyncio.Event()
@@ -152,6 +161,23 @@ async def _backfill_worker(app: web.Application) -> AsyncIterator[None]:
         await asyncio.wait_for(task, timeout=30)
     except TimeoutError:
         task.cancel()
+
+
+def _count_migration_tokens(app: web.Application, collection: str, model: str, tokens: int) -> None:
+    if tokens and model in app[EMBEDDINGS].remote.tokens_used():
+        app[MIGRATION_TOKENS][(collection, model)] = app[MIGRATION_TOKENS].get((collection, model), 0) + tokens
+        app[METRICS].migration_tokens.labels(collection, model).inc(tokens)
+
+
+async def _drift_watch(app: web.Application) -> AsyncIterator[None]:
+    """Re-check every remote model's probes on its timer (see services/drift_watch.py)."""
+    metrics = app[METRICS]
+    watch = DriftWatch(app[POOL], app[EMBEDDINGS], app[COLLECTIONS],
+                       on_verdict=lambda key, drifted: metrics.model_drift.labels(key).set(int(drifted)))
+    app[DRIFT_WATCH] = watch
+    await watch.start()
+    yield
+    await watch.stop()
 
 
 async def _gauges(app: web.Application) -> AsyncIterator[None]:
@@ -197,10 +223,12 @@ def create_app(
     app[ADMIN_TOKEN] = admin_token if admin_token is not None else os.environ.get("DRIFTGATE_ADMIN_TOKEN", "")
     keys = api_keys if api_keys is not None else os.environ.get("DRIFTGATE_API_KEYS", "")
     app[API_KEYS] = tuple(k.strip() for k in keys.split(",") if k.strip())
+    app[MIGRATION_TOKENS] = {}
     if encoder_loader is not None:
         app[EncoderLoaderKey] = encoder_loader
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(_drift_watch)
     app.cleanup_ctx.append(_state_watcher)
     app.cleanup_ctx.append(_backfill_worker)
     app.cleanup_ctx.append(_gauges)

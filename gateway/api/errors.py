@@ -8,6 +8,7 @@ logged with its traceback, never leaking internals to the caller.
 from __future__ import annotations
 
 import logging
+import math
 
 from aiohttp import web
 
@@ -33,7 +34,9 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except GatewayError as exc:
-        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        # a remote provider's outage says how long to wait (`retry_after`); whole seconds, at least 1
+        wait = max(1, math.ceil(getattr(exc, "retry_after", 1)))
+        headers = {"Retry-After": str(wait)} if exc.status == 503 else None
         return error_response(exc.status, exc.code, exc.message, headers)
     except web.HTTPException as exc:
         if exc.status < 400:

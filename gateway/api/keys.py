@@ -10,6 +10,7 @@ from gateway.api.metrics import Metrics
 from gateway.config import Settings
 from gateway.services.adoption import AdoptionService
 from gateway.services.collections import CollectionService
+from gateway.services.drift_watch import DriftWatch
 from gateway.services.embedding import EmbeddingService
 from gateway.services.follow import AdoptionRunner
 from gateway.services.migrations import BackfillControl, MigrationService
@@ -35,3 +36,5 @@ LARGE_RESPONSES = web.AppKey("large_responses", LargeResponses)
 ADOPTION = web.AppKey("adoption", AdoptionService)
 ADOPTION_RUNNER = web.AppKey("adoption_runner", AdoptionRunner)
 EncoderLoaderKey = web.AppKey("encoder_loader", object)
+DRIFT_WATCH = web.AppKey("drift_watch", DriftWatch)
+MIGRATION_TOKENS = web.AppKey("migration_tokens", dict)  # (collection, model) -> tokens, this process

@@ -57,6 +57,18 @@ class Metrics:
             "driftgate_backfill_rate_documents_per_second", "Backfill rate over the last 30 s",
             ["collection", "model"], registry=self.registry,
         )
+        self.model_drift = Gauge(
+            "driftgate_model_drift", "1 while the drift watch finds a remote model's probe vectors moved",
+            ["model"], registry=self.registry,
+        )
+        self.model_tokens = Counter(
+            "driftgate_model_tokens_total", "Tokens a remote model used (from usage, else estimated)", ["model"],
+            registry=self.registry,
+        )
+        self.migration_tokens = Counter(
+            "driftgate_migration_tokens_total", "Tokens the backfill of a migration used on a remote model",
+            ["collection", "model"], registry=self.registry,
+        )
         self.state_version = Gauge(
             "driftgate_state_version", "Collection state version this replica has applied", ["collection"],
             registry=self.registry,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from typing import TextIO
 
 from gateway.config import Settings
-from gateway.encoders.onnx import load_encoder
+from gateway.domain.errors import GatewayError
+from gateway.encoders.onnx import OnnxEncoder, load_encoder
+from gateway.encoders.remote import is_remote
+from gateway.services.remote_models import RemoteModels
 
 CHUNK = 64
 
@@ -35,10 +39,14 @@ def run(settings: Settings, model: str, stdin: TextIO = sys.stdin, stdout: TextI
         print(f"error: unknown model {model!r}; see `driftgate models list`", file=sys.stderr)
         return 2
     spec = specs[model]
-    encoder = load_encoder(
-        spec, settings.model_cache_dir(), settings.models.intra_op_threads,
-        progress=lambda msg: print(msg, file=sys.stderr),
-    )
+    encoder: _RemoteLines | OnnxEncoder
+    if is_remote(spec):
+        encoder = _RemoteLines(spec)
+    else:
+        encoder = load_encoder(
+            spec, settings.model_cache_dir(), settings.models.intra_op_threads,
+            progress=lambda msg: print(msg, file=sys.stderr),
+        )
     pending: list[tuple[int, str]] = []
 
     def flush() -> None:
@@ -61,4 +69,26 @@ def run(settings: Settings, model: str, stdin: TextIO = sys.stdin, stdout: TextI
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except GatewayError as exc:  # a remote provider's outage, refusal or malformed reply
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        if isinstance(encoder, _RemoteLines):
+            encoder.close()
     return 0
+
+
+class _RemoteLines:
+    """A remote model for this one-shot command: its own event loop, one client, closed at the end."""
+
+    def __init__(self, spec) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._models = RemoteModels()
+        self._spec = spec
+
+    def encode(self, texts: list[str]):
+        return self._loop.run_until_complete(self._models.embed(self._spec, texts, "document"))
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._models.close())
+        self._loop.close()

@@ -74,6 +74,32 @@ def cmd_start(client: AdminClient, args) -> int:
     return 0
 
 
+def cmd_plan(client: AdminClient, args) -> int:
+    body: dict = {"to_model": args.to}
+    if args.sample:
+        body["sample"] = args.sample
+    plan = client.call("POST", _path(args.collection, "migrations/plan"), body)
+    if args.json:
+        print(json.dumps(plan, indent=2))
+        return 0
+    print(format_plan(plan))
+    return 0
+
+
+def format_plan(plan: dict) -> str:
+    cost = f"${plan['cost']:.4f} at ${plan['price_per_million_tokens']}/M tokens" if plan["cost"] is not None \
+        else "no price set (price_per_million_tokens)"
+    return "\n".join([
+        f"plan: {plan['collection']} {plan['from_model']} -> {plan['to_model']} (nothing written)",
+        f"  documents   {plan['documents']} ({plan['characters']} characters)",
+        f"  tokens      ~{plan['tokens']} (scaled from {plan['sample_tokens']} tokens of a {plan['sample']}-document "
+        f"sample embedded in {plan['sample_seconds']:.2f} s)",
+        f"  time        ~{plan['estimated_seconds']:.0f} s of backfill at the sample's rate and the rate limits",
+        f"  cost        {cost}",
+        f"  start it:   driftgate migrate start {plan['collection']} --to {plan['to_model']}",
+    ])
+
+
 def cmd_status(client: AdminClient, args) -> int:
     if args.json:
         print(json.dumps(_status(client, args), indent=2))
@@ -264,7 +290,7 @@ def cmd_backfill(client: AdminClient, args) -> int:
 
 
 _ACTIONS = {
-    "start": cmd_start, "status": cmd_status, "shadow": cmd_shadow, "cutover": cmd_cutover,
+    "start": cmd_start, "plan": cmd_plan, "status": cmd_status, "shadow": cmd_shadow, "cutover": cmd_cutover,
     "rollback": cmd_rollback, "verify": cmd_verify, "retire": cmd_retire, "abort": cmd_abort,
     "backfill": cmd_backfill,
 }

@@ -81,3 +81,22 @@ class EncoderBusy(Unavailable):
     """Too much interactive work is already queued for the model; the caller should retry later."""
 
     code = "encoder_busy"
+
+
+class EncoderUnavailable(Unavailable):
+    """A remote embedding provider is down, slow or rate-limiting us; `retry_after` is the wait in seconds.
+
+    Not retried by the backfill as a document failure: the chunk rolls back and waits."""
+
+    code = "encoder_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class EncoderBadReply(GatewayError):
+    """A remote provider answered, but not with usable vectors (or refused the input); nothing is stored."""
+
+    status = 502
+    code = "encoder_bad_reply"

@@ -54,6 +54,8 @@ def load_corpus(path: str | None, documents: int) -> list[tuple[str, str]]:
 
 
 def run(args) -> int:
+    if getattr(args, "config", None) and not args.url:  # the replicas read the same config (remote models, say)
+        os.environ["DRIFTGATE_CONFIG"] = os.path.abspath(args.config)
     try:
         report = asyncio.run(_run(args))
     except ScenarioError as exc:

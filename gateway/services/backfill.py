@@ -22,7 +22,7 @@ import asyncpg
 import numpy as np
 
 from gateway.domain.backfill import BackfillState, plan_chunks, rate_delay, should_hold
-from gateway.domain.errors import EncoderFailed
+from gateway.domain.errors import EncoderBadReply, EncoderFailed, EncoderUnavailable, ModelDrift
 from gateway.domain.phases import Action, Phase, next_phase
 from gateway.services.embedding import EmbeddingService
 from gateway.store import backfill as backfill_sql
@@ -60,6 +60,7 @@ class BackfillWorker:
         read_p99_ceiling_ms: float | None = None,
         index_memory_mb: int = 256,
         on_written: Callable[[str, str, int], None] | None = None,
+        on_tokens: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self._pool = pool
         self._embeddings = embeddings
@@ -69,6 +70,7 @@ class BackfillWorker:
         self._poll_interval_s = poll_interval_s
         self._ceiling_ms = read_p99_ceiling_ms
         self._on_written = on_written or (lambda _c, _m, _n: None)
+        self._on_tokens = on_tokens or (lambda _c, _m, _n: None)  # tokens a remote model used, per migration
         self._index_memory_mb = index_memory_mb
         self._wake = asyncio.Event()
         self.counters = WorkerCounters()
@@ -89,6 +91,10 @@ class BackfillWorker:
             except TRANSIENT_ERRORS as exc:
                 self.counters.retried += 1
                 log.warning("backfill worker: database unavailable (%r); retrying", exc)
+            except (EncoderUnavailable, ModelDrift) as exc:  # the chunk rolled back: nothing lost, nothing mixed
+                self.counters.retried += 1
+                log.warning("backfill worker: holding, the model cannot be used now: %s", exc.message)
+                await asyncio.sleep(getattr(exc, "retry_after", 0.0))
             except Exception:  # a bug must not silently end the worker: log it and try again
                 self.counters.unexpected_errors += 1
                 log.exception("backfill worker: unexpected error; retrying after the poll interval")
@@ -157,7 +163,7 @@ class BackfillWorker:
         rows = await backfill_sql.chunk_documents(conn, collection, model, chunk)
         written = 0
         if rows:
-            ids, vectors, versions, failures = await self._embed(model, rows)
+            ids, vectors, versions, failures = await self._embed(model, rows, collection)
             if ids:
                 written = await backfill_sql.write_if_current(conn, collection, model, ids, vectors, versions)
             for doc_id, version, reason in failures:
@@ -170,19 +176,21 @@ class BackfillWorker:
         self._on_written(collection, model, written)
         return len(rows)
 
-    async def _embed(self, model: str, rows: list) -> tuple[list, np.ndarray, list, list]:
+    async def _embed(self, model: str, rows: list, collection: str = "") -> tuple[list, np.ndarray, list, list]:
         """Embed a chunk's texts; if they fail together, embed them one by one and report the documents that fail."""
         texts = [r["content"] for r in rows]
         try:
             encoded = await self._embeddings.embed(model, texts, "document", bulk=True)
+            self._on_tokens(collection, model, sum(encoded.tokens))
             return [r["id"] for r in rows], encoded.vectors, [r["version"] for r in rows], []
-        except EncoderFailed:
+        except (EncoderFailed, EncoderBadReply):
             log.warning("backfill chunk of %d documents failed to embed; retrying one by one", len(rows))
         ids, vectors, versions, failures = [], [], [], []
         for row in rows:
             try:
                 encoded = await self._embeddings.embed(model, [row["content"]], "document", bulk=True)
-            except EncoderFailed as exc:
+                self._on_tokens(collection, model, sum(encoded.tokens))
+            except (EncoderFailed, EncoderBadReply) as exc:
                 failures.append((row["id"], row["version"], str(exc.__cause__ or exc)))
                 continue
             ids.append(row["id"])

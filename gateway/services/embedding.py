@@ -17,13 +17,15 @@ from typing import Literal
 import numpy as np
 
 from gateway.config import Settings
-from gateway.domain.errors import EncoderBusy, EncoderFailed, InvalidRequest
+from gateway.domain.errors import EncoderBadReply, EncoderBusy, EncoderFailed, EncoderUnavailable, InvalidRequest
 from gateway.domain.fingerprint import PROBE_TEXTS
 from gateway.domain.vectors import row_cosines
 from gateway.encoders.batcher import MicroBatcher
 from gateway.encoders.catalog import FORMER_MEANINGS, ModelSpec
 from gateway.encoders.fetch import ModelFilesUnavailable
 from gateway.encoders.onnx import Encoded, load_encoder
+from gateway.encoders.remote import is_remote
+from gateway.services.remote_models import RemoteModels
 from gateway.store.registry import RegisteredModel
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class EmbeddingService:
         allow_download: bool = True,
         loader: EncoderLoader | None = None,
         on_batch: Callable[[str, int], None] | None = None,
+        on_tokens: Callable[[str, int], None] | None = None,
     ) -> None:
         self.specs = specs
         self._cache_dir = cache_dir
@@ -63,6 +66,8 @@ class EmbeddingService:
         self._shadow_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow-encode")
         self._shadow_batchers: dict[str, MicroBatcher] = {}
         self._load_lock = asyncio.Lock()
+        # models served by an OpenAI-compatible provider: async, no batcher, no thread (remote_models.py)
+        self.remote = RemoteModels(on_tokens)
 
     @classmethod
     def from_settings(cls, settings: Settings, **extra) -> EmbeddingService:
@@ -91,6 +96,8 @@ class EmbeddingService:
     async def load(self, key: str) -> None:
         """Load a model's encoder (fetching its files on first use) off the event loop."""
         spec = self.spec(key)
+        if is_remote(spec):
+            return  # nothing to load: its client is made on first use
         async with self._load_lock:
             if key in self._batchers:
                 return
@@ -115,6 +122,8 @@ class EmbeddingService:
     async def embed_for_shadow(self, key: str, text: str) -> Encoded:
         """A query vector for a shadow comparison, on the single-threaded shadow lane."""
         spec = self.spec(key)
+        if is_remote(spec):
+            return await self.remote.embed(spec, [spec.query_prefix + text], "query", bulk=True)
         if key not in self._shadow_batchers:
             loop = asyncio.get_running_loop()
             try:
@@ -133,11 +142,13 @@ class EmbeddingService:
 
         `bulk` work (backfill, verification) yields the model to interactive requests."""
         spec = self.spec(key)
-        if key not in self._batchers:
+        if key not in self._batchers and not is_remote(spec):
             await self.load(key)
         prefix = spec.query_prefix if kind == "query" else spec.document_prefix
         if prefix:
             texts = [prefix + t for t in texts]
+        if is_remote(spec):  # its own errors already say what to do (503 + Retry-After, 502, 409)
+            return await self.remote.embed(spec, texts, kind, bulk=bulk)
         try:
             return await self._batchers[key].encode(texts, bulk=bulk)
         except EncoderBusy:
@@ -195,7 +206,10 @@ class EmbeddingService:
                 f"model {key!r} fingerprint changed (registered {registered.fingerprint[:12]}, "
                 f"configured {spec.fingerprint[:12]}): its files or encoding parameters differ"
             )
-        vectors = await self._probe_vectors(key, registered.probe_texts)
+        try:
+            vectors = await self._probe_vectors(key, registered.probe_texts)
+        except (EncoderUnavailable, EncoderBadReply) as exc:  # remote only: unverified is refused too
+            return f"model {key!r} probes could not be checked ({exc.message}); the drift watch retries"
         stored = np.asarray(registered.probe_vectors, dtype=np.float32)
         if stored.shape != vectors.shape:
             return f"model {key!r} probe vectors have shape {vectors.shape}, registered {stored.shape}"
@@ -208,13 +222,22 @@ class EmbeddingService:
         return None
 
     async def _probe_vectors(self, key: str, texts: tuple[str, ...] = PROBE_TEXTS) -> np.ndarray:
+        spec = self.spec(key)
+        if is_remote(spec):  # the drift watch probes a drifted model too: past the write refusal
+            prefixed = [spec.document_prefix + t for t in texts]
+            return (await self.remote.embed(spec, prefixed, "document", probe=True)).vectors
         encoded = await self.embed(key, list(texts), "document")
         return encoded.vectors
+
+    async def probe_vectors(self, key: str, texts: tuple[str, ...] = PROBE_TEXTS) -> np.ndarray:
+        """The probe texts' vectors as the model produces them now (for the drift watch)."""
+        return await self._probe_vectors(key, texts)
 
     async def close(self) -> None:
         for batcher in (*self._batchers.values(), *self._shadow_batchers.values()):
             await batcher.close()
         self._batchers.clear()
         self._shadow_batchers.clear()
+        await self.remote.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._shadow_executor.shutdown(wait=False, cancel_futures=True)

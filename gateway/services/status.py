@@ -117,3 +117,17 @@ async def backfill_progress(pool: asyncpg.Pool) -> list[tuple[str, str, dict]]:
             out.append((collection, model, {"done": int(progress["done"]), "total": int(progress["total"]),
                                             "errors": int(progress["errors"]), "rate_per_s": rate}))
     return out
+
+
+def annotate_remote(report: dict, watch, migration_tokens: dict, replica: str) -> dict:
+    """Add remote models' drift verdict, circuit and tokens (this replica's counts) to a status report."""
+    for key, model in report["models"].items():
+        extra = watch.describe(key)
+        if extra is not None:
+            model.update(extra)
+    backfill = report["backfill"]
+    model = backfill.get("model")
+    if model and watch.describe(model) is not None:
+        backfill["tokens_used"] = migration_tokens.get((report["name"], model), 0)
+        backfill["tokens_counted_by"] = replica  # per process; Prometheus sums the replicas
+    return report
