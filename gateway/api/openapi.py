@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from gateway import __version__
 from gateway.api.admin import (
     BackfillBody,
+    PlanMigration,
     ReadModelBody,
     RetireBody,
     ShadowBody,
@@ -140,6 +141,9 @@ def _admin_paths() -> dict:
     return {
         f"{base}/status": {"get": op("Migration status: phase, coverage, backfill, replicas", "200", None, _STATUS)},
         f"{base}/migrations": {"post": op("Start a migration (dual-write + backfill)", "202", StartMigration)},
+        f"{base}/migrations/plan": {
+            "post": op("Plan a migration: documents, tokens, time, cost; writes nothing", "200", PlanMigration)
+        },
         f"{base}/backfill": {
             "post": op("Pause, resume or rate-limit the backfill", "200", BackfillBody, _BACKFILL_ANSWER)
         },
