@@ -52,7 +52,8 @@ async def generate(dsn: str, rows: int) -> None:
                SELECT i, 'synthetic document number ' || i, CASE WHEN i % 2 = 0 THEN 'en' ELSE 'fr' END,
                       l2_normalize(ARRAY(SELECT random() - 0.5 FROM generate_series(1, 384) WHERE i > 0)::vector)
                FROM generate_series(1, $1) AS i;
-               ANALYZE items;""".replace("$1", str(int(rows))))
+               ANALYZE items;""".replace("$1", str(int(rows)))
+        )
     finally:
         await conn.close()
 
@@ -64,8 +65,10 @@ async def real_table(dsn: str, embed, rows: int) -> None:
     try:
         await register_vector(conn)
         await conn.execute("CREATE TABLE real_items (id bigint PRIMARY KEY, body text, embedding vector(384))")
-        await conn.executemany("INSERT INTO real_items VALUES ($1, $2, $3)",
-                               [(i, t, v) for i, (t, v) in enumerate(zip(texts, vectors, strict=False))])
+        await conn.executemany(
+            "INSERT INTO real_items VALUES ($1, $2, $3)",
+            [(i, t, v) for i, (t, v) in enumerate(zip(texts, vectors, strict=False))],
+        )
     finally:
         await conn.close()
 
@@ -96,8 +99,12 @@ async def wait_imported(session, base: str, name: str) -> None:
 
 
 async def run(rows: int, sample: int) -> dict:
-    settings = load_settings(None, database={"pool_min": 2, "pool_max": 8}, backfill={"poll_interval_s": 0.2},
-                             adoption={"poll_interval_s": 0.1})
+    settings = load_settings(
+        None,
+        database={"pool_min": 2, "pool_max": 8},
+        backfill={"poll_interval_s": 0.2},
+        adoption={"poll_interval_s": 0.1},
+    )
     with Postgres() as pg:
         name, dsn = await create_database(pg.server_dsn)
         try:
@@ -117,8 +124,9 @@ async def run(rows: int, sample: int) -> dict:
                 body = {"id_column": "id", "text_column": "body", "vector_column": "embedding", "model": MODEL}
                 log(f"sample check: {sample} real rows re-embedded and compared ...")
                 t = time.perf_counter()
-                checked = await admin(session, gw.base, "POST", "real/adopt",
-                                      {**body, "table": "public.real_items", "sample": sample})
+                checked = await admin(
+                    session, gw.base, "POST", "real/adopt", {**body, "table": "public.real_items", "sample": sample}
+                )
                 sample_s = time.perf_counter() - t
                 await wait_done(session, gw.base, "real")
 
@@ -128,8 +136,13 @@ async def run(rows: int, sample: int) -> dict:
                 reaped = reaped_cpu_s(pg.pid)
                 with CpuMeter(pg.pid, "postgres") as meter:
                     with CpuMeter(pg.pid, "postgres") as import_meter:
-                        await admin(session, gw.base, "POST", "items/adopt",
-                                    {**body, "table": "public.items", "metadata_columns": ["lang"], "sample": 0})
+                        await admin(
+                            session,
+                            gw.base,
+                            "POST",
+                            "items/adopt",
+                            {**body, "table": "public.items", "metadata_columns": ["lang"], "sample": 0},
+                        )
                         await wait_imported(session, gw.base, "items")
                     status = await wait_done(session, gw.base, "items")
                 end_to_end_s = time.perf_counter() - t
@@ -140,7 +153,8 @@ async def run(rows: int, sample: int) -> dict:
                 row = await conn.fetchrow(
                     """SELECT rows_read, rows_imported, extract(epoch FROM imported_at - started_at) AS import_s,
                               extract(epoch FROM finished_at - imported_at) AS index_s
-                       FROM driftgate.adoptions WHERE collection = 'items'""")
+                       FROM driftgate.adoptions WHERE collection = 'items'"""
+                )
             finally:
                 await conn.close()
         finally:
@@ -158,23 +172,29 @@ async def run(rows: int, sample: int) -> dict:
         "end_to_end_s": round(end_to_end_s, 3),
         "end_to_end_rows_per_s": round(rows / end_to_end_s),
         "end_to_end_includes": "request, chunked import, backfill hand-over, HNSW index CONCURRENTLY, state done",
-        "cpu": {**meter.summary(), "postgres_cpu_s": round((meter.extra_s or 0) + reaped, 2),
-                "postgres_exited_workers_cpu_s": round(reaped, 2),
-                "postgres_cpu_s_import": round(import_meter.extra_s, 2) if import_meter.extra_s is not None else None,
-                "gateway_process_cpu_s_import": round(import_meter.own_s, 2),
-                # work per CPU-second: what one idle core would do, whatever else ran meanwhile
-                "import_rows_per_postgres_cpu_s": round(rows / import_meter.extra_s) if import_meter.extra_s else None,
-                "end_to_end_rows_per_postgres_cpu_s": round(rows / ((meter.extra_s or 0) + reaped)),
-                "note": "CPU seconds the work took, independent of how busy the machine was; the index build "
-                        "runs with PostgreSQL's parallel maintenance workers (2 by default)"},
+        "cpu": {
+            **meter.summary(),
+            "postgres_cpu_s": round((meter.extra_s or 0) + reaped, 2),
+            "postgres_exited_workers_cpu_s": round(reaped, 2),
+            "postgres_cpu_s_import": round(import_meter.extra_s, 2) if import_meter.extra_s is not None else None,
+            "gateway_process_cpu_s_import": round(import_meter.own_s, 2),
+            # work per CPU-second: what one idle core would do, whatever else ran meanwhile
+            "import_rows_per_postgres_cpu_s": round(rows / import_meter.extra_s) if import_meter.extra_s else None,
+            "end_to_end_rows_per_postgres_cpu_s": round(rows / ((meter.extra_s or 0) + reaped)),
+            "note": "CPU seconds the work took, independent of how busy the machine was; the index build "
+            "runs with PostgreSQL's parallel maintenance workers (2 by default)",
+        },
         "document_count": status["document_count"],
         "coverage": status["models"][MODEL]["coverage"],
-        "sample_check": {"rows": sample, "source": "real Vaswani abstracts with their real model vectors",
-                         "seconds": round(sample_s, 3), "cosine_min": checked["adoption"]["sample"]["cosine_min"]},
+        "sample_check": {
+            "rows": sample,
+            "source": "real Vaswani abstracts with their real model vectors",
+            "seconds": round(sample_s, 3),
+            "cosine_min": checked["adoption"]["sample"]["cosine_min"],
+        },
         "end_to_end_with_sample_check_rows_per_s": round(rows / (end_to_end_s + sample_s)),
         "targets": {"import_rows_per_s": 20000, "end_to_end_rows_per_s": 3000},
-        "machine": {**machine_info(), "machine_busy_fraction": busy, "load_average_before": load,
-                    "postgres": pg.kind},
+        "machine": {**machine_info(), "machine_busy_fraction": busy, "load_average_before": load, "postgres": pg.kind},
     }
 
 

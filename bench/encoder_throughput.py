@@ -38,8 +38,14 @@ from gateway.encoders.catalog import CATALOG
 from gateway.encoders.fetch import default_cache_dir
 from gateway.encoders.onnx import load_encoder
 
-DEFAULT_MODELS = ["paraphrase-MiniLM-L3-v2", "all-MiniLM-L6-v2", "all-MiniLM-L6-v2-int8", "sre-embedding-model",
-                  "all-mpnet-base-v2", "use-multilingual-v3"]
+DEFAULT_MODELS = [
+    "paraphrase-MiniLM-L3-v2",
+    "all-MiniLM-L6-v2",
+    "all-MiniLM-L6-v2-int8",
+    "sre-embedding-model",
+    "all-mpnet-base-v2",
+    "use-multilingual-v3",
+]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,10 +59,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--texts", type=int, default=256, help="texts timed per repeat")
     parser.add_argument("--warmup", type=int, default=32, help="texts encoded (at each batch size) before timing")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over the texts; median is reported")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="onnxruntime intra_op_num_threads (0: one per core, the gateway's default)")
-    parser.add_argument("--import", dest="import_key", default="all-mpnet-base-v2",
-                        help="time `models import` of this converted catalog model's checkpoint ('' to skip)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="onnxruntime intra_op_num_threads (0: one per core, the gateway's default)",
+    )
+    parser.add_argument(
+        "--import",
+        dest="import_key",
+        default="all-mpnet-base-v2",
+        help="time `models import` of this converted catalog model's checkpoint ('' to skip)",
+    )
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in args.models if m not in CATALOG]
@@ -183,16 +197,27 @@ def time_import(key: str) -> dict:
         total_s = time.perf_counter() - started
         same = result.spec.fingerprint == CATALOG[key].fingerprint
         shutil.rmtree(cache, ignore_errors=True)
-    return {"model": key, "source_mb": round(source_bytes / 2**20, 1), "convert_s": round(converted_s, 2),
-            "import_and_first_encode_s": round(total_s, 2), "fingerprint_equals_catalog": same}
+    return {
+        "model": key,
+        "source_mb": round(source_bytes / 2**20, 1),
+        "convert_s": round(converted_s, 2),
+        "import_and_first_encode_s": round(total_s, 2),
+        "fingerprint_equals_catalog": same,
+    }
 
 
 def fp32_vs_int8(results: list[dict]) -> list[dict]:
     by = {(r["model"], r["batch"]): r["texts_per_s"] for r in results}
-    return [{"batch": b, "fp32_texts_per_s": by[("all-MiniLM-L6-v2", b)],
-             "int8_texts_per_s": by[("all-MiniLM-L6-v2-int8", b)],
-             "fp32_over_int8": round(by[("all-MiniLM-L6-v2", b)] / by[("all-MiniLM-L6-v2-int8", b)], 3)}
-            for m, b in by if m == "all-MiniLM-L6-v2" and ("all-MiniLM-L6-v2-int8", b) in by]
+    return [
+        {
+            "batch": b,
+            "fp32_texts_per_s": by[("all-MiniLM-L6-v2", b)],
+            "int8_texts_per_s": by[("all-MiniLM-L6-v2-int8", b)],
+            "fp32_over_int8": round(by[("all-MiniLM-L6-v2", b)] / by[("all-MiniLM-L6-v2-int8", b)], 3),
+        }
+        for m, b in by
+        if m == "all-MiniLM-L6-v2" and ("all-MiniLM-L6-v2-int8", b) in by
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

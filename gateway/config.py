@@ -145,19 +145,36 @@ class RemoteModel(_Section):
 
     def to_spec(self, key: str) -> ModelSpec:
         endpoint = RemoteEndpoint(
-            base_url=self.base_url.rstrip("/"), model=self.model, api_key_env=self.api_key_env,
-            query_params=dict(self.query_params), document_params=dict(self.document_params),
-            dimensions=self.dimensions, max_concurrency=self.max_concurrency, timeout_s=self.timeout_s,
-            requests_per_minute=self.requests_per_minute, tokens_per_minute=self.tokens_per_minute,
+            base_url=self.base_url.rstrip("/"),
+            model=self.model,
+            api_key_env=self.api_key_env,
+            query_params=dict(self.query_params),
+            document_params=dict(self.document_params),
+            dimensions=self.dimensions,
+            max_concurrency=self.max_concurrency,
+            timeout_s=self.timeout_s,
+            requests_per_minute=self.requests_per_minute,
+            tokens_per_minute=self.tokens_per_minute,
             drift_check_interval_s=self.drift_check_interval_s,
             price_per_million_tokens=self.price_per_million_tokens,
         )
         return RemoteModelSpec(
-            key=key, name=self.name or self.model, revision=f"remote {self.base_url.rstrip('/')}", dim=self.dim,
-            files=(), input_kind="text", pooling="none", normalize=False, query_prefix=self.query_prefix,
-            document_prefix=self.document_prefix, max_tokens=None, max_batch=self.max_batch,
-            probe_tolerance=self.probe_tolerance, verify_min_cosine=self.verify_min_cosine,
-            description=f"remote: {self.model} at {self.base_url}", endpoint=endpoint,
+            key=key,
+            name=self.name or self.model,
+            revision=f"remote {self.base_url.rstrip('/')}",
+            dim=self.dim,
+            files=(),
+            input_kind="text",
+            pooling="none",
+            normalize=False,
+            query_prefix=self.query_prefix,
+            document_prefix=self.document_prefix,
+            max_tokens=None,
+            max_batch=self.max_batch,
+            probe_tolerance=self.probe_tolerance,
+            verify_min_cosine=self.verify_min_cosine,
+            description=f"remote: {self.model} at {self.base_url}",
+            endpoint=endpoint,
         )
 
 
@@ -221,9 +238,7 @@ class LoggingConfig(_Section):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="DRIFTGATE_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="DRIFTGATE_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()

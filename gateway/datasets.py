@@ -62,8 +62,9 @@ def load_beir(directory: Path, limit: int | None = None) -> Dataset:
     directory = Path(directory)
     for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
         if not (directory / name).is_file():
-            raise FileNotFoundError(f"{directory / name} is missing: a BEIR dataset needs corpus.jsonl, "
-                                    "queries.jsonl and qrels/test.tsv")
+            raise FileNotFoundError(
+                f"{directory / name} is missing: a BEIR dataset needs corpus.jsonl, queries.jsonl and qrels/test.tsv"
+            )
     with (directory / "corpus.jsonl").open(encoding="utf-8") as handle:
         corpus = _read_jsonl(handle, limit)
     with (directory / "queries.jsonl").open(encoding="utf-8") as handle:

@@ -36,8 +36,10 @@ class ProgressBar:
         rate = self.done / elapsed
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
         eta_text = f"{eta:5.0f}s" if eta != float("inf") else "    ?"
-        line = f"{self.label} {render_bar(self.done, self.total, self.width)} {self.done}/{self.total} " \
-               f"{rate:7.1f}/s eta {eta_text}"
+        line = (
+            f"{self.label} {render_bar(self.done, self.total, self.width)} {self.done}/{self.total} "
+            f"{rate:7.1f}/s eta {eta_text}"
+        )
         if self._tty:
             self.stream.write("\r" + line + ("\n" if self.done == self.total else ""))
         else:

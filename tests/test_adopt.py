@@ -30,9 +30,13 @@ TEXTS = [text for _, text in vaswani(limit=400).corpus]
 
 
 def adopt_settings(**adoption):
-    return load_settings(None, database={"pool_min": 1, "pool_max": 6},
-                         backfill={"chunk_size": 64, "poll_interval_s": 0.2},
-                         adoption={"poll_interval_s": 0.1, **adoption}, server={"sync_poll_interval_s": 0.5})
+    return load_settings(
+        None,
+        database={"pool_min": 1, "pool_max": 6},
+        backfill={"chunk_size": 64, "poll_interval_s": 0.2},
+        adoption={"poll_interval_s": 0.1, **adoption},
+        server={"sync_poll_interval_s": 0.5},
+    )
 
 
 async def connect(dsn: str) -> asyncpg.Connection:
@@ -51,8 +55,9 @@ async def make_source(dsn: str, embed, n: int, table: str = "items", dim: int = 
         rows.append((i, body, "en" if i % 2 else "fr", None if i % 10 == 3 else vectors[i]))
     conn = await connect(dsn)
     try:
-        await conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, body text, lang text, "
-                           f"embedding vector({dim}))")
+        await conn.execute(
+            f"CREATE TABLE {table} (id bigint PRIMARY KEY, body text, lang text, embedding vector({dim}))"
+        )
         await conn.executemany(f"INSERT INTO {table} VALUES ($1, $2, $3, $4)", rows)
     finally:
         await conn.close()
@@ -61,12 +66,20 @@ async def make_source(dsn: str, embed, n: int, table: str = "items", dim: int = 
 def encoder(client, model: str = L3):
     async def embed(texts: list[str]) -> np.ndarray:
         return (await client.app[EMBEDDINGS].embed(model, texts, "document", bulk=True)).vectors
+
     return embed
 
 
 def adopt_body(**extra) -> dict:
-    return {"table": "public.items", "id_column": "id", "text_column": "body", "vector_column": "embedding",
-            "metadata_columns": ["lang"], "model": L3, **extra}
+    return {
+        "table": "public.items",
+        "id_column": "id",
+        "text_column": "body",
+        "vector_column": "embedding",
+        "metadata_columns": ["lang"],
+        "model": L3,
+        **extra,
+    }
 
 
 async def admin(client, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
@@ -89,14 +102,21 @@ async def wait_for(check, what: str, stall_s: float = 60.0):
 
 async def settled(client, name: str = "docs", state: str = "following") -> dict:
     """Wait until the adoption reached `state` with an empty queue and a complete index."""
+
     async def check():
         status, body = await admin(client, "GET", f"{name}/status")
         assert status == 200, body
         adoption, model = body["adoption"], body["models"][L3]
         lag = adoption["follow_lag"] or {"pending": 0}
         done = adoption["state"] == state and lag["pending"] == 0 and model["index_ready"]
-        return (body if done else None), (adoption["state"], adoption["rows_read"], adoption["changes_applied"],
-                                          lag["pending"], model["rows"])
+        return (body if done else None), (
+            adoption["state"],
+            adoption["rows_read"],
+            adoption["changes_applied"],
+            lag["pending"],
+            model["rows"],
+        )
+
     return await wait_for(check, f"adoption of {name} reaching {state}")
 
 
@@ -105,15 +125,21 @@ async def compare_with_source(dsn: str, name: str = "docs", models=(L3,)) -> dic
     has an embedding at its current version in each model."""
     conn = await connect(dsn)
     try:
-        source = {str(r["id"]): (r["body"], {"lang": r["lang"]} if r["lang"] else {}) for r in
-                  await conn.fetch("SELECT id, body, lang FROM items WHERE btrim(coalesce(body, '')) <> ''")}
-        docs = {r["id"]: (r["content"], json.loads(r["metadata"])) for r in
-                await conn.fetch(f"SELECT id, content, metadata FROM {documents_table(name)}")}
+        source = {
+            str(r["id"]): (r["body"], {"lang": r["lang"]} if r["lang"] else {})
+            for r in await conn.fetch("SELECT id, body, lang FROM items WHERE btrim(coalesce(body, '')) <> ''")
+        }
+        docs = {
+            r["id"]: (r["content"], json.loads(r["metadata"]))
+            for r in await conn.fetch(f"SELECT id, content, metadata FROM {documents_table(name)}")
+        }
         assert docs == source
         versions = {r["id"]: r["version"] for r in await conn.fetch(f"SELECT id, version FROM {documents_table(name)}")}
         for model in models:
-            embedded = {r["doc_id"]: r["source_version"] for r in
-                        await conn.fetch(f"SELECT doc_id, source_version FROM {model_table(name, model)}")}
+            embedded = {
+                r["doc_id"]: r["source_version"]
+                for r in await conn.fetch(f"SELECT doc_id, source_version FROM {model_table(name, model)}")
+            }
             assert embedded == versions, f"{model}: missing or stale embeddings"
         return {k: v[0] for k, v in docs.items()}
     finally:
@@ -130,12 +156,19 @@ async def legacy_writer(dsn: str, seed: int, stop: asyncio.Event, written: list)
             op, row = rng.random(), rng.randrange(0, 100)
             row += 1 if row % 25 == 7 else 0  # the blank rows stay blank: they must be skipped
             if op < 0.5:
-                await conn.execute("UPDATE items SET body = $2, lang = $3 WHERE id = $1", row,
-                                   f"updated by writer {seed} step {n}: {TEXTS[rng.randrange(400)][:80]}", "de")
+                await conn.execute(
+                    "UPDATE items SET body = $2, lang = $3 WHERE id = $1",
+                    row,
+                    f"updated by writer {seed} step {n}: {TEXTS[rng.randrange(400)][:80]}",
+                    "de",
+                )
             elif op < 0.8:
-                await conn.execute("INSERT INTO items (id, body, lang) VALUES ($1, $2, NULL) ON CONFLICT (id) DO "
-                                   "UPDATE SET body = excluded.body", 10_000 + seed * 1000 + n,
-                                   f"inserted by writer {seed} step {n}")
+                await conn.execute(
+                    "INSERT INTO items (id, body, lang) VALUES ($1, $2, NULL) ON CONFLICT (id) DO "
+                    "UPDATE SET body = excluded.body",
+                    10_000 + seed * 1000 + n,
+                    f"inserted by writer {seed} step {n}",
+                )
             else:
                 await conn.execute("DELETE FROM items WHERE id = $1", row)
             written.append(n)
@@ -168,6 +201,7 @@ async def test_an_adopted_table_follows_concurrent_legacy_writers_during_and_aft
 
     async def more_writes():  # keep writing after the import as well
         return len(written) >= during + 30, len(written)
+
     await wait_for(more_writes, "legacy writes after the import")
     stop.set()
     await asyncio.gather(*writers)
@@ -180,8 +214,10 @@ async def test_an_adopted_table_follows_concurrent_legacy_writers_during_and_aft
     # a followed change is embedded from the new text by the collection's model
     conn = await connect(dsn)
     try:
-        row = await conn.fetchrow(f"SELECT doc_id, embedding FROM {model_table('docs', L3)} "
-                                  "WHERE doc_id LIKE '1%' AND doc_id::bigint >= 10000 LIMIT 1")
+        row = await conn.fetchrow(
+            f"SELECT doc_id, embedding FROM {model_table('docs', L3)} "
+            "WHERE doc_id LIKE '1%' AND doc_id::bigint >= 10000 LIMIT 1"
+        )
     finally:
         await conn.close()
     expected = (await encoder(client)([docs[row["doc_id"]]]))[0]
@@ -202,6 +238,7 @@ async def test_an_adopted_table_follows_concurrent_legacy_writers_during_and_aft
         _, body = await admin(client, "GET", "docs/status")
         lag = body["adoption"]["follow_lag"]
         return (body["phase"] == "ready" and lag["pending"] == 0), (body["phase"], lag, body["backfill"]["done"])
+
     await wait_for(migrated, "migration while following")
     await compare_with_source(dsn, models=(L3, L6))
 
@@ -259,7 +296,8 @@ async def _has(dsn: str, doc_id: str):
 
 
 async def test_wrong_model_vectors_a_dimension_mismatch_and_hostile_names_are_refused_and_create_nothing(
-        make_client, dsn):
+    make_client, dsn
+):
     client = await make_client(adopt_settings(), admin_token=TOKEN)
     await make_source(dsn, encoder(client), 60)
     await make_source(dsn, None, 5, table="wide", dim=512)
@@ -310,14 +348,45 @@ async def test_wrong_model_vectors_a_dimension_mismatch_and_hostile_names_are_re
 
 def test_a_gateway_killed_mid_import_is_resumed_by_the_next_one_from_its_cursor(dsn, tmp_path):
     asyncio.run(_seed_for_kill(dsn))
-    env = {**os.environ, "DATABASE_URL": dsn, "DRIFTGATE_ADMIN_TOKEN": "tok",
-           "DRIFTGATE_ADOPTION__CHUNK_ROWS": "25", "DRIFTGATE_ADOPTION__MAX_ROWS_PER_S": "150"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "DRIFTGATE_ADMIN_TOKEN": "tok",
+        "DRIFTGATE_ADOPTION__CHUNK_ROWS": "25",
+        "DRIFTGATE_ADOPTION__MAX_ROWS_PER_S": "150",
+    }
     first = _start_gateway(env, tmp_path / "first.log")
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "gateway", "adopt", "docs", "--url", first[1], "--table", "public.items",
-             "--id-column", "id", "--text-column", "body", "--vector-column", "embedding", "--model", L3,
-             "--metadata-columns", "lang", "--sample", "50"], env=env, capture_output=True, text=True, timeout=120, check=False)
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "adopt",
+                "docs",
+                "--url",
+                first[1],
+                "--table",
+                "public.items",
+                "--id-column",
+                "id",
+                "--text-column",
+                "body",
+                "--vector-column",
+                "embedding",
+                "--model",
+                L3,
+                "--metadata-columns",
+                "lang",
+                "--sample",
+                "50",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert result.returncode == 0, result.stderr
         assert "adopting public.items" in result.stdout
         asyncio.run(_until_partly_imported(dsn))
@@ -332,8 +401,14 @@ def test_a_gateway_killed_mid_import_is_resumed_by_the_next_one_from_its_cursor(
     second = _start_gateway(env, tmp_path / "second.log")
     try:
         asyncio.run(_until_done(dsn))
-        status = subprocess.run([sys.executable, "-m", "gateway", "migrate", "status", "docs", "--url", second[1]],
-                                env=env, capture_output=True, text=True, timeout=60, check=False)
+        status = subprocess.run(
+            [sys.executable, "-m", "gateway", "migrate", "status", "docs", "--url", second[1]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert "adoption done" in status.stdout, status.stdout
     finally:
         second[0].send_signal(signal.SIGTERM)
@@ -356,16 +431,22 @@ async def _seed_for_kill(dsn: str) -> None:
         await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         await register_vector(conn)
         await conn.execute("CREATE TABLE items (id bigint PRIMARY KEY, body text, lang text, embedding vector(384))")
-        await conn.executemany("INSERT INTO items VALUES ($1, $2, $3, $4)", [
-            (i, "" if i % 25 == 7 else TEXTS[i % 400], "en", vectors[i % 400]) for i in range(600)])
+        await conn.executemany(
+            "INSERT INTO items VALUES ($1, $2, $3, $4)",
+            [(i, "" if i % 25 == 7 else TEXTS[i % 400], "en", vectors[i % 400]) for i in range(600)],
+        )
     finally:
         await conn.close()
 
 
 def _start_gateway(env: dict, log_path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(port)], env=env,
-                               stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
+        env=env,
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -390,6 +471,7 @@ async def _until_partly_imported(dsn: str) -> None:
     async def check():
         row = await _adoption_row(dsn)
         return bool(row and row["rows_read"] >= 100), row and row["rows_read"]
+
     await wait_for(check, "the first chunks of the import")
 
 
@@ -397,4 +479,5 @@ async def _until_done(dsn: str) -> None:
     async def check():
         row = await _adoption_row(dsn)
         return row["state"] == "done", (row["state"], row["rows_read"])
+
     await wait_for(check, "the resumed import")

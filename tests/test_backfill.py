@@ -65,14 +65,15 @@ def corpus(n: int) -> list[tuple[str, str]]:
 
 async def seed(client, docs: list[tuple[str, str]], collection: str = C) -> None:
     for start in range(0, len(docs), 100):
-        batch = [{"id": i, "text": t} for i, t in docs[start:start + 100]]
+        batch = [{"id": i, "text": t} for i, t in docs[start : start + 100]]
         response = await client.post(f"/v1/collections/{collection}/documents", json={"documents": batch})
         assert response.status == 200, await response.text()
 
 
 async def start_migration(client, to_model: str = L6, collection: str = C) -> dict:
-    response = await client.post(f"/admin/v1/collections/{collection}/migrations", json={"to_model": to_model},
-                                 headers=AUTH)
+    response = await client.post(
+        f"/admin/v1/collections/{collection}/migrations", json={"to_model": to_model}, headers=AUTH
+    )
     assert response.status == 202, await response.text()
     return await response.json()
 
@@ -90,16 +91,29 @@ async def wait_until_backfill_ends(client, collection: str = C) -> dict:
     below; the next poll shows the phase that was committed with it.)
     """
     return await wait_for_status(
-        client, lambda s: s["phase"] != "dual_write" or s["backfill"]["state"] in ("failed", "paused"),
+        client,
+        lambda s: s["phase"] != "dual_write" or s["backfill"]["state"] in ("failed", "paused"),
         collection=collection,
     )
 
 
-async def drive_backfill(client, *, chunk_size: int = 16, pipelines: int = 2, worker_id: str = "test-worker",
-                         stop: asyncio.Event | None = None) -> BackfillWorker:
+async def drive_backfill(
+    client,
+    *,
+    chunk_size: int = 16,
+    pipelines: int = 2,
+    worker_id: str = "test-worker",
+    stop: asyncio.Event | None = None,
+) -> BackfillWorker:
     """Run a backfill worker on the app's pool and models until no backfill is left (burst)."""
-    worker = BackfillWorker(client.app[POOL], client.app[EMBEDDINGS], worker_id, chunk_size=chunk_size,
-                            pipelines=pipelines, poll_interval_s=0.05)
+    worker = BackfillWorker(
+        client.app[POOL],
+        client.app[EMBEDDINGS],
+        worker_id,
+        chunk_size=chunk_size,
+        pipelines=pipelines,
+        poll_interval_s=0.05,
+    )
     counters = worker.counters
     await finish_without_stalling(
         worker.run(stop or asyncio.Event(), burst=True), lambda: (counters.chunks, counters.documents)
@@ -135,9 +149,7 @@ async def assert_every_document_current(conn: asyncpg.Connection, model: str, co
     rows = await stored(conn, model, collection)
     stale = [(r["id"], r["version"], r["source_version"]) for r in rows if r["source_version"] != r["version"]]
     assert stale == [], f"{model}: documents without an embedding at their current version: {stale[:10]}"
-    per_doc = await conn.fetchval(
-        f"SELECT count(*) - count(DISTINCT doc_id) FROM {model_table(collection, model)}"
-    )
+    per_doc = await conn.fetchval(f"SELECT count(*) - count(DISTINCT doc_id) FROM {model_table(collection, model)}")
     orphans = await conn.fetchval(
         f"""SELECT count(*) FROM {model_table(collection, model)} e
             WHERE NOT EXISTS (SELECT 1 FROM {documents_table(collection)} d WHERE d.id = e.doc_id)"""
@@ -160,7 +172,8 @@ async def chunk_rows(conn: asyncpg.Connection, model: str = L6, collection: str 
     return await conn.fetch(
         """SELECT chunk_no, round, lo, hi, docs, done, written, worker, done_at FROM driftgate.backfill_chunks
            WHERE collection = $1 AND model_key = $2 ORDER BY chunk_no""",
-        collection, model,
+        collection,
+        model,
     )
 
 
@@ -174,9 +187,7 @@ async def new_app(make_client, docs, **backfill):
 # -- 1. the happy path ------------------------------------------------------------------------
 
 
-async def test_the_backfill_re_embeds_every_document_builds_the_index_and_makes_the_collection_ready(
-    make_client, dsn
-):
+async def test_the_backfill_re_embeds_every_document_builds_the_index_and_makes_the_collection_ready(make_client, dsn):
     docs = corpus(200)
     client = await new_app(make_client, docs, enabled=True, chunk_size=16, pipelines=2, poll_interval_s=0.1)
     started = await start_migration(client)
@@ -198,7 +209,8 @@ async def test_the_backfill_re_embeds_every_document_builds_the_index_and_makes_
     try:
         indexes = await conn.fetch(
             "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = $2",
-            collection_schema(C), embedding_table(L6),
+            collection_schema(C),
+            embedding_table(L6),
         )
         hnsw = [r for r in indexes if "USING hnsw" in r["indexdef"]]
         assert len(hnsw) == 1 and "vector_cosine_ops" in hnsw[0]["indexdef"], indexes
@@ -274,8 +286,10 @@ async def test_writes_updates_and_deletes_during_the_backfill_leave_every_model_
             await asyncio.sleep(0.05)
 
     traffic = [
-        asyncio.create_task(updater(updated_a, 1)), asyncio.create_task(updater(updated_b, 2)),
-        asyncio.create_task(inserter()), asyncio.create_task(deleter()),
+        asyncio.create_task(updater(updated_a, 1)),
+        asyncio.create_task(updater(updated_b, 2)),
+        asyncio.create_task(inserter()),
+        asyncio.create_task(deleter()),
     ]
     try:
         worker = await drive_backfill(client, chunk_size=16, pipelines=2)
@@ -315,9 +329,7 @@ async def test_writes_updates_and_deletes_during_the_backfill_leave_every_model_
         await conn.close()
 
 
-async def test_a_backfill_batch_that_meets_an_uncommitted_update_and_delete_keeps_the_fresher_data(
-    make_client, dsn
-):
+async def test_a_backfill_batch_that_meets_an_uncommitted_update_and_delete_keeps_the_fresher_data(make_client, dsn):
     """The narrow race, made deterministic: a write transaction is open (one document updated to a
     new version with its embeddings, another deleted) while the backfill reads the old versions,
     embeds them and writes; the transaction commits while the backfill's write waits on it. The
@@ -343,7 +355,8 @@ async def test_a_backfill_batch_that_meets_an_uncommitted_update_and_delete_keep
         writer_pid = writer.get_server_pid()
         while not await probe.fetchval(
             """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-               AND wait_event_type = 'Lock' AND pid <> $1""", writer_pid
+               AND wait_event_type = 'Lock' AND pid <> $1""",
+            writer_pid,
         ):
             assert time.monotonic() < deadline and not backfill.done(), "the backfill never met the open write"
             await asyncio.sleep(0.02)
@@ -371,7 +384,10 @@ def _worker_process(dsn: str, worker_id: str, log_path: Path) -> subprocess.Pope
     with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
             [sys.executable, "-m", "gateway", "backfill-worker", "--burst", "--worker-id", worker_id],
-            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
 
@@ -466,9 +482,7 @@ async def test_documents_written_around_dual_write_are_caught_by_a_later_sweep_r
         assert (await backfill_control(client, {"action": "resume"}))["state"] == "running"
         await drive_backfill(client, chunk_size=8)
 
-        assert await conn.fetchval(
-            "SELECT max(round) FROM driftgate.backfill_chunks WHERE collection = $1", C
-        ) > 1
+        assert await conn.fetchval("SELECT max(round) FROM driftgate.backfill_chunks WHERE collection = $1", C) > 1
         later = await conn.fetchval(
             "SELECT sum(docs) FROM driftgate.backfill_chunks WHERE collection = $1 AND round > 1", C
         )
@@ -555,13 +569,13 @@ def poison():
 
 async def test_a_document_that_keeps_failing_is_recorded_and_skipped_and_resume_retries_it(make_client, poison):
     docs = corpus(80)
-    client = await make_client(backfill_settings(enabled=False, chunk_size=16), admin_token=TOKEN,
-                               encoder_loader=poison_loader)
+    client = await make_client(
+        backfill_settings(enabled=False, chunk_size=16), admin_token=TOKEN, encoder_loader=poison_loader
+    )
     await create_collection(client, C, L3)
     await seed(client, docs)
     poisoned = docs[37][0]
-    response = await client.put(f"/v1/collections/{C}/documents/{poisoned}",
-                                json={"text": "POISON " + docs[37][1]})
+    response = await client.put(f"/v1/collections/{C}/documents/{poisoned}", json={"text": "POISON " + docs[37][1]})
     assert response.status == 200, await response.text()
     await start_migration(client)
 
@@ -595,8 +609,10 @@ async def test_a_failing_document_does_not_get_a_healthy_document_of_another_pip
     await seed(client, [("a", "POISON in the first chunk"), ("b", "a healthy abstract about radio waves")])
     await start_migration(client)  # loads the new model and starts its batcher
     worker = BackfillWorker(client.app[POOL], client.app[EMBEDDINGS], "w", chunk_size=16, pipelines=2)
-    rows = [{"id": "a", "content": "POISON in the first chunk", "version": 1},
-            {"id": "b", "content": "a healthy abstract about radio waves", "version": 2}]
+    rows = [
+        {"id": "a", "content": "POISON in the first chunk", "version": 1},
+        {"id": "b", "content": "a healthy abstract about radio waves", "version": 2},
+    ]
     # two pipelines embed their chunks at the same moment, as they do under load
     (_, _, _, failed_a), (ids_b, _, _, failed_b) = await asyncio.gather(
         worker._embed(L6, rows[:1]), worker._embed(L6, rows[1:])
@@ -608,9 +624,7 @@ async def test_a_failing_document_does_not_get_a_healthy_document_of_another_pip
 # -- 7. pause, resume and rate --------------------------------------------------------------------
 
 
-async def test_pause_holds_progress_resume_completes_it_and_max_rate_shows_in_status_until_cleared(
-    make_client, dsn
-):
+async def test_pause_holds_progress_resume_completes_it_and_max_rate_shows_in_status_until_cleared(make_client, dsn):
     docs = corpus(192)
     client = await new_app(make_client, docs, enabled=True, chunk_size=16, pipelines=2, poll_interval_s=0.1)
     await start_migration(client)
@@ -658,13 +672,17 @@ async def test_a_dimension_change_backfills_a_table_of_the_new_dimension(make_cl
     assert report["models"][L3]["dim"] == 384
     conn = await connect(dsn)
     try:
-        assert await conn.fetchval(
-            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-            "WHERE attrelid = $1::regclass AND attname = 'embedding'", model_table(C, USE)
-        ) == "vector(512)"
-        assert [r[0] for r in await conn.fetch(
-            f"SELECT DISTINCT vector_dims(embedding) FROM {model_table(C, USE)}"
-        )] == [512]
+        assert (
+            await conn.fetchval(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = $1::regclass AND attname = 'embedding'",
+                model_table(C, USE),
+            )
+            == "vector(512)"
+        )
+        assert [
+            r[0] for r in await conn.fetch(f"SELECT DISTINCT vector_dims(embedding) FROM {model_table(C, USE)}")
+        ] == [512]
         rows = await assert_every_document_current(conn, USE)
         assert len(rows) == len(docs)
         assert_vectors_match_text(USE, rows)

@@ -19,9 +19,23 @@ def test_help_explains_every_command_with_an_example():
     assert result.returncode == 0
     for word in ("serve", "demo", "models", "embed", "example", "DATABASE_URL"):
         assert word in result.stdout
-    for command in (["serve"], ["demo"], ["models", "fetch"], ["models", "list"], ["models", "import"], ["embed"], ["evaluate"],
-                    ["loadtest"], ["backfill-worker"], ["migrate"], ["migrate", "start"], ["migrate", "status"],
-                    ["migrate", "cutover"], ["migrate", "verify"], ["migrate", "backfill"]):
+    for command in (
+        ["serve"],
+        ["demo"],
+        ["models", "fetch"],
+        ["models", "list"],
+        ["models", "import"],
+        ["embed"],
+        ["evaluate"],
+        ["loadtest"],
+        ["backfill-worker"],
+        ["migrate"],
+        ["migrate", "start"],
+        ["migrate", "status"],
+        ["migrate", "cutover"],
+        ["migrate", "verify"],
+        ["migrate", "backfill"],
+    ):
         sub = run(*command, "--help")
         assert sub.returncode == 0 and "example" in sub.stdout, command
 
@@ -30,8 +44,14 @@ def test_models_list_shows_the_pinned_catalog_with_dims_and_fingerprints():
     result = run("models", "list", "--json")
     assert result.returncode == 0
     rows = {r["key"]: r for r in json.loads(result.stdout)}
-    assert set(rows) == {"paraphrase-MiniLM-L3-v2", "all-MiniLM-L6-v2", "all-MiniLM-L6-v2-int8", "all-mpnet-base-v2",
-                         "sre-embedding-model", "use-multilingual-v3"}
+    assert set(rows) == {
+        "paraphrase-MiniLM-L3-v2",
+        "all-MiniLM-L6-v2",
+        "all-MiniLM-L6-v2-int8",
+        "all-mpnet-base-v2",
+        "sre-embedding-model",
+        "use-multilingual-v3",
+    }
     assert rows["all-mpnet-base-v2"]["dim"] == 768 and rows["all-mpnet-base-v2"]["source"] == "converted"
     assert rows["use-multilingual-v3"]["dim"] == 512 and rows["use-multilingual-v3"]["max_batch"] == 1
     assert all(len(r["fingerprint"]) == 64 for r in rows.values())
@@ -75,7 +95,10 @@ def _serve(port: int, data_dir: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     process = subprocess.Popen(
         [*DRIFTGATE, "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -39,8 +39,14 @@ def test_an_invalid_config_reports_every_problem_with_its_field_name(tmp_path, m
     with pytest.raises(ConfigError) as caught:
         load_settings(path)
     text = "\n".join(caught.value.problems)
-    for field in ("server.port", "server.colour", "database", "models.custom.mine.dim",
-                  "models.custom.mine.onnx", "models.custom.mine.name"):
+    for field in (
+        "server.port",
+        "server.colour",
+        "database",
+        "models.custom.mine.dim",
+        "models.custom.mine.onnx",
+        "models.custom.mine.name",
+    ):
         assert field in text
     assert len(caught.value.problems) >= 6
 

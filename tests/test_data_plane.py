@@ -102,7 +102,9 @@ async def test_metrics_are_exposed_in_prometheus_text_format(client):
     await create_collection(client)
     await client.post("/v1/collections/docs/query", json={"text": "anything"})
     text = await (await client.get("/metrics")).text()
-    assert 'driftgate_http_requests_total{method="POST",route="/v1/collections/{collection}/query",status="200"}' in text
+    assert (
+        'driftgate_http_requests_total{method="POST",route="/v1/collections/{collection}/query",status="200"}' in text
+    )
     assert "driftgate_encode_batch_size_bucket" in text
 
 
@@ -117,8 +119,9 @@ async def test_a_request_id_is_echoed_or_generated_and_appears_in_log_lines(clie
     assert len(generated.headers["X-Request-Id"]) == 32
     caplog.handler.addFilter(RequestContextFilter())
     caplog.set_level(logging.INFO)
-    await client.put("/v1/collections/logged", json={"model": "paraphrase-MiniLM-L3-v2"},
-                     headers={"X-Request-Id": "trace-456"})
+    await client.put(
+        "/v1/collections/logged", json={"model": "paraphrase-MiniLM-L3-v2"}, headers={"X-Request-Id": "trace-456"}
+    )
     assert any(getattr(r, "request_id", None) == "trace-456" and "created" in r.getMessage() for r in caplog.records)
 
 
@@ -127,8 +130,9 @@ async def test_optional_api_keys_guard_the_data_plane_but_not_health(make_client
     assert (await client.get("/healthz")).status == 200
     denied = await client.put("/v1/collections/docs", json={"model": "paraphrase-MiniLM-L3-v2"})
     assert denied.status == 401 and (await denied.json())["error"]["code"] == "unauthorized"
-    allowed = await client.put("/v1/collections/docs", json={"model": "paraphrase-MiniLM-L3-v2"},
-                               headers={"Authorization": "Bearer k2"})
+    allowed = await client.put(
+        "/v1/collections/docs", json={"model": "paraphrase-MiniLM-L3-v2"}, headers={"Authorization": "Bearer k2"}
+    )
     assert allowed.status == 201
     assert (await client.get("/v1/collections/docs", headers={"X-API-Key": "k1"})).status == 200
     assert (await client.get("/v1/collections/docs", headers={"X-API-Key": "k3"})).status == 401

@@ -194,7 +194,7 @@ def test_models_are_fetched_and_verified_at_build_time_into_the_image_cache(buil
     fetches = [r for r in build_stage.all("RUN") if "driftgate models fetch" in r.args]
     assert len(fetches) == 1, "the build stage must run `driftgate models fetch` once"
     command = shlex.split(split_flags(fetches[0].args)[1])
-    argv = command[command.index("driftgate") + 1:]
+    argv = command[command.index("driftgate") + 1 :]
     args = parse_cli(argv)
     assert (args.command, args.models_command, args.keys) == ("models", "fetch", []), "fetch every model"
     env = stage_env(build_stage, before=fetches[0])
@@ -323,12 +323,20 @@ def understood_by_config(name: str) -> bool:
     return isinstance(model, type) and issubclass(model, BaseModel) and match.group(2).lower() in model.model_fields
 
 
-@pytest.mark.parametrize("name, known", [
-    ("DRIFTGATE_SERVER__REPLICA_ID", True), ("DRIFTGATE_MODELS__ALLOW_DOWNLOAD", True),
-    ("DATABASE_URL", True), ("DRIFTGATE_ADMIN_TOKEN", True),
-    ("DRIFTGATE_SERVER__REPLICAID", False), ("DRIFTGATE_SERVR__PORT", False),
-    ("DRIFTGATE_SERVER_PORT", False), ("DRIFTGATE_MODELS__CUSTOM__X", False), ("DRIFTGATE_TOKEN", False),
-])
+@pytest.mark.parametrize(
+    "name, known",
+    [
+        ("DRIFTGATE_SERVER__REPLICA_ID", True),
+        ("DRIFTGATE_MODELS__ALLOW_DOWNLOAD", True),
+        ("DATABASE_URL", True),
+        ("DRIFTGATE_ADMIN_TOKEN", True),
+        ("DRIFTGATE_SERVER__REPLICAID", False),
+        ("DRIFTGATE_SERVR__PORT", False),
+        ("DRIFTGATE_SERVER_PORT", False),
+        ("DRIFTGATE_MODELS__CUSTOM__X", False),
+        ("DRIFTGATE_TOKEN", False),
+    ],
+)
 def test_the_variable_check_knows_the_config_fields(name, known):
     assert understood_by_config(name) is known
 
@@ -375,7 +383,7 @@ def _strip_comment(line: str) -> str:
             elif c == '"':
                 quote = None
         elif quote == "'":
-            if c == "'" and line[i + 1:i + 2] == "'":
+            if c == "'" and line[i + 1 : i + 2] == "'":
                 i += 1
             elif c == "'":
                 quote = None
@@ -500,10 +508,22 @@ def parse_yaml_subset(text: str):
     return value
 
 
-@pytest.mark.parametrize("text", [
-    "ports:\n  - 22:22\n", "restart: no\n", "a: &x 1\n", "a:\n\t- b\n", "a: {b: 1}\n",
-    "a: b: c\n", "a: 1\na: 2\n", "a: 1.5\n", "a: 0755\n", "a: |\n  text\n", "a:\n  - [1, 2]\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ports:\n  - 22:22\n",
+        "restart: no\n",
+        "a: &x 1\n",
+        "a:\n\t- b\n",
+        "a: {b: 1}\n",
+        "a: b: c\n",
+        "a: 1\na: 2\n",
+        "a: 1.5\n",
+        "a: 0755\n",
+        "a: |\n  text\n",
+        "a:\n  - [1, 2]\n",
+    ],
+)
 def test_the_minimal_yaml_parser_refuses_what_it_cannot_read_like_pyyaml(text):
     with pytest.raises(YAMLSubsetError):
         parse_yaml_subset(text)
@@ -511,12 +531,19 @@ def test_the_minimal_yaml_parser_refuses_what_it_cannot_read_like_pyyaml(text):
 
 def test_the_minimal_yaml_parser_reads_mappings_sequences_and_scalars():
     text = (
-        "# top\nx:\n  a: \"q # not a comment\"  # comment\n  b: 'it''s'\n  c: [\"p\", \"q\"]\n"
+        '# top\nx:\n  a: "q # not a comment"  # comment\n  b: \'it\'\'s\'\n  c: ["p", "q"]\n'
         "  d:\n    - one\n    - k: v\n      m: 2\n  e:\n  f: true\n  g: plain text\nh:\n- 1\n"
     )
     assert parse_yaml_subset(text) == {
-        "x": {"a": "q # not a comment", "b": "it's", "c": ["p", "q"], "d": ["one", {"k": "v", "m": 2}],
-              "e": None, "f": True, "g": "plain text"},
+        "x": {
+            "a": "q # not a comment",
+            "b": "it's",
+            "c": ["p", "q"],
+            "d": ["one", {"k": "v", "m": 2}],
+            "e": None,
+            "f": True,
+            "g": "plain text",
+        },
         "h": [1],
     }
 
@@ -623,7 +650,9 @@ def test_every_gateway_reaches_the_db_service_on_5432_with_its_credentials(compo
 
 
 def test_the_admin_token_comes_only_from_the_environment_and_is_required(raw):
-    holders = {n: s["environment"] for n, s in raw["services"].items() if "DRIFTGATE_ADMIN_TOKEN" in s.get("environment", {})}
+    holders = {
+        n: s["environment"] for n, s in raw["services"].items() if "DRIFTGATE_ADMIN_TOKEN" in s.get("environment", {})
+    }
     assert {"gateway-1", "gateway-2", "loadtest"} <= set(holders)
     for name, env in holders.items():
         assert re.fullmatch(r"\$\{DRIFTGATE_ADMIN_TOKEN:\?[^}]+\}", env["DRIFTGATE_ADMIN_TOKEN"]), name
@@ -713,7 +742,7 @@ def _glob(pattern: str) -> re.Pattern:
             out, i = out + "[^/]", i + 1
         elif pattern[i] == "[":
             end = pattern.index("]", i)
-            out, i = out + pattern[i:end + 1], end + 1
+            out, i = out + pattern[i : end + 1], end + 1
         else:
             out, i = out + re.escape(pattern[i]), i + 1
     return re.compile(out)
@@ -738,8 +767,14 @@ def test_the_build_context_sends_only_what_the_image_copies(build_stage):
         assert not excluded(src, patterns), src
     for package in packaged_directories():
         assert not excluded(f"{package}/__init__.py", patterns), package
-    for src in (".git/HEAD", ".venv/bin/python", "tests/test_docker.py", "gateway/__pycache__/cli.cpython-311.pyc",
-                "driftgate.egg-info/PKG-INFO", "docker/Dockerfile"):
+    for src in (
+        ".git/HEAD",
+        ".venv/bin/python",
+        "tests/test_docker.py",
+        "gateway/__pycache__/cli.cpython-311.pyc",
+        "driftgate.egg-info/PKG-INFO",
+        "docker/Dockerfile",
+    ):
         assert excluded(src, patterns), src
     for copy in build_stage.all("COPY"):
         _, rest = split_flags(copy.args)
@@ -749,6 +784,13 @@ def test_the_build_context_sends_only_what_the_image_copies(build_stage):
 
 def test_the_docker_readme_covers_build_token_scaling_and_an_existing_database():
     text = (DOCKER / "README.md").read_text()
-    for needle in ("docker compose -f docker/docker-compose.yml up --build", "DRIFTGATE_ADMIN_TOKEN",
-                   "pgvector >= 0.7", "DATABASE_URL", "Dockerfile.dockerignore", "REPLICA_ID", "--profile loadtest"):
+    for needle in (
+        "docker compose -f docker/docker-compose.yml up --build",
+        "DRIFTGATE_ADMIN_TOKEN",
+        "pgvector >= 0.7",
+        "DATABASE_URL",
+        "Dockerfile.dockerignore",
+        "REPLICA_ID",
+        "--profile loadtest",
+    ):
         assert needle in text, needle

@@ -29,8 +29,7 @@ async def test_the_official_client_gets_the_pinned_models_vectors_in_base64_by_d
 
 
 async def test_float_encoding_and_a_single_string_input(client):
-    response = await client.post("/v1/embeddings", json={"model": L3, "input": "one text",
-                                                         "encoding_format": "float"})
+    response = await client.post("/v1/embeddings", json={"model": L3, "input": "one text", "encoding_format": "float"})
     body = await response.json()
     assert response.status == 200 and body["object"] == "list" and len(body["data"]) == 1
     assert len(body["data"][0]["embedding"]) == 384 and body["usage"]["prompt_tokens"] == 4

@@ -14,8 +14,12 @@ from tests.conftest import DATA
 from tests.helpers import L3, L6, L6_INT8, MPNET, SRE, USE
 
 REFERENCE = DATA / "reference-embeddings"
-REFERENCE_FILES = {L6: "all-MiniLM-L6-v2.jsonl", L6_INT8: "all-MiniLM-L6-v2.jsonl", MPNET: "all-mpnet-base-v2.jsonl",
-                   SRE: "sre-embedding-model-1.0.0.jsonl"}
+REFERENCE_FILES = {
+    L6: "all-MiniLM-L6-v2.jsonl",
+    L6_INT8: "all-MiniLM-L6-v2.jsonl",
+    MPNET: "all-mpnet-base-v2.jsonl",
+    SRE: "sre-embedding-model-1.0.0.jsonl",
+}
 
 
 def encoder(key: str):
@@ -64,10 +68,20 @@ def test_the_l3_encoder_pools_exactly_as_its_own_graph_does():
     l3 = encoder(L3)
     texts = ["A man is eating food.", "a much longer sentence about waveguides and microwave radiation"]
     batch = l3.tokenizer(texts, padding="longest", return_tensors="np")
-    outputs = {o.name: v for o, v in zip(l3.session.get_outputs(), l3.session.run(None, {
-        "input_ids": batch["input_ids"].astype(np.int64),
-        "attention_mask": batch["attention_mask"].astype(np.int64),
-    }), strict=False)}
+    outputs = {
+        o.name: v
+        for o, v in zip(
+            l3.session.get_outputs(),
+            l3.session.run(
+                None,
+                {
+                    "input_ids": batch["input_ids"].astype(np.int64),
+                    "attention_mask": batch["attention_mask"].astype(np.int64),
+                },
+            ),
+            strict=False,
+        )
+    }
     graph_pooled = outputs["461"]  # the mean-pooled output the exporter left in the graph
     graph_pooled = graph_pooled / np.linalg.norm(graph_pooled, axis=1, keepdims=True)
     ours = l3.encode(texts).vectors

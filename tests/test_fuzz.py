@@ -37,8 +37,9 @@ class ServerThread:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
-        config = load_settings(None, database={"pool_min": 1, "pool_max": 4}, backfill={"enabled": False},
-                               limits={"max_text_chars": 2000})
+        config = load_settings(
+            None, database={"pool_min": 1, "pool_max": 4}, backfill={"enabled": False}, limits={"max_text_chars": 2000}
+        )
         self._runner = web.AppRunner(create_app(config, self._dsn, admin_token=TOKEN))
         self._loop.run_until_complete(self._runner.setup())
         self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
@@ -75,8 +76,11 @@ def gateway_url(fuzz_dsn):
     server.start()
     # a collection with a few documents, so generated requests also reach the happy paths
     requests.put(f"{server.url}/v1/collections/docs", json={"model": "paraphrase-MiniLM-L3-v2"}, timeout=60)
-    requests.post(f"{server.url}/v1/collections/docs/documents",
-                  json={"documents": [{"id": f"d{i}", "text": f"fuzz document {i}"} for i in range(5)]}, timeout=60)
+    requests.post(
+        f"{server.url}/v1/collections/docs/documents",
+        json={"documents": [{"id": f"d{i}", "text": f"fuzz document {i}"} for i in range(5)]},
+        timeout=60,
+    )
     yield server.url
     server.stop()
 
@@ -104,8 +108,9 @@ def test_no_request_the_schema_allows_gets_a_5xx_and_every_error_has_the_documen
     assert {(op.method.upper(), op.path) for op in operations} == served
     for operation in operations:
 
-        @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-                  database=None)
+        @settings(
+            max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+        )
         @given(case=operation.as_strategy())
         def fuzz(case) -> None:
             _check(case, gateway_url)

@@ -44,8 +44,8 @@ async def document_versions(dsn: str) -> dict[str, int]:
 
 # -- the whole path ---------------------------------------------------------------------------
 
-async def test_a_migration_goes_from_steady_through_cutover_rollback_and_retire_without_losing_a_document(
-        gateway, dsn):
+
+async def test_a_migration_goes_from_steady_through_cutover_rollback_and_retire_without_losing_a_document(gateway, dsn):
     await seed(gateway)
     status, state = await admin(gateway, "POST", "migrations", {"to_model": L6})
     assert status == 202 and state["phase"] == "dual_write" and state["write_models"] == [L3, L6]
@@ -101,6 +101,7 @@ async def test_a_dimension_change_to_a_512_d_model_serves_512_d_vectors_after_cu
 
 # -- atomic dual-write ---------------------------------------------------------------------------
 
+
 class Switch:
     failing: set[str] = set()
 
@@ -118,7 +119,8 @@ def flaky_loader(spec, cache_dir, threads):
 
 
 async def test_if_encoding_with_any_write_set_model_fails_the_write_fails_with_503_and_nothing_is_written(
-        make_client, dsn):
+    make_client, dsn
+):
     client = await make_client(settings_with(enabled=False), admin_token=TOKEN, encoder_loader=flaky_loader)
     await seed(client, n=3)
     assert (await admin(client, "POST", "migrations", {"to_model": L6}))[0] == 202
@@ -128,8 +130,9 @@ async def test_if_encoding_with_any_write_set_model_fails_the_write_fails_with_5
         assert one.status == 503 and (await one.json())["error"]["code"] == "encoder_unavailable"
         update = await client.put("/v1/collections/docs/documents/d000", json={"text": "changed text"})
         assert update.status == 503
-        batch = await client.post("/v1/collections/docs/documents",
-                                  json={"documents": [{"id": "b1", "text": "x"}, {"id": "b2", "text": "y"}]})
+        batch = await client.post(
+            "/v1/collections/docs/documents", json={"documents": [{"id": "b1", "text": "x"}, {"id": "b2", "text": "y"}]}
+        )
         assert batch.status == 503
     finally:
         Switch.failing = set()
@@ -140,6 +143,7 @@ async def test_if_encoding_with_any_write_set_model_fails_the_write_fails_with_5
 
 
 # -- replicas ----------------------------------------------------------------------------------------
+
 
 async def test_a_replica_with_a_stale_cache_still_dual_writes_after_another_starts_a_migration(make_client, dsn):
     first = await make_client(settings_with(enabled=False), admin_token=TOKEN)
@@ -181,8 +185,8 @@ async def test_a_read_model_switch_through_one_replica_is_applied_by_the_other_a
 
 # -- guards ------------------------------------------------------------------------------------------
 
-async def test_cutover_onto_an_incomplete_index_is_refused_unless_forced_and_a_forced_one_is_audited(
-        make_client, dsn):
+
+async def test_cutover_onto_an_incomplete_index_is_refused_unless_forced_and_a_forced_one_is_audited(make_client, dsn):
     client = await make_client(settings_with(enabled=False), admin_token=TOKEN)
     await seed(client, n=5)
     assert (await admin(client, "POST", "migrations", {"to_model": L6}))[0] == 202
@@ -233,9 +237,9 @@ async def test_abort_drops_the_new_table_returns_to_steady_and_is_idempotent(mak
 
 # -- auth and audit ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("header", [None, "Bearer wrong-token", "Basic " + TOKEN, "Bearer"])
-async def test_admin_calls_without_the_right_token_get_401_and_the_token_is_never_logged(
-        gateway, header, caplog):
+async def test_admin_calls_without_the_right_token_get_401_and_the_token_is_never_logged(gateway, header, caplog):
     caplog.set_level(logging.DEBUG)
     await seed(gateway, n=1)
     headers = {"Authorization": header} if header else {}
@@ -254,8 +258,12 @@ async def test_the_admin_api_is_closed_when_no_token_is_configured(make_client):
 
 async def test_the_data_plane_exposes_no_admin_action(gateway):
     await seed(gateway, n=1)
-    for path in ("/v1/collections/docs/migrations", "/v1/collections/docs/read-target",
-                 "/v1/collections/docs/retire", "/v1/collections/docs/abort"):
+    for path in (
+        "/v1/collections/docs/migrations",
+        "/v1/collections/docs/read-target",
+        "/v1/collections/docs/retire",
+        "/v1/collections/docs/abort",
+    ):
         assert (await gateway.post(path, json={"to_model": L6, "model": L6})).status in (404, 405)
 
 
@@ -276,7 +284,8 @@ async def test_every_admin_action_is_audited_with_before_and_after(make_client, 
 
 
 async def test_the_backfill_holds_while_a_replica_reports_a_slow_read_p99_and_resumes_when_it_recovers(
-        make_client, dsn):
+    make_client, dsn
+):
     from gateway.api.keys import EMBEDDINGS, POOL
     from gateway.services.backfill import BackfillWorker
 
@@ -287,8 +296,9 @@ async def test_the_backfill_holds_while_a_replica_reports_a_slow_read_p99_and_re
     try:
         await conn.execute("""INSERT INTO driftgate.replicas (replica_id, collection, applied_state_version, read_p99_ms)
                               VALUES ('slow-replica', 'docs', 2, 900)""")
-        worker = BackfillWorker(client.app[POOL], client.app[EMBEDDINGS], "w", chunk_size=8,
-                                poll_interval_s=0.1, read_p99_ceiling_ms=200)
+        worker = BackfillWorker(
+            client.app[POOL], client.app[EMBEDDINGS], "w", chunk_size=8, poll_interval_s=0.1, read_p99_ceiling_ms=200
+        )
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop, burst=True))
         counters = worker.counters

@@ -75,17 +75,21 @@ async def test_all_minilm_to_all_mpnet_changes_the_dimension_from_384_to_768(gat
 
 # -- a data directory from before: all-MiniLM-L6-v2 named the int8 export --------------------------
 
+
 async def stored_vector(dsn: str, model: str, doc_id: str) -> np.ndarray:
     conn = await asyncpg.connect(dsn)
     try:
-        text = await conn.fetchval(f"SELECT embedding::text FROM {model_table('docs', model)} WHERE doc_id = $1", doc_id)
+        text = await conn.fetchval(
+            f"SELECT embedding::text FROM {model_table('docs', model)} WHERE doc_id = $1", doc_id
+        )
     finally:
         await conn.close()
     return np.array(text.strip("[]").split(","), dtype=np.float32)
 
 
 async def test_collections_built_with_the_int8_files_under_the_old_key_keep_those_files_after_the_upgrade(
-        make_client, settings, dsn, monkeypatch, caplog):
+    make_client, settings, dsn, monkeypatch, caplog
+):
     with monkeypatch.context() as previous_release:
         previous_release.setitem(CATALOG, L6, replace(CATALOG[L6_INT8], key=L6))
         before = await make_client(settings)

@@ -50,14 +50,16 @@ def test_the_imported_fine_tune_is_byte_identical_to_the_catalog_conversion(impo
     spec = imported_specs(imported_cache)["my-sre"]
     catalog = CATALOG[SRE]
     assert {f.path.rsplit("/", 1)[-1]: f.sha256 for f in spec.files} == {
-        f.path.rsplit("/", 1)[-1]: f.sha256 for f in catalog.files}
+        f.path.rsplit("/", 1)[-1]: f.sha256 for f in catalog.files
+    }
     assert spec.fingerprint == catalog.fingerprint
 
 
 def test_importing_the_same_checkpoint_again_changes_nothing(sre_checkpoint, imported_cache):
     before = (imported_cache / "converted" / "my-sre" / "model.onnx").read_bytes()
-    result = run("models", "import", str(sre_checkpoint), "--key", "my-sre",
-                 env={"DRIFTGATE_MODEL_CACHE": str(imported_cache)})
+    result = run(
+        "models", "import", str(sre_checkpoint), "--key", "my-sre", env={"DRIFTGATE_MODEL_CACHE": str(imported_cache)}
+    )
     assert result.returncode == 0 and "already imported, identical" in result.stdout
     assert (imported_cache / "converted" / "my-sre" / "model.onnx").read_bytes() == before
 
@@ -73,8 +75,10 @@ def test_models_list_shows_the_imported_model_with_its_source_and_hashes(sre_che
 
 
 def test_the_imported_key_embeds_like_upstream_sentence_transformers(imported_cache):
-    rows = [json.loads(line) for line in
-            (DATA / "reference-embeddings" / "sre-embedding-model-1.0.0.jsonl").read_text().splitlines()][:3]
+    rows = [
+        json.loads(line)
+        for line in (DATA / "reference-embeddings" / "sre-embedding-model-1.0.0.jsonl").read_text().splitlines()
+    ][:3]
     lines = "".join(json.dumps({"text": r["text"]}) + "\n" for r in rows)
     result = run("embed", "--model", "my-sre", stdin=lines, env={"DRIFTGATE_MODEL_CACHE": str(imported_cache)})
     assert result.returncode == 0, result.stderr
@@ -114,17 +118,36 @@ def test_a_different_checkpoint_under_an_imported_key_is_refused_unless_replaced
 
 # -- what the converter refuses, by name ------------------------------------------------------------
 
-def _checkpoint(root: Path, *, model_type: str = "bert", pooling: dict | None = None, normalize: bool = True,
-                prompts: dict | None = None, lower_case: bool = False, weights: bool = True) -> Path:
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+
+def _checkpoint(
+    root: Path,
+    *,
+    model_type: str = "bert",
+    pooling: dict | None = None,
+    normalize: bool = True,
+    prompts: dict | None = None,
+    lower_case: bool = False,
+    weights: bool = True,
+) -> Path:
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
     if normalize:
         modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
     (root / "1_Pooling").mkdir(parents=True)
     (root / "modules.json").write_text(json.dumps(modules))
-    (root / "config.json").write_text(json.dumps({"model_type": model_type, "architectures": ["XModel"],
-                                                  "hidden_size": 8, "num_hidden_layers": 1,
-                                                  "num_attention_heads": 2}))
+    (root / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": model_type,
+                "architectures": ["XModel"],
+                "hidden_size": 8,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+            }
+        )
+    )
     (root / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": lower_case}))
     (root / "1_Pooling" / "config.json").write_text(json.dumps(pooling or {"pooling_mode_mean_tokens": True}))
     (root / "tokenizer.json").write_text("{}")
@@ -136,20 +159,33 @@ def _checkpoint(root: Path, *, model_type: str = "bert", pooling: dict | None = 
 
 
 def test_the_checkpoint_config_decides_pooling_normalisation_prompts_and_lower_casing(tmp_path):
-    checkpoint = read_checkpoint(_checkpoint(
-        tmp_path, pooling={"pooling_mode_cls_token": True}, normalize=False, lower_case=True,
-        prompts={"query": "query: ", "passage": "passage: "}))
+    checkpoint = read_checkpoint(
+        _checkpoint(
+            tmp_path,
+            pooling={"pooling_mode_cls_token": True},
+            normalize=False,
+            lower_case=True,
+            prompts={"query": "query: ", "passage": "passage: "},
+        )
+    )
     assert (checkpoint.pooling, checkpoint.normalize, checkpoint.lower_case, checkpoint.max_tokens) == (
-        "cls", False, True, 64)
+        "cls",
+        False,
+        True,
+        64,
+    )
     assert (checkpoint.query_prefix, checkpoint.document_prefix) == ("query: ", "passage: ")
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"model_type": "xlm-roberta"}, "architecture 'xlm-roberta'"),
-    ({"weights": False}, "model.safetensors is missing"),
-    ({"pooling": {"pooling_mode_weightedmean_tokens": True}}, "pooling_mode_weightedmean_tokens is not supported"),
-    ({"pooling": {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True}}, "exactly one pooling mode"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model_type": "xlm-roberta"}, "architecture 'xlm-roberta'"),
+        ({"weights": False}, "model.safetensors is missing"),
+        ({"pooling": {"pooling_mode_weightedmean_tokens": True}}, "pooling_mode_weightedmean_tokens is not supported"),
+        ({"pooling": {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True}}, "exactly one pooling mode"),
+    ],
+)
 def test_an_unsupported_or_incomplete_checkpoint_is_refused_naming_what(tmp_path, change, message):
     with pytest.raises(CheckpointError, match=message):
         read_checkpoint(_checkpoint(tmp_path, **change))

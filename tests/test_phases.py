@@ -59,8 +59,15 @@ def test_a_refused_action_names_the_phase_and_what_is_allowed(phase, action):
 
 def test_the_whole_story_is_a_path_through_the_table():
     phase = Phase.STEADY
-    for action in (Action.START, Action.BACKFILL_DONE, Action.SHADOW, Action.CUTOVER, Action.ROLLBACK,
-                   Action.CUTOVER, Action.RETIRE):
+    for action in (
+        Action.START,
+        Action.BACKFILL_DONE,
+        Action.SHADOW,
+        Action.CUTOVER,
+        Action.ROLLBACK,
+        Action.CUTOVER,
+        Action.RETIRE,
+    ):
         phase = next_phase(phase, action)
     assert phase == Phase.STEADY
 

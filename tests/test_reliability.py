@@ -122,8 +122,11 @@ async def test_a_compressed_body_is_refused_415_without_being_inflated(make_clie
     client = await make_client(settings())
     bomb = gzip.compress(b'{"text": "' + b"a" * (64 * 1024 * 1024) + b'"}')
     for path in ("/v1/collections/docs/documents/x", "/admin/v1/collections/docs/migrations"):
-        response = await client.put(path, data=bomb, headers={"Content-Encoding": "gzip"}) if "documents" in path \
+        response = (
+            await client.put(path, data=bomb, headers={"Content-Encoding": "gzip"})
+            if "documents" in path
             else await client.post(path, data=bomb, headers={"Content-Encoding": "gzip"})
+        )
         assert response.status == 415
         assert (await response.json())["error"]["code"] == "unsupported_content_encoding"
     for encoding in ("br", "zstd", "deflate"):
@@ -198,9 +201,7 @@ async def test_connections_beyond_the_cap_get_a_json_503_and_are_closed(make_cli
 # -- 3. retire after a forced cutover ----------------------------------------------------------
 
 
-async def test_retire_after_a_forced_cutover_is_refused_until_the_new_model_covers_every_document(
-    make_client, dsn
-):
+async def test_retire_after_a_forced_cutover_is_refused_until_the_new_model_covers_every_document(make_client, dsn):
     client = await make_client(settings_with(enabled=False), admin_token=TOKEN)
     await seed(client, n=30)
     assert (await admin(client, "POST", "migrations", {"to_model": L6}))[0] == 202
@@ -296,10 +297,15 @@ def test_the_last_live_user_stops_the_embedded_server_even_after_another_was_kil
     monkeypatch.delenv("DATABASE_URL", raising=False)
     data_dir = Path(tempfile.mkdtemp(prefix="driftgate-lifecycle-")) / "pgdata"
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from gateway.store.database import EmbeddedPostgres; "
-         "EmbeddedPostgres(Path(sys.argv[1])).start(); print('up', flush=True); time.sleep(600)", str(data_dir)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from gateway.store.database import EmbeddedPostgres; "
+            "EmbeddedPostgres(Path(sys.argv[1])).start(); print('up', flush=True); time.sleep(600)",
+            str(data_dir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "up"

@@ -57,15 +57,18 @@ def test_a_reply_is_put_back_in_input_order_by_index_with_its_usage():
     assert vectors.tolist() == [[1.0, 0.0], [0.0, 1.0]] and usage == 7
 
 
-@pytest.mark.parametrize("payload, problem", [
-    ({"nope": 1}, "no 'data'"),
-    (_reply([(0, [1.0, 0.0])]), "1 vectors for 2 inputs"),
-    (_reply([(0, [1.0, 0.0]), (0, [0.0, 1.0])]), "index 0"),
-    (_reply([(0, [1.0, 0.0, 0.0]), (1, [0.0, 1.0, 0.0])]), "3 dimensions"),
-    (_reply([(0, [1.0, math.nan]), (1, [0.0, 1.0])]), "NaN"),
-    (_reply([(0, ["a", 1.0]), (1, [0.0, 1.0])]), "non-numbers"),
-    (_reply([(0, [0.0, 0.0]), (1, [0.0, 1.0])]), "all zeros"),
-])
+@pytest.mark.parametrize(
+    "payload, problem",
+    [
+        ({"nope": 1}, "no 'data'"),
+        (_reply([(0, [1.0, 0.0])]), "1 vectors for 2 inputs"),
+        (_reply([(0, [1.0, 0.0]), (0, [0.0, 1.0])]), "index 0"),
+        (_reply([(0, [1.0, 0.0, 0.0]), (1, [0.0, 1.0, 0.0])]), "3 dimensions"),
+        (_reply([(0, [1.0, math.nan]), (1, [0.0, 1.0])]), "NaN"),
+        (_reply([(0, ["a", 1.0]), (1, [0.0, 1.0])]), "non-numbers"),
+        (_reply([(0, [0.0, 0.0]), (1, [0.0, 1.0])]), "all zeros"),
+    ],
+)
 def test_a_malformed_reply_names_its_problem(payload, problem):
     with pytest.raises(BadReply, match=problem):
         parse_embeddings(payload, 2, 2)

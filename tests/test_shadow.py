@@ -50,9 +50,12 @@ def gated_loader(spec, cache_dir, threads):
 
 
 def shadow_settings(**shadow):
-    return load_settings(None, database={"pool_min": 1, "pool_max": 6},
-                         backfill={"chunk_size": 16, "poll_interval_s": 0.2},
-                         shadow={"timeout_s": 5.0, **shadow})
+    return load_settings(
+        None,
+        database={"pool_min": 1, "pool_max": 6},
+        backfill={"chunk_size": 16, "poll_interval_s": 0.2},
+        shadow={"timeout_s": 5.0, **shadow},
+    )
 
 
 async def ready_with_shadow(make_client, rate: float = 1.0, **shadow):
@@ -95,7 +98,8 @@ async def test_a_saturated_shadow_queue_drops_and_counts_and_never_fails_a_query
     await client.app[SHADOW].drain()
     exposition = await (await client.get("/metrics")).text()
     dropped = [
-        float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines()
+        float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
         if line.startswith('driftgate_shadow_dropped_total{collection="docs",pairing="ab"}')
     ]
     assert dropped == [float(metrics["dropped"])], exposition

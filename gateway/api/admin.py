@@ -40,8 +40,12 @@ class StartMigration(StrictBody):
 
 class PlanMigration(StrictBody):
     to_model: str = Field(min_length=1)
-    sample: int | None = Field(default=None, ge=1, le=10_000,
-                               description="documents to embed for the estimate (default max_batch x max_concurrency)")
+    sample: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="documents to embed for the estimate (default max_batch x max_concurrency)",
+    )
 
 
 class BackfillBody(StrictBody):
@@ -55,8 +59,11 @@ class ShadowBody(StrictBody):
     model: str | None = Field(default=None, description="a written model other than the read model; null stops")
     sample_rate: float = Field(default=0.1, ge=0.0, le=1.0)
     noise_floor_rate: float | None = Field(
-        default=None, ge=0.0, le=1.0,
-        description="share of queries also run A/A: read model, exact search (no index); null keeps it")
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="share of queries also run A/A: read model, exact search (no index); null keeps it",
+    )
 
 
 class ReadModelBody(StrictBody):
@@ -82,8 +89,9 @@ async def admin_auth(request: web.Request, handler) -> web.StreamResponse:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
-            log.warning("admin request without a valid token from %s: %s %s", request.remote, request.method,
-                        request.path)
+            log.warning(
+                "admin request without a valid token from %s: %s %s", request.remote, request.method, request.path
+            )
             raise Unauthorized("missing or wrong admin token: send Authorization: Bearer <DRIFTGATE_ADMIN_TOKEN>")
     return await handler(request)
 
@@ -117,16 +125,21 @@ async def start_migration(request: web.Request) -> web.Response:
 async def plan_migration(request: web.Request) -> web.Response:
     body = await parse_body(request, PlanMigration)
     app = request.app
-    return web.json_response(await plan_service.plan_migration(
-        app[POOL], app[COLLECTIONS], app[EMBEDDINGS], request.match_info["collection"], body.to_model, body.sample
-    ))
+    return web.json_response(
+        await plan_service.plan_migration(
+            app[POOL], app[COLLECTIONS], app[EMBEDDINGS], request.match_info["collection"], body.to_model, body.sample
+        )
+    )
 
 
 @routes.post(PREFIX + "/backfill")
 async def backfill(request: web.Request) -> web.Response:
     body = await parse_body(request, BackfillBody)
     result = await request.app[BACKFILL_CONTROL].apply(
-        request.match_info["collection"], body.action, body.max_rate, "max_rate" in body.model_fields_set,
+        request.match_info["collection"],
+        body.action,
+        body.max_rate,
+        "max_rate" in body.model_fields_set,
         _actor(request),
     )
     return json_response(result)
@@ -160,8 +173,7 @@ async def verify(request: web.Request) -> web.Response:
 @routes.post(PREFIX + "/retire")
 async def retire(request: web.Request) -> web.Response:
     body = await parse_body(request, RetireBody)
-    state, changed = await request.app[MIGRATIONS].retire(request.match_info["collection"], body.model,
-                                                          _actor(request))
+    state, changed = await request.app[MIGRATIONS].retire(request.match_info["collection"], body.model, _actor(request))
     return json_response({**_state_body(state), "changed": changed})
 
 

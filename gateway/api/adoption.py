@@ -39,26 +39,30 @@ class AdoptBody(StrictBody):
     vector_column: str = Field(min_length=1, description="pgvector column with the stored embeddings")
     metadata_columns: list[str] = Field(default_factory=list, max_length=64)
     model: str = Field(min_length=1, description="key of the model that made the stored vectors")
-    sample: int = Field(default=200, ge=0, le=10_000,
-                        description="rows re-embedded and compared before anything is written; 0 skips the check")
+    sample: int = Field(
+        default=200,
+        ge=0,
+        le=10_000,
+        description="rows re-embedded and compared before anything is written; 0 skips the check",
+    )
     follow: bool = Field(default=False, description="keep applying the table's changes (triggers + queue)")
 
 
 @routes.post(PREFIX + "/adopt")
 async def adopt(request: web.Request) -> web.Response:
     body = await parse_body(request, AdoptBody)
-    source = SourceSpec.parse(body.table, body.id_column, body.text_column, body.vector_column,
-                              body.metadata_columns)
+    source = SourceSpec.parse(body.table, body.id_column, body.text_column, body.vector_column, body.metadata_columns)
     result = await request.app[ADOPTION].adopt(
-        request.match_info["collection"], AdoptRequest(source, body.model, body.sample, body.follow),
-        request.remote)
+        request.match_info["collection"], AdoptRequest(source, body.model, body.sample, body.follow), request.remote
+    )
     return web.json_response({"name": request.match_info["collection"], "adoption": result}, status=202)
 
 
 @routes.post(PREFIX + "/adopt/stop")
 async def stop(request: web.Request) -> web.Response:
-    result = await request.app[ADOPTION].stop(request.match_info["collection"], request.remote,
-                                              request.app[ADOPTION_RUNNER])
+    result = await request.app[ADOPTION].stop(
+        request.match_info["collection"], request.remote, request.app[ADOPTION_RUNNER]
+    )
     return web.json_response({"name": request.match_info["collection"], "adoption": result})
 
 
@@ -66,12 +70,19 @@ async def adoption_ctx(app: web.Application) -> AsyncIterator[None]:
     """Own the adoption service and its runner; refuse gateway writes to followed collections."""
     settings, metrics = app[SETTINGS], app[METRICS]
     runner = AdoptionRunner(
-        app[POOL], app[EMBEDDINGS], replica=app[REPLICA_ID], chunk_rows=settings.adoption.chunk_rows,
-        max_rows_per_s=settings.adoption.max_rows_per_s, apply_batch=settings.adoption.apply_batch,
-        backfill_chunk=settings.backfill.chunk_size, poll_interval_s=settings.adoption.poll_interval_s,
-        on_lag=metrics.record_follow_lag)
-    service = AdoptionService(app[POOL], app[COLLECTIONS], app[EMBEDDINGS], replica=app[REPLICA_ID],
-                              on_change=runner.wake)
+        app[POOL],
+        app[EMBEDDINGS],
+        replica=app[REPLICA_ID],
+        chunk_rows=settings.adoption.chunk_rows,
+        max_rows_per_s=settings.adoption.max_rows_per_s,
+        apply_batch=settings.adoption.apply_batch,
+        backfill_chunk=settings.backfill.chunk_size,
+        poll_interval_s=settings.adoption.poll_interval_s,
+        on_lag=metrics.record_follow_lag,
+    )
+    service = AdoptionService(
+        app[POOL], app[COLLECTIONS], app[EMBEDDINGS], replica=app[REPLICA_ID], on_change=runner.wake
+    )
     app[ADOPTION], app[ADOPTION_RUNNER] = service, runner
     app[COLLECTIONS].write_guard = service.guard_write
     app[WATCHER].on_change(lambda _collection: runner.wake())

@@ -106,7 +106,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     metrics = app[METRICS]
     embeddings = EmbeddingService.from_settings(
-        settings, loader=app.get(EncoderLoaderKey), on_batch=metrics.record_batch,
+        settings,
+        loader=app.get(EncoderLoaderKey),
+        on_batch=metrics.record_batch,
         on_tokens=lambda key, n: metrics.model_tokens.labels(key).inc(n),
     )
     collections = CollectionService(app[POOL], embeddings)
@@ -117,9 +119,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[VERIFIER] = Verifier(app[POOL], collections, embeddings)
     shadow = settings.shadow
     app[SHADOW] = ShadowRunner(
-        app[POOL], embeddings, queue_size=shadow.queue_size, concurrency=shadow.concurrency,
-        timeout_s=shadow.timeout_s, window=shadow.window, keep_samples=shadow.keep_samples,
-        store_query_text=shadow.store_query_text, metrics=metrics,
+        app[POOL],
+        embeddings,
+        queue_size=shadow.queue_size,
+        concurrency=shadow.concurrency,
+        timeout_s=shadow.timeout_s,
+        window=shadow.window,
+        keep_samples=shadow.keep_samples,
+        store_query_text=shadow.store_query_text,
+        metrics=metrics,
     )
     await collections.check_models()
     await app[SHADOW].start()
@@ -130,7 +138,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
 
 async def _state_watcher(app: web.Application) -> AsyncIterator[None]:
     watcher = StateWatcher(
-        app[DSN], app[POOL], app[COLLECTIONS], app[REPLICA_ID],
+        app[DSN],
+        app[POOL],
+        app[COLLECTIONS],
+        app[REPLICA_ID],
         poll_interval_s=app[SETTINGS].server.sync_poll_interval_s,
     )
     app[WATCHER] = watcher
@@ -146,8 +157,13 @@ async def _backfill_worker(app: web.Application) -> AsyncIterator[None]:
         return
     metrics = app[METRICS]
     worker = BackfillWorker(
-        app[POOL], app[EMBEDDINGS], app[REPLICA_ID], chunk_size=config.chunk_size, pipelines=config.pipelines,
-        poll_interval_s=config.poll_interval_s, read_p99_ceiling_ms=config.read_p99_ceiling_ms,
+        app[POOL],
+        app[EMBEDDINGS],
+        app[REPLICA_ID],
+        chunk_size=config.chunk_size,
+        pipelines=config.pipelines,
+        poll_interval_s=config.poll_interval_s,
+        read_p99_ceiling_ms=config.read_p99_ceiling_ms,
         index_memory_mb=config.index_memory_mb,
         on_written=lambda c, m, n: metrics.backfill_written.labels(c, m).inc(n),
         on_tokens=lambda c, m, n: _count_migration_tokens(app, c, m, n),
@@ -172,8 +188,12 @@ def _count_migration_tokens(app: web.Application, collection: str, model: str, t
 async def _drift_watch(app: web.Application) -> AsyncIterator[None]:
     """Re-check every remote model's probes on its timer (see services/drift_watch.py)."""
     metrics = app[METRICS]
-    watch = DriftWatch(app[POOL], app[EMBEDDINGS], app[COLLECTIONS],
-                       on_verdict=lambda key, drifted: metrics.model_drift.labels(key).set(int(drifted)))
+    watch = DriftWatch(
+        app[POOL],
+        app[EMBEDDINGS],
+        app[COLLECTIONS],
+        on_verdict=lambda key, drifted: metrics.model_drift.labels(key).set(int(drifted)),
+    )
     app[DRIFT_WATCH] = watch
     await watch.start()
     yield
@@ -203,7 +223,11 @@ async def _gauges(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(
-    settings: Settings, dsn: str, *, encoder_loader: EncoderLoader | None = None, admin_token: str | None = None,
+    settings: Settings,
+    dsn: str,
+    *,
+    encoder_loader: EncoderLoader | None = None,
+    admin_token: str | None = None,
     api_keys: str | None = None,
 ) -> web.Application:
     """Build the gateway for the database at `dsn` (start the embedded one first if needed).
@@ -212,8 +236,15 @@ def create_app(
     """
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
-        middlewares=[request_id_middleware, content_encoding_middleware, metrics_middleware, error_middleware,
-                     timeout_middleware, admin.admin_auth, api_key_middleware],
+        middlewares=[
+            request_id_middleware,
+            content_encoding_middleware,
+            metrics_middleware,
+            error_middleware,
+            timeout_middleware,
+            admin.admin_auth,
+            api_key_middleware,
+        ],
     )
     app[SETTINGS] = settings
     app[DSN] = dsn

@@ -68,9 +68,7 @@ async def post_documents(request: web.Request) -> web.Response:
         check_document(doc, limits, f"documents.{index}.")
     docs = [NewDocument(d.id, d.text, d.metadata) for d in body.documents]
     results = await request.app[COLLECTIONS].upsert(request.match_info["collection"], docs)
-    return json_response(
-        {"results": [{"id": r.id, "version": r.version, "truncated": r.truncated} for r in results]}
-    )
+    return json_response({"results": [{"id": r.id, "version": r.version, "truncated": r.truncated} for r in results]})
 
 
 @routes.get("/v1/collections/{collection}/documents/{id}")
@@ -102,7 +100,10 @@ async def query(request: web.Request) -> web.StreamResponse:
             result = await service.query_text(name, body.text, body.k, body.filter)
             # after the answer is computed and before it is sent: offer() never waits
             request.app[SHADOW].offer(
-                result, text=body.text, k=body.k, metadata_filter=body.filter,
+                result,
+                text=body.text,
+                k=body.k,
+                metadata_filter=body.filter,
                 request_id=request.headers.get("X-Request-Id"),
             )
         else:

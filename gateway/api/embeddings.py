@@ -35,8 +35,9 @@ async def embeddings(request: web.Request) -> web.Response:
     if not texts:
         raise InvalidRequest("input is empty; send a string or a non-empty list of strings", code="invalid_request")
     if len(texts) > limits.max_batch_documents:
-        raise InvalidRequest(f"input has {len(texts)} texts, the limit is {limits.max_batch_documents}",
-                             code="batch_too_large")
+        raise InvalidRequest(
+            f"input has {len(texts)} texts, the limit is {limits.max_batch_documents}", code="batch_too_large"
+        )
     for index, text in enumerate(texts):
         check_text(text, limits, f"input.{index}" if len(texts) > 1 else "input")
     model = body.model
@@ -46,8 +47,9 @@ async def embeddings(request: web.Request) -> web.Response:
         model = state.read_model
     spec = app[EMBEDDINGS].spec(model)
     if body.dimensions is not None and body.dimensions != spec.dim:
-        raise InvalidRequest(f"model {model!r} has {spec.dim} dimensions; it cannot produce {body.dimensions}",
-                             code="invalid_dimensions")
+        raise InvalidRequest(
+            f"model {model!r} has {spec.dim} dimensions; it cannot produce {body.dimensions}", code="invalid_dimensions"
+        )
     encoded = await app[EMBEDDINGS].embed(model, texts, "document")
     data = []
     for index, vector in enumerate(encoded.vectors):
@@ -58,7 +60,6 @@ async def embeddings(request: web.Request) -> web.Response:
         data.append({"object": "embedding", "index": index, "embedding": value})
     tokens = sum(encoded.tokens)
     return json_response(
-        {"object": "list", "data": data, "model": model,
-         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
+        {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
         headers={"X-Driftgate-Model": model},
     )

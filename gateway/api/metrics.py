@@ -11,102 +11,149 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "driftgate_http_requests_total", "HTTP requests answered", ["method", "route", "status"],
+            "driftgate_http_requests_total",
+            "HTTP requests answered",
+            ["method", "route", "status"],
             registry=self.registry,
         )
         self.latency = Histogram(
-            "driftgate_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "driftgate_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.encoded_texts = Counter(
             "driftgate_encoded_texts_total", "Texts embedded", ["model"], registry=self.registry
         )
         self.encode_batch = Histogram(
-            "driftgate_encode_batch_size", "Texts per inference call (micro-batching)", ["model"],
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry,
+            "driftgate_encode_batch_size",
+            "Texts per inference call (micro-batching)",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
         )
 
         self.backfill_written = Counter(
-            "driftgate_backfill_written_total", "Embeddings written by this process's backfill worker",
-            ["collection", "model"], registry=self.registry,
+            "driftgate_backfill_written_total",
+            "Embeddings written by this process's backfill worker",
+            ["collection", "model"],
+            registry=self.registry,
         )
         self.large_in_flight = Gauge(
-            "driftgate_large_responses_in_flight", "Query answers with k > 100 being built now",
+            "driftgate_large_responses_in_flight",
+            "Query answers with k > 100 being built now",
             registry=self.registry,
         )
         self.large_high_water = Gauge(
-            "driftgate_large_responses_high_water", "Most query answers with k > 100 built at once",
+            "driftgate_large_responses_high_water",
+            "Most query answers with k > 100 built at once",
             registry=self.registry,
         )
         self.large_waited = Gauge(
             "driftgate_large_responses_waited", "Queries with k > 100 that waited for a slot", registry=self.registry
         )
         self.backfill_done = Gauge(
-            "driftgate_backfill_documents_done", "Documents processed by the backfill (all workers)",
-            ["collection", "model"], registry=self.registry,
+            "driftgate_backfill_documents_done",
+            "Documents processed by the backfill (all workers)",
+            ["collection", "model"],
+            registry=self.registry,
         )
         self.backfill_total = Gauge(
-            "driftgate_backfill_documents_total", "Documents the backfill has planned (all rounds)",
-            ["collection", "model"], registry=self.registry,
+            "driftgate_backfill_documents_total",
+            "Documents the backfill has planned (all rounds)",
+            ["collection", "model"],
+            registry=self.registry,
         )
         self.backfill_errors = Gauge(
-            "driftgate_backfill_errors", "Documents recorded as failing and skipped", ["collection", "model"],
+            "driftgate_backfill_errors",
+            "Documents recorded as failing and skipped",
+            ["collection", "model"],
             registry=self.registry,
         )
         self.backfill_rate = Gauge(
-            "driftgate_backfill_rate_documents_per_second", "Backfill rate over the last 30 s",
-            ["collection", "model"], registry=self.registry,
+            "driftgate_backfill_rate_documents_per_second",
+            "Backfill rate over the last 30 s",
+            ["collection", "model"],
+            registry=self.registry,
         )
         self.model_drift = Gauge(
-            "driftgate_model_drift", "1 while the drift watch finds a remote model's probe vectors moved",
-            ["model"], registry=self.registry,
+            "driftgate_model_drift",
+            "1 while the drift watch finds a remote model's probe vectors moved",
+            ["model"],
+            registry=self.registry,
         )
         self.model_tokens = Counter(
-            "driftgate_model_tokens_total", "Tokens a remote model used (from usage, else estimated)", ["model"],
+            "driftgate_model_tokens_total",
+            "Tokens a remote model used (from usage, else estimated)",
+            ["model"],
             registry=self.registry,
         )
         self.migration_tokens = Counter(
-            "driftgate_migration_tokens_total", "Tokens the backfill of a migration used on a remote model",
-            ["collection", "model"], registry=self.registry,
+            "driftgate_migration_tokens_total",
+            "Tokens the backfill of a migration used on a remote model",
+            ["collection", "model"],
+            registry=self.registry,
         )
         self.state_version = Gauge(
-            "driftgate_state_version", "Collection state version this replica has applied", ["collection"],
+            "driftgate_state_version",
+            "Collection state version this replica has applied",
+            ["collection"],
             registry=self.registry,
         )
 
         self.follow_lag = Gauge(
-            "driftgate_follow_lag_seconds", "Age of the oldest unapplied change of a followed table (0: caught up)",
-            ["collection"], registry=self.registry,
+            "driftgate_follow_lag_seconds",
+            "Age of the oldest unapplied change of a followed table (0: caught up)",
+            ["collection"],
+            registry=self.registry,
         )
         self.follow_pending = Gauge(
-            "driftgate_follow_pending_changes", "Changes of a followed table waiting to be applied", ["collection"],
+            "driftgate_follow_pending_changes",
+            "Changes of a followed table waiting to be applied",
+            ["collection"],
             registry=self.registry,
         )
 
         ratio_buckets = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
         self.shadow_samples = Counter(
-            "driftgate_shadow_samples_total", "Shadow comparisons completed", ["collection", "pairing"],
+            "driftgate_shadow_samples_total",
+            "Shadow comparisons completed",
+            ["collection", "pairing"],
             registry=self.registry,
         )
         self.shadow_dropped = Counter(
-            "driftgate_shadow_dropped_total", "Shadow jobs dropped because the queue was full",
-            ["collection", "pairing"], registry=self.registry,
+            "driftgate_shadow_dropped_total",
+            "Shadow jobs dropped because the queue was full",
+            ["collection", "pairing"],
+            registry=self.registry,
         )
         self.shadow_errors = Counter(
-            "driftgate_shadow_errors_total", "Shadow jobs that failed, by category",
-            ["collection", "pairing", "category"], registry=self.registry,
+            "driftgate_shadow_errors_total",
+            "Shadow jobs that failed, by category",
+            ["collection", "pairing", "category"],
+            registry=self.registry,
         )
         self.shadow_overlap = Histogram(
-            "driftgate_shadow_overlap_ratio", "overlap@k (Jaccard) of read vs shadow", ["collection", "pairing"],
-            buckets=ratio_buckets, registry=self.registry,
+            "driftgate_shadow_overlap_ratio",
+            "overlap@k (Jaccard) of read vs shadow",
+            ["collection", "pairing"],
+            buckets=ratio_buckets,
+            registry=self.registry,
         )
         self.shadow_rbo = Histogram(
-            "driftgate_shadow_rbo_ratio", "Rank-biased overlap (p=0.9) of read vs shadow", ["collection", "pairing"],
-            buckets=ratio_buckets, registry=self.registry,
+            "driftgate_shadow_rbo_ratio",
+            "Rank-biased overlap (p=0.9) of read vs shadow",
+            ["collection", "pairing"],
+            buckets=ratio_buckets,
+            registry=self.registry,
         )
         self.shadow_latency = Histogram(
-            "driftgate_shadow_latency_seconds", "Latency of each side of a shadow comparison",
-            ["collection", "pairing", "side"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "driftgate_shadow_latency_seconds",
+            "Latency of each side of a shadow comparison",
+            ["collection", "pairing", "side"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
 
     def record_shadow(self, collection: str, comparison) -> None:

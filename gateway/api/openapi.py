@@ -35,8 +35,12 @@ _ERROR = {
         }
     },
 }
-_NAME = {"name": "collection", "in": "path", "required": True,
-         "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,47}$"}}
+_NAME = {
+    "name": "collection",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,47}$"},
+}
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 256}}
 
 
@@ -69,7 +73,13 @@ _BACKFILL_ANSWER = {
 
 
 def _op(
-    summary: str, ok: str, *, body: type[BaseModel] | None = None, params: tuple = (), errors=(400, 404), answer: dict | None = None
+    summary: str,
+    ok: str,
+    *,
+    body: type[BaseModel] | None = None,
+    params: tuple = (),
+    errors=(400, 404),
+    answer: dict | None = None,
 ) -> dict:
     schema = answer or {"type": "object"}
     responses = {ok: {"description": "success", "content": {"application/json": {"schema": schema}}}}
@@ -89,36 +99,62 @@ def build_spec() -> dict:
     doc = coll + "/documents/{id}"
     spec = {
         "openapi": "3.0.3",
-        "info": {"title": "driftgate", "version": __version__,
-                 "description": "Pinned-model embedding gateway for pgvector with zero-downtime model migrations."},
+        "info": {
+            "title": "driftgate",
+            "version": __version__,
+            "description": "Pinned-model embedding gateway for pgvector with zero-downtime model migrations.",
+        },
         "paths": {
             coll: {
-                "put": _op("Create a collection served by one model", "201", body=CreateCollection,
-                           params=(_NAME,), errors=(400, 409, 413)),
+                "put": _op(
+                    "Create a collection served by one model",
+                    "201",
+                    body=CreateCollection,
+                    params=(_NAME,),
+                    errors=(400, 409, 413),
+                ),
                 "get": _op("Describe a collection", "200", params=(_NAME,)),
             },
             coll + "/documents": {
-                "post": _op("Upsert a batch of documents (all or nothing)", "200", body=BatchBody,
-                            params=(_NAME,), errors=(400, 404, 409, 413, 503)),
+                "post": _op(
+                    "Upsert a batch of documents (all or nothing)",
+                    "200",
+                    body=BatchBody,
+                    params=(_NAME,),
+                    errors=(400, 404, 409, 413, 503),
+                ),
             },
             doc: {
-                "put": _op("Upsert one document", "200", body=DocumentBody, params=(_NAME, _ID),
-                           errors=(400, 404, 409, 413, 503)),
+                "put": _op(
+                    "Upsert one document",
+                    "200",
+                    body=DocumentBody,
+                    params=(_NAME, _ID),
+                    errors=(400, 404, 409, 413, 503),
+                ),
                 "get": _op("Read one document", "200", params=(_NAME, _ID)),
                 "delete": _op("Delete one document", "200", params=(_NAME, _ID)),
             },
             coll + "/query": {
-                "post": _op("k-NN search by text or by vector of the read model", "200", body=QueryBody,
-                            params=(_NAME,), errors=(400, 404, 409, 413, 503)),
+                "post": _op(
+                    "k-NN search by text or by vector of the read model",
+                    "200",
+                    body=QueryBody,
+                    params=(_NAME,),
+                    errors=(400, 404, 409, 413, 503),
+                ),
             },
             "/v1/embeddings": {
-                "post": _op("OpenAI-compatible embeddings with a pinned model", "200", body=EmbeddingsBody,
-                            errors=(400, 404, 409, 413, 503)),
+                "post": _op(
+                    "OpenAI-compatible embeddings with a pinned model",
+                    "200",
+                    body=EmbeddingsBody,
+                    errors=(400, 404, 409, 413, 503),
+                ),
             },
             **_admin_paths(),
             "/healthz": {"get": _op("Liveness", "200", errors=())},
-            "/readyz": {"get": _op("Readiness: database reachable, models loaded and verified", "200",
-                                   errors=(503,))},
+            "/readyz": {"get": _op("Readiness: database reachable, models loaded and verified", "200", errors=(503,))},
             "/metrics": {"get": _op("Prometheus metrics (text format)", "200", errors=())},
             "/openapi.json": {"get": _op("This document", "200", errors=())},
         },
@@ -150,17 +186,26 @@ def _admin_paths() -> dict:
         f"{base}/shadow": {"post": op("Configure shadow reads", "200", ShadowBody)},
         f"{base}/read-model": {"post": op("Switch the read model (cutover or rollback)", "200", ReadModelBody)},
         f"{base}/read-target": {
-            "post": {**op("Switch the read model (the path's first name; same as read-model)", "200", ReadModelBody),
-                     "deprecated": True}
+            "post": {
+                **op("Switch the read model (the path's first name; same as read-model)", "200", ReadModelBody),
+                "deprecated": True,
+            }
         },
         f"{base}/verify": {"post": op("Verify every written model", "200", VerifyBody)},
         f"{base}/retire": {"post": op("Retire the old model", "200", RetireBody)},
         f"{base}/abort": {"post": op("Abort the migration", "200", None)},
-        f"{base}/adopt": {"post": op("Adopt an existing pgvector table as a new collection (sample check, "
-                                     "import, optional follow); 409 vectors_mismatch when the stored vectors "
-                                     "are not the model's", "202", AdoptBody)},
-        f"{base}/adopt/stop": {"post": op("Stop following the adopted table: drop its triggers and queue",
-                                          "200", None)},
+        f"{base}/adopt": {
+            "post": op(
+                "Adopt an existing pgvector table as a new collection (sample check, "
+                "import, optional follow); 409 vectors_mismatch when the stored vectors "
+                "are not the model's",
+                "202",
+                AdoptBody,
+            )
+        },
+        f"{base}/adopt/stop": {
+            "post": op("Stop following the adopted table: drop its triggers and queue", "200", None)
+        },
     }
 
 

@@ -89,9 +89,7 @@ async def parse_body(request: web.Request, model: type[T]) -> T:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()
-        ]
+        problems = [f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()]
         raise InvalidRequest("; ".join(problems), code="invalid_request") from None
 
 
@@ -103,8 +101,9 @@ def check_storable(value: Any, where: str) -> None:
         item, path = stack.pop()
         if isinstance(item, str):
             if "\x00" in item:
-                raise InvalidRequest(f"{path} contains a NUL character, which PostgreSQL cannot store",
-                                     code="invalid_text")
+                raise InvalidRequest(
+                    f"{path} contains a NUL character, which PostgreSQL cannot store", code="invalid_text"
+                )
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:

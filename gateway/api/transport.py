@@ -111,8 +111,12 @@ async def content_encoding_middleware(request: web.Request, handler) -> web.Stre
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         return web.json_response(
-            {"error": {"code": "unsupported_content_encoding",
-                       "message": "compressed request bodies are not accepted; send the body uncompressed"}},
+            {
+                "error": {
+                    "code": "unsupported_content_encoding",
+                    "message": "compressed request bodies are not accepted; send the body uncompressed",
+                }
+            },
             status=415,
         )
     return await handler(request)

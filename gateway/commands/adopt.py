@@ -27,16 +27,21 @@ Before anything is written, a random sample of rows (--sample, default 200) is r
 
 def add_parser(commands) -> None:
     adopt = commands.add_parser(
-        "adopt", help="adopt an existing pgvector table as a collection (no re-embedding)",
+        "adopt",
+        help="adopt an existing pgvector table as a collection (no re-embedding)",
         description="Adopt a table of the gateway's database as a new collection: check a sample of its "
         "vectors against the model, import it in chunks (resumable), embed rows without a vector, build "
         "the index; with --follow, keep applying the table's inserts, updates and deletes. Calls the admin "
         "API at --url with the token in DRIFTGATE_ADMIN_TOKEN.",
-        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     adopt.add_argument("collection", help="name of the new collection")
-    adopt.add_argument("--url", default=os.environ.get("DRIFTGATE_URL", "http://127.0.0.1:8080"),
-                       help="gateway base URL (default $DRIFTGATE_URL or http://127.0.0.1:8080)")
+    adopt.add_argument(
+        "--url",
+        default=os.environ.get("DRIFTGATE_URL", "http://127.0.0.1:8080"),
+        help="gateway base URL (default $DRIFTGATE_URL or http://127.0.0.1:8080)",
+    )
     adopt.add_argument("--table", help="schema.table to adopt (schema defaults to public)")
     adopt.add_argument("--id-column", help="unique column that becomes the document id")
     adopt.add_argument("--text-column", help="column with the text the vectors were made from")
@@ -59,25 +64,42 @@ def run(args) -> int:
     try:
         if args.stop:
             adoption = client.call("POST", path + "/stop")["adoption"]
-            print(f"{args.collection}: {'stopped following' if adoption['changed'] else 'was not following'} "
-                  f"{adoption['table']}; triggers and queue removed, the gateway accepts writes")
+            print(
+                f"{args.collection}: {'stopped following' if adoption['changed'] else 'was not following'} "
+                f"{adoption['table']}; triggers and queue removed, the gateway accepts writes"
+            )
             return 0
-        missing = [f"--{n.replace('_', '-')}" for n in ("table", "id_column", "text_column", "vector_column", "model")
-                   if not getattr(args, n)]
+        missing = [
+            f"--{n.replace('_', '-')}"
+            for n in ("table", "id_column", "text_column", "vector_column", "model")
+            if not getattr(args, n)
+        ]
         if missing:
-            print(f"driftgate: adopt needs {', '.join(missing)} (or --stop); see driftgate adopt --help",
-                  file=sys.stderr)
+            print(
+                f"driftgate: adopt needs {', '.join(missing)} (or --stop); see driftgate adopt --help", file=sys.stderr
+            )
             return 2
-        body = {"table": args.table, "id_column": args.id_column, "text_column": args.text_column,
-                "vector_column": args.vector_column, "model": args.model, "sample": args.sample,
-                "follow": args.follow,
-                "metadata_columns": [c.strip() for c in args.metadata_columns.split(",") if c.strip()]}
+        body = {
+            "table": args.table,
+            "id_column": args.id_column,
+            "text_column": args.text_column,
+            "vector_column": args.vector_column,
+            "model": args.model,
+            "sample": args.sample,
+            "follow": args.follow,
+            "metadata_columns": [c.strip() for c in args.metadata_columns.split(",") if c.strip()],
+        }
         adoption = client.call("POST", path, body)["adoption"]
         sample = adoption["sample"]
-        checked = (f"sample of {sample['sampled']} matches {args.model} (min cosine {sample['cosine_min']:.6f})"
-                   if sample["sampled"] else "no sample checked")
-        print(f"adopting {adoption['table']} into {args.collection}: {checked}; "
-              f"{'following its writes' if args.follow else 'one-off import'}")
+        checked = (
+            f"sample of {sample['sampled']} matches {args.model} (min cosine {sample['cosine_min']:.6f})"
+            if sample["sampled"]
+            else "no sample checked"
+        )
+        print(
+            f"adopting {adoption['table']} into {args.collection}: {checked}; "
+            f"{'following its writes' if args.follow else 'one-off import'}"
+        )
         if args.watch:
             return _watch(client, args.collection)
         print(f"watch it: driftgate migrate status {args.collection} --watch")
@@ -98,9 +120,11 @@ def _watch(client: AdminClient, collection: str) -> int:
 
 def format_adoption(adoption: dict) -> str:
     """One status line: state, progress bar of rows read, skipped/embedded counts, follow lag."""
-    line = (f"  adoption {adoption['state']} {render_bar(adoption['rows_read'], adoption['rows_total'])} "
-            f"{adoption['rows_read']}/{adoption['rows_total']} rows from {adoption['table']}, "
-            f"{adoption['rows_skipped']} skipped (no text), {adoption['rows_to_embed']} to embed")
+    line = (
+        f"  adoption {adoption['state']} {render_bar(adoption['rows_read'], adoption['rows_total'])} "
+        f"{adoption['rows_read']}/{adoption['rows_total']} rows from {adoption['table']}, "
+        f"{adoption['rows_skipped']} skipped (no text), {adoption['rows_to_embed']} to embed"
+    )
     lag = adoption.get("follow_lag")
     if adoption["follow"] and lag:
         line += f"; following: {lag['pending']} pending, lag {lag['lag_s']:.1f}s, {adoption['changes_applied']} applied"

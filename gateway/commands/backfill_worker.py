@@ -26,9 +26,14 @@ async def _run(settings: Settings, dsn: str, burst: bool, worker_id: str | None)
     async with pool.acquire() as conn:  # keys registered with other catalog files keep those files
         embeddings.recognise(await all_models(conn))
     worker = BackfillWorker(
-        pool, embeddings, worker_id or "worker-" + replica_id(None), chunk_size=config.chunk_size,
-        pipelines=config.pipelines, poll_interval_s=config.poll_interval_s,
-        read_p99_ceiling_ms=config.read_p99_ceiling_ms, index_memory_mb=config.index_memory_mb,
+        pool,
+        embeddings,
+        worker_id or "worker-" + replica_id(None),
+        chunk_size=config.chunk_size,
+        pipelines=config.pipelines,
+        poll_interval_s=config.poll_interval_s,
+        read_p99_ceiling_ms=config.read_p99_ceiling_ms,
+        index_memory_mb=config.index_memory_mb,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -38,9 +43,15 @@ async def _run(settings: Settings, dsn: str, burst: bool, worker_id: str | None)
         await worker.run(stop, burst=burst)
     finally:
         counters = worker.counters
-        log.info("backfill worker %s stopping: %d chunks, %d documents, %d written, %d failed, %d retried",
-                 worker.worker_id, counters.chunks, counters.documents, counters.written,
-                 counters.failed_documents, counters.retried)
+        log.info(
+            "backfill worker %s stopping: %d chunks, %d documents, %d written, %d failed, %d retried",
+            worker.worker_id,
+            counters.chunks,
+            counters.documents,
+            counters.written,
+            counters.failed_documents,
+            counters.retried,
+        )
         await embeddings.close()
         await pool.close()
     return 0

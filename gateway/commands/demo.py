@@ -40,8 +40,17 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run(settings: Settings, *, documents: int, queries: int, model: str, to_model: str,
-        data_dir: Path | None, plot: Path, rate: float) -> int:
+def run(
+    settings: Settings,
+    *,
+    documents: int,
+    queries: int,
+    model: str,
+    to_model: str,
+    data_dir: Path | None,
+    plot: Path,
+    rate: float,
+) -> int:
     data_dir = data_dir or Path(platformdirs.user_data_dir("driftgate")) / "demo-pgdata"
     if settings.database.dsn:
         return asyncio.run(_demo(settings, settings.database.dsn, documents, queries, model, to_model, plot, rate))
@@ -133,8 +142,12 @@ _NOTES = {
 async def _migrate(http, base, token, dataset, fresh, seeds, model, to_model, plot, rate) -> bool:
     say(f"\n2. live migration {model} -> {to_model} under {rate:.0f} requests/s of open-loop traffic")
     plan = LoadPlan(
-        from_model=model, to_model=to_model, rate=rate,
-        mix={"query": 0.7, "insert": 0.1, "update": 0.15, "delete": 0.05}, shadow_rate=1.0, dwell_s=3.0,
+        from_model=model,
+        to_model=to_model,
+        rate=rate,
+        mix={"query": 0.7, "insert": 0.1, "update": 0.15, "delete": 0.05},
+        shadow_rate=1.0,
+        dwell_s=3.0,
         warmup_s=3.0,
     )
     bar: list[tqdm] = []

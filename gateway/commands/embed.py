@@ -44,7 +44,9 @@ def run(settings: Settings, model: str, stdin: TextIO = sys.stdin, stdout: TextI
         encoder = _RemoteLines(spec)
     else:
         encoder = load_encoder(
-            spec, settings.model_cache_dir(), settings.models.intra_op_threads,
+            spec,
+            settings.model_cache_dir(),
+            settings.models.intra_op_threads,
             progress=lambda msg: print(msg, file=sys.stderr),
         )
     pending: list[tuple[int, str]] = []

@@ -18,8 +18,16 @@ from gateway.services.evaluation import evaluate
 from gateway.store.database import EmbeddedPostgres, open_database
 
 
-def run(settings: Settings, *, dataset: str, models: list[str], k: int, limit: int | None,
-        json_path: Path | None, plot_path: Path | None) -> int:
+def run(
+    settings: Settings,
+    *,
+    dataset: str,
+    models: list[str],
+    k: int,
+    limit: int | None,
+    json_path: Path | None,
+    plot_path: Path | None,
+) -> int:
     specs = settings.model_specs()
     unknown = [m for m in models if m not in specs]
     if unknown:
@@ -70,14 +78,19 @@ async def _evaluate(settings: Settings, dsn: str, data, models: list[str], k: in
 def format_table(report: dict) -> str:
     k = report["k"]
     columns = [f"ndcg@{k}", f"recall@{k}", f"mrr@{k}"]
-    lines = [f"{report['dataset']}: {report['documents']} documents, {report['queries']} judged queries",
-             f"{'model':<26} " + " ".join(f"{c:>10}" for c in columns) + f" {'docs/s':>8}"]
+    lines = [
+        f"{report['dataset']}: {report['documents']} documents, {report['queries']} judged queries",
+        f"{'model':<26} " + " ".join(f"{c:>10}" for c in columns) + f" {'docs/s':>8}",
+    ]
     for row in report["models"]:
-        lines.append(f"{row['model']:<26} " + " ".join(f"{row[c]:>10.4f}" for c in columns)
-                     + f" {row['docs_per_s']:>8.1f}")
+        lines.append(
+            f"{row['model']:<26} " + " ".join(f"{row[c]:>10.4f}" for c in columns) + f" {row['docs_per_s']:>8.1f}"
+        )
     for comparison in report["comparisons"]:
-        lines.append(f"{comparison['a']} vs {comparison['b']}: overlap@{k} {comparison[f'overlap@{k}']:.4f}, "
-                     f"RBO {comparison['rbo']:.4f}")
+        lines.append(
+            f"{comparison['a']} vs {comparison['b']}: overlap@{k} {comparison[f'overlap@{k}']:.4f}, "
+            f"RBO {comparison['rbo']:.4f}"
+        )
     return "\n".join(lines)
 
 

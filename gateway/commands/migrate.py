@@ -27,7 +27,9 @@ class AdminClient:
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
-            self.url + path, data=data, method=method,
+            self.url + path,
+            data=data,
+            method=method,
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token or ''}"},
         )
         try:
@@ -40,8 +42,9 @@ class AdminClient:
             except (ValueError, KeyError):
                 raise AdminError(f"HTTP {exc.code} from {self.url}{path}") from None
         except urllib.error.URLError as exc:
-            raise AdminError(f"cannot reach the gateway at {self.url} ({exc.reason}); is `driftgate serve` "
-                             "running? pass --url") from None
+            raise AdminError(
+                f"cannot reach the gateway at {self.url} ({exc.reason}); is `driftgate serve` running? pass --url"
+            ) from None
 
 
 def _path(collection: str, action: str) -> str:
@@ -67,9 +70,11 @@ def _status(client: AdminClient, args) -> dict:
 
 def cmd_start(client: AdminClient, args) -> int:
     state = client.call("POST", _path(args.collection, "migrations"), {"to_model": args.to})
-    print(f"migration started: {args.collection} {state['from_model']} -> {state['to_model']}; "
-          f"every write now goes to both; backfill running (phase {state['phase']}, "
-          f"state_version {state['state_version']})")
+    print(
+        f"migration started: {args.collection} {state['from_model']} -> {state['to_model']}; "
+        f"every write now goes to both; backfill running (phase {state['phase']}, "
+        f"state_version {state['state_version']})"
+    )
     print(f"watch it: driftgate migrate status {args.collection} --watch")
     return 0
 
@@ -87,17 +92,22 @@ def cmd_plan(client: AdminClient, args) -> int:
 
 
 def format_plan(plan: dict) -> str:
-    cost = f"${plan['cost']:.4f} at ${plan['price_per_million_tokens']}/M tokens" if plan["cost"] is not None \
+    cost = (
+        f"${plan['cost']:.4f} at ${plan['price_per_million_tokens']}/M tokens"
+        if plan["cost"] is not None
         else "no price set (price_per_million_tokens)"
-    return "\n".join([
-        f"plan: {plan['collection']} {plan['from_model']} -> {plan['to_model']} (nothing written)",
-        f"  documents   {plan['documents']} ({plan['characters']} characters)",
-        f"  tokens      ~{plan['tokens']} (scaled from {plan['sample_tokens']} tokens of a {plan['sample']}-document "
-        f"sample embedded in {plan['sample_seconds']:.2f} s)",
-        f"  time        ~{plan['estimated_seconds']:.0f} s of backfill at the sample's rate and the rate limits",
-        f"  cost        {cost}",
-        f"  start it:   driftgate migrate start {plan['collection']} --to {plan['to_model']}",
-    ])
+    )
+    return "\n".join(
+        [
+            f"plan: {plan['collection']} {plan['from_model']} -> {plan['to_model']} (nothing written)",
+            f"  documents   {plan['documents']} ({plan['characters']} characters)",
+            f"  tokens      ~{plan['tokens']} (scaled from {plan['sample_tokens']} tokens of a {plan['sample']}-document "
+            f"sample embedded in {plan['sample_seconds']:.2f} s)",
+            f"  time        ~{plan['estimated_seconds']:.0f} s of backfill at the sample's rate and the rate limits",
+            f"  cost        {cost}",
+            f"  start it:   driftgate migrate start {plan['collection']} --to {plan['to_model']}",
+        ]
+    )
 
 
 def cmd_status(client: AdminClient, args) -> int:
@@ -145,9 +155,13 @@ def format_status(status: dict) -> str:
         f"writes {', '.join(status['write_models'])} (state_version {status['state_version']})",
     ]
     for key, model in status["models"].items():
-        flags = [f"{model['coverage']:.2%} covered", f"{model['missing']} missing", f"{model['stale']} stale",
-                 "index ready" if model["index_ready"] else "index not built",
-                 "verified" if model["verified"] else "not verified"]
+        flags = [
+            f"{model['coverage']:.2%} covered",
+            f"{model['missing']} missing",
+            f"{model['stale']} stale",
+            "index ready" if model["index_ready"] else "index not built",
+            "verified" if model["verified"] else "not verified",
+        ]
         lines.append(f"  {key:<24} {model['rows']:>9} rows  " + ", ".join(flags))
     backfill = status["backfill"]
     if backfill.get("model"):
@@ -217,8 +231,7 @@ def cmd_shadow(client: AdminClient, args) -> int:
     body = {"model": None if args.off else args.model, "sample_rate": 0.0 if args.off else args.rate}
     if not args.off and not args.model:
         status = _status(client, args)
-        body["model"] = status["to_model"] if status["read_model"] != status["to_model"] \
-            else status["from_model"]
+        body["model"] = status["to_model"] if status["read_model"] != status["to_model"] else status["from_model"]
     state = client.call("POST", _path(args.collection, "shadow"), body)
     print(f"shadow: {state['shadow_model'] or 'off'} at {state['shadow_sample_rate']:.0%} (phase {state['phase']})")
     return 0
@@ -226,8 +239,10 @@ def cmd_shadow(client: AdminClient, args) -> int:
 
 def _switch(client: AdminClient, args, model: str, force: bool) -> int:
     state = client.call("POST", _path(args.collection, "read-model"), {"model": model, "force": force})
-    print(f"{args.collection} now reads {state['read_model']} (phase {state['phase']}, "
-          f"state_version {state['state_version']})")
+    print(
+        f"{args.collection} now reads {state['read_model']} (phase {state['phase']}, "
+        f"state_version {state['state_version']})"
+    )
     return 0
 
 
@@ -251,11 +266,16 @@ def cmd_verify(client: AdminClient, args) -> int:
         print(json.dumps(report, indent=2))
     else:
         for key, model in report["models"].items():
-            cosine = (f"re-embed cosine min {model['cosine_min']:.6f} mean {model['cosine_mean']:.6f} "
-                      f"over {model['sampled']}" if model["sampled"] else "nothing sampled")
-            print(f"{'PASS' if model['passed'] else 'FAIL'} {key}: {model['documents']} documents, "
-                  f"{model['rows']} rows, {model['missing']} missing, {model['stale']} stale; {cosine} "
-                  f"(threshold {model['threshold']}); probes {'ok' if model['probe_ok'] else model['probe_problem']}")
+            cosine = (
+                f"re-embed cosine min {model['cosine_min']:.6f} mean {model['cosine_mean']:.6f} over {model['sampled']}"
+                if model["sampled"]
+                else "nothing sampled"
+            )
+            print(
+                f"{'PASS' if model['passed'] else 'FAIL'} {key}: {model['documents']} documents, "
+                f"{model['rows']} rows, {model['missing']} missing, {model['stale']} stale; {cosine} "
+                f"(threshold {model['threshold']}); probes {'ok' if model['probe_ok'] else model['probe_problem']}"
+            )
             for label in ("missing_ids", "stale_ids", "below_threshold_ids"):
                 if model[label]:
                     print(f"    {label}: {', '.join(model[label])}")
@@ -268,15 +288,19 @@ def cmd_retire(client: AdminClient, args) -> int:
     if not model:
         raise AdminError("no migration in flight: name the model with --model")
     state = client.call("POST", _path(args.collection, "retire"), {"model": model})
-    print(f"retired {model}: {'table dropped' if state['changed'] else 'already retired'}; "
-          f"{args.collection} is {state['phase']} on {state['read_model']}")
+    print(
+        f"retired {model}: {'table dropped' if state['changed'] else 'already retired'}; "
+        f"{args.collection} is {state['phase']} on {state['read_model']}"
+    )
     return 0
 
 
 def cmd_abort(client: AdminClient, args) -> int:
     state = client.call("POST", _path(args.collection, "abort"))
-    print(f"{'aborted' if state['changed'] else 'nothing to abort'}: {args.collection} is {state['phase']} "
-          f"on {state['read_model']}")
+    print(
+        f"{'aborted' if state['changed'] else 'nothing to abort'}: {args.collection} is {state['phase']} "
+        f"on {state['read_model']}"
+    )
     return 0
 
 
@@ -290,7 +314,14 @@ def cmd_backfill(client: AdminClient, args) -> int:
 
 
 _ACTIONS = {
-    "start": cmd_start, "plan": cmd_plan, "status": cmd_status, "shadow": cmd_shadow, "cutover": cmd_cutover,
-    "rollback": cmd_rollback, "verify": cmd_verify, "retire": cmd_retire, "abort": cmd_abort,
+    "start": cmd_start,
+    "plan": cmd_plan,
+    "status": cmd_status,
+    "shadow": cmd_shadow,
+    "cutover": cmd_cutover,
+    "rollback": cmd_rollback,
+    "verify": cmd_verify,
+    "retire": cmd_retire,
+    "abort": cmd_abort,
     "backfill": cmd_backfill,
 }

@@ -54,12 +54,18 @@ def list_models(settings: Settings, as_json: bool) -> int:
     for r in rows:
         tokens = r["max_tokens"] or "graph"
         cached = "yes" if r["cached"] else "no"
-        print(f"{r['key']:<26} {r['dim']:>4} {tokens:>6} {r['max_batch']:>5} {cached:<6} "
-              f"{r['fingerprint'][:16]}  {r['revision']}")
+        print(
+            f"{r['key']:<26} {r['dim']:>4} {tokens:>6} {r['max_batch']:>5} {cached:<6} "
+            f"{r['fingerprint'][:16]}  {r['revision']}"
+        )
     for r in rows:
         if r["source"] == "imported":
-            print(f"  {r['key']}: imported from {r['imported_from']} (weights sha256 {r['weights_sha256'][:16]}, "
-                  f"onnx sha256 {r['files']['onnx:model.onnx'][:16]})")
-    print(f"\ncache: {cache_dir}  (fetch with `driftgate models fetch [KEY...]`, "
-          "add your own with `driftgate models import PATH --key KEY`)")
+            print(
+                f"  {r['key']}: imported from {r['imported_from']} (weights sha256 {r['weights_sha256'][:16]}, "
+                f"onnx sha256 {r['files']['onnx:model.onnx'][:16]})"
+            )
+    print(
+        f"\ncache: {cache_dir}  (fetch with `driftgate models fetch [KEY...]`, "
+        "add your own with `driftgate models import PATH --key KEY`)"
+    )
     return 0

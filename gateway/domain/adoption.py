@@ -51,8 +51,14 @@ class SourceSpec:
     metadata_columns: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, table: str, id_column: str, text_column: str, vector_column: str,
-              metadata_columns: list[str] | tuple[str, ...] = ()) -> SourceSpec:
+    def parse(
+        cls,
+        table: str,
+        id_column: str,
+        text_column: str,
+        vector_column: str,
+        metadata_columns: list[str] | tuple[str, ...] = (),
+    ) -> SourceSpec:
         """Validate every name; `table` is `schema.table` or `table` (schema public)."""
         if not isinstance(table, str):
             raise InvalidRequest("table must be a string such as 'public.items'", code="invalid_identifier")
@@ -63,14 +69,18 @@ class SourceSpec:
         validate_identifier(schema, "schema")
         validate_identifier(name, "table")
         if RESERVED_SCHEMAS.fullmatch(schema):
-            raise InvalidRequest(f"schema {schema!r} belongs to driftgate or PostgreSQL; it cannot be adopted",
-                                 code="invalid_identifier")
-        columns = [validate_identifier(c, role) for c, role in (
-            (id_column, "id column"), (text_column, "text column"), (vector_column, "vector column"))]
+            raise InvalidRequest(
+                f"schema {schema!r} belongs to driftgate or PostgreSQL; it cannot be adopted", code="invalid_identifier"
+            )
+        columns = [
+            validate_identifier(c, role)
+            for c, role in ((id_column, "id column"), (text_column, "text column"), (vector_column, "vector column"))
+        ]
         meta = tuple(validate_identifier(c, "metadata column") for c in metadata_columns)
         if len(set(columns + list(meta))) != len(columns) + len(meta):
-            raise InvalidRequest("a column is named twice; id, text, vector and metadata columns must differ",
-                                 code="invalid_identifier")
+            raise InvalidRequest(
+                "a column is named twice; id, text, vector and metadata columns must differ", code="invalid_identifier"
+            )
         return cls(schema, name, id_column, text_column, vector_column, meta)
 
     @property

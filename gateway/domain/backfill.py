@@ -41,8 +41,7 @@ def plan_chunks(sorted_ids: Sequence[str], chunk_size: int) -> list[Chunk]:
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     return [
-        Chunk(sorted_ids[i], sorted_ids[min(i + chunk_size, len(sorted_ids)) - 1],
-              min(chunk_size, len(sorted_ids) - i))
+        Chunk(sorted_ids[i], sorted_ids[min(i + chunk_size, len(sorted_ids)) - 1], min(chunk_size, len(sorted_ids) - i))
         for i in range(0, len(sorted_ids), chunk_size)
     ]
 

@@ -31,4 +31,3 @@ PROBE_TEXTS: tuple[str, ...] = (
     "Zero-downtime migrations re-embed every document before reads switch.",
     "1234567890 !?",
 )
-

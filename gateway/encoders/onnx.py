@@ -39,8 +39,11 @@ class OnnxEncoder:
             path = local_path(file, cache_dir)
             actual = sha256_file(path)
             if actual != file.sha256:
-                again = ("`driftgate models import PATH --key " + spec.key + "`"
-                         if file.derived and not spec.sources else "`driftgate models fetch`")
+                again = (
+                    "`driftgate models import PATH --key " + spec.key + "`"
+                    if file.derived and not spec.sources
+                    else "`driftgate models fetch`"
+                )
                 raise ModelFileMismatch(
                     f"model {spec.key!r}: {path} has sha256 {actual}, expected {file.sha256}; "
                     f"delete it and run {again} again"

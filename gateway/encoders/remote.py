@@ -73,17 +73,20 @@ class RemoteModelSpec(ModelSpec):
         """base_url, model, dim, prefixes and every request parameter: change one and it is another model."""
         endpoint = self.endpoint
         assert endpoint is not None
-        return fingerprint({}, {
-            "backend": "remote-openai",
-            "base_url": endpoint.base_url.rstrip("/"),
-            "model": endpoint.model,
-            "dim": self.dim,
-            "dimensions": endpoint.dimensions,
-            "query_params": json.dumps(endpoint.query_params, sort_keys=True),
-            "document_params": json.dumps(endpoint.document_params, sort_keys=True),
-            "query_prefix": self.query_prefix,
-            "document_prefix": self.document_prefix,
-        })
+        return fingerprint(
+            {},
+            {
+                "backend": "remote-openai",
+                "base_url": endpoint.base_url.rstrip("/"),
+                "model": endpoint.model,
+                "dim": self.dim,
+                "dimensions": endpoint.dimensions,
+                "query_params": json.dumps(endpoint.query_params, sort_keys=True),
+                "document_params": json.dumps(endpoint.document_params, sort_keys=True),
+                "query_prefix": self.query_prefix,
+                "document_prefix": self.document_prefix,
+            },
+        )
 
 
 def is_remote(spec: ModelSpec) -> TypeGuard[RemoteModelSpec]:
@@ -156,7 +159,11 @@ class RemoteEncoder:
     """Embeds through one provider model. Async and safe to share within one event loop."""
 
     def __init__(
-        self, spec: RemoteModelSpec, provider: Provider, *, on_tokens: Callable[[int], None] | None = None,
+        self,
+        spec: RemoteModelSpec,
+        provider: Provider,
+        *,
+        on_tokens: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         assert spec.endpoint is not None
@@ -286,14 +293,19 @@ class RemoteEncoder:
             self._tokens.refund(estimated)
             raise EncoderUnavailable(
                 f"model {self.spec.key!r} is at its configured rate limit; retry in {delay:.1f} s",
-                retry_after=delay, code="rate_limited",
+                retry_after=delay,
+                code="rate_limited",
             )
         await asyncio.sleep(delay)
 
     async def _post(self, texts: list[str], kind: str, budget_s: float) -> tuple[np.ndarray, tuple[int, ...]]:
         endpoint, breaker = self.endpoint, self.provider.breaker
-        body: dict[str, Any] = {"model": endpoint.model, "input": texts, "encoding_format": "float",
-                                **endpoint.params(kind)}
+        body: dict[str, Any] = {
+            "model": endpoint.model,
+            "input": texts,
+            "encoding_format": "float",
+            **endpoint.params(kind),
+        }
         if endpoint.dimensions is not None:
             body["dimensions"] = endpoint.dimensions
         timeout = aiohttp.ClientTimeout(total=max(0.05, min(endpoint.timeout_s, budget_s)))
@@ -341,10 +353,15 @@ class RemoteEncoder:
             detail = error.get("message", "") if isinstance(error, dict) else str(error or "")
         except (ValueError, AttributeError):
             detail = raw[:200].decode(errors="replace")
-        hint = {401: "check the API key (api_key_env)", 403: "check the API key's permissions",
-                404: "check base_url and the model name"}.get(status, "check the input and the model's settings")
-        return (f"model {self.spec.key!r}: the provider refused the request (HTTP {status}: "
-                f"{detail.strip() or 'no detail'}); {hint}")
+        hint = {
+            401: "check the API key (api_key_env)",
+            403: "check the API key's permissions",
+            404: "check base_url and the model name",
+        }.get(status, "check the input and the model's settings")
+        return (
+            f"model {self.spec.key!r}: the provider refused the request (HTTP {status}: "
+            f"{detail.strip() or 'no detail'}); {hint}"
+        )
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -34,7 +34,9 @@ class Replica:
         log = self._log_path.open("a")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self._env, stdout=log, stderr=subprocess.STDOUT,
+            env=self._env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -94,8 +96,12 @@ class Cluster:
             "DRIFTGATE_MODELS__INTRA_OP_THREADS": os.environ.get("DRIFTGATE_MODELS__INTRA_OP_THREADS", "1"),
         }
         for i in range(self._count):
-            replica = Replica(f"replica-{i + 1}", free_port(), {**env, "DRIFTGATE_SERVER__REPLICA_ID": f"replica-{i + 1}"},
-                              self.work_dir)
+            replica = Replica(
+                f"replica-{i + 1}",
+                free_port(),
+                {**env, "DRIFTGATE_SERVER__REPLICA_ID": f"replica-{i + 1}"},
+                self.work_dir,
+            )
             replica.start()
             self.replicas.append(replica)
 

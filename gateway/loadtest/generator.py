@@ -39,8 +39,16 @@ class Ledger:
 
 class OpenLoopGenerator:
     def __init__(
-        self, urls: list[str], collection: str, corpus: list[tuple[str, str]], *, rate: float,
-        mix: dict[str, float], seed: int = 7, retries: int = 0, timeout_s: float = 30.0,
+        self,
+        urls: list[str],
+        collection: str,
+        corpus: list[tuple[str, str]],
+        *,
+        rate: float,
+        mix: dict[str, float],
+        seed: int = 7,
+        retries: int = 0,
+        timeout_s: float = 30.0,
         fresh_texts: list[str] | None = None,
     ) -> None:
         self.urls = urls
@@ -150,8 +158,9 @@ class OpenLoopGenerator:
             if status not in RETRYABLE and status != 0 or attempts > self.retries:
                 break
             await asyncio.sleep(min(0.25 * 2**attempts, 4.0))  # 0.5, 1, 2, 4, 4 ... s
-        self.samples.append(Sample(started - self.started, op, status, (time.monotonic() - started) * 1000,
-                                   phase, attempts, model))
+        self.samples.append(
+            Sample(started - self.started, op, status, (time.monotonic() - started) * 1000, phase, attempts, model)
+        )
         if doc_id is None:
             return
         if op in ("insert", "update") and status == 200:

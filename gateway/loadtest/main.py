@@ -73,9 +73,11 @@ def run(args) -> int:
 
 def summary(report: dict) -> str:
     verdict = "PASSED" if report["passed"] else "FAILED"
-    return (f"loadtest {verdict}: {report['requests']} requests, {report['failed_requests']} failed, "
-            f"{report['lost_writes']} lost writes, {report['resurrected']} resurrected, final model "
-            f"{report['final_model']} covers {report['final_coverage']:.2%} of {report['final_documents']} documents")
+    return (
+        f"loadtest {verdict}: {report['requests']} requests, {report['failed_requests']} failed, "
+        f"{report['lost_writes']} lost writes, {report['resurrected']} resurrected, final model "
+        f"{report['final_model']} covers {report['final_coverage']:.2%} of {report['final_documents']} documents"
+    )
 
 
 async def _run(args) -> dict:
@@ -111,8 +113,14 @@ async def _run(args) -> dict:
 async def drive(args, profile, rate, http, urls, token, collection, corpus, fresh, seeds, cluster) -> dict:
     faults = bool(args.kill_replica or args.restart_db)
     plan = LoadPlan(
-        from_model=args.from_model, to_model=args.to_model, rate=rate, mix=MIX, shadow_rate=0.1,
-        dwell_s=profile.dwell_s, warmup_s=profile.warmup_s, retries=8 if faults else 0,
+        from_model=args.from_model,
+        to_model=args.to_model,
+        rate=rate,
+        mix=MIX,
+        shadow_rate=0.1,
+        dwell_s=profile.dwell_s,
+        warmup_s=profile.warmup_s,
+        retries=8 if faults else 0,
     )
 
     async def fault(timeline: Timeline) -> None:
@@ -132,8 +140,16 @@ async def drive(args, profile, rate, http, urls, token, collection, corpus, fres
 
     log(f"open-loop load: {rate:.0f} requests/s over {len(urls)} replicas ({MIX})")
     result = await migrate_under_load(
-        http, urls, token, collection, corpus, fresh, seeds, plan,
-        on_phase=lambda phase, at: log(f"[{at:6.1f}s] phase {phase}"), fault=fault if faults else None,
+        http,
+        urls,
+        token,
+        collection,
+        corpus,
+        fresh,
+        seeds,
+        plan,
+        on_phase=lambda phase, at: log(f"[{at:6.1f}s] phase {phase}"),
+        fault=fault if faults else None,
     )
     status, state, samples = result.status, result.state, result.samples
     final = status["models"].get(args.to_model, {})
@@ -175,7 +191,9 @@ async def drive(args, profile, rate, http, urls, token, collection, corpus, fres
     )
     if args.plot:
         timeline_plot(
-            samples, result.timeline, Path(args.plot),
+            samples,
+            result.timeline,
+            Path(args.plot),
             f"driftgate loadtest: {args.from_model} -> {args.to_model}, {rate:.0f} req/s, {len(urls)} replicas",
         )
         log(f"timeline written to {args.plot}")

@@ -34,14 +34,15 @@ def per_phase(samples: list[Sample], duration: dict[str, float]) -> dict:
             "requests": len(group),
             "failed_requests": sum(failed(s) for s in group),
             "retried_ok": sum(s.attempts > 1 and not failed(s) for s in group),
-            "client_errors": sum(
-                400 <= s.status < 500 and not (s.op == "delete" and s.status == 404) for s in group
-            ),
+            "client_errors": sum(400 <= s.status < 500 and not (s.op == "delete" and s.status == 404) for s in group),
             "throughput_rps": round(len(group) / max(duration.get(phase, 1.0), 1e-9), 1),
             "latency_ms": latency_summary(group),
             "by_op": {
-                op: {"requests": len(ops), "failed_requests": sum(failed(s) for s in ops),
-                     "latency_ms": latency_summary(ops)}
+                op: {
+                    "requests": len(ops),
+                    "failed_requests": sum(failed(s) for s in ops),
+                    "latency_ms": latency_summary(ops),
+                }
                 for op, ops in sorted(by_op.items())
             },
             "read_models": sorted({s.model for s in group if s.op == "query" and s.model}),
@@ -93,11 +94,22 @@ def timeline_plot(samples: list[Sample], timeline: Timeline, path: Path, title: 
     ax2.set_ylabel("requests / s")
     ax2.legend(loc="lower left", fontsize=7)
     total_failed = sum(errors)
-    ax2.text(0.99, 0.04, f"{total_failed} failed", transform=ax2.transAxes, ha="right", va="bottom",
-             fontsize=9, color="tab:red" if total_failed else "tab:green")
+    ax2.text(
+        0.99,
+        0.04,
+        f"{total_failed} failed",
+        transform=ax2.transAxes,
+        ha="right",
+        va="bottom",
+        fontsize=9,
+        color="tab:red" if total_failed else "tab:green",
+    )
     if timeline.progress:
-        ax3.plot([p[0] for p in timeline.progress],
-                 [100 * p[1] / p[2] if p[2] else 0 for p in timeline.progress], color="tab:purple")
+        ax3.plot(
+            [p[0] for p in timeline.progress],
+            [100 * p[1] / p[2] if p[2] else 0 for p in timeline.progress],
+            color="tab:purple",
+        )
     ax3.set_ylabel("backfill %")
     ax3.set_xlabel("seconds")
     ax3.set_ylim(0, 105)
@@ -107,11 +119,18 @@ def timeline_plot(samples: list[Sample], timeline: Timeline, path: Path, title: 
         for at, _event in timeline.events:
             ax.axvline(at, color="red", ls=":", lw=1.2)
     for at, phase in timeline.phases:
-        ax1.annotate(phase, (at, 1), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
-                     va="top", ha="right")
+        ax1.annotate(phase, (at, 1), xycoords=("data", "axes fraction"), rotation=90, fontsize=7, va="top", ha="right")
     for at, event in timeline.events:
-        ax2.annotate(event, (at, 1), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
-                     va="top", ha="right", color="red")
+        ax2.annotate(
+            event,
+            (at, 1),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=7,
+            va="top",
+            ha="right",
+            color="red",
+        )
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path)

@@ -121,8 +121,14 @@ async def migrate_under_load(
                 await fault(timeline)
 
         await run_migration(
-            admin, timeline, set_phase, to_model=plan.to_model, from_model=plan.from_model,
-            shadow_rate=plan.shadow_rate, dwell_s=plan.dwell_s, fault=fault_hook if fault else None,
+            admin,
+            timeline,
+            set_phase,
+            to_model=plan.to_model,
+            from_model=plan.from_model,
+            shadow_rate=plan.shadow_rate,
+            dwell_s=plan.dwell_s,
+            fault=fault_hook if fault else None,
             on_progress=on_progress,
         )
     finally:
@@ -133,6 +139,10 @@ async def migrate_under_load(
     state = await check_final_state(http, urls[-1], collection, generator.ledger, seeds)
     status = await admin.call("GET", "status")
     return RunResult(
-        samples=generator.samples, timeline=timeline, phases=per_phase(generator.samples, durations),
-        state=state, status=status, uncertain=len(generator.ledger.uncertain),
+        samples=generator.samples,
+        timeline=timeline,
+        phases=per_phase(generator.samples, durations),
+        state=state,
+        status=status,
+        uncertain=len(generator.ledger.uncertain),
     )

@@ -34,7 +34,9 @@ class Admin:
         for attempt in range(20):  # the admin side retries too: a fault may be in progress
             try:
                 async with self.session.request(
-                    method, f"{self.url}/admin/v1/collections/{self.collection}/{action}", json=body,
+                    method,
+                    f"{self.url}/admin/v1/collections/{self.collection}/{action}",
+                    json=body,
                     headers=self.headers,
                 ) as response:
                     payload = await response.json(content_type=None)
@@ -49,9 +51,17 @@ class Admin:
 
 
 async def run_migration(
-    admin: Admin, timeline: Timeline, set_phase: Callable[[str], None], *, to_model: str, from_model: str,
-    shadow_rate: float, dwell_s: float, fault: Callable[[str], Awaitable[None]] | None = None,
-    deadline_s: float = 600.0, on_progress: Callable[[int, int], None] | None = None,
+    admin: Admin,
+    timeline: Timeline,
+    set_phase: Callable[[str], None],
+    *,
+    to_model: str,
+    from_model: str,
+    shadow_rate: float,
+    dwell_s: float,
+    fault: Callable[[str], Awaitable[None]] | None = None,
+    deadline_s: float = 600.0,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """start -> backfill -> verify -> shadow -> cutover -> rollback -> cutover -> retire."""
 

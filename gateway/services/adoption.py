@@ -57,8 +57,15 @@ class AdoptRequest:
 class AdoptionService:
     """The operator's side: adopt, stop, and the write guard of followed collections."""
 
-    def __init__(self, pool: asyncpg.Pool, collections: CollectionService, embeddings: EmbeddingService,
-                 *, replica: str, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        collections: CollectionService,
+        embeddings: EmbeddingService,
+        *,
+        replica: str,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         self._pool = pool
         self._collections = collections
         self._embeddings = embeddings
@@ -73,21 +80,25 @@ class AdoptionService:
         except asyncpg.InsufficientPrivilegeError as exc:
             raise InvalidRequest(
                 f"the gateway's database role may not use {request.source.qualified!r} ({exc}); grant it SELECT "
-                "on the table, and TRIGGER for --follow", code="insufficient_privilege") from None
+                "on the table, and TRIGGER for --follow",
+                code="insufficient_privilege",
+            ) from None
 
     async def _adopt(self, name: str, request: AdoptRequest, actor: str | None) -> dict:
         validate_collection_name(name)
         spec = self._embeddings.spec(request.model)
         async with self._pool.acquire() as conn:
             if await collections_sql.get_state(conn, name) is not None:
-                raise Conflict(f"collection {name!r} already exists; adopt into a new collection name",
-                               code="collection_exists")
+                raise Conflict(
+                    f"collection {name!r} already exists; adopt into a new collection name", code="collection_exists"
+                )
             source = await adoption_sql.inspect_source(conn, request.source)
             if source.vector_dim is not None and source.vector_dim != spec.dim:
                 raise InvalidRequest(
                     f"column {request.source.vector_column!r} holds {source.vector_dim}-d vectors, model "
                     f"{request.model!r} makes {spec.dim}-d ones; name the model that made them",
-                    code="dimension_mismatch")
+                    code="dimension_mismatch",
+                )
             rows = await adoption_sql.sample_rows(conn, source, request.sample) if request.sample else []
         sample = await self._check_sample(request, rows)
         registration = await self._embeddings.registration(request.model)
@@ -106,14 +117,24 @@ class AdoptionService:
             if request.follow:  # from here on, every committed change is queued
                 await adoption_sql.install_follow(conn, name, source)
             await collections_sql.change_state(
-                conn, state, action="adopt", actor=actor, replica=self._replica,
+                conn,
+                state,
+                action="adopt",
+                actor=actor,
+                replica=self._replica,
                 detail={"table": request.source.qualified, "follow": request.follow, "sample": sample},
             )
 
         await in_transaction(self._pool, create)
         self._writable.discard(name)
-        log.info("adopting %s into %s with %s (follow=%s, sample %s)", request.source.qualified, name,
-                 request.model, request.follow, sample)
+        log.info(
+            "adopting %s into %s with %s (follow=%s, sample %s)",
+            request.source.qualified,
+            name,
+            request.model,
+            request.follow,
+            sample,
+        )
         self._on_change()
         return await self._status(name)
 
@@ -124,12 +145,16 @@ class AdoptionService:
             return {"sampled": 0, "threshold": spec.verify_min_cosine, "cosine_min": None}
         wrong = [r["id"] for r in rows if len(r["embedding"].to_numpy()) != spec.dim]
         if wrong:
-            raise InvalidRequest(f"rows {', '.join(wrong[:5])} hold vectors that are not {spec.dim}-d; model "
-                                 f"{request.model!r} makes {spec.dim}-d vectors", code="dimension_mismatch")
+            raise InvalidRequest(
+                f"rows {', '.join(wrong[:5])} hold vectors that are not {spec.dim}-d; model "
+                f"{request.model!r} makes {spec.dim}-d vectors",
+                code="dimension_mismatch",
+            )
         encoded = await self._embeddings.embed(request.model, [r["content"] for r in rows], "document", bulk=True)
         stored = np.vstack([r["embedding"].to_numpy() for r in rows]).astype(np.float32)
         cosines = (encoded.vectors * stored).sum(axis=1) / (
-            np.linalg.norm(encoded.vectors, axis=1) * np.linalg.norm(stored, axis=1) + 1e-12)
+            np.linalg.norm(encoded.vectors, axis=1) * np.linalg.norm(stored, axis=1) + 1e-12
+        )
         verdict = judge_sample([r["id"] for r in rows], [float(c) for c in cosines], spec.verify_min_cosine)
         if not verdict.passed:
             worst = ", ".join(f"{i} ({c:.4f})" for i, c in verdict.worst[:5])
@@ -138,9 +163,14 @@ class AdoptionService:
                 f"re-embedding their text (cosine below {verdict.threshold}; worst: {worst}): they were made by "
                 "another model or version. Adopt with the model that made them, or import the documents with "
                 "re-embedding through the API (POST /v1/collections/{c}/documents). Nothing was created.",
-                code="vectors_mismatch")
-        return {"sampled": verdict.sampled, "threshold": verdict.threshold,
-                "cosine_min": float(cosines.min()), "cosine_mean": float(cosines.mean())}
+                code="vectors_mismatch",
+            )
+        return {
+            "sampled": verdict.sampled,
+            "threshold": verdict.threshold,
+            "cosine_min": float(cosines.min()),
+            "cosine_mean": float(cosines.mean()),
+        }
 
     async def stop(self, name: str, actor: str | None, runner: AdoptionRunner) -> dict:
         """Stop following: drop the triggers, apply what they queued, drop the queue."""
@@ -152,8 +182,11 @@ class AdoptionService:
         if not row["follow"]:
             return {**await self._status(name), "changed": False}
         if row["state"] == AdoptionState.IMPORTING.value:
-            raise Conflict(f"collection {name!r} is still importing; stop following once the import is done "
-                           "(status: adoption.state)", code="adoption_importing")
+            raise Conflict(
+                f"collection {name!r} is still importing; stop following once the import is done "
+                "(status: adoption.state)",
+                code="adoption_importing",
+            )
         source = adoption_sql.source_of(row)
         async with self._pool.acquire() as conn, conn.transaction():
             await adoption_sql.lock_follow(conn, name)
@@ -163,13 +196,20 @@ class AdoptionService:
         async with self._pool.acquire() as conn, conn.transaction():
             await adoption_sql.lock_follow(conn, name)
             await adoption_sql.drop_queue(conn, name)
-            after = AdoptionState.STOPPED if row["state"] == AdoptionState.FOLLOWING.value \
-                else AdoptionState(row["state"])
+            after = (
+                AdoptionState.STOPPED if row["state"] == AdoptionState.FOLLOWING.value else AdoptionState(row["state"])
+            )
             await adoption_sql.set_state(conn, name, after, follow=False)
             state = await collections_sql.get_state(conn, name, lock="UPDATE")
             assert state is not None
-            await collections_sql.change_state(conn, state, action="adopt_stop", actor=actor,
-                                               replica=self._replica, detail={"table": source.spec.qualified})
+            await collections_sql.change_state(
+                conn,
+                state,
+                action="adopt_stop",
+                actor=actor,
+                replica=self._replica,
+                detail={"table": source.spec.qualified},
+            )
         log.info("collection %s stopped following %s", name, source.spec.qualified)
         return {**await self._status(name), "changed": True}
 
@@ -180,12 +220,16 @@ class AdoptionService:
         async with self._pool.acquire() as conn:
             exists, following = await conn.fetchrow(
                 """SELECT EXISTS (SELECT 1 FROM driftgate.collections WHERE name = $1),
-                          EXISTS (SELECT 1 FROM driftgate.adoptions WHERE collection = $1 AND follow)""", name)
+                          EXISTS (SELECT 1 FROM driftgate.adoptions WHERE collection = $1 AND follow)""",
+                name,
+            )
         if following:
             raise Conflict(
                 f"collection {name!r} follows a legacy table: write to that table (the gateway applies the "
                 f"change), or stop following with `driftgate adopt {name} --stop` once your writers write "
-                "through the gateway", code="collection_followed")
+                "through the gateway",
+                code="collection_followed",
+            )
         if exists:  # adoption needs a new collection, so an existing unfollowed one stays writable
             self._writable.add(name)
 
@@ -208,8 +252,12 @@ async def adoption_status(conn: asyncpg.Connection, name: str) -> dict | None:
     return {
         "state": row["state"],
         "table": f"{row['source_schema']}.{row['source_table']}",
-        "columns": {"id": row["id_column"], "text": row["text_column"], "vector": row["vector_column"],
-                    "metadata": list(row["metadata_columns"])},
+        "columns": {
+            "id": row["id_column"],
+            "text": row["text_column"],
+            "vector": row["vector_column"],
+            "metadata": list(row["metadata_columns"]),
+        },
         "model": row["model_key"],
         "follow": row["follow"],
         "rows_total": row["rows_total"],

@@ -223,11 +223,15 @@ class BackfillWorker:
         missing = await backfill_sql.incomplete_document_ids(conn, collection, model)
         if missing:
             round_no = await backfill_sql.current_round(conn, collection, model) + 1
-            log.info("backfill sweep of %s/%s: %d documents still missing; round %d", collection, model,
-                     len(missing), round_no)
+            log.info(
+                "backfill sweep of %s/%s: %d documents still missing; round %d",
+                collection,
+                model,
+                len(missing),
+                round_no,
+            )
             async with conn.transaction():
-                await backfill_sql.plan_round(conn, collection, model, plan_chunks(missing, self._chunk_size),
-                                              round_no)
+                await backfill_sql.plan_round(conn, collection, model, plan_chunks(missing, self._chunk_size), round_no)
             return
         errors = done["errors"]
         final_state = BackfillState.FAILED if errors else BackfillState.DONE
@@ -235,8 +239,9 @@ class BackfillWorker:
             tables = await collections_sql.model_tables(conn, collection)
             if model in tables and not tables[model]["index_ready"]:
                 log.info("building the HNSW index of %s/%s", collection, model)
-                await collections_sql.build_index(conn, collection, model,
-                                                  maintenance_work_mem_mb=self._index_memory_mb)
+                await collections_sql.build_index(
+                    conn, collection, model, maintenance_work_mem_mb=self._index_memory_mb
+                )
         async with conn.transaction():
             state = await collections_sql.get_state(conn, collection, lock="UPDATE")
             if state is None or state.to_model != model:
@@ -245,7 +250,12 @@ class BackfillWorker:
             if final_state == BackfillState.DONE and state.phase == Phase.DUAL_WRITE:
                 changes["phase"] = next_phase(state.phase, Action.BACKFILL_DONE)
             await collections_sql.change_state(
-                conn, state, action="backfill_" + final_state, actor="backfill", replica=self.worker_id,
-                detail={"errors": errors}, **changes,
+                conn,
+                state,
+                action="backfill_" + final_state,
+                actor="backfill",
+                replica=self.worker_id,
+                detail={"errors": errors},
+                **changes,
             )
         log.info("backfill of %s/%s %s (%d errors)", collection, model, final_state, errors)

@@ -117,8 +117,7 @@ class CollectionService:
             assert existing is not None
         if existing.read_model != model_key:
             raise Conflict(
-                f"collection {name!r} exists with model {existing.read_model!r}; "
-                "to change its model start a migration",
+                f"collection {name!r} exists with model {existing.read_model!r}; to change its model start a migration",
                 code="collection_exists",
             )
         return existing, False
@@ -133,8 +132,10 @@ class CollectionService:
         validate_collection_name(name)
         state = self._states.get(name) or await self._load_state(name)
         if state is None:
-            raise NotFound(f"collection {name!r} does not exist; create it with PUT /v1/collections/{name}",
-                           code="collection_not_found")
+            raise NotFound(
+                f"collection {name!r} does not exist; create it with PUT /v1/collections/{name}",
+                code="collection_not_found",
+            )
         return state
 
     async def reload(self, name: str) -> CollectionState | None:
@@ -173,8 +174,7 @@ class CollectionService:
         """Write documents to every model of the write set in one transaction (all or nothing)."""
         ids = [validate_document_id(d.id) for d in documents]
         if len(set(ids)) != len(ids):
-            raise InvalidRequest("a batch names the same document id twice; send each id once",
-                                 code="duplicate_id")
+            raise InvalidRequest("a batch names the same document id twice; send each id once", code="duplicate_id")
         texts = [d.text for d in documents]
         state = await self.state(name)
         if self.write_guard is not None:
@@ -258,8 +258,7 @@ class CollectionService:
                 continue
             elapsed = time.monotonic() - started
             self._read_latency.add(time.monotonic(), elapsed)
-            return QueryResult(state.read_model, hits, encoded.truncated[0], state, encoded.vectors[0],
-                               elapsed * 1000)
+            return QueryResult(state.read_model, hits, encoded.truncated[0], state, encoded.vectors[0], elapsed * 1000)
         raise AssertionError("unreachable")
 
     async def query_vector(
@@ -286,8 +285,9 @@ class CollectionService:
             hits = await self._search(name, model_key, array, k, metadata_filter)
         except asyncpg.UndefinedTableError:
             await self.reload(name)
-            raise Conflict(f"collection {name!r} changed its read model; re-embed the query and retry",
-                           code="model_mismatch") from None
+            raise Conflict(
+                f"collection {name!r} changed its read model; re-embed the query and retry", code="model_mismatch"
+            ) from None
         self._read_latency.add(time.monotonic(), time.monotonic() - started)
         return QueryResult(model_key, hits, False)
 
@@ -315,6 +315,7 @@ def query_vector_array(vector: Sequence[float]) -> np.ndarray:
     if norm == 0.0:
         raise InvalidRequest(
             "vector is all zeros (after conversion to float32, values below ~1e-45 are zero): cosine similarity "
-            "is undefined", code="invalid_vector",
+            "is undefined",
+            code="invalid_vector",
         )
     return (wide / norm).astype(np.float32)

@@ -42,8 +42,12 @@ def _now() -> str:
 
 class DriftWatch:
     def __init__(
-        self, pool: asyncpg.Pool, embeddings: EmbeddingService, collections: CollectionService,
-        *, on_verdict: Callable[[str, bool], None] | None = None,
+        self,
+        pool: asyncpg.Pool,
+        embeddings: EmbeddingService,
+        collections: CollectionService,
+        *,
+        on_verdict: Callable[[str, bool], None] | None = None,
     ) -> None:
         self._pool = pool
         self._embeddings = embeddings
@@ -125,20 +129,20 @@ class DriftWatch:
         cosine = min_probe_cosine(vectors, np.asarray(registered.probe_vectors, dtype=np.float32))
         drifted = cosine < spec.probe_tolerance
         if drifted:
-            reason = (f"probe vectors moved: min cosine {cosine:.6f} < tolerance {spec.probe_tolerance}; "
-                      "the provider changed the model behind its name")
+            reason = (
+                f"probe vectors moved: min cosine {cosine:.6f} < tolerance {spec.probe_tolerance}; "
+                "the provider changed the model behind its name"
+            )
             at = previous.get("at") if previous.get("detected") and previous.get("min_cosine") is not None else _now()
             self.status[key] = {"detected": True, "at": at, "min_cosine": round(cosine, 6), "checked_at": _now()}
             if key not in self._embeddings.remote.drifted or not previous.get("detected"):
-                log.error("model %s drifted: %s; writes of its vectors are refused until the probes match", key,
-                          reason)
+                log.error("model %s drifted: %s; writes of its vectors are refused until the probes match", key, reason)
             self._embeddings.remote.drifted[key] = reason
             self._collections.drifted[key] = reason
         else:
             if previous.get("detected"):
                 log.warning("model %s: probes match again (min cosine %.6f); drift cleared", key, cosine)
-            self.status[key] = {"detected": False, "at": None, "min_cosine": round(cosine, 6),
-                                "checked_at": _now()}
+            self.status[key] = {"detected": False, "at": None, "min_cosine": round(cosine, 6), "checked_at": _now()}
             self._embeddings.remote.drifted.pop(key, None)
             self._collections.drifted.pop(key, None)
         self._on_verdict(key, drifted)
@@ -149,7 +153,9 @@ class DriftWatch:
         spec = self._embeddings.specs.get(key)
         if spec is None or not is_remote(spec):
             return None
-        drift = self.status.get(key, {"detected": key in self._embeddings.remote.drifted, "at": None,
-                                      "min_cosine": None, "checked_at": None})
+        drift = self.status.get(
+            key,
+            {"detected": key in self._embeddings.remote.drifted, "at": None, "min_cosine": None, "checked_at": None},
+        )
         tokens = self._embeddings.remote.tokens_used().get(key, 0)
         return {"drift": drift, "tokens_used": tokens, "circuit": self._embeddings.remote.breaker_state(spec)}

@@ -74,10 +74,14 @@ class EmbeddingService:
         """The service as the config describes it; `extra` adds the loader or a batch callback."""
         models = settings.models
         return cls(
-            settings.model_specs(), settings.model_cache_dir(), intra_op_threads=models.intra_op_threads,
-            batch_window_s=models.batch_window_ms / 1000, micro_batching=models.micro_batching,
+            settings.model_specs(),
+            settings.model_cache_dir(),
+            intra_op_threads=models.intra_op_threads,
+            batch_window_s=models.batch_window_ms / 1000,
+            micro_batching=models.micro_batching,
             max_queued_texts=models.max_queued_texts,
-            allow_download=models.allow_download, **extra,
+            allow_download=models.allow_download,
+            **extra,
         )
 
     def _default_loader(self, spec: ModelSpec, cache_dir: Path, threads: int):
@@ -103,9 +107,7 @@ class EmbeddingService:
                 return
             loop = asyncio.get_running_loop()
             try:
-                encoder = await loop.run_in_executor(
-                    self._executor, self._loader, spec, self._cache_dir, self._threads
-                )
+                encoder = await loop.run_in_executor(self._executor, self._loader, spec, self._cache_dir, self._threads)
             except ModelFilesUnavailable as exc:
                 raise EncoderFailed(str(exc)) from exc
             self._batchers[key] = MicroBatcher(
@@ -131,7 +133,8 @@ class EmbeddingService:
             except ModelFilesUnavailable as exc:
                 raise EncoderFailed(str(exc)) from exc
             self._shadow_batchers.setdefault(
-                key, MicroBatcher(encoder.encode, self._shadow_executor, max_batch=spec.max_batch))
+                key, MicroBatcher(encoder.encode, self._shadow_executor, max_batch=spec.max_batch)
+            )
         try:
             return await self._shadow_batchers[key].encode([spec.query_prefix + text])
         except Exception as exc:
@@ -182,8 +185,12 @@ class EmbeddingService:
         for model in registered:
             spec = self.specs.get(model.key)
             twin = self.specs.get(FORMER_MEANINGS.get(model.key, ""))
-            if spec is None or twin is None or spec.fingerprint == model.fingerprint \
-                    or twin.fingerprint != model.fingerprint:
+            if (
+                spec is None
+                or twin is None
+                or spec.fingerprint == model.fingerprint
+                or twin.fingerprint != model.fingerprint
+            ):
                 continue
             self.specs = {**self.specs, model.key: dataclasses.replace(twin, key=model.key)}
             adopted[model.key] = twin.key
@@ -191,7 +198,10 @@ class EmbeddingService:
                 "model %s in this database was registered with the files of %s (fingerprint %s); serving it "
                 "with those files, for existing and new collections. To move to what %s names today, import "
                 "that model under another key (`driftgate models import PATH --key KEY`) and migrate to it",
-                model.key, twin.key, model.fingerprint[:12], model.key,
+                model.key,
+                twin.key,
+                model.fingerprint[:12],
+                model.key,
             )
         return adopted
 

@@ -28,8 +28,14 @@ class ModelResult:
 
 
 async def evaluate(
-    pool: asyncpg.Pool, collections: CollectionService, dataset: Dataset, models: list[str], k: int = 10,
-    *, batch: int = 256, progress: Progress | None = None,
+    pool: asyncpg.Pool,
+    collections: CollectionService,
+    dataset: Dataset,
+    models: list[str],
+    k: int = 10,
+    *,
+    batch: int = 256,
+    progress: Progress | None = None,
 ) -> dict:
     """nDCG@k, recall@k and MRR@k per model, and each model's agreement with the first one."""
     progress = progress or (lambda _label, _done, _total: None)
@@ -40,17 +46,27 @@ async def evaluate(
     for other in results[1:]:
         overlaps = [overlap_at_k(base.rankings[q], other.rankings[q], k) for q, _ in judged]
         rbos = [rbo(base.rankings[q], other.rankings[q]) for q, _ in judged]
-        comparisons.append({
-            "a": base.model, "b": other.model,
-            f"overlap@{k}": round(sum(overlaps) / len(overlaps), 4),
-            "rbo": round(sum(rbos) / len(rbos), 4),
-        })
+        comparisons.append(
+            {
+                "a": base.model,
+                "b": other.model,
+                f"overlap@{k}": round(sum(overlaps) / len(overlaps), 4),
+                "rbo": round(sum(rbos) / len(rbos), 4),
+            }
+        )
     return {
         "documents": len(dataset.corpus),
         "queries": len(judged),
         "k": k,
-        "models": [{"model": r.model, **r.metrics, "embed_s": round(r.embed_s, 2),
-                    "docs_per_s": round(len(dataset.corpus) / r.embed_s, 1)} for r in results],
+        "models": [
+            {
+                "model": r.model,
+                **r.metrics,
+                "embed_s": round(r.embed_s, 2),
+                "docs_per_s": round(len(dataset.corpus) / r.embed_s, 1),
+            }
+            for r in results
+        ],
         "comparisons": comparisons,
     }
 

@@ -31,9 +31,19 @@ log = logging.getLogger(__name__)
 class AdoptionRunner:
     """The background half: import, hand over to the backfill, apply followed changes."""
 
-    def __init__(self, pool: asyncpg.Pool, embeddings: EmbeddingService, *, replica: str, chunk_rows: int,
-                 max_rows_per_s: float | None, apply_batch: int, backfill_chunk: int, poll_interval_s: float,
-                 on_lag: Callable[[str, dict], None] | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        embeddings: EmbeddingService,
+        *,
+        replica: str,
+        chunk_rows: int,
+        max_rows_per_s: float | None,
+        apply_batch: int,
+        backfill_chunk: int,
+        poll_interval_s: float,
+        on_lag: Callable[[str, dict], None] | None = None,
+    ) -> None:
         self._pool = pool
         self._embeddings = embeddings
         self._replica = replica
@@ -103,8 +113,11 @@ class AdoptionRunner:
                 return False
             source = adoption_sql.source_of(row)
             if row["cursor"] is None:
-                await conn.execute("UPDATE driftgate.adoptions SET rows_total = $2 WHERE collection = $1",
-                                   name, await adoption_sql.count_rows(conn, source))
+                await conn.execute(
+                    "UPDATE driftgate.adoptions SET rows_total = $2 WHERE collection = $1",
+                    name,
+                    await adoption_sql.count_rows(conn, source),
+                )
             dim = self._embeddings.spec(row["model_key"]).dim
         cursor, model = row["cursor"], row["model_key"]
         log.info("importing %s into %s from cursor %r", source.spec.qualified, name, cursor)
@@ -126,8 +139,13 @@ class AdoptionRunner:
         if stop.is_set():
             return False
         await self._hand_to_backfill(name, model)
-        log.info("imported %s into %s: %d rows this run in %.1f s", source.spec.qualified, name, done,
-                 time.monotonic() - started)
+        log.info(
+            "imported %s into %s: %d rows this run in %.1f s",
+            source.spec.qualified,
+            name,
+            done,
+            time.monotonic() - started,
+        )
         return True
 
     async def _hand_to_backfill(self, name: str, model: str) -> None:
@@ -140,9 +158,16 @@ class AdoptionRunner:
             await backfill_sql.plan_round(conn, name, model, plan_chunks(missing, self._backfill_chunk), 1)
             await adoption_sql.set_state(conn, name, AdoptionState.INDEXING, imported_at=datetime.now(UTC))
             await collections_sql.change_state(
-                conn, state, action="adopt_imported", actor="adoption", replica=self._replica,
-                detail={"to_embed": len(missing)}, to_model=model, backfill_state=BackfillState.RUNNING,
-                backfill_started_at=datetime.now(UTC))
+                conn,
+                state,
+                action="adopt_imported",
+                actor="adoption",
+                replica=self._replica,
+                detail={"to_embed": len(missing)},
+                to_model=model,
+                backfill_state=BackfillState.RUNNING,
+                backfill_started_at=datetime.now(UTC),
+            )
 
     async def _finish_if_indexed(self, row: asyncpg.Record) -> None:
         """Once the backfill is done (index built), clear it and settle the adoption."""
@@ -161,8 +186,15 @@ class AdoptionRunner:
             changes: dict[str, Any] = (
                 {"to_model": None, "backfill_state": BackfillState.IDLE} if state.to_model == model else {}
             )
-            await collections_sql.change_state(conn, state, action="adopt_done", actor="adoption",
-                                               replica=self._replica, detail={"state": after.value}, **changes)
+            await collections_sql.change_state(
+                conn,
+                state,
+                action="adopt_done",
+                actor="adoption",
+                replica=self._replica,
+                detail={"state": after.value},
+                **changes,
+            )
         log.info("adoption of %s is complete (%s)", name, after.value)
 
     # -- follow ------------------------------------------------------------------------------------
@@ -180,8 +212,11 @@ class AdoptionRunner:
         async with self._pool.acquire() as conn, conn.transaction():
             await adoption_sql.lock_follow(conn, name)
             current = await adoption_sql.get_adoption(conn, name)
-            if current is None or current["state"] == AdoptionState.IMPORTING.value or \
-                    not await adoption_sql.queue_exists(conn, name):
+            if (
+                current is None
+                or current["state"] == AdoptionState.IMPORTING.value
+                or not await adoption_sql.queue_exists(conn, name)
+            ):
                 return 0
             state = await collections_sql.get_state(conn, name, lock="SHARE")
             assert state is not None  # an adoption row exists only with its collection (FK)
@@ -198,12 +233,14 @@ class AdoptionRunner:
             if keep:
                 texts = [r["content"] for r in keep]
                 versions = await documents_sql.upsert_documents(
-                    conn, name, [r["id"] for r in keep], texts, [_json(r["metadata"]) for r in keep])
+                    conn, name, [r["id"] for r in keep], texts, [_json(r["metadata"]) for r in keep]
+                )
                 ordered = [versions[r["id"]] for r in keep]
                 for model in state.write_models:
                     encoded = await self._embeddings.embed(model, texts, "document", bulk=True)
-                    await documents_sql.upsert_embeddings(conn, name, model, [r["id"] for r in keep],
-                                                          encoded.vectors, ordered)
+                    await documents_sql.upsert_embeddings(
+                        conn, name, model, [r["id"] for r in keep], encoded.vectors, ordered
+                    )
             if gone:
                 await adoption_sql.delete_documents(conn, name, gone)
             await adoption_sql.record_applied(conn, name, len(entries))

@@ -79,12 +79,20 @@ class MigrationService:
             await backfill_sql.plan_round(conn, name, to_model, plan_chunks(ids, self._chunk_size), 1)
             await backfill_sql.clear_errors(conn, name, to_model)
             await collections_sql.change_state(
-                conn, state, action="start", actor=actor.address, replica=actor.replica,
+                conn,
+                state,
+                action="start",
+                actor=actor.address,
+                replica=actor.replica,
                 detail={"to_model": to_model, "documents": len(ids)},
-                phase=phase, write_models=[state.read_model, to_model],
-                from_model=state.read_model, to_model=to_model,
-                backfill_state=BackfillState.RUNNING, backfill_started_at=datetime.now(UTC),
-                shadow_model=None, shadow_sample_rate=0.0,
+                phase=phase,
+                write_models=[state.read_model, to_model],
+                from_model=state.read_model,
+                to_model=to_model,
+                backfill_state=BackfillState.RUNNING,
+                backfill_started_at=datetime.now(UTC),
+                shadow_model=None,
+                shadow_sample_rate=0.0,
             )
 
         await in_transaction(self._pool, start)
@@ -127,12 +135,22 @@ class MigrationService:
             if forced:
                 log.warning(
                     "FORCED read-model switch of %s to %s at coverage %.4f (verified=%s) by %s",
-                    name, model, cover["coverage"], verified, actor.address,
+                    name,
+                    model,
+                    cover["coverage"],
+                    verified,
+                    actor.address,
                 )
             await collections_sql.change_state(
-                conn, state, action=action.value, actor=actor.address, replica=actor.replica,
-                forced=forced, detail={"coverage": cover, "verified": verified},
-                phase=phase, read_model=model,
+                conn,
+                state,
+                action=action.value,
+                actor=actor.address,
+                replica=actor.replica,
+                forced=forced,
+                detail={"coverage": cover, "verified": verified},
+                phase=phase,
+                read_model=model,
                 # the shadow never shadows the read model against itself here
                 shadow_model=None if state.shadow_model == model else state.shadow_model,
             )
@@ -176,7 +194,11 @@ class MigrationService:
                 changes["noise_floor_rate"] = noise_floor_rate
             if changes:
                 await collections_sql.change_state(
-                    conn, state, action="shadow", actor=actor.address, replica=actor.replica,
+                    conn,
+                    state,
+                    action="shadow",
+                    actor=actor.address,
+                    replica=actor.replica,
                     detail={"model": model, "sample_rate": sample_rate, "noise_floor_rate": noise_floor_rate},
                     **changes,
                 )
@@ -219,9 +241,18 @@ class MigrationService:
             await backfill_sql.clear_chunks(conn, name, state.read_model)
             await backfill_sql.clear_errors(conn, name, state.read_model)
             await collections_sql.change_state(
-                conn, state, action="retire", actor=actor.address, replica=actor.replica,
-                detail={"model": model}, phase=phase, write_models=[state.read_model],
-                from_model=None, to_model=None, shadow_model=None, shadow_sample_rate=0.0,
+                conn,
+                state,
+                action="retire",
+                actor=actor.address,
+                replica=actor.replica,
+                detail={"model": model},
+                phase=phase,
+                write_models=[state.read_model],
+                from_model=None,
+                to_model=None,
+                shadow_model=None,
+                shadow_sample_rate=0.0,
                 backfill_state=BackfillState.IDLE,
             )
             return True
@@ -243,10 +274,19 @@ class MigrationService:
             await collections_sql.drop_model_table(conn, name, state.to_model)
             await backfill_sql.clear_errors(conn, name, state.to_model)
             await collections_sql.change_state(
-                conn, state, action="abort", actor=actor.address, replica=actor.replica,
-                detail={"dropped": state.to_model}, phase=phase,
-                read_model=state.from_model, write_models=[state.from_model],
-                from_model=None, to_model=None, shadow_model=None, shadow_sample_rate=0.0,
+                conn,
+                state,
+                action="abort",
+                actor=actor.address,
+                replica=actor.replica,
+                detail={"dropped": state.to_model},
+                phase=phase,
+                read_model=state.from_model,
+                write_models=[state.from_model],
+                from_model=None,
+                to_model=None,
+                shadow_model=None,
+                shadow_sample_rate=0.0,
                 backfill_state=BackfillState.IDLE,
             )
             return True
@@ -304,8 +344,13 @@ class BackfillControl:
                 changes["backfill_max_rate"] = max_rate
             if changes:
                 await collections_sql.change_state(
-                    conn, state, action=f"backfill_{action or 'rate'}", actor=actor.address,
-                    replica=actor.replica, detail={"max_rate": max_rate, "retried_errors": retried}, **changes,
+                    conn,
+                    state,
+                    action=f"backfill_{action or 'rate'}",
+                    actor=actor.address,
+                    replica=actor.replica,
+                    detail={"max_rate": max_rate, "retried_errors": retried},
+                    **changes,
                 )
             settings = await backfill_sql.backfill_settings(conn, name)
             assert settings is not None

@@ -24,7 +24,11 @@ from gateway.store.retry import db_retrying
 
 
 async def plan_migration(
-    pool: asyncpg.Pool, collections: CollectionService, embeddings: EmbeddingService, name: str, to_model: str,
+    pool: asyncpg.Pool,
+    collections: CollectionService,
+    embeddings: EmbeddingService,
+    name: str,
+    to_model: str,
     sample: int | None = None,
 ) -> dict:
     state = await collections.state(name)
@@ -39,11 +43,21 @@ async def plan_migration(
             async with pool.acquire() as conn:
                 documents, chars = await plan_sql.document_stats(conn, name)
                 texts = await plan_sql.sample_texts(conn, name, sample)
-    plan: dict = {"collection": name, "from_model": state.read_model, "to_model": to_model,
-                  "remote": is_remote(spec), "documents": documents, "characters": chars,
-                  "sample": len(texts), "sample_seconds": 0.0, "sample_tokens": 0, "tokens": 0,
-                  "estimated_seconds": 0.0, "price_per_million_tokens": getattr(endpoint, "price_per_million_tokens",
-                                                                              None), "cost": None}
+    plan: dict = {
+        "collection": name,
+        "from_model": state.read_model,
+        "to_model": to_model,
+        "remote": is_remote(spec),
+        "documents": documents,
+        "characters": chars,
+        "sample": len(texts),
+        "sample_seconds": 0.0,
+        "sample_tokens": 0,
+        "tokens": 0,
+        "estimated_seconds": 0.0,
+        "price_per_million_tokens": getattr(endpoint, "price_per_million_tokens", None),
+        "cost": None,
+    }
     if texts:
         started = time.monotonic()
         encoded = await embeddings.embed(to_model, texts, "document", bulk=True)
@@ -57,8 +71,12 @@ async def plan_migration(
                 seconds = max(seconds, math.ceil(documents / spec.max_batch) / endpoint.requests_per_minute * 60)
             if endpoint.tokens_per_minute:
                 seconds = max(seconds, tokens / endpoint.tokens_per_minute * 60)
-        plan.update(sample_seconds=round(elapsed, 3), sample_tokens=sample_tokens, tokens=tokens,
-                    estimated_seconds=round(seconds, 1))
+        plan.update(
+            sample_seconds=round(elapsed, 3),
+            sample_tokens=sample_tokens,
+            tokens=tokens,
+            estimated_seconds=round(seconds, 1),
+        )
     if plan["price_per_million_tokens"] is not None:
         plan["cost"] = plan["tokens"] / 1e6 * plan["price_per_million_tokens"]
     return plan

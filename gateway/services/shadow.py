@@ -90,7 +90,13 @@ class ShadowRunner:
         self._tasks = []
 
     def offer(
-        self, result: QueryResult, *, text: str, k: int, metadata_filter: Mapping | None, request_id: str | None,
+        self,
+        result: QueryResult,
+        *,
+        text: str,
+        k: int,
+        metadata_filter: Mapping | None,
+        request_id: str | None,
     ) -> list[str]:
         """Queue the shadow jobs this answered query is sampled for; never blocks. Returns the pairings queued.
 
@@ -109,8 +115,9 @@ class ShadowRunner:
         for pairing, model, rate in plans:
             if not sampled(rate, f"{pairing}:{request_id}" if request_id else None, random.random()):
                 continue
-            read = read or Observation(result.model, tuple(h.id for h in result.hits),
-                                             tuple(h.score for h in result.hits), result.latency_ms)
+            read = read or Observation(
+                result.model, tuple(h.id for h in result.hits), tuple(h.score for h in result.hits), result.latency_ms
+            )
             job = ShadowJob(pairing, state.name, text, result.vector, k, metadata_filter, read, model)
             try:
                 self._queue.put_nowait(job)
@@ -163,7 +170,9 @@ class ShadowRunner:
                 conn, job.collection, job.shadow_model, vector, job.k, job.metadata_filter, exact=job.pairing == "aa"
             )
         shadow = Observation(
-            job.shadow_model, tuple(h.id for h in hits), tuple(h.score for h in hits),
+            job.shadow_model,
+            tuple(h.id for h in hits),
+            tuple(h.score for h in hits),
             (time.perf_counter() - started) * 1000,
         )
         return compare(job.pairing, job.read, shadow, job.k)
@@ -175,14 +184,21 @@ class ShadowRunner:
             self._metrics.record_shadow(job.collection, comparison)
         if self._keep > 0:
             row = {
-                "pairing": job.pairing, "read_model": comparison.read.model,
+                "pairing": job.pairing,
+                "read_model": comparison.read.model,
                 "shadow_model": comparison.shadow.model,
                 "query_hash": hashlib.sha256(job.text.encode()).hexdigest(),
-                "query_text": job.text if self._store_text else None, "k": job.k,
-                "overlap": comparison.overlap, "rbo": comparison.rbo, "kendall_tau": comparison.tau,
-                "top1": comparison.top1, "score_shift": comparison.score_shift,
-                "read_ms": comparison.read.latency_ms, "shadow_ms": comparison.shadow.latency_ms,
-                "read_ids": list(comparison.read.ids), "shadow_ids": list(comparison.shadow.ids),
+                "query_text": job.text if self._store_text else None,
+                "k": job.k,
+                "overlap": comparison.overlap,
+                "rbo": comparison.rbo,
+                "kendall_tau": comparison.tau,
+                "top1": comparison.top1,
+                "score_shift": comparison.score_shift,
+                "read_ms": comparison.read.latency_ms,
+                "shadow_ms": comparison.shadow.latency_ms,
+                "read_ids": list(comparison.read.ids),
+                "shadow_ids": list(comparison.shadow.ids),
             }
             async with self._pool.acquire() as conn:
                 await shadow_sql.keep_sample(conn, job.collection, row, self._keep)
@@ -199,7 +215,7 @@ class ShadowRunner:
 
         def errors(pairing: str) -> dict[str, int]:
             prefix = f"{collection}:{pairing}:"
-            return {key[len(prefix):]: n for key, n in self.errors.items() if key.startswith(prefix)}
+            return {key[len(prefix) :]: n for key, n in self.errors.items() if key.startswith(prefix)}
 
         return {
             **ab_summary,

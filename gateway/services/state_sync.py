@@ -25,8 +25,13 @@ log = logging.getLogger(__name__)
 
 class StateWatcher:
     def __init__(
-        self, dsn: str, pool: asyncpg.Pool, collections: CollectionService, replica_id: str,
-        *, poll_interval_s: float = 1.0,
+        self,
+        dsn: str,
+        pool: asyncpg.Pool,
+        collections: CollectionService,
+        replica_id: str,
+        *,
+        poll_interval_s: float = 1.0,
     ) -> None:
         self._dsn = dsn
         self._pool = pool

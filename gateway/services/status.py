@@ -64,8 +64,11 @@ async def collection_status(
         "write_models": list(state.write_models),
         "from_model": state.from_model,
         "to_model": state.to_model,
-        "shadow": {"model": state.shadow_model, "sample_rate": state.shadow_sample_rate,
-                   "noise_floor_rate": state.noise_floor_rate},
+        "shadow": {
+            "model": state.shadow_model,
+            "sample_rate": state.shadow_sample_rate,
+            "noise_floor_rate": state.noise_floor_rate,
+        },
         "state_version": state.state_version,
         "document_count": document_count,
         "models": models,
@@ -83,8 +86,7 @@ async def _backfill(conn: asyncpg.Connection, name: str, model: str | None, tabl
     settings = await backfill_sql.backfill_settings(conn, name)
     assert settings is not None
     if model is None:
-        return {"state": settings.state, "done": 0, "total": 0, "rate_per_s": 0.0,
-                "eta_s": None, "errors": 0}
+        return {"state": settings.state, "done": 0, "total": 0, "rate_per_s": 0.0, "eta_s": None, "errors": 0}
     progress = await backfill_sql.progress(conn, name, model)
     rate = recent_rate(progress)
     index = None
@@ -114,8 +116,18 @@ async def backfill_progress(pool: asyncpg.Pool) -> list[tuple[str, str, dict]]:
         for collection, model in await backfill_sql.migrations_in_flight(conn):
             progress = await backfill_sql.progress(conn, collection, model)
             rate = recent_rate(progress)
-            out.append((collection, model, {"done": int(progress["done"]), "total": int(progress["total"]),
-                                            "errors": int(progress["errors"]), "rate_per_s": rate}))
+            out.append(
+                (
+                    collection,
+                    model,
+                    {
+                        "done": int(progress["done"]),
+                        "total": int(progress["total"]),
+                        "errors": int(progress["errors"]),
+                        "rate_per_s": rate,
+                    },
+                )
+            )
     return out
 
 

@@ -69,8 +69,6 @@ class Verifier:
             "probe_ok": probe_problem is None,
             "probe_problem": probe_problem,
         }
-        report["passed"] = (
-            cover["coverage"] >= 1.0 and not below and probe_problem is None
-        )
+        report["passed"] = cover["coverage"] >= 1.0 and not below and probe_problem is None
         await with_connection(self._pool, lambda conn: collections_sql.save_verification(conn, name, model, report))
         return report

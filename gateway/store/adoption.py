@@ -55,11 +55,15 @@ async def inspect_source(conn: asyncpg.Connection, spec: SourceSpec) -> SourceTa
     oid = await conn.fetchval(
         """SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')""",
-        spec.schema, spec.table,
+        spec.schema,
+        spec.table,
     )
     if oid is None:
-        raise NotFound(f"table {spec.qualified!r} does not exist in the gateway's database; name an existing "
-                       "table as schema.table", code="table_not_found")
+        raise NotFound(
+            f"table {spec.qualified!r} does not exist in the gateway's database; name an existing "
+            "table as schema.table",
+            code="table_not_found",
+        )
     rows = await conn.fetch(
         """SELECT a.attname, a.attnum, format_type(a.atttypid, a.atttypmod) AS type, t.typname, a.atttypmod
            FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
@@ -70,20 +74,26 @@ async def inspect_source(conn: asyncpg.Connection, spec: SourceSpec) -> SourceTa
     wanted = (spec.id_column, spec.text_column, spec.vector_column, *spec.metadata_columns)
     for name in wanted:
         if name not in columns:
-            raise InvalidRequest(f"table {spec.qualified!r} has no column {name!r} (columns: "
-                                 f"{', '.join(sorted(columns))})", code="column_not_found")
+            raise InvalidRequest(
+                f"table {spec.qualified!r} has no column {name!r} (columns: {', '.join(sorted(columns))})",
+                code="column_not_found",
+            )
     vector = columns[spec.vector_column]
     if vector["typname"] != "vector":
-        raise InvalidRequest(f"column {spec.vector_column!r} is {vector['type']}, not a pgvector `vector`",
-                             code="invalid_column_type")
+        raise InvalidRequest(
+            f"column {spec.vector_column!r} is {vector['type']}, not a pgvector `vector`", code="invalid_column_type"
+        )
     unique = await conn.fetchval(
         """SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = $1 AND i.indisunique
                           AND i.indnkeyatts = 1 AND i.indkey[0] = $2 AND i.indpred IS NULL)""",
-        oid, columns[spec.id_column]["attnum"],
+        oid,
+        columns[spec.id_column]["attnum"],
     )
     if not unique:
-        raise InvalidRequest(f"column {spec.id_column!r} is not the table's primary key or a unique column; "
-                             "document ids must be unique", code="id_not_unique")
+        raise InvalidRequest(
+            f"column {spec.id_column!r} is not the table's primary key or a unique column; document ids must be unique",
+            code="id_not_unique",
+        )
     dim = vector["atttypmod"]
     return SourceTable(spec, columns[spec.id_column]["type"], dim if dim > 0 else None)
 
@@ -116,8 +126,18 @@ async def create_adoption(
         """INSERT INTO driftgate.adoptions (collection, source_schema, source_table, id_column, text_column,
                vector_column, metadata_columns, id_type, model_key, follow, state, sample)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb)""",
-        collection, s.schema, s.table, s.id_column, s.text_column, s.vector_column, list(s.metadata_columns),
-        source.id_type, model_key, follow, AdoptionState.IMPORTING.value, json.dumps(sample),
+        collection,
+        s.schema,
+        s.table,
+        s.id_column,
+        s.text_column,
+        s.vector_column,
+        list(s.metadata_columns),
+        source.id_type,
+        model_key,
+        follow,
+        AdoptionState.IMPORTING.value,
+        json.dumps(sample),
     )
 
 
@@ -126,14 +146,21 @@ async def get_adoption(conn: asyncpg.Connection, collection: str) -> asyncpg.Rec
 
 
 def source_of(row: asyncpg.Record) -> SourceTable:
-    spec = SourceSpec(row["source_schema"], row["source_table"], row["id_column"], row["text_column"],
-                      row["vector_column"], tuple(row["metadata_columns"]))
+    spec = SourceSpec(
+        row["source_schema"],
+        row["source_table"],
+        row["id_column"],
+        row["text_column"],
+        row["vector_column"],
+        tuple(row["metadata_columns"]),
+    )
     return SourceTable(spec, row["id_type"], None)
 
 
 async def adoptions_in(conn: asyncpg.Connection, states: tuple[AdoptionState, ...]) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT * FROM driftgate.adoptions WHERE state = ANY($1::text[]) ORDER BY collection",
-                            [s.value for s in states])
+    return await conn.fetch(
+        "SELECT * FROM driftgate.adoptions WHERE state = ANY($1::text[]) ORDER BY collection", [s.value for s in states]
+    )
 
 
 async def set_state(conn: asyncpg.Connection, collection: str, state: AdoptionState, **fields: object) -> None:
@@ -142,7 +169,9 @@ async def set_state(conn: asyncpg.Connection, collection: str, state: AdoptionSt
     sets = "".join(f", {quote_ident(k)} = ${i + 3}" for i, k in enumerate(names))
     await conn.execute(
         f"UPDATE driftgate.adoptions SET state = $2, updated_at = now(){sets} WHERE collection = $1",
-        collection, state.value, *fields.values(),
+        collection,
+        state.value,
+        *fields.values(),
     )
 
 
@@ -150,8 +179,13 @@ async def set_state(conn: asyncpg.Connection, collection: str, state: AdoptionSt
 
 
 async def import_chunk(
-    conn: asyncpg.Connection, collection: str, model_key: str, dim: int, source: SourceTable,
-    cursor: str | None, limit: int,
+    conn: asyncpg.Connection,
+    collection: str,
+    model_key: str,
+    dim: int,
+    source: SourceTable,
+    cursor: str | None,
+    limit: int,
 ) -> tuple[str | None, int]:
     """Copy the next `limit` rows after `cursor` (in id order) into the documents and the model's
     table with one statement, and advance the cursor, in the caller's transaction.
@@ -186,7 +220,9 @@ async def import_chunk(
                    (SELECT count(*) FROM src) AS read,
                    (SELECT count(*) FROM docs) AS imported,
                    (SELECT count(*) FROM emb) AS with_vector""",
-        cursor, limit, dim,
+        cursor,
+        limit,
+        dim,
     )
     read, imported = row["read"], row["imported"]
     if read:
@@ -195,7 +231,11 @@ async def import_chunk(
                    rows_imported = rows_imported + $4, rows_skipped = rows_skipped + $3 - $4,
                    rows_to_embed = rows_to_embed + $4 - $5, updated_at = now()
                WHERE collection = $1""",
-            collection, row["last"], read, imported, row["with_vector"],
+            collection,
+            row["last"],
+            read,
+            imported,
+            row["with_vector"],
         )
     return (row["last"] if read else cursor), read
 
@@ -318,7 +358,8 @@ async def record_applied(conn: asyncpg.Connection, collection: str, changes: int
     await conn.execute(
         """UPDATE driftgate.adoptions SET changes_applied = changes_applied + $2, applied_at = now(),
                updated_at = now() WHERE collection = $1""",
-        collection, changes,
+        collection,
+        changes,
     )
 
 
@@ -338,6 +379,7 @@ async def follow_triggers(conn: asyncpg.Connection, source: SourceTable) -> list
         """SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
            JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE n.nspname = $1 AND c.relname = $2 AND t.tgname LIKE 'dgf\\_%' AND NOT t.tgisinternal""",
-        source.spec.schema, source.spec.table,
+        source.spec.schema,
+        source.spec.table,
     )
     return [r["tgname"] for r in rows]

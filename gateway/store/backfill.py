@@ -40,7 +40,8 @@ async def incomplete_document_ids(conn: asyncpg.Connection, collection: str, mod
                               WHERE x.collection = $1 AND x.model_key = $2 AND x.doc_id = d.id
                                 AND x.doc_version = d.version)
             ORDER BY d.id""",
-        collection, model_key,
+        collection,
+        model_key,
     )
     return [r["id"] for r in rows]
 
@@ -50,7 +51,8 @@ async def plan_round(
 ) -> None:
     start = await conn.fetchval(
         "SELECT coalesce(max(chunk_no), 0) FROM driftgate.backfill_chunks WHERE collection = $1 AND model_key = $2",
-        collection, model_key,
+        collection,
+        model_key,
     )
     await conn.executemany(
         """INSERT INTO driftgate.backfill_chunks (collection, model_key, chunk_no, round, lo, hi, docs)
@@ -62,7 +64,8 @@ async def plan_round(
 async def current_round(conn: asyncpg.Connection, collection: str, model_key: str) -> int:
     return await conn.fetchval(
         "SELECT coalesce(max(round), 0) FROM driftgate.backfill_chunks WHERE collection = $1 AND model_key = $2",
-        collection, model_key,
+        collection,
+        model_key,
     )
 
 
@@ -72,7 +75,8 @@ async def claim_chunk(conn: asyncpg.Connection, collection: str, model_key: str)
         """SELECT chunk_no, lo, hi FROM driftgate.backfill_chunks
            WHERE collection = $1 AND model_key = $2 AND NOT done
            ORDER BY chunk_no LIMIT 1 FOR UPDATE SKIP LOCKED""",
-        collection, model_key,
+        collection,
+        model_key,
     )
     return ClaimedChunk(row["chunk_no"], row["lo"], row["hi"]) if row else None
 
@@ -86,13 +90,18 @@ async def chunk_documents(
             LEFT JOIN {model_table(collection, model_key)} e ON e.doc_id = d.id
             WHERE d.id BETWEEN $1 AND $2 AND (e.doc_id IS NULL OR e.source_version < d.version)
             ORDER BY d.id""",
-        chunk.lo, chunk.hi,
+        chunk.lo,
+        chunk.hi,
     )
 
 
 async def write_if_current(
-    conn: asyncpg.Connection, collection: str, model_key: str,
-    ids: Sequence[str], vectors: np.ndarray, versions: Sequence[int],
+    conn: asyncpg.Connection,
+    collection: str,
+    model_key: str,
+    ids: Sequence[str],
+    vectors: np.ndarray,
+    versions: Sequence[int],
 ) -> int:
     """Write embeddings only for documents that still exist at the version embedded.
 
@@ -109,7 +118,9 @@ async def write_if_current(
             ON CONFLICT (doc_id) DO UPDATE
                SET embedding = excluded.embedding, source_version = excluded.source_version, embedded_at = now()
                WHERE e.source_version < excluded.source_version""",
-        list(ids), [Vector(v) for v in vectors], list(versions),
+        list(ids),
+        [Vector(v) for v in vectors],
+        list(versions),
     )
     return int(status.rsplit(" ", 1)[-1])
 
@@ -120,7 +131,11 @@ async def finish_chunk(
     await conn.execute(
         """UPDATE driftgate.backfill_chunks SET done = true, written = $4, worker = $5, done_at = clock_timestamp()
            WHERE collection = $1 AND model_key = $2 AND chunk_no = $3""",
-        collection, model_key, chunk_no, written, worker,
+        collection,
+        model_key,
+        chunk_no,
+        written,
+        worker,
     )
 
 
@@ -133,7 +148,11 @@ async def record_error(
            ON CONFLICT (collection, model_key, doc_id) DO UPDATE
               SET doc_version = excluded.doc_version, reason = excluded.reason,
                   attempts = driftgate.backfill_errors.attempts + 1, last_at = now()""",
-        collection, model_key, doc_id, version, reason[:500],
+        collection,
+        model_key,
+        doc_id,
+        version,
+        reason[:500],
     )
 
 
@@ -148,7 +167,9 @@ async def list_errors(conn: asyncpg.Connection, collection: str, model_key: str,
     rows = await conn.fetch(
         """SELECT doc_id, doc_version, reason, attempts FROM driftgate.backfill_errors
            WHERE collection = $1 AND model_key = $2 ORDER BY doc_id LIMIT $3""",
-        collection, model_key, limit,
+        collection,
+        model_key,
+        limit,
     )
     return [dict(r) for r in rows]
 
@@ -168,7 +189,8 @@ async def progress(conn: asyncpg.Connection, collection: str, model_key: str) ->
                   (SELECT count(*) FROM driftgate.backfill_errors x
                    WHERE x.collection = $1 AND x.model_key = $2) AS errors
            FROM driftgate.backfill_chunks WHERE collection = $1 AND model_key = $2""",
-        collection, model_key,
+        collection,
+        model_key,
     )
     return dict(row)
 
@@ -209,7 +231,5 @@ async def active_backfills(conn: asyncpg.Connection) -> list[tuple[str, str]]:
 
 
 async def migrations_in_flight(conn: asyncpg.Connection) -> list[tuple[str, str]]:
-    rows = await conn.fetch(
-        "SELECT name, to_model FROM driftgate.collections WHERE to_model IS NOT NULL ORDER BY name"
-    )
+    rows = await conn.fetch("SELECT name, to_model FROM driftgate.collections WHERE to_model IS NOT NULL ORDER BY name")
     return [(r["name"], r["to_model"]) for r in rows]

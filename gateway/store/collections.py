@@ -112,8 +112,10 @@ async def create_model_table(
 def _index_sql(collection: str, model_key: str, *, concurrently: bool) -> str:
     index = quote_ident(embedding_table(model_key) + "_hnsw")
     how = "CONCURRENTLY " if concurrently else ""
-    return f"CREATE INDEX {how}IF NOT EXISTS {index} ON {model_table(collection, model_key)} " \
-           "USING hnsw (embedding vector_cosine_ops)"
+    return (
+        f"CREATE INDEX {how}IF NOT EXISTS {index} ON {model_table(collection, model_key)} "
+        "USING hnsw (embedding vector_cosine_ops)"
+    )
 
 
 INDEX_BUILD_TIMEOUT_S = 6 * 3600
@@ -129,7 +131,8 @@ async def build_index(
     invalid = await conn.fetchval(
         """SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
            JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2""",
-        schema, index,
+        schema,
+        index,
     )
     if invalid:
         await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {quote_ident(schema)}.{quote_ident(index)}")
@@ -142,7 +145,8 @@ async def build_index(
         await conn.execute("RESET maintenance_work_mem")
     await conn.execute(
         "UPDATE driftgate.embedding_tables SET index_ready = true WHERE collection = $1 AND model_key = $2",
-        collection, model_key,
+        collection,
+        model_key,
     )
 
 
@@ -153,7 +157,8 @@ async def index_build_progress(conn: asyncpg.Connection, collection: str, model_
            FROM pg_stat_progress_create_index p
            JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE n.nspname = $1 AND c.relname = $2""",
-        collection_schema(collection), embedding_table(model_key),
+        collection_schema(collection),
+        embedding_table(model_key),
     )
     return dict(row) if row else None
 
@@ -203,10 +208,14 @@ async def incomplete_ids(conn: asyncpg.Connection, collection: str, model_key: s
     docs, table = documents_table(collection), model_table(collection, model_key)
     missing = await conn.fetch(
         f"""SELECT d.id FROM {docs} d WHERE NOT EXISTS (SELECT 1 FROM {table} e WHERE e.doc_id = d.id)
-            ORDER BY d.id LIMIT $1""", limit)
+            ORDER BY d.id LIMIT $1""",
+        limit,
+    )
     stale = await conn.fetch(
         f"""SELECT d.id FROM {docs} d JOIN {table} e ON e.doc_id = d.id
-            WHERE e.source_version <> d.version ORDER BY d.id LIMIT $1""", limit)
+            WHERE e.source_version <> d.version ORDER BY d.id LIMIT $1""",
+        limit,
+    )
     return {"missing": [r["id"] for r in missing], "stale": [r["id"] for r in stale]}
 
 
@@ -214,7 +223,10 @@ async def save_verification(conn: asyncpg.Connection, collection: str, model_key
     await conn.execute(
         """UPDATE driftgate.embedding_tables SET verification = $3::jsonb, verified_ok = $4, verified_at = now()
            WHERE collection = $1 AND model_key = $2""",
-        collection, model_key, json.dumps(report), bool(report["passed"]),
+        collection,
+        model_key,
+        json.dumps(report),
+        bool(report["passed"]),
     )
 
 
@@ -242,14 +254,21 @@ async def change_state(
     row = await conn.fetchrow(
         f"""UPDATE driftgate.collections SET {prefix}state_version = state_version + 1, updated_at = now()
             WHERE name = $1 RETURNING {_STATE_COLUMNS}""",
-        before.name, *columns.values(),
+        before.name,
+        *columns.values(),
     )
     after = _state(row)
     await conn.execute(
         """INSERT INTO driftgate.audit (collection, action, actor, replica, forced, before, after, detail)
            VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8::jsonb)""",
-        before.name, action, actor, replica, forced,
-        json.dumps(before.as_dict()), json.dumps(after.as_dict()), json.dumps(detail or {}),
+        before.name,
+        action,
+        actor,
+        replica,
+        forced,
+        json.dumps(before.as_dict()),
+        json.dumps(after.as_dict()),
+        json.dumps(detail or {}),
     )
     await conn.execute("SELECT pg_notify($1, $2)", STATE_CHANNEL, f"{after.name}:{after.state_version}")
     return after
@@ -260,15 +279,21 @@ async def audit_log(conn: asyncpg.Connection, collection: str, limit: int = 50) 
         "SELECT * FROM driftgate.audit WHERE collection = $1 ORDER BY id DESC LIMIT $2", collection, limit
     )
     return [
-        {**dict(r), "before": json.loads(r["before"]), "after": json.loads(r["after"]),
-         "detail": json.loads(r["detail"]), "at": r["at"].isoformat()}
+        {
+            **dict(r),
+            "before": json.loads(r["before"]),
+            "after": json.loads(r["after"]),
+            "detail": json.loads(r["detail"]),
+            "at": r["at"].isoformat(),
+        }
         for r in rows
     ]
 
 
 async def state_versions(conn: asyncpg.Connection) -> dict[str, int]:
-    return {r["name"]: r["state_version"] for r in await conn.fetch(
-        "SELECT name, state_version FROM driftgate.collections")}
+    return {
+        r["name"]: r["state_version"] for r in await conn.fetch("SELECT name, state_version FROM driftgate.collections")
+    }
 
 
 async def count_documents(conn: asyncpg.Connection, collection: str) -> int:

@@ -168,8 +168,12 @@ async def open_database(dsn: str, config, *, max_size: int | None = None) -> asy
     """A pool on `dsn` (per the database config) with driftgate's schema applied."""
     from gateway.store.schema import apply_schema
 
-    pool = await create_pool(dsn, min_size=min(config.pool_min, max_size or config.pool_min),
-                             max_size=max_size or config.pool_max, ef_search=config.hnsw_ef_search)
+    pool = await create_pool(
+        dsn,
+        min_size=min(config.pool_min, max_size or config.pool_min),
+        max_size=max_size or config.pool_max,
+        ef_search=config.hnsw_ef_search,
+    )
     async with pool.acquire() as conn:
         applied = await apply_schema(conn)
     if applied:

@@ -16,7 +16,10 @@ async def heartbeat(
            ON CONFLICT (replica_id, collection) DO UPDATE
               SET applied_state_version = excluded.applied_state_version,
                   read_p99_ms = excluded.read_p99_ms, seen_at = now()""",
-        replica_id, list(applied), list(applied.values()), read_p99_ms,
+        replica_id,
+        list(applied),
+        list(applied.values()),
+        read_p99_ms,
     )
 
 
@@ -27,12 +30,17 @@ async def list_replicas(conn: asyncpg.Connection, collection: str, max_age_s: fl
            FROM driftgate.replicas
            WHERE collection = $1 AND seen_at > now() - make_interval(secs => $2)
            ORDER BY replica_id""",
-        collection, max_age_s,
+        collection,
+        max_age_s,
     )
     return [
-        {"id": r["replica_id"], "applied_state_version": r["applied_state_version"],
-         "read_p99_ms": r["read_p99_ms"], "seen_at": r["seen_at"].isoformat(),
-         "seen_s_ago": round(float(r["age_s"]), 1)}
+        {
+            "id": r["replica_id"],
+            "applied_state_version": r["applied_state_version"],
+            "read_p99_ms": r["read_p99_ms"],
+            "seen_at": r["seen_at"].isoformat(),
+            "seen_s_ago": round(float(r["age_s"]), 1),
+        }
         for r in rows
     ]
 

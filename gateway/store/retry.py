@@ -58,9 +58,7 @@ async def with_connection(pool: asyncpg.Pool, work: Work[T], *, max_seconds: flo
     raise AssertionError("unreachable: the retry policy re-raises the last failure")
 
 
-async def in_transaction(
-    pool: asyncpg.Pool, work: Work[T], *, max_seconds: float = 5.0, **options: Any
-) -> T:
+async def in_transaction(pool: asyncpg.Pool, work: Work[T], *, max_seconds: float = 5.0, **options: Any) -> T:
     """`await work(conn)` in one transaction (asyncpg `transaction(**options)`), retried as a
     whole on a transient failure: a retried attempt starts from a fresh transaction."""
     async for attempt in db_retrying(max_seconds):

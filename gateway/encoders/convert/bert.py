@@ -16,17 +16,22 @@ from gateway.encoders.convert.graph import Graph, Weights
 def layer_names(i: int) -> dict[str, str]:
     p = f"encoder.layer.{i}"
     return {
-        "q": f"{p}.attention.self.query", "k": f"{p}.attention.self.key", "v": f"{p}.attention.self.value",
-        "o": f"{p}.attention.output.dense", "attention_norm": f"{p}.attention.output.LayerNorm",
-        "intermediate": f"{p}.intermediate.dense", "output": f"{p}.output.dense",
+        "q": f"{p}.attention.self.query",
+        "k": f"{p}.attention.self.key",
+        "v": f"{p}.attention.self.value",
+        "o": f"{p}.attention.output.dense",
+        "attention_norm": f"{p}.attention.output.LayerNorm",
+        "intermediate": f"{p}.intermediate.dense",
+        "output": f"{p}.output.dense",
         "output_norm": f"{p}.output.LayerNorm",
     }
 
 
 def check_config(config: dict) -> None:
     if config.get("position_embedding_type", "absolute") != "absolute":
-        raise CheckpointError(f"BERT position_embedding_type {config['position_embedding_type']!r} "
-                                "is not supported (only 'absolute')")
+        raise CheckpointError(
+            f"BERT position_embedding_type {config['position_embedding_type']!r} is not supported (only 'absolute')"
+        )
     if config.get("hidden_act", "gelu") != "gelu":
         raise CheckpointError(f"BERT hidden_act {config['hidden_act']!r} is not supported (only 'gelu')")
 
@@ -36,16 +41,26 @@ def build(config: dict, weights: Weights) -> onnx.ModelProto:
     g = Graph()
     eps = float(config.get("layer_norm_eps", 1e-12))
     sequence = g.op("Shape", "input_ids", start=1, end=2)
-    positions = g.op("Slice", g.const("embeddings.position_embeddings.weight",
-                                      weights["embeddings.position_embeddings.weight"]),
-                     g.ints(0), sequence, g.ints(0))
-    words = g.op("Gather", g.const("embeddings.word_embeddings.weight",
-                                   weights["embeddings.word_embeddings.weight"]), "input_ids")
+    positions = g.op(
+        "Slice",
+        g.const("embeddings.position_embeddings.weight", weights["embeddings.position_embeddings.weight"]),
+        g.ints(0),
+        sequence,
+        g.ints(0),
+    )
+    words = g.op(
+        "Gather",
+        g.const("embeddings.word_embeddings.weight", weights["embeddings.word_embeddings.weight"]),
+        "input_ids",
+    )
     x = g.op("Add", words, positions)
     inputs = ["input_ids", "attention_mask"]
     if "embeddings.token_type_embeddings.weight" in weights:
-        types = g.op("Gather", g.const("embeddings.token_type_embeddings.weight",
-                                       weights["embeddings.token_type_embeddings.weight"]), "token_type_ids")
+        types = g.op(
+            "Gather",
+            g.const("embeddings.token_type_embeddings.weight", weights["embeddings.token_type_embeddings.weight"]),
+            "token_type_ids",
+        )
         x = g.op("Add", x, types)
         inputs.append("token_type_ids")
     x = g.layer_norm(x, weights, "embeddings.LayerNorm", eps)

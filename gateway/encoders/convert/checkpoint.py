@@ -24,8 +24,13 @@ TRANSFORMER = "sentence_transformers.models.Transformer"
 POOLING = "sentence_transformers.models.Pooling"
 NORMALIZE = "sentence_transformers.models.Normalize"
 ARCHITECTURES = ("bert", "mpnet")  # config.json model_type values we can build
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "added_tokens.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "added_tokens.json",
+)
 POOLING_MODES = {
     "pooling_mode_mean_tokens": "mean",
     "pooling_mode_cls_token": "cls",
@@ -70,8 +75,10 @@ def read_checkpoint(root: Path) -> Checkpoint:
     kinds = [m.get("type", "?") for m in modules]
     unsupported = [k for k in kinds if k not in (TRANSFORMER, POOLING, NORMALIZE)]
     if unsupported:
-        raise CheckpointError(f"module(s) {', '.join(unsupported)} in modules.json are not supported "
-                              "(supported: Transformer, Pooling, Normalize)")
+        raise CheckpointError(
+            f"module(s) {', '.join(unsupported)} in modules.json are not supported "
+            "(supported: Transformer, Pooling, Normalize)"
+        )
     if kinds[:2] != [TRANSFORMER, POOLING]:
         raise CheckpointError(f"modules.json must start with Transformer then Pooling, found {kinds}")
     transformer_dir = root / modules[0].get("path", "")
@@ -80,8 +87,10 @@ def read_checkpoint(root: Path) -> Checkpoint:
     config = _json(transformer_dir / "config.json", "the transformer's configuration")
     model_type = config.get("model_type")
     if model_type not in ARCHITECTURES:
-        raise CheckpointError(f"architecture {model_type!r} ({', '.join(config.get('architectures') or [])}) "
-                              f"is not supported; supported: BertModel (bert), MPNetModel (mpnet)")
+        raise CheckpointError(
+            f"architecture {model_type!r} ({', '.join(config.get('architectures') or [])}) "
+            f"is not supported; supported: BertModel (bert), MPNetModel (mpnet)"
+        )
     weights_path = transformer_dir / "model.safetensors"
     if not weights_path.is_file():
         other = [p.name for p in transformer_dir.glob("*.bin")]
@@ -99,17 +108,28 @@ def read_checkpoint(root: Path) -> Checkpoint:
     pooling = _pooling_mode(pooling_config)
     dim = int(config["hidden_size"])
     if pooling_config.get("word_embedding_dimension", dim) != dim:
-        raise CheckpointError(f"1_Pooling/config.json word_embedding_dimension "
-                              f"{pooling_config['word_embedding_dimension']} differs from hidden_size {dim}")
+        raise CheckpointError(
+            f"1_Pooling/config.json word_embedding_dimension "
+            f"{pooling_config['word_embedding_dimension']} differs from hidden_size {dim}"
+        )
     query_prefix, document_prefix = _prompts(transformer_dir / "config_sentence_transformers.json")
     if (query_prefix or document_prefix) and pooling_config.get("include_prompt", True) is False:
-        raise CheckpointError("1_Pooling/config.json include_prompt=false (prompt tokens left out of pooling) "
-                              "is not supported")
+        raise CheckpointError(
+            "1_Pooling/config.json include_prompt=false (prompt tokens left out of pooling) is not supported"
+        )
     return Checkpoint(
-        root=root, model_type=model_type, config=config, weights_path=weights_path,
-        tokenizer_files=tokenizer_files, dim=dim, pooling=pooling, normalize=NORMALIZE in kinds,
-        max_tokens=max_tokens, lower_case=bool(sbert.get("do_lower_case", False)),
-        query_prefix=query_prefix, document_prefix=document_prefix,
+        root=root,
+        model_type=model_type,
+        config=config,
+        weights_path=weights_path,
+        tokenizer_files=tokenizer_files,
+        dim=dim,
+        pooling=pooling,
+        normalize=NORMALIZE in kinds,
+        max_tokens=max_tokens,
+        lower_case=bool(sbert.get("do_lower_case", False)),
+        query_prefix=query_prefix,
+        document_prefix=document_prefix,
     )
 
 
@@ -117,8 +137,9 @@ def _pooling_mode(config: dict) -> str:
     chosen = [mode for key, mode in POOLING_MODES.items() if config.get(key)]
     odd = [key for key in UNSUPPORTED_POOLING if config.get(key)]
     if odd:
-        raise CheckpointError(f"1_Pooling/config.json: {', '.join(odd)} is not supported "
-                              "(supported: mean, cls, max, lasttoken)")
+        raise CheckpointError(
+            f"1_Pooling/config.json: {', '.join(odd)} is not supported (supported: mean, cls, max, lasttoken)"
+        )
     if len(chosen) != 1:
         raise CheckpointError(f"1_Pooling/config.json must enable exactly one pooling mode, found {chosen or 'none'}")
     return chosen[0]
@@ -147,7 +168,7 @@ def load_weights(checkpoint: Checkpoint) -> dict[str, np.ndarray]:
         raise CheckpointError(f"cannot read {checkpoint.weights_path} with safetensors' numpy API ({exc})") from None
     prefix = f"{checkpoint.model_type}."
     if not any(k.startswith("embeddings.") for k in weights) and any(k.startswith(prefix) for k in weights):
-        weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        weights = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
     return {k: v.astype(np.float32, copy=False) if v.dtype == np.float16 else v for k, v in weights.items()}
 
 
@@ -180,15 +201,18 @@ def _find_root(directory: Path) -> Path:
     found = sorted(directory.rglob("modules.json"))
     if len(found) != 1:
         where = ", ".join(str(p.parent) for p in found) or "none"
-        raise CheckpointError(f"expected one sentence-transformers model (modules.json) under {directory}, "
-                              f"found {where}")
+        raise CheckpointError(
+            f"expected one sentence-transformers model (modules.json) under {directory}, found {where}"
+        )
     return found[0].parent
 
 
 def _archive_root(archive: zipfile.ZipFile, source: Path) -> str:
-    roots = sorted(n[: -len("modules.json")] for n in archive.namelist()
-                   if n == "modules.json" or n.endswith("/modules.json"))
+    roots = sorted(
+        n[: -len("modules.json")] for n in archive.namelist() if n == "modules.json" or n.endswith("/modules.json")
+    )
     if len(roots) != 1:
-        raise CheckpointError(f"expected one sentence-transformers model (modules.json) in {source}, "
-                              f"found {len(roots)}")
+        raise CheckpointError(
+            f"expected one sentence-transformers model (modules.json) in {source}, found {len(roots)}"
+        )
     return roots[0]

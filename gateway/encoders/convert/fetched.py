@@ -72,8 +72,13 @@ def joined_source(spec: ModelSpec, cache_dir: Path, tmp: Path) -> Path:
 def _mismatch(spec: ModelSpec, converted: Converted, cache_dir: Path) -> str | None:
     checkpoint = converted.checkpoint
     expected = {
-        "dim": spec.dim, "pooling": spec.pooling, "normalize": spec.normalize, "max_tokens": spec.max_tokens,
-        "lower_case": spec.lower_case, "query_prefix": spec.query_prefix, "document_prefix": spec.document_prefix,
+        "dim": spec.dim,
+        "pooling": spec.pooling,
+        "normalize": spec.normalize,
+        "max_tokens": spec.max_tokens,
+        "lower_case": spec.lower_case,
+        "query_prefix": spec.query_prefix,
+        "document_prefix": spec.document_prefix,
     }
     for name, value in expected.items():
         if getattr(checkpoint, name) != value:
@@ -87,5 +92,3 @@ def _mismatch(spec: ModelSpec, converted: Converted, cache_dir: Path) -> str | N
     if produced != pinned:
         return f"the converter wrote {sorted(produced)}, the catalog pins {sorted(pinned)}"
     return None
-
-

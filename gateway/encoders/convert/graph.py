@@ -38,12 +38,12 @@ class Graph:
         return name
 
     def ints(self, *values: int) -> str:
-        return self.const("const_i64_" + "_".join(str(v).replace("-", "m") for v in values),
-                          np.array(values, dtype=np.int64))
+        return self.const(
+            "const_i64_" + "_".join(str(v).replace("-", "m") for v in values), np.array(values, dtype=np.int64)
+        )
 
     def scalar(self, value: float) -> str:
-        return self.const(f"const_f32_{value!r}".replace("-", "m").replace(".", "p"),
-                          np.array(value, dtype=np.float32))
+        return self.const(f"const_f32_{value!r}".replace("-", "m").replace(".", "p"), np.array(value, dtype=np.float32))
 
     def op(self, op_type: str, *inputs: str, **attrs) -> str:
         """Append one node with a single output; returns the output's name."""
@@ -77,8 +77,9 @@ class Graph:
         bias = self.op("Mul", inverted, self.scalar(float(np.finfo(np.float32).min)))
         return self.op("Unsqueeze", bias, self.ints(1, 2))
 
-    def self_attention(self, x: str, weights: Weights, names: dict[str, str], heads: int,
-                       bias: str, position_bias: str | None = None) -> str:
+    def self_attention(
+        self, x: str, weights: Weights, names: dict[str, str], heads: int, bias: str, position_bias: str | None = None
+    ) -> str:
         """Multi-head self-attention; `names` maps q/k/v/o to the checkpoint's Linear prefixes."""
         hidden = weights[names["q"] + ".weight"].shape[0]
         head_dim = hidden // heads
@@ -94,14 +95,23 @@ class Graph:
         merged = self.op("Reshape", context, self.ints(0, 0, hidden))
         return self.linear(merged, weights, names["o"])
 
-    def encoder_layer(self, x: str, weights: Weights, names: dict[str, str], heads: int, eps: float,
-                      bias: str, position_bias: str | None = None) -> str:
+    def encoder_layer(
+        self,
+        x: str,
+        weights: Weights,
+        names: dict[str, str],
+        heads: int,
+        eps: float,
+        bias: str,
+        position_bias: str | None = None,
+    ) -> str:
         """Post-norm transformer layer: attention, add & norm, GELU feed-forward, add & norm."""
         attended = self.self_attention(x, weights, names, heads, bias, position_bias)
         x = self.layer_norm(self.op("Add", attended, x), weights, names["attention_norm"], eps)
         inner = self.gelu(self.linear(x, weights, names["intermediate"]))
-        return self.layer_norm(self.op("Add", self.linear(inner, weights, names["output"]), x),
-                               weights, names["output_norm"], eps)
+        return self.layer_norm(
+            self.op("Add", self.linear(inner, weights, names["output"]), x), weights, names["output_norm"], eps
+        )
 
     # -- the model ------------------------------------------------------------------------
 
@@ -116,8 +126,11 @@ class Graph:
             initializer=self.initializers,
         )
         model = helper.make_model(
-            graph, producer_name=PRODUCER, producer_version=CONVERTER_VERSION,
-            opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
+            graph,
+            producer_name=PRODUCER,
+            producer_version=CONVERTER_VERSION,
+            opset_imports=[helper.make_opsetid("", OPSET)],
+            ir_version=IR_VERSION,
         )
         onnx.checker.check_model(model)
         return model

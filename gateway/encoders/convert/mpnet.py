@@ -23,9 +23,13 @@ MAX_DISTANCE = 128  # transformers' default, which MPNetEncoder uses
 def layer_names(i: int) -> dict[str, str]:
     p = f"encoder.layer.{i}"
     return {
-        "q": f"{p}.attention.attn.q", "k": f"{p}.attention.attn.k", "v": f"{p}.attention.attn.v",
-        "o": f"{p}.attention.attn.o", "attention_norm": f"{p}.attention.LayerNorm",
-        "intermediate": f"{p}.intermediate.dense", "output": f"{p}.output.dense",
+        "q": f"{p}.attention.attn.q",
+        "k": f"{p}.attention.attn.k",
+        "v": f"{p}.attention.attn.v",
+        "o": f"{p}.attention.attn.o",
+        "attention_norm": f"{p}.attention.LayerNorm",
+        "intermediate": f"{p}.intermediate.dense",
+        "output": f"{p}.output.dense",
         "output_norm": f"{p}.output.LayerNorm",
     }
 
@@ -38,8 +42,11 @@ def relative_buckets(relative_position: np.ndarray, num_buckets: int, max_distan
     n = np.abs(n)
     max_exact = half // 2
     # float32 as in the reference implementation, so borderline offsets land in the same bucket
-    scaled = np.log(np.maximum(n, 1).astype(np.float32) / np.float32(max_exact)) / np.float32(
-        np.log(max_distance / max_exact)) * np.float32(half - max_exact)
+    scaled = (
+        np.log(np.maximum(n, 1).astype(np.float32) / np.float32(max_exact))
+        / np.float32(np.log(max_distance / max_exact))
+        * np.float32(half - max_exact)
+    )
     large = np.minimum(max_exact + scaled.astype(np.int64), half - 1)
     return result + np.where(n < max_exact, n, large)
 
@@ -55,25 +62,37 @@ def build(config: dict, weights: Weights) -> onnx.ModelProto:
     # position ids: cumulative count of non-padding tokens, offset by padding_idx
     tokens = g.op("Cast", g.op("Not", g.op("Equal", "input_ids", g.ints(PADDING_IDX))), to=TensorProto.INT64)
     position_ids = g.op("Add", g.op("Mul", g.op("CumSum", tokens, g.ints(1)), tokens), g.ints(PADDING_IDX))
-    words = g.op("Gather", g.const("embeddings.word_embeddings.weight",
-                                   weights["embeddings.word_embeddings.weight"]), "input_ids")
-    positions = g.op("Gather", g.const("embeddings.position_embeddings.weight",
-                                       weights["embeddings.position_embeddings.weight"]), position_ids)
+    words = g.op(
+        "Gather",
+        g.const("embeddings.word_embeddings.weight", weights["embeddings.word_embeddings.weight"]),
+        "input_ids",
+    )
+    positions = g.op(
+        "Gather",
+        g.const("embeddings.position_embeddings.weight", weights["embeddings.position_embeddings.weight"]),
+        position_ids,
+    )
     x = g.layer_norm(g.op("Add", words, positions), weights, "embeddings.LayerNorm", eps)
 
     # relative position bias [1, heads, S, S], shared by every layer
     sequence = g.op("Squeeze", g.op("Shape", "input_ids", start=1, end=2), g.ints(0))
-    steps = g.op("Range", g.const("const_i64_scalar_0", np.array(0, dtype=np.int64)), sequence,
-                 g.const("const_i64_scalar_1", np.array(1, dtype=np.int64)))
+    steps = g.op(
+        "Range",
+        g.const("const_i64_scalar_0", np.array(0, dtype=np.int64)),
+        sequence,
+        g.const("const_i64_scalar_1", np.array(1, dtype=np.int64)),
+    )
     offsets = g.op("Sub", g.op("Unsqueeze", steps, g.ints(0)), g.op("Unsqueeze", steps, g.ints(1)))
     table = g.const("relative_bucket_table", relative_buckets(np.arange(-(length - 1), length), num_buckets))
     buckets = g.op("Gather", table, g.op("Add", offsets, g.ints(length - 1)))
-    per_head = g.op("Gather", g.const("encoder.relative_attention_bias.weight",
-                                      weights["encoder.relative_attention_bias.weight"]), buckets)
+    per_head = g.op(
+        "Gather",
+        g.const("encoder.relative_attention_bias.weight", weights["encoder.relative_attention_bias.weight"]),
+        buckets,
+    )
     position_bias = g.op("Unsqueeze", g.op("Transpose", per_head, perm=[2, 0, 1]), g.ints(0))
 
     bias = g.mask_bias("attention_mask")
     for i in range(int(config["num_hidden_layers"])):
-        x = g.encoder_layer(x, weights, layer_names(i), int(config["num_attention_heads"]), eps, bias,
-                            position_bias)
+        x = g.encoder_layer(x, weights, layer_names(i), int(config["num_attention_heads"]), eps, bias, position_bias)
     return g.model("driftgate_mpnet", ["input_ids", "attention_mask"], x, int(config["hidden_size"]))
