@@ -185,6 +185,8 @@ class ModelsConfig(_Section):
     micro_batching: bool = True
     # interactive texts that may wait for one model; beyond it requests get 503 encoder_busy
     max_queued_texts: int = Field(4096, ge=1)
+    # concurrent bulk encodes (backfill, verification) on low-priority one-threaded sessions
+    bulk_lanes: int = Field(2, ge=1, le=64)
     allow_download: bool = True
     custom: dict[str, UserModel] = {}
     remote: dict[str, RemoteModel] = {}

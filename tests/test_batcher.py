@@ -91,34 +91,11 @@ async def test_an_idle_model_encodes_at_once_and_requests_queued_meanwhile_share
     assert fake.calls == [1, 5]
 
 
-async def test_interactive_requests_jump_ahead_of_queued_bulk_pieces(executor):
-    release = threading.Event()
-    order: list[str] = []
-
-    class Recording(FakeEncoder):
-        def encode(self, texts):
-            if not order:
-                release.wait(5)
-            order.append(texts[0][:4])
-            return super().encode(texts)
-
-    batcher = MicroBatcher(Recording().encode, executor, max_batch=2)
-    bulk = asyncio.ensure_future(batcher.encode([f"bulk{i}" for i in range(6)], bulk=True))
-    await asyncio.sleep(0.05)  # the first bulk piece is running; two more are queued
-    urgent = asyncio.ensure_future(batcher.encode(["user query"]))
-    await asyncio.sleep(0.05)
-    release.set()
-    result, _ = await asyncio.gather(bulk, urgent)
-    await batcher.close()
-    assert order == ["bulk", "user", "bulk", "bulk"]
-    assert [int(v) for v in result.vectors[:, 0]] == [5] * 6 and len(result.truncated) == 6
-
-
-async def test_bulk_texts_are_grouped_by_length_and_come_back_in_their_order(executor):
+async def test_a_long_requests_texts_are_grouped_by_length_and_come_back_in_their_order(executor):
     fake = FakeEncoder()
     batcher = MicroBatcher(fake.encode, executor, max_batch=2)
     texts = ["a" * n for n in (9, 1, 7, 3, 5, 2)]
-    result = await batcher.encode(texts, bulk=True)
+    result = await batcher.encode(texts)
     await batcher.close()
     assert [int(v) for v in result.vectors[:, 0]] == [9, 1, 7, 3, 5, 2]
     assert result.truncated == (False,) * 6
@@ -196,7 +173,7 @@ async def test_work_of_a_caller_that_has_gone_is_skipped_not_computed(executor):
     assert batcher.skipped_pieces == 4 * 38 - 1
 
 
-async def test_a_steady_stream_of_small_requests_slows_bulk_work_but_never_stops_it(executor):
+async def test_a_steady_stream_of_small_requests_slows_a_long_one_but_never_stops_it(executor):
     fake = FakeEncoder()
     batcher = MicroBatcher(fake.encode, executor, max_batch=4, fair_share=3)
     stop = asyncio.Event()
@@ -206,11 +183,11 @@ async def test_a_steady_stream_of_small_requests_slows_bulk_work_but_never_stops
             await batcher.encode([f"w{n}"])
 
     writers = [asyncio.ensure_future(writer(n)) for n in range(6)]
-    bulk = await batcher.encode([f"bulk{i}" for i in range(40)], bulk=True)
+    long = await batcher.encode([f"long{i}" for i in range(40)])
     stop.set()
     await asyncio.gather(*writers)
     await batcher.close()
-    assert len(bulk.truncated) == 40
+    assert len(long.truncated) == 40
 
 
 async def test_too_much_queued_interactive_work_is_refused_at_once_and_nothing_is_lost(executor):

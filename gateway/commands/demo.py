@@ -27,6 +27,7 @@ from gateway.api.keys import POOL
 from gateway.api.transport import GatewayRunner, runner_options
 from gateway.config import Settings
 from gateway.datasets import vaswani
+from gateway.encoders.fetch import ensure_files, missing_files
 from gateway.loadtest.cluster import free_port
 from gateway.loadtest.report import timeline_plot
 from gateway.loadtest.runner import LoadPlan, migrate_under_load, seed_collection
@@ -64,6 +65,7 @@ def run(
 
 
 async def _demo(settings, dsn, documents, queries, model, to_model, plot, rate) -> int:
+    await _fetch_models(settings, [model, to_model])
     full = vaswani(limit=2 * documents)
     dataset = type(full)(full.corpus[:documents], full.queries, full.qrels)
     fresh = [text for _, text in full.corpus[documents:]]
@@ -87,6 +89,16 @@ async def _demo(settings, dsn, documents, queries, model, to_model, plot, rate) 
             return 0 if ok else 1
     finally:
         await runner.cleanup()
+
+
+async def _fetch_models(settings: Settings, keys: list[str]) -> None:
+    """Fetch and verify the demo's models first, one progress line per step (a first run only)."""
+    specs = settings.model_specs()
+    cache = settings.model_cache_dir()
+    missing = [specs[key] for key in keys if missing_files(specs[key], cache)]
+    if missing:
+        say(f"fetching the pinned models {', '.join(s.key for s in missing)} into {cache} (first run only)")
+        await asyncio.to_thread(ensure_files, missing, cache, progress=lambda message: say(f"   {message}"))
 
 
 async def _call(http: aiohttp.ClientSession, method: str, path: str, body: dict | None = None) -> dict:

@@ -25,7 +25,8 @@ def fetch(settings: Settings, keys: list[str]) -> int:
         # loading re-hashes every file against its pin and runs the graph once
         encoder = load_encoder(spec, cache_dir, settings.models.intra_op_threads)
         encoder.encode(["driftgate"])
-        print(f"{spec.key}: ok ({len(spec.files)} files verified, fingerprint {spec.fingerprint[:16]})")
+        count = len(spec.files)
+        print(f"{spec.key}: ok ({count} file{'' if count == 1 else 's'} verified, fingerprint {spec.fingerprint[:16]})")
     print(f"cache: {cache_dir}")
     return 0
 

