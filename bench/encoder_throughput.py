@@ -173,6 +173,50 @@ def bench_model(key: str, args: argparse.Namespace, texts: list[str], warm_texts
     return rows
 
 
+def token_budget(keys: list[str], repeats: int) -> list[dict]:
+    """One encode() of 1,000 three-word texts and of 64 long abstracts, per model, planned two ways:
+    8 texts per call (the old fixed batch) and the spec's token budget (the default now)."""
+    import dataclasses
+    import random
+    import statistics as stats
+
+    words = "radio wave antenna signal noise filter circuit power field measure dielectric".split()
+    rng = random.Random(7)
+    short = [" ".join(rng.choice(words) for _ in range(3)) for _ in range(1000)]
+    abstracts = [text for _, text in vaswani(limit=256).corpus]
+    long = [" ".join(abstracts[i : i + 4]) for i in range(0, 256, 4)]  # 64 texts, most past 256 tokens
+    rows = []
+    for key in keys:
+        spec = CATALOG[key]
+        if spec.max_batch_tokens is None:
+            continue  # batch-dependent / in-graph tokenizer: one text per call either way
+        encoder = load_encoder(spec, default_cache_dir())
+        plans = {"fixed_8": dataclasses.replace(spec, max_batch=8, max_batch_tokens=None), "token_budget": spec}
+        for workload, texts in (("short_3_words", short), ("long_abstracts", long)):
+            speeds = {}
+            for name, planned in plans.items():
+                encoder.spec = planned
+                encoder.encode(texts[:32])
+                times = []
+                for _ in range(repeats):
+                    started = time.perf_counter()
+                    encoder.encode(texts)
+                    times.append(time.perf_counter() - started)
+                speeds[name] = round(len(texts) / stats.median(times), 1)
+            encoder.spec = spec
+            rows.append(
+                {
+                    "model": key,
+                    "workload": workload,
+                    "texts": len(texts),
+                    "texts_per_s": speeds,
+                    "token_budget_over_fixed_8": round(speeds["token_budget"] / speeds["fixed_8"], 2),
+                }
+            )
+            log(f"[token budget] {key} {workload}: {speeds}")
+    return rows
+
+
 def time_import(key: str) -> dict:
     """Seconds `driftgate models import` takes for `key`'s checkpoint, into a scratch model cache."""
     import shutil
@@ -249,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "fp32_vs_int8": fp32_vs_int8(results),
         "import": time_import(args.import_key) if args.import_key else None,
+        "token_budget": token_budget(args.models, args.repeats),
         "load_average_before": load_before,
         "notes": [
             "cpu: cores busy during each row's timed passes; other_processes_cores > 0 means something "

@@ -203,3 +203,12 @@ async def test_too_much_queued_interactive_work_is_refused_at_once_and_nothing_i
     result, fitted = await asyncio.gather(first, small)
     await batcher.close()
     assert len(result.truncated) == 90 and len(fitted.truncated) == 1
+
+
+async def test_with_a_token_budget_short_texts_share_calls_and_long_ones_go_a_few_at_a_time(executor):
+    fake = FakeEncoder()
+    batcher = MicroBatcher(fake.encode, executor, max_batch=256, max_batch_tokens=2048, cost=len)
+    await batcher.encode(["abcdef"] * 1000)  # cost 6: 256 per call
+    await batcher.encode(["x" * 256] * 20)  # cost 256: 8 per call
+    await batcher.close()
+    assert fake.calls == [256, 256, 256, 232, 8, 8, 4]

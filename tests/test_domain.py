@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.domain.batching import plan_calls
 from gateway.domain.errors import InvalidRequest
 from gateway.domain.fingerprint import fingerprint
 from gateway.domain.identifiers import (
@@ -81,3 +82,23 @@ def test_cosine_ignores_scale_and_flips_sign_with_the_vector(vector, scale):
         return
     assert float(row_cosines(a, a * scale)[0]) == pytest.approx(1.0, abs=1e-9)
     assert float(row_cosines(a, -a)[0]) == pytest.approx(-1.0, abs=1e-9)
+
+
+@given(
+    st.lists(st.integers(1, 600), max_size=200),
+    st.integers(1, 64),
+    st.one_of(st.none(), st.integers(1, 4096)),
+)
+def test_a_call_plan_covers_every_text_once_within_both_budgets(costs, max_texts, max_tokens):
+    calls = plan_calls(costs, max_texts, max_tokens)
+    assert sorted(i for call in calls for i in call) == list(range(len(costs)))
+    for call in calls:
+        assert 1 <= len(call) <= max_texts
+        if max_tokens is not None and len(call) > 1:
+            assert len(call) * max(costs[i] for i in call) <= max_tokens
+
+
+def test_short_texts_share_a_call_and_long_ones_go_a_few_at_a_time():
+    assert [len(c) for c in plan_calls([6] * 1000, 256, 2048)] == [256, 256, 256, 232]
+    assert [len(c) for c in plan_calls([256] * 20, 256, 2048)] == [8, 8, 4]
+    assert plan_calls([5000], 256, 2048) == [[0]]  # over the budget alone: still embedded

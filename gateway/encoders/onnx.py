@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gateway.domain.batching import plan_calls
 from gateway.encoders.catalog import ModelSpec
 from gateway.encoders.fetch import ensure_files, local_path, sha256_file
 
@@ -68,37 +69,35 @@ class OnnxEncoder:
             self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
 
     def encode(self, texts: list[str]) -> Encoded:
-        """Embed `texts` in chunks of the model's max batch; order is preserved.
+        """Embed `texts`; order is preserved.
 
-        Texts are grouped by length so a chunk pads little; for batch-independent models
-        that only saves time, and batch-dependent ones run one text per chunk anyway.
+        Texts are tokenized once, then grouped into inference calls by the model's token budget
+        (see domain/batching.py): similar lengths together, so a call pads little, many short
+        texts per call, long ones a few at a time; batch-dependent models run one text per call.
         """
         if not texts:
             return Encoded(np.zeros((0, self.spec.dim), dtype=np.float32), (), ())
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        if self.spec.input_kind == "tokens":
+            assert self.tokenizer is not None
+            if self.spec.lower_case:
+                texts = [t.lower() for t in texts]
+            lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
+        else:
+            lengths = [len(t.split()) for t in texts]  # words: the graph tokenizes by itself
+        limit = self.spec.max_tokens
+        used = [min(n, limit) if limit is not None else n for n in lengths]
         vectors = np.empty((len(texts), self.spec.dim), dtype=np.float32)
-        truncated = [False] * len(texts)
-        tokens = [0] * len(texts)
-        step = self.spec.max_batch
-        for start in range(0, len(order), step):
-            chunk = order[start : start + step]
-            chunk_vectors, chunk_lengths = self._encode_chunk([texts[i] for i in chunk])
-            vectors[chunk] = chunk_vectors
-            for i, length in zip(chunk, chunk_lengths, strict=False):
-                limit = self.spec.max_tokens
-                truncated[i] = limit is not None and length > limit
-                tokens[i] = min(length, limit) if limit is not None else length
-        return Encoded(vectors, tuple(truncated), tuple(tokens))
+        for call in plan_calls(used, self.spec.max_batch, self.spec.max_batch_tokens):
+            vectors[call] = self._encode_call([texts[i] for i in call])
+        truncated = tuple(limit is not None and n > limit for n in lengths)
+        return Encoded(vectors, truncated, tuple(used))
 
-    def _encode_chunk(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        """Vectors of one chunk, and each text's length in tokens before truncation."""
+    def _encode_call(self, texts: list[str]) -> np.ndarray:
+        """Vectors of the texts of one inference call (already lower-cased where the model wants it)."""
         if self.spec.input_kind == "text":
             output = self.session.run([self._output], {"inputs": np.array(texts, dtype=object)})[0]
-            return self._finish(output, None), [len(t.split()) for t in texts]
+            return self._finish(output, None)
         assert self.tokenizer is not None and self.spec.max_tokens is not None
-        if self.spec.lower_case:
-            texts = [t.lower() for t in texts]
-        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
         batch = self.tokenizer(
             texts,
             padding="longest",
@@ -109,8 +108,7 @@ class OnnxEncoder:
         )
         feeds = {name: batch[name].astype(np.int64) for name in batch if name in self._input_names}
         output = self.session.run([self._output], feeds)[0]
-        mask = batch["attention_mask"]
-        return self._finish(output, mask), lengths
+        return self._finish(output, batch["attention_mask"])
 
     def _finish(self, output: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         pooled = pool(output, mask, self.spec.pooling)

@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 
 from gateway.config import Settings
+from gateway.domain.batching import estimate_tokens
 from gateway.domain.errors import EncoderBadReply, EncoderBusy, EncoderFailed, EncoderUnavailable, InvalidRequest
 from gateway.domain.fingerprint import PROBE_TEXTS
 from gateway.domain.vectors import row_cosines
@@ -142,6 +143,8 @@ class EmbeddingService:
                 window_s=self._window_s,
                 enabled=self._micro_batching,
                 max_queued_texts=self._max_queued_texts,
+                max_batch_tokens=spec.max_batch_tokens,
+                cost=lambda text: estimate_tokens(text, spec.max_tokens),
                 on_batch=lambda n: self._on_batch(key, n),
             )
             log.info("model %s loaded (fingerprint %s)", key, spec.fingerprint[:12])
