@@ -24,6 +24,9 @@ from gateway.config import Settings, load_settings
 from gateway.store.database import EmbeddedPostgres
 
 DATA = Path(__file__).parent / "data"
+# a slow machine may need minutes for what takes seconds here: tests must not turn that into a
+# 504 (the one test of the request timeout sets its own)
+SLOW_MACHINE_SERVER = {"request_timeout_s": 600}
 
 
 class GatewayTestServer(TestServer):
@@ -72,7 +75,7 @@ async def dsn(server_dsn: str) -> AsyncIterator[str]:
 @pytest.fixture
 def settings(monkeypatch) -> Settings:
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    return load_settings(None, database={"pool_min": 1, "pool_max": 4})
+    return load_settings(None, database={"pool_min": 1, "pool_max": 4}, server=SLOW_MACHINE_SERVER)
 
 
 @pytest.fixture

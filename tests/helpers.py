@@ -100,7 +100,7 @@ def settings_with(**backfill) -> Settings:
         None,
         database={"pool_min": 1, "pool_max": 6},
         backfill={"chunk_size": 32, "poll_interval_s": 0.2, **backfill},
-        server={"sync_poll_interval_s": 0.5},
+        server={"sync_poll_interval_s": 0.5, "request_timeout_s": 600},
     )
 
 

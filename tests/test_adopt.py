@@ -354,6 +354,7 @@ def test_a_gateway_killed_mid_import_is_resumed_by_the_next_one_from_its_cursor(
         "DRIFTGATE_ADMIN_TOKEN": "tok",
         "DRIFTGATE_ADOPTION__CHUNK_ROWS": "25",
         "DRIFTGATE_ADOPTION__MAX_ROWS_PER_S": "150",
+        "DRIFTGATE_SERVER__REQUEST_TIMEOUT_S": "600",  # a slow machine: the sample check may take minutes
     }
     first = _start_gateway(env, tmp_path / "first.log")
     try:

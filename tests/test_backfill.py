@@ -33,6 +33,7 @@ from gateway.encoders.onnx import load_encoder
 from gateway.services.backfill import BackfillWorker
 from gateway.store.collections import documents_table, model_table
 from gateway.store.documents import delete_document, upsert_documents, upsert_embeddings
+from tests.conftest import SLOW_MACHINE_SERVER
 from tests.helpers import (
     AUTH,
     L3,
@@ -56,7 +57,7 @@ IN_FLIGHT = """SELECT count(*) FROM pg_stat_activity
 
 
 def backfill_settings(**backfill):
-    return load_settings(None, database={"pool_min": 1, "pool_max": 6}, backfill=backfill)
+    return load_settings(None, database={"pool_min": 1, "pool_max": 6}, backfill=backfill, server=SLOW_MACHINE_SERVER)
 
 
 def corpus(n: int) -> list[tuple[str, str]]:

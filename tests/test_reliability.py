@@ -27,6 +27,7 @@ from gateway.config import load_settings
 from gateway.datasets import vaswani
 from gateway.logs import RequestContextFilter
 from gateway.store.database import EmbeddedPostgres
+from tests.conftest import SLOW_MACHINE_SERVER
 from tests.helpers import (
     L3,
     L6,
@@ -42,7 +43,7 @@ from tests.helpers import (
 
 
 def settings(**server):
-    return load_settings(None, database={"pool_min": 1, "pool_max": 6}, server=server)
+    return load_settings(None, database={"pool_min": 1, "pool_max": 6}, server={**SLOW_MACHINE_SERVER, **server})
 
 
 def metric(exposition: str, name: str, labels: str = "") -> float:

@@ -218,11 +218,7 @@ class AdoptionService:
         if name in self._writable:
             return
         async with self._pool.acquire() as conn:
-            exists, following = await conn.fetchrow(
-                """SELECT EXISTS (SELECT 1 FROM driftgate.collections WHERE name = $1),
-                          EXISTS (SELECT 1 FROM driftgate.adoptions WHERE collection = $1 AND follow)""",
-                name,
-            )
+            exists, following = await adoption_sql.exists_and_follows(conn, name)
         if following:
             raise Conflict(
                 f"collection {name!r} follows a legacy table: write to that table (the gateway applies the "

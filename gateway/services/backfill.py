@@ -27,6 +27,7 @@ from gateway.domain.phases import Action, Phase, next_phase
 from gateway.services.embedding import EmbeddingService
 from gateway.store import backfill as backfill_sql
 from gateway.store import collections as collections_sql
+from gateway.store import locks as locks_sql
 from gateway.store import replicas as replicas_sql
 from gateway.store.retry import TRANSIENT_ERRORS, in_transaction
 
@@ -205,13 +206,9 @@ class BackfillWorker:
         One worker at a time does this (advisory lock); the others carry on or wait.
         """
         key = f"driftgate-backfill:{collection}:{model}"
-        async with self._pool.acquire() as conn:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key):
-                return
-            try:
+        async with self._pool.acquire() as conn, locks_sql.try_lock(conn, key) as mine:
+            if mine:
                 await self._sweep_or_finish_locked(conn, collection, model)
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", key)
 
     async def _sweep_or_finish_locked(self, conn: asyncpg.Connection, collection: str, model: str) -> None:
         settings = await backfill_sql.backfill_settings(conn, collection)

@@ -23,6 +23,7 @@ from gateway.store import adoption as adoption_sql
 from gateway.store import backfill as backfill_sql
 from gateway.store import collections as collections_sql
 from gateway.store import documents as documents_sql
+from gateway.store import locks as locks_sql
 from gateway.store.retry import TRANSIENT_ERRORS, in_transaction
 
 log = logging.getLogger(__name__)
@@ -98,13 +99,10 @@ class AdoptionRunner:
 
     async def _import(self, row: asyncpg.Record, stop: asyncio.Event) -> bool:
         name = row["collection"]
-        async with self._pool.acquire() as lock:
-            if not await lock.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", f"driftgate-import:{name}"):
+        async with self._pool.acquire() as conn, locks_sql.try_lock(conn, f"driftgate-import:{name}") as mine:
+            if not mine:
                 return False  # another replica imports it
-            try:
-                return await self._import_locked(name, stop)
-            finally:
-                await lock.execute("SELECT pg_advisory_unlock(hashtext($1))", f"driftgate-import:{name}")
+            return await self._import_locked(name, stop)
 
     async def _import_locked(self, name: str, stop: asyncio.Event) -> bool:
         async with self._pool.acquire() as conn:
@@ -113,11 +111,7 @@ class AdoptionRunner:
                 return False
             source = adoption_sql.source_of(row)
             if row["cursor"] is None:
-                await conn.execute(
-                    "UPDATE driftgate.adoptions SET rows_total = $2 WHERE collection = $1",
-                    name,
-                    await adoption_sql.count_rows(conn, source),
-                )
+                await adoption_sql.set_rows_total(conn, name, await adoption_sql.count_rows(conn, source))
             dim = self._embeddings.spec(row["model_key"]).dim
         cursor, model = row["cursor"], row["model_key"]
         log.info("importing %s into %s from cursor %r", source.spec.qualified, name, cursor)

@@ -383,3 +383,17 @@ async def follow_triggers(conn: asyncpg.Connection, source: SourceTable) -> list
         source.spec.table,
     )
     return [r["tgname"] for r in rows]
+
+
+async def set_rows_total(conn: asyncpg.Connection, collection: str, total: int) -> None:
+    await conn.execute("UPDATE driftgate.adoptions SET rows_total = $2 WHERE collection = $1", collection, total)
+
+
+async def exists_and_follows(conn: asyncpg.Connection, collection: str) -> tuple[bool, bool]:
+    """Whether the collection exists, and whether it follows a legacy table."""
+    row = await conn.fetchrow(
+        """SELECT EXISTS (SELECT 1 FROM driftgate.collections WHERE name = $1),
+                  EXISTS (SELECT 1 FROM driftgate.adoptions WHERE collection = $1 AND follow)""",
+        collection,
+    )
+    return bool(row[0]), bool(row[1])
