@@ -271,6 +271,8 @@ async def timed_backfill(
                             pipelines=pipelines,
                             poll_interval_s=args.poll_interval,
                             index_memory_mb=settings.backfill.index_memory_mb,
+                            index_parallel_workers=settings.backfill.index_parallel_workers,
+                            index_ef_construction=settings.backfill.index_ef_construction,
                         )
                         task = asyncio.create_task(worker.run(stop, burst=True))
                     phase = await wait_phase_left(watch, Phase.DUAL_WRITE, deadline)
