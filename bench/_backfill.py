@@ -26,6 +26,7 @@ import gateway.store.collections as collections_sql
 from gateway.api.keys import EMBEDDINGS, POOL
 from gateway.config import BackfillConfig, load_settings
 from gateway.datasets import vaswani
+from gateway.domain.identifiers import collection_schema, embedding_table, quote_ident
 from gateway.domain.phases import Phase
 from gateway.services.backfill import BackfillWorker
 
@@ -86,6 +87,15 @@ def add_common_args(parser: argparse.ArgumentParser, *, worker_choice: bool = Fa
     parser.add_argument("--verbose", action="store_true", help="gateway INFO logs to stderr")
 
 
+def index_options(args: argparse.Namespace) -> dict:
+    """backfill.index_* settings given on the command line (--index-workers, --index-ef-construction)."""
+    options = {
+        "index_parallel_workers": getattr(args, "index_workers", None),
+        "index_ef_construction": getattr(args, "index_ef_construction", None),
+    }
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def documents(count: int) -> list[tuple[str, str]]:
     """`count` (id, text) pairs: the Vaswani corpus, then copies of it with a suffix; ids unique."""
     base = vaswani().corpus
@@ -98,7 +108,7 @@ def documents(count: int) -> list[tuple[str, str]]:
     return out
 
 
-def settings_for(chunk_size: int, pipelines: int, app_worker: bool, poll_interval_s: float):
+def settings_for(chunk_size: int, pipelines: int, app_worker: bool, poll_interval_s: float, **backfill):
     return load_settings(
         None,
         backfill={
@@ -106,6 +116,7 @@ def settings_for(chunk_size: int, pipelines: int, app_worker: bool, poll_interva
             "chunk_size": chunk_size,
             "pipelines": pipelines,
             "poll_interval_s": poll_interval_s,
+            **backfill,
         },
         database={"pool_min": 2, "pool_max": max(10, pipelines + 6)},
         server={"sync_poll_interval_s": 1.0},
@@ -113,12 +124,31 @@ def settings_for(chunk_size: int, pipelines: int, app_worker: bool, poll_interva
 
 
 async def load_template(databases: Databases, prefix: str, docs: list[tuple[str, str]]) -> tuple[str, dict]:
-    """A database holding collection COLLECTION (its from-model: the hash encoder) with `docs`."""
+    """A database holding collection COLLECTION (its from-model: the hash encoder) with `docs`.
+
+    Setup, not a measurement: the from-model's HNSW index is dropped before the load and built
+    after it (pgvector's per-row index inserts made the load of 100,000 documents take minutes;
+    bench/bulk_ingest.py measures the write path as it is).
+    """
     name = await databases.create_or_exit(prefix)
     settings = settings_for(BackfillConfig().chunk_size, 1, False, 1.0)
     async with Gateway(settings, databases.dsn(name), loader=fake_loader) as gw:
-        load = await gw.seed(COLLECTION, FROM_MODEL, docs)
-    return name, {**load, "encoder": "hash encoder"}
+        status, body = await gw.call("PUT", f"/v1/collections/{COLLECTION}", {"model": FROM_MODEL})
+        if status != 201:
+            raise RuntimeError(f"creating {COLLECTION}: {status} {body}")
+        conn = await asyncpg.connect(databases.dsn(name))
+        try:
+            await conn.execute(f"DROP INDEX {index_name(COLLECTION, FROM_MODEL)}")
+            load = await gw.seed(COLLECTION, FROM_MODEL, docs)
+            await collections_sql.build_index(conn, COLLECTION, FROM_MODEL)
+        finally:
+            await conn.close()
+    return name, {**load, "encoder": "hash encoder", "index": "dropped before the load, built after it"}
+
+
+def index_name(collection: str, model: str) -> str:
+    """The schema-qualified name of a model table's HNSW index (as gateway.store.collections names it)."""
+    return f"{quote_ident(collection_schema(collection))}.{quote_ident(embedding_table(model) + '_hnsw')}"
 
 
 # -- instrumentation ----------------------------------------------------------------------------
@@ -246,7 +276,7 @@ async def timed_backfill(
     """
     db = await databases.create_or_exit("bench_run", template=template)
     await databases.checkpoint()
-    settings = settings_for(chunk_size, pipelines, app_worker, args.poll_interval)
+    settings = settings_for(chunk_size, pipelines, app_worker, args.poll_interval, **index_options(args))
     install_index_timer()
     INDEX_BUILDS.clear()
     try:
@@ -271,6 +301,8 @@ async def timed_backfill(
                             pipelines=pipelines,
                             poll_interval_s=args.poll_interval,
                             index_memory_mb=settings.backfill.index_memory_mb,
+                            index_parallel_workers=settings.backfill.index_parallel_workers,
+                            index_ef_construction=settings.backfill.index_ef_construction,
                         )
                         task = asyncio.create_task(worker.run(stop, burst=True))
                     phase = await wait_phase_left(watch, Phase.DUAL_WRITE, deadline)

@@ -33,6 +33,7 @@ from _backfill import (
     WORKER_CHOICES,
     add_common_args,
     documents,
+    index_options,
     load_template,
     run_benchmark,
     timed_backfill,
@@ -61,6 +62,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=2,
         help="timed runs per combination; the best combination is the one with the best median",
+    )
+    parser.add_argument(
+        "--index-workers",
+        type=int,
+        default=None,
+        help="backfill.index_parallel_workers (max_parallel_maintenance_workers of the build); unset: the server's",
+    )
+    parser.add_argument(
+        "--index-ef-construction",
+        type=int,
+        default=None,
+        help="backfill.index_ef_construction (HNSW build quality); unset: pgvector's 64",
     )
     add_common_args(parser, worker_choice=True)
     args = parser.parse_args(argv)
@@ -137,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         "pipelines": args.pipelines,
         "repeats": args.repeats,
         "worker": WORKER_CHOICES[args.worker],
+        "index_options": index_options(args) or "defaults",
         "fake_encoder": FAKE_ENCODER,
     }
     return run_benchmark("backfill_engine", args, lambda dbs, pid: measure_engine(dbs, args, pid), config, [])

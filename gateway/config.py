@@ -209,6 +209,11 @@ class BackfillConfig(_Section):
     poll_interval_s: float = Field(1.0, gt=0)
     read_p99_ceiling_ms: float | None = Field(None, gt=0)  # hold while read p99 is above
     index_memory_mb: int = Field(256, ge=16)  # maintenance_work_mem of the HNSW index build
+    # max_parallel_maintenance_workers of the HNSW build (None: the server's own, 2 by default);
+    # PostgreSQL uses up to that many, by table size, besides the leader process
+    index_parallel_workers: int | None = Field(None, ge=0, le=64)
+    # HNSW ef_construction of the build (None: pgvector's 64); lower builds faster, with lower recall
+    index_ef_construction: int | None = Field(None, ge=8, le=1000)
 
 
 class ShadowConfig(_Section):

@@ -34,6 +34,8 @@ async def _run(settings: Settings, dsn: str, burst: bool, worker_id: str | None)
         poll_interval_s=config.poll_interval_s,
         read_p99_ceiling_ms=config.read_p99_ceiling_ms,
         index_memory_mb=config.index_memory_mb,
+        index_parallel_workers=config.index_parallel_workers,
+        index_ef_construction=config.index_ef_construction,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

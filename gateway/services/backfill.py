@@ -60,6 +60,8 @@ class BackfillWorker:
         poll_interval_s: float = 1.0,
         read_p99_ceiling_ms: float | None = None,
         index_memory_mb: int = 256,
+        index_parallel_workers: int | None = None,
+        index_ef_construction: int | None = None,
         on_written: Callable[[str, str, int], None] | None = None,
         on_tokens: Callable[[str, str, int], None] | None = None,
     ) -> None:
@@ -73,6 +75,8 @@ class BackfillWorker:
         self._on_written = on_written or (lambda _c, _m, _n: None)
         self._on_tokens = on_tokens or (lambda _c, _m, _n: None)  # tokens a remote model used, per migration
         self._index_memory_mb = index_memory_mb
+        self._index_parallel_workers = index_parallel_workers
+        self._index_ef_construction = index_ef_construction
         self._wake = asyncio.Event()
         self.counters = WorkerCounters()
 
@@ -237,7 +241,12 @@ class BackfillWorker:
             if model in tables and not tables[model]["index_ready"]:
                 log.info("building the HNSW index of %s/%s", collection, model)
                 await collections_sql.build_index(
-                    conn, collection, model, maintenance_work_mem_mb=self._index_memory_mb
+                    conn,
+                    collection,
+                    model,
+                    maintenance_work_mem_mb=self._index_memory_mb,
+                    parallel_workers=self._index_parallel_workers,
+                    ef_construction=self._index_ef_construction,
                 )
         async with conn.transaction():
             state = await collections_sql.get_state(conn, collection, lock="UPDATE")

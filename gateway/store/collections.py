@@ -109,12 +109,13 @@ async def create_model_table(
     )
 
 
-def _index_sql(collection: str, model_key: str, *, concurrently: bool) -> str:
+def _index_sql(collection: str, model_key: str, *, concurrently: bool, ef_construction: int | None = None) -> str:
     index = quote_ident(embedding_table(model_key) + "_hnsw")
     how = "CONCURRENTLY " if concurrently else ""
+    options = f" WITH (ef_construction = {int(ef_construction)})" if ef_construction else ""
     return (
         f"CREATE INDEX {how}IF NOT EXISTS {index} ON {model_table(collection, model_key)} "
-        "USING hnsw (embedding vector_cosine_ops)"
+        f"USING hnsw (embedding vector_cosine_ops){options}"
     )
 
 
@@ -122,9 +123,20 @@ INDEX_BUILD_TIMEOUT_S = 6 * 3600
 
 
 async def build_index(
-    conn: asyncpg.Connection, collection: str, model_key: str, *, maintenance_work_mem_mb: int = 256
+    conn: asyncpg.Connection,
+    collection: str,
+    model_key: str,
+    *,
+    maintenance_work_mem_mb: int = 256,
+    parallel_workers: int | None = None,
+    ef_construction: int | None = None,
 ) -> None:
-    """Build the HNSW index without blocking writes (outside any transaction), then mark it ready."""
+    """Build the HNSW index without blocking writes (outside any transaction), then mark it ready.
+
+    `parallel_workers` sets max_parallel_maintenance_workers for this build (None: the server's
+    setting; PostgreSQL then picks up to that many by the table's size, pgvector builds the graph
+    with them); `ef_construction` is pgvector's build-quality knob (None: its default, 64).
+    """
     index = embedding_table(model_key) + "_hnsw"
     schema = collection_schema(collection)
     # a CONCURRENTLY build that was interrupted leaves an INVALID index behind: drop it first
@@ -139,10 +151,15 @@ async def build_index(
     # a large build outlives the pool's command timeout; it gets hours, and memory to keep the
     # graph in RAM (a build that spills is several times slower)
     await conn.execute(f"SET maintenance_work_mem = '{int(maintenance_work_mem_mb)}MB'")
+    if parallel_workers is not None:
+        await conn.execute(f"SET max_parallel_maintenance_workers = {int(parallel_workers)}")
     try:
-        await conn.execute(_index_sql(collection, model_key, concurrently=True), timeout=INDEX_BUILD_TIMEOUT_S)
+        await conn.execute(
+            _index_sql(collection, model_key, concurrently=True, ef_construction=ef_construction),
+            timeout=INDEX_BUILD_TIMEOUT_S,
+        )
     finally:
-        await conn.execute("RESET maintenance_work_mem")
+        await conn.execute("RESET maintenance_work_mem; RESET max_parallel_maintenance_workers")
     await conn.execute(
         "UPDATE driftgate.embedding_tables SET index_ready = true WHERE collection = $1 AND model_key = $2",
         collection,
