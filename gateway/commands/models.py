@@ -39,6 +39,7 @@ def list_models(settings: Settings, as_json: bool) -> int:
             "dim": spec.dim,
             "max_tokens": spec.max_tokens,
             "max_batch": spec.max_batch,
+            "max_batch_tokens": spec.max_batch_tokens,
             "pooling": spec.pooling,
             "fingerprint": spec.fingerprint,
             "cached": not missing_files(spec, cache_dir),
@@ -51,12 +52,12 @@ def list_models(settings: Settings, as_json: bool) -> int:
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'KEY':<26} {'DIM':>4} {'TOKENS':>6} {'BATCH':>5} {'CACHED':<6} FINGERPRINT       REVISION")
+    print(f"{'KEY':<26} {'DIM':>4} {'TOKENS':>6} {'PER CALL':>14} {'CACHED':<6} FINGERPRINT       REVISION")
     for r in rows:
         tokens = r["max_tokens"] or "graph"
         cached = "yes" if r["cached"] else "no"
         print(
-            f"{r['key']:<26} {r['dim']:>4} {tokens:>6} {r['max_batch']:>5} {cached:<6} "
+            f"{r['key']:<26} {r['dim']:>4} {tokens:>6} {per_call(r):>14} {cached:<6} "
             f"{r['fingerprint'][:16]}  {r['revision']}"
         )
     for r in rows:
@@ -70,3 +71,10 @@ def list_models(settings: Settings, as_json: bool) -> int:
         "add your own with `driftgate models import PATH --key KEY`)"
     )
     return 0
+
+
+def per_call(row: dict) -> str:
+    """What one inference call takes: a token budget and a text cap, or a number of texts."""
+    if row.get("max_batch_tokens"):
+        return f"{row['max_batch_tokens']}tok/{row['max_batch']}"
+    return f"{row['max_batch']} text" + ("" if row["max_batch"] == 1 else "s")
