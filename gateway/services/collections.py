@@ -27,6 +27,7 @@ from gateway.store import collections as collections_sql
 from gateway.store import documents as documents_sql
 from gateway.store import registry as registry_sql
 from gateway.store.retry import in_transaction, with_connection
+from gateway.store.session import read_only
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +293,7 @@ class CollectionService:
         return QueryResult(model_key, hits, False)
 
     async def _search(self, name: str, model: str, vector: np.ndarray, k: int, metadata_filter) -> list:
-        return await with_connection(
+        return await read_only(
             self._pool, lambda conn: documents_sql.search(conn, name, model, vector, k, metadata_filter)
         )
 
