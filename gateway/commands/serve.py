@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway.api.app import create_app
 from gateway.api.transport import GatewayRunner, runner_options
+from gateway.commands.event_loop import event_loop_factory
 from gateway.config import Settings
 from gateway.store.database import EmbeddedPostgres
 
@@ -34,8 +35,8 @@ def database_dsn(settings: Settings) -> Iterator[str]:
 
 
 def run(settings: Settings) -> int:
-    with database_dsn(settings) as dsn:
-        asyncio.run(serve(create_app(settings, dsn), settings))
+    with database_dsn(settings) as dsn, asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(serve(create_app(settings, dsn), settings))
     return 0
 
 
