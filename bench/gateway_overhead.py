@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import numpy as np
 from _common import REPO, CpuMeter, emit, load_average, log, machine_info, setup_logging
 from _db import Databases, PostgresServer
@@ -87,6 +88,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
     p.add_argument("--warmup", type=float, default=2.0, help="unrecorded seconds before each run")
     p.add_argument("--rounds", type=int, default=2, help="wrk/pgbench pairs per point (the median is reported)")
+    p.add_argument(
+        "--ef-search",
+        type=int,
+        default=None,
+        help="hnsw.ef_search for both sides (default: the gateway's database.hnsw_ef_search); it decides the "
+        "plan: on a small table a high value makes PostgreSQL scan exactly instead of using the HNSW index",
+    )
     p.add_argument("--collection", default="c")
     p.add_argument("--verbose", action="store_true")
     return p.parse_args(argv)
@@ -118,10 +126,11 @@ def free_port() -> int:
 class ServeProcess:
     """`driftgate serve` in a subprocess on a free loopback port, against `dsn`."""
 
-    def __init__(self, dsn: str, workdir: Path) -> None:
+    def __init__(self, dsn: str, workdir: Path, ef_search: int) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "DATABASE_URL": dsn, "DRIFTGATE_ADMIN_TOKEN": ADMIN_TOKEN}
+        env["DRIFTGATE_DATABASE__HNSW_EF_SEARCH"] = str(ef_search)
         self.log_path = workdir / "serve.log"
         self._log = self.log_path.open("wb")
         cmd = [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
@@ -239,14 +248,35 @@ SELECT d.id, d.content, d.metadata, e.embedding <=> :v{i} AS distance
     return lua, {"scripts": scripts, "defines": defines, "pgoptions": pgoptions}
 
 
-def measure(name: str, fn, warmup: float, seconds: float, pg_pid: int | None, serve_pid: int) -> dict:
-    """One warm-up run (discarded), then a measured one with the CPU each side used."""
-    fn(warmup)
-    with CpuMeter(pg_pid, [serve_pid]) as meter:
-        res = fn(seconds)
+async def scan_counts(dsn: str, table: str) -> tuple[int, int]:
+    """(sequential scans, index scans) of the embedding table so far: which plan the queries got."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT seq_scan, idx_scan FROM pg_stat_user_tables WHERE relid = $1::regclass", table
+        )
+        return int(row["seq_scan"] or 0), int(row["idx_scan"] or 0)
+    finally:
+        await conn.close()
+
+
+def measure(name: str, fn, args, ctx) -> dict:
+    """One warm-up run (discarded), then a measured one with the CPU each side used and the scans
+    PostgreSQL did on the embedding table (the statistics arrive with a delay of up to a second)."""
+    fn(args.warmup)
+    time.sleep(1.0)
+    before = asyncio.run(scan_counts(ctx["dsn"], ctx["table"]))
+    with CpuMeter(ctx["pg_pid"], [ctx["serve_pid"]]) as meter:
+        res = fn(args.seconds)
+    time.sleep(1.0)
+    after = asyncio.run(scan_counts(ctx["dsn"], ctx["table"]))
+    res["embedding_table_scans"] = {"sequential": after[0] - before[0], "index": after[1] - before[1]}
     res["cpu"] = meter.summary()
     res["cpu"]["note"] = "worker_processes = driftgate serve; the load generator counts under other_processes"
-    log(f"  {name}: {res['per_s']}/s p50 {res['p50_ms']} ms p99 {res['p99_ms']} ms errors {res['errors']}")
+    log(
+        f"  {name}: {res['per_s']}/s p50 {res['p50_ms']} ms p99 {res['p99_ms']} ms errors {res['errors']} "
+        f"scans {res['embedding_table_scans']}"
+    )
     return res
 
 
@@ -260,20 +290,16 @@ def point(label: str, connections: int, args, tools, ctx) -> dict:
             measure(
                 "gateway (wrk)",
                 lambda s: run_wrk(wrk, ctx["lua"], ctx["url"], connections, s),
-                args.warmup,
-                args.seconds,
-                ctx["pg_pid"],
-                ctx["serve_pid"],
+                args,
+                ctx,
             )
         )
         pg_runs.append(
             measure(
                 "postgres (pgbench)",
                 lambda s: run_pgbench(pgbench, ctx["dsn"], ctx["pgbench"], connections, s),
-                args.warmup,
-                args.seconds,
-                ctx["pg_pid"],
-                ctx["serve_pid"],
+                args,
+                ctx,
             )
         )
 
@@ -309,7 +335,7 @@ def main(argv=None) -> int:
     setup_logging(args.verbose)
     tools = find_tools()
     load_before = load_average()
-    settings = load_settings(None)
+    ef_search = args.ef_search or load_settings(None).database.hnsw_ef_search
     with PostgresServer() as server, tempfile.TemporaryDirectory(prefix="overhead-") as tmp:
         workdir = Path(tmp)
 
@@ -318,18 +344,17 @@ def main(argv=None) -> int:
             return databases.dsn(await databases.create_or_exit("overhead"))
 
         dsn = asyncio.run(make_db())  # dropped with the ephemeral server (or left on DATABASE_URL's)
-        serve = ServeProcess(dsn, workdir)
+        serve = ServeProcess(dsn, workdir, ef_search)
         try:
             asyncio.run(serve.wait_ready())
             prepared = asyncio.run(prepare(args, dsn, serve))
-            lua, pg_inputs = write_inputs(
-                workdir, args, prepared["vectors"], prepared["url"], settings.database.hnsw_ef_search
-            )
+            lua, pg_inputs = write_inputs(workdir, args, prepared["vectors"], prepared["url"], ef_search)
             ctx = {
                 "lua": lua,
                 "url": prepared["url"],
                 "dsn": dsn,
                 "pgbench": pg_inputs,
+                "table": model_table(args.collection, args.model),
                 "pg_pid": server.pid,
                 "serve_pid": serve.proc.pid,
             }
@@ -353,6 +378,7 @@ def main(argv=None) -> int:
                 "seconds": args.seconds,
                 "warmup": args.warmup,
                 "rounds": args.rounds,
+                "hnsw_ef_search": ef_search,
                 "database": server.kind,
                 "wrk": subprocess.run([tools[0], "--version"], capture_output=True, text=True).stdout.split("\n")[0],
                 "pgbench": subprocess.run([tools[1], "--version"], capture_output=True, text=True).stdout.strip(),
