@@ -151,6 +151,11 @@ class ServeProcess:
                 await asyncio.sleep(0.2)
         raise SystemExit(f"driftgate serve was not ready in {timeout_s:.0f} s: see {self.log_path}")
 
+    def event_loop(self) -> str | None:
+        """The event loop the server said it runs on (gateway/commands/runtime.py), from its log."""
+        found = re.search(r"event loop: (\S+)", self.log_path.read_text(errors="replace"))
+        return found.group(1) if found else None
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -361,6 +366,7 @@ def main(argv=None) -> int:
             load_start = load_average()
             many = point("throughput", args.connections, args, tools, ctx)
             one = point("latency", 1, args, tools, ctx)
+            event_loop = serve.event_loop()
         finally:
             serve.stop()
     ratio = round(many["median"]["per_s"]["gateway"] / many["median"]["per_s"]["postgres"], 3)
@@ -379,6 +385,7 @@ def main(argv=None) -> int:
                 "warmup": args.warmup,
                 "rounds": args.rounds,
                 "hnsw_ef_search": ef_search,
+                "serve_event_loop": event_loop,
                 "database": server.kind,
                 "wrk": subprocess.run([tools[0], "--version"], capture_output=True, text=True).stdout.split("\n")[0],
                 "pgbench": subprocess.run([tools[1], "--version"], capture_output=True, text=True).stdout.strip(),

@@ -11,7 +11,7 @@ import pytest
 from gateway.api import fastjson
 from gateway.api.requests import _bounded_int, _reject_constant
 from gateway.api.responses import strict_dumps
-from gateway.commands.event_loop import event_loop_factory
+from gateway.commands.runtime import event_loop_factory
 from gateway.services.collections import query_vector_array
 
 

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from gateway.api.app import create_app
 from gateway.api.transport import GatewayRunner, runner_options
-from gateway.commands.event_loop import event_loop_factory
+from gateway.commands.runtime import event_loop_factory, freeze_startup_objects
 from gateway.config import Settings
 from gateway.store.database import EmbeddedPostgres
 
@@ -46,6 +46,7 @@ async def serve(app: web.Application, settings: Settings) -> None:
     runner = GatewayRunner(app, shutdown_timeout=config.request_timeout_s, **runner_options(config))
     await runner.setup()
     try:
+        freeze_startup_objects()  # models and libraries are loaded: spare them every full GC
         await web.TCPSite(runner, config.host, config.port).start()
         log.info("driftgate listening on http://%s:%s", config.host, config.port)
         stop = asyncio.Event()
