@@ -76,11 +76,8 @@ class EmbeddingService:
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="encode")
         self._batchers: dict[str, MicroBatcher] = {}
         # shadow work gets its own single-threaded sessions and thread, so a shadow inference
-        # takes at most one core from the read path; at bulk priority, so the OS runs the read
-        # path's inference first when both want a core (bench/shadow_overhead.py)
-        self._shadow_executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="shadow-encode", initializer=lower_thread_priority
-        )
+        # takes at most one core from the read path
+        self._shadow_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow-encode")
         self._shadow_batchers: dict[str, MicroBatcher] = {}
         # bulk work (backfill, verification, followed changes) runs on lanes of its own: threads
         # with a raised nice value and one-threaded sessions, so the OS gives the cores to
