@@ -18,6 +18,7 @@ from aiohttp import web
 
 from gateway.api.app import create_app
 from gateway.api.keys import METRICS
+from gateway.commands.runtime import freeze_startup_objects
 from gateway.loadtest.runner import SEED_BATCH, seed_collection
 
 ADMIN_TOKEN = "bench-admin-token"
@@ -39,6 +40,7 @@ class Gateway:
 
     async def __aenter__(self) -> Gateway:
         await self.runner.setup()  # runs the cleanup contexts: pool, schema, model checks
+        freeze_startup_objects()  # as `driftgate serve` does (gateway/commands/runtime.py)
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
         host, port = self.runner.addresses[0][:2]

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from gateway.api import fastjson
 from gateway.config import LimitsConfig
 from gateway.domain.errors import InvalidRequest
 
@@ -72,8 +73,10 @@ async def parse_body(request: web.Request, model: type[T]) -> T:
     raw = await request.read()
     if not raw:
         raise InvalidRequest("request body is empty; send a JSON object", code="invalid_json")
+    data = fastjson.loads(raw)  # the same answer, faster, where orjson agrees (fastjson.py)
     try:
-        data = json.loads(raw, parse_constant=_reject_constant, parse_int=_bounded_int)
+        if data is fastjson.NOT_FAST:
+            data = json.loads(raw, parse_constant=_reject_constant, parse_int=_bounded_int)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(
             f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", code="invalid_json"

@@ -12,8 +12,11 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.api import fastjson
+
 strict_dumps = functools.partial(json.dumps, allow_nan=False)
 
 
 def json_response(data: Any, *, status: int = 200, headers: dict | None = None) -> web.Response:
-    return web.json_response(data, status=status, headers=headers, dumps=strict_dumps)
+    body = fastjson.dumps(data, strict_dumps)  # orjson where it writes the same JSON (fastjson.py)
+    return web.Response(body=body, status=status, headers=headers, content_type="application/json", charset="utf-8")

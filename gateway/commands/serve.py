@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway.api.app import create_app
 from gateway.api.transport import GatewayRunner, runner_options
+from gateway.commands.runtime import event_loop_factory, freeze_startup_objects
 from gateway.config import Settings
 from gateway.store.database import EmbeddedPostgres
 
@@ -34,8 +35,8 @@ def database_dsn(settings: Settings) -> Iterator[str]:
 
 
 def run(settings: Settings) -> int:
-    with database_dsn(settings) as dsn:
-        asyncio.run(serve(create_app(settings, dsn), settings))
+    with database_dsn(settings) as dsn, asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(serve(create_app(settings, dsn), settings))
     return 0
 
 
@@ -45,6 +46,7 @@ async def serve(app: web.Application, settings: Settings) -> None:
     runner = GatewayRunner(app, shutdown_timeout=config.request_timeout_s, **runner_options(config))
     await runner.setup()
     try:
+        freeze_startup_objects()  # models and libraries are loaded: spare them every full GC
         await web.TCPSite(runner, config.host, config.port).start()
         log.info("driftgate listening on http://%s:%s", config.host, config.port)
         stop = asyncio.Event()

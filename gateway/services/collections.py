@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from gateway.store import collections as collections_sql
 from gateway.store import documents as documents_sql
 from gateway.store import registry as registry_sql
 from gateway.store.retry import in_transaction, with_connection
+from gateway.store.session import read_only
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +294,7 @@ class CollectionService:
         return QueryResult(model_key, hits, False)
 
     async def _search(self, name: str, model: str, vector: np.ndarray, k: int, metadata_filter) -> list:
-        return await with_connection(
+        return await read_only(
             self._pool, lambda conn: documents_sql.search(conn, name, model, vector, k, metadata_filter)
         )
 
@@ -304,6 +306,9 @@ def query_vector_array(vector: Sequence[float]) -> np.ndarray:
     infinite and 1e-50 becomes zero there. Scaling to unit length (cosine ignores scale) keeps
     huge but finite values such as 3e38 from overflowing into a NaN score.
     """
+    fast = _unit_float32_fast(vector)
+    if fast is not None:
+        return fast
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         as_float32 = np.asarray(vector, dtype=np.float32)
     if not np.all(np.isfinite(as_float32)):
@@ -318,4 +323,21 @@ def query_vector_array(vector: Sequence[float]) -> np.ndarray:
             "is undefined",
             code="invalid_vector",
         )
+    return (wide / norm).astype(np.float32)
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _unit_float32_fast(vector: Sequence[float]) -> np.ndarray | None:
+    """`query_vector_array`'s answer for the common vector, without its error-state context (a
+    tenth of a vector query's own CPU); None for anything that needs the careful path (a value
+    that is not finite or beyond the float32 range, or an all-zero vector)."""
+    wide = np.array(vector, dtype=np.float64)
+    if wide.ndim != 1 or not float(np.abs(wide).max(initial=0.0)) <= _FLOAT32_MAX:
+        return None  # NaN and infinity fail the comparison too
+    wide = wide.astype(np.float32).astype(np.float64)  # what the database sees, as the careful path
+    norm = math.sqrt(float(wide.dot(wide)))  # np.linalg.norm of a 1-d vector, without its checks
+    if norm == 0.0:
+        return None
     return (wide / norm).astype(np.float32)

@@ -20,6 +20,8 @@ import asyncpg
 import platformdirs
 from pgvector.asyncpg import register_vector
 
+from gateway.store.session import reset_connection
+
 log = logging.getLogger(__name__)
 
 
@@ -140,6 +142,7 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10, ef_sea
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=reset_connection,  # skips the reset round trip after read-only work (store/session.py)
         command_timeout=60,
         # connection defaults, not SETs: the pool runs RESET ALL whenever a connection is
         # released, which would drop a SET after its first use. Strict iterative scans keep

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -113,20 +114,22 @@ async def search(
             await conn.execute("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off")
             return await search(conn, collection, model_key, vector, k, metadata_filter)
     params: list = [Vector(vector), k]
-    where = ""
     if metadata_filter:
         params.append(json.dumps(metadata_filter))
-        where = "WHERE d.metadata @> $3::jsonb"
-    rows = await conn.fetch(
-        f"""SELECT d.id, d.content, d.metadata, e.embedding <=> $1 AS distance
+    rows = await conn.fetch(_search_sql(collection, model_key, bool(metadata_filter)), *params)
+    return [Hit(r["id"], 1.0 - float(r["distance"]), r["content"], json.loads(r["metadata"])) for r in rows]
+
+
+@functools.lru_cache(maxsize=1024)
+def _search_sql(collection: str, model_key: str, filtered: bool) -> str:
+    """search()'s statement, built once per table (the identifiers are hashed and quoted)."""
+    where = "WHERE d.metadata @> $3::jsonb" if filtered else ""
+    return f"""SELECT d.id, d.content, d.metadata, e.embedding <=> $1 AS distance
             FROM {model_table(collection, model_key)} e
             JOIN {documents_table(collection)} d ON d.id = e.doc_id
             {where}
             ORDER BY e.embedding <=> $1
-            LIMIT $2""",
-        *params,
-    )
-    return [Hit(r["id"], 1.0 - float(r["distance"]), r["content"], json.loads(r["metadata"])) for r in rows]
+            LIMIT $2"""
 
 
 @dataclass(frozen=True)
