@@ -9,6 +9,7 @@ for the models it is missing and tries again, so no write commits under a stale 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -73,6 +74,7 @@ class CollectionService:
         self._read_latency = LatencyWindow()
         # refuses writes to a collection that follows a legacy table (services/adoption.py)
         self.write_guard: Callable[[str], Awaitable[None]] | None = None
+        self._warming: dict[str, asyncio.Task] = {}  # model loads started ahead of their first request
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -160,7 +162,23 @@ class CollectionService:
             # a slow reload must not replace a newer state another reload already applied
             if cached is None or state.state_version >= cached.state_version:
                 self._states[name] = state
+            self._warm(state)
         return state
+
+    def _warm(self, state: CollectionState) -> None:
+        """Load the models this collection uses in the background, so that its first query on this
+        replica does not pay for loading one (a second or more on a small machine)."""
+        for model in state.models:
+            if model in self._warming or self._embeddings.is_loaded(model):
+                continue
+            task = asyncio.get_running_loop().create_task(self._embeddings.load(model), name=f"warm-{model}")
+            self._warming[model] = task
+            task.add_done_callback(functools.partial(self._warmed, model))
+
+    def _warmed(self, model: str, task: asyncio.Task) -> None:
+        self._warming.pop(model, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not load model %s ahead of its first request: %r", model, task.exception())
 
     def refuse_drifted(self, state: CollectionState, models: Sequence[str]) -> None:
         for key in models:

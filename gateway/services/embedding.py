@@ -123,6 +123,10 @@ class EmbeddingService:
     def loaded(self) -> list[str]:
         return sorted(self._batchers)
 
+    def is_loaded(self, key: str) -> bool:
+        """Whether `key` needs no loading before its next encode (remote models never do)."""
+        return key in self._batchers or (key in self.specs and is_remote(self.specs[key]))
+
     async def load(self, key: str) -> None:
         """Load a model's encoder (fetching its files on first use) off the event loop."""
         spec = self.spec(key)

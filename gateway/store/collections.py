@@ -64,6 +64,8 @@ async def create_collection(
     )
     if inserted is None:
         return None
+    # other replicas hear of it at once, and load its model before its first request
+    await conn.execute("SELECT pg_notify($1, $2)", STATE_CHANNEL, f"{name}:{inserted['state_version']}")
     schema = quote_ident(collection_schema(name))
     await conn.execute(
         f"""CREATE SCHEMA {schema};
