@@ -18,21 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import time
-from pathlib import Path
 
-import aiohttp
 import asyncpg
-from _common import (
-    CpuMeter,
-    cpu_busy_fraction,
-    cpu_busy_snapshot,
-    load_average,
-    log,
-    machine_info,
-)
-from _gw import Gateway, Postgres, admin, create_database, drop_database
+from _common import CpuMeter, load_average, log, machine_info
+from _db import Databases, PostgresServer, with_database
+from _gateway import Gateway
 from pgvector.asyncpg import register_vector
 
 from gateway.config import load_settings
@@ -73,28 +64,16 @@ async def real_table(dsn: str, embed, rows: int) -> None:
         await conn.close()
 
 
-async def wait_done(session, base: str, name: str) -> dict:
+async def wait_done(gw: Gateway, name: str) -> dict:
     while True:
-        status = await admin(session, base, "GET", f"{name}/status")
+        status = await gw.admin("GET", name, "status")
         if status["adoption"]["state"] == "done" and status["models"][MODEL]["index_ready"]:
             return status
         await asyncio.sleep(0.05)
 
 
-def reaped_cpu_s(pid: int | None) -> float:
-    """CPU of the postmaster's exited children (parallel index-build workers), which the live
-    process-tree sum of CpuMeter cannot see: cutime + cstime of the postmaster."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
-
-
-async def wait_imported(session, base: str, name: str) -> None:
-    while (await admin(session, base, "GET", f"{name}/status"))["adoption"]["state"] == "importing":
+async def wait_imported(gw: Gateway, name: str) -> None:
+    while (await gw.admin("GET", name, "status"))["adoption"]["state"] == "importing":
         await asyncio.sleep(0.02)
 
 
@@ -105,14 +84,14 @@ async def run(rows: int, sample: int) -> dict:
         backfill={"poll_interval_s": 0.2},
         adoption={"poll_interval_s": 0.1},
     )
-    with Postgres() as pg:
-        name, dsn = await create_database(pg.server_dsn)
-        try:
+    with PostgresServer() as pg:
+        async with Databases(pg.server_dsn) as databases:
+            dsn = with_database(pg.server_dsn, await databases.create("adopt"))
             log(f"generating {rows} x 384-d rows in SQL ...")
             started = time.perf_counter()
             await generate(dsn, rows)
             log(f"generated in {time.perf_counter() - started:.1f} s")
-            async with Gateway(settings, dsn) as gw, aiohttp.ClientSession() as session:
+            async with Gateway(settings, dsn) as gw:
                 from gateway.api.keys import EMBEDDINGS
 
                 embeddings = gw.app[EMBEDDINGS]
@@ -124,30 +103,26 @@ async def run(rows: int, sample: int) -> dict:
                 body = {"id_column": "id", "text_column": "body", "vector_column": "embedding", "model": MODEL}
                 log(f"sample check: {sample} real rows re-embedded and compared ...")
                 t = time.perf_counter()
-                checked = await admin(
-                    session, gw.base, "POST", "real/adopt", {**body, "table": "public.real_items", "sample": sample}
+                checked = await gw.admin(
+                    "POST", "real", "adopt", {**body, "table": "public.real_items", "sample": sample}
                 )
                 sample_s = time.perf_counter() - t
-                await wait_done(session, gw.base, "real")
+                await wait_done(gw, "real")
 
                 log(f"adopting {rows} rows (sample 0) ...")
-                cpu, load = cpu_busy_snapshot(), load_average()
+                load = load_average()
                 t = time.perf_counter()
-                reaped = reaped_cpu_s(pg.pid)
-                with CpuMeter(pg.pid, "postgres") as meter:
-                    with CpuMeter(pg.pid, "postgres") as import_meter:
-                        await admin(
-                            session,
-                            gw.base,
+                with CpuMeter(pg.pid) as meter:
+                    with CpuMeter(pg.pid) as import_meter:
+                        await gw.admin(
                             "POST",
-                            "items/adopt",
+                            "items",
+                            "adopt",
                             {**body, "table": "public.items", "metadata_columns": ["lang"], "sample": 0},
                         )
-                        await wait_imported(session, gw.base, "items")
-                    status = await wait_done(session, gw.base, "items")
+                        await wait_imported(gw, "items")
+                    status = await wait_done(gw, "items")
                 end_to_end_s = time.perf_counter() - t
-                reaped = reaped_cpu_s(pg.pid) - reaped
-                busy = cpu_busy_fraction(cpu, cpu_busy_snapshot())
             conn = await asyncpg.connect(dsn)
             try:
                 row = await conn.fetchrow(
@@ -157,8 +132,6 @@ async def run(rows: int, sample: int) -> dict:
                 )
             finally:
                 await conn.close()
-        finally:
-            await drop_database(pg.server_dsn, name)
     import_s = float(row["import_s"])
     return {
         "benchmark": "adopt",
@@ -172,18 +145,7 @@ async def run(rows: int, sample: int) -> dict:
         "end_to_end_s": round(end_to_end_s, 3),
         "end_to_end_rows_per_s": round(rows / end_to_end_s),
         "end_to_end_includes": "request, chunked import, backfill hand-over, HNSW index CONCURRENTLY, state done",
-        "cpu": {
-            **meter.summary(),
-            "postgres_cpu_s": round((meter.extra_s or 0) + reaped, 2),
-            "postgres_exited_workers_cpu_s": round(reaped, 2),
-            "postgres_cpu_s_import": round(import_meter.extra_s, 2) if import_meter.extra_s is not None else None,
-            "gateway_process_cpu_s_import": round(import_meter.own_s, 2),
-            # work per CPU-second: what one idle core would do, whatever else ran meanwhile
-            "import_rows_per_postgres_cpu_s": round(rows / import_meter.extra_s) if import_meter.extra_s else None,
-            "end_to_end_rows_per_postgres_cpu_s": round(rows / ((meter.extra_s or 0) + reaped)),
-            "note": "CPU seconds the work took, independent of how busy the machine was; the index build "
-            "runs with PostgreSQL's parallel maintenance workers (2 by default)",
-        },
+        "cpu": {"end_to_end": meter.summary(), "import": import_meter.summary()},
         "document_count": status["document_count"],
         "coverage": status["models"][MODEL]["coverage"],
         "sample_check": {
@@ -194,7 +156,7 @@ async def run(rows: int, sample: int) -> dict:
         },
         "end_to_end_with_sample_check_rows_per_s": round(rows / (end_to_end_s + sample_s)),
         "targets": {"import_rows_per_s": 20000, "end_to_end_rows_per_s": 3000},
-        "machine": {**machine_info(), "machine_busy_fraction": busy, "load_average_before": load, "postgres": pg.kind},
+        "machine": {**machine_info(), "load_average_before": load, "postgres": pg.kind},
     }
 
 
