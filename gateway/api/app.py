@@ -156,17 +156,11 @@ async def _backfill_worker(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     metrics = app[METRICS]
-    worker = BackfillWorker(
+    worker = BackfillWorker.from_config(
         app[POOL],
         app[EMBEDDINGS],
         app[REPLICA_ID],
-        chunk_size=config.chunk_size,
-        pipelines=config.pipelines,
-        poll_interval_s=config.poll_interval_s,
-        read_p99_ceiling_ms=config.read_p99_ceiling_ms,
-        index_memory_mb=config.index_memory_mb,
-        index_parallel_workers=config.index_parallel_workers,
-        index_ef_construction=config.index_ef_construction,
+        config,
         on_written=lambda c, m, n: metrics.backfill_written.labels(c, m).inc(n),
         on_tokens=lambda c, m, n: _count_migration_tokens(app, c, m, n),
     )

@@ -25,18 +25,7 @@ async def _run(settings: Settings, dsn: str, burst: bool, worker_id: str | None)
     embeddings = EmbeddingService.from_settings(settings)
     async with pool.acquire() as conn:  # keys registered with other catalog files keep those files
         embeddings.recognise(await all_models(conn))
-    worker = BackfillWorker(
-        pool,
-        embeddings,
-        worker_id or "worker-" + replica_id(None),
-        chunk_size=config.chunk_size,
-        pipelines=config.pipelines,
-        poll_interval_s=config.poll_interval_s,
-        read_p99_ceiling_ms=config.read_p99_ceiling_ms,
-        index_memory_mb=config.index_memory_mb,
-        index_parallel_workers=config.index_parallel_workers,
-        index_ef_construction=config.index_ef_construction,
-    )
+    worker = BackfillWorker.from_config(pool, embeddings, worker_id or "worker-" + replica_id(None), config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

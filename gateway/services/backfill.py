@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import asyncpg
 import numpy as np
 
+from gateway.config import BackfillConfig
 from gateway.domain.backfill import BackfillState, plan_chunks, rate_delay, should_hold
 from gateway.domain.errors import EncoderBadReply, EncoderFailed, EncoderUnavailable, ModelDrift
 from gateway.domain.phases import Action, Phase, next_phase
@@ -79,6 +80,25 @@ class BackfillWorker:
         self._index_ef_construction = index_ef_construction
         self._wake = asyncio.Event()
         self.counters = WorkerCounters()
+
+    @classmethod
+    def from_config(
+        cls, pool: asyncpg.Pool, embeddings: EmbeddingService, worker_id: str, config: BackfillConfig, **callbacks
+    ) -> BackfillWorker:
+        """A worker as `[backfill]` in the config describes it (the app's and `driftgate backfill-worker`'s)."""
+        return cls(
+            pool,
+            embeddings,
+            worker_id,
+            chunk_size=config.chunk_size,
+            pipelines=config.pipelines,
+            poll_interval_s=config.poll_interval_s,
+            read_p99_ceiling_ms=config.read_p99_ceiling_ms,
+            index_memory_mb=config.index_memory_mb,
+            index_parallel_workers=config.index_parallel_workers,
+            index_ef_construction=config.index_ef_construction,
+            **callbacks,
+        )
 
     def wake(self) -> None:
         """Look for work now (a state change was announced) instead of at the next poll."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -25,6 +26,15 @@ from gateway.store import registry as registry_sql
 from gateway.store.retry import in_transaction
 
 log = logging.getLogger(__name__)
+
+# what a collection's state keeps of a migration once it is retired or aborted: nothing
+MIGRATION_ENDED: dict[str, Any] = {
+    "from_model": None,
+    "to_model": None,
+    "shadow_model": None,
+    "shadow_sample_rate": 0.0,
+    "backfill_state": BackfillState.IDLE,
+}
 
 
 @dataclass(frozen=True)
@@ -249,11 +259,7 @@ class MigrationService:
                 detail={"model": model},
                 phase=phase,
                 write_models=[state.read_model],
-                from_model=None,
-                to_model=None,
-                shadow_model=None,
-                shadow_sample_rate=0.0,
-                backfill_state=BackfillState.IDLE,
+                **MIGRATION_ENDED,
             )
             return True
 
@@ -283,11 +289,7 @@ class MigrationService:
                 phase=phase,
                 read_model=state.from_model,
                 write_models=[state.from_model],
-                from_model=None,
-                to_model=None,
-                shadow_model=None,
-                shadow_sample_rate=0.0,
-                backfill_state=BackfillState.IDLE,
+                **MIGRATION_ENDED,
             )
             return True
 
