@@ -164,3 +164,18 @@ def run(*args: str, stdin: str = "", env: dict | None = None, timeout: float = 6
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+class StallWatch:
+    """For hand-written polling loops: `check(progress)` fails once `progress` has not changed
+    for `stall_s` seconds (a stall), however long the whole wait takes on a slow machine."""
+
+    def __init__(self, stall_s: float = STALL_S) -> None:
+        self.stall_s = stall_s
+        self._last: Hashable = object()
+        self._changed = time.monotonic()
+
+    def check(self, progress: Hashable, context: str = "") -> None:
+        if progress != self._last:
+            self._last, self._changed = progress, time.monotonic()
+        assert time.monotonic() - self._changed < self.stall_s, f"no progress for {self.stall_s:.0f} s. {context}"

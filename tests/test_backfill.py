@@ -14,7 +14,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import asyncpg
@@ -40,6 +39,7 @@ from tests.helpers import (
     L6,
     TOKEN,
     USE,
+    StallWatch,
     create_collection,
     finish_without_stalling,
     status,
@@ -352,14 +352,15 @@ async def test_a_backfill_batch_that_meets_an_uncommitted_update_and_delete_keep
             await upsert_embeddings(writer, C, model, [updated], encode(model, [fresh_text]), [versions[updated]])
         assert await delete_document(writer, C, deleted)
         backfill = asyncio.create_task(drive_backfill(client, chunk_size=64, pipelines=1))
-        deadline = time.monotonic() + 60
+        deadline = StallWatch()
         writer_pid = writer.get_server_pid()
         while not await probe.fetchval(
             """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
                AND wait_event_type = 'Lock' AND pid <> $1""",
             writer_pid,
         ):
-            assert time.monotonic() < deadline and not backfill.done(), "the backfill never met the open write"
+            assert not backfill.done(), "the backfill finished without meeting the open write"
+            deadline.check(None, "the backfill never met the open write")
             await asyncio.sleep(0.02)
         await transaction.commit()
         await asyncio.wait_for(backfill, 60)
@@ -406,7 +407,7 @@ async def test_a_worker_killed_mid_backfill_loses_only_its_batch_and_a_second_wo
         assert total == 14
         first = _worker_process(dsn, "w1", log_path)
         try:
-            deadline = time.monotonic() + 90
+            watch = StallWatch()
             while True:
                 done = await conn.fetchval(
                     "SELECT count(*) FILTER (WHERE done) FROM driftgate.backfill_chunks WHERE collection = $1", C
@@ -416,7 +417,7 @@ async def test_a_worker_killed_mid_backfill_loses_only_its_batch_and_a_second_wo
                 if done >= 2 and in_flight:
                     break
                 assert first.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, log_path.read_text()
+                watch.check((done, log_path.stat().st_size), log_path.read_text())
                 await asyncio.sleep(0.05)
             os.kill(first.pid, signal.SIGKILL)
             assert await asyncio.to_thread(first.wait, 30) == -signal.SIGKILL
@@ -425,8 +426,9 @@ async def test_a_worker_killed_mid_backfill_loses_only_its_batch_and_a_second_wo
                 first.kill()
                 first.wait()
         # the server notices the dead connection and rolls its batch back
+        rollback = StallWatch()
         while await conn.fetchval(IN_FLIGHT):
-            assert time.monotonic() < deadline
+            rollback.check(None, "the killed worker's transaction was never rolled back")
             await asyncio.sleep(0.05)
         killed_at = await conn.fetchval("SELECT now()")
         by_w1 = {r["chunk_no"]: r for r in await chunk_rows(conn) if r["done"]}
@@ -637,9 +639,9 @@ async def test_pause_holds_progress_resume_completes_it_and_max_rate_shows_in_st
     await asyncio.sleep(0.3)
     conn = await connect(dsn)
     try:  # a batch already in flight when the pause committed may still finish; wait for it
-        deadline = time.monotonic() + 30
+        watch = StallWatch()
         while await conn.fetchval(IN_FLIGHT):
-            assert time.monotonic() < deadline
+            watch.check(None, "the chunk in flight never finished")
             await asyncio.sleep(0.05)
     finally:
         await conn.close()
@@ -709,12 +711,13 @@ async def test_the_status_report_is_one_snapshot_even_when_the_backfill_state_ch
         await transaction.start()
         await blocker.execute("LOCK TABLE driftgate.embedding_tables IN ACCESS EXCLUSIVE MODE")
         reading = asyncio.create_task(status(client))
-        deadline = time.monotonic() + 30
+        deadline = StallWatch()
         while not await probe.fetchval(
             """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
                AND wait_event_type = 'Lock' AND query LIKE '%embedding_tables%'"""
         ):
-            assert time.monotonic() < deadline and not reading.done()
+            assert not reading.done()
+            deadline.check(None, "the status read never waited on the lock")
             await asyncio.sleep(0.02)
         assert (await backfill_control(client, {"action": "pause"}))["state"] == "paused"
         await transaction.rollback()
