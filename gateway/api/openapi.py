@@ -206,7 +206,24 @@ def _admin_paths() -> dict:
         f"{base}/adopt/stop": {
             "post": op("Stop following the adopted table: drop its triggers and queue", "200", None)
         },
+        "/admin/v1/models/rescan": {
+            "post": {
+                **_op(
+                    "Pick up models imported while the gateway runs, here and on every replica",
+                    "200",
+                    errors=(401, 503),
+                    answer=_RESCAN_ANSWER,
+                ),
+                **admin,
+            }
+        },
     }
+
+
+_RESCAN_ANSWER = {
+    "type": "object",
+    "properties": {"added": {"type": "array", "items": {"type": "string"}}, "models": {"type": "array"}},
+}
 
 
 @routes.get("/openapi.json")

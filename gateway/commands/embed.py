@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from gateway.config import Settings
 from gateway.domain.errors import GatewayError
+from gateway.encoders.base import Encoded
+from gateway.encoders.catalog import ModelSpec
 from gateway.encoders.onnx import OnnxEncoder, load_encoder
-from gateway.encoders.remote import is_remote
-from gateway.services.remote_models import RemoteModels
+from gateway.services.embedding import EmbeddingService
 
 CHUNK = 64
 
@@ -34,27 +36,15 @@ def _texts(lines: list[tuple[int, str]]) -> list[str]:
 
 
 def run(settings: Settings, model: str, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
-    specs = settings.model_specs()
-    if model not in specs:
+    if model not in settings.model_specs():
         print(f"error: unknown model {model!r}; see `driftgate models list`", file=sys.stderr)
         return 2
-    spec = specs[model]
-    encoder: _RemoteLines | OnnxEncoder
-    if is_remote(spec):
-        encoder = _RemoteLines(spec)
-    else:
-        encoder = load_encoder(
-            spec,
-            settings.model_cache_dir(),
-            settings.models.intra_op_threads,
-            progress=lambda msg: print(msg, file=sys.stderr),
-        )
+    encoder = _Lines(settings, model)
     pending: list[tuple[int, str]] = []
 
     def flush() -> None:
         texts = _texts(pending)
-        prefixed = [spec.document_prefix + t for t in texts]
-        vectors = encoder.encode(prefixed).vectors
+        vectors = encoder.encode(texts).vectors
         for text, vector in zip(texts, vectors, strict=False):
             stdout.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vector]}) + "\n")
         stdout.flush()
@@ -71,26 +61,36 @@ def run(settings: Settings, model: str, stdin: TextIO = sys.stdin, stdout: TextI
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except GatewayError as exc:  # a remote provider's outage, refusal or malformed reply
+    except GatewayError as exc:  # a model that cannot be loaded, a provider's outage, refusal or malformed reply
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     finally:
-        if isinstance(encoder, _RemoteLines):
-            encoder.close()
+        encoder.close()
     return 0
 
 
-class _RemoteLines:
-    """A remote model for this one-shot command: its own event loop, one client, closed at the end."""
+class _Lines:
+    """The model registry for this one-shot command: its own event loop, closed at the end.
 
-    def __init__(self, spec) -> None:
+    Local or remote, the model is whatever its spec says; document vectors, prefixed as the
+    model expects, exactly as the gateway stores them."""
+
+    def __init__(self, settings: Settings, key: str) -> None:
         self._loop = asyncio.new_event_loop()
-        self._models = RemoteModels()
-        self._spec = spec
+        self._key = key
 
-    def encode(self, texts: list[str]):
-        return self._loop.run_until_complete(self._models.embed(self._spec, texts, "document"))
+        def loader(spec: ModelSpec, cache_dir: Path, threads: int) -> OnnxEncoder:
+            def progress(message: str) -> None:
+                print(message, file=sys.stderr)
+
+            allow = settings.models.allow_download
+            return load_encoder(spec, cache_dir, threads, progress=progress, allow_download=allow)
+
+        self._embeddings = EmbeddingService.from_settings(settings, loader=loader)
+
+    def encode(self, texts: list[str]) -> Encoded:
+        return self._loop.run_until_complete(self._embeddings.embed(self._key, texts, "document"))
 
     def close(self) -> None:
-        self._loop.run_until_complete(self._models.close())
+        self._loop.run_until_complete(self._embeddings.close())
         self._loop.close()
