@@ -180,7 +180,7 @@ def test_the_checkpoint_config_decides_pooling_normalisation_prompts_and_lower_c
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"model_type": "xlm-roberta"}, "architecture 'xlm-roberta'"),
+        ({"model_type": "deberta-v2"}, "architecture 'deberta-v2'"),
         ({"weights": False}, "model.safetensors is missing"),
         ({"pooling": {"pooling_mode_weightedmean_tokens": True}}, "pooling_mode_weightedmean_tokens is not supported"),
         ({"pooling": {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True}}, "exactly one pooling mode"),
