@@ -90,7 +90,7 @@ class Checkpoint:
 
 
 def _json(path: Path, what: str, *, required: bool = True) -> Any:
-    if not path.is_file() and not path.is_symlink():
+    if not path.is_file():
         if not required:
             return None
         raise CheckpointError(f"{path.name} is missing from {path.parent} ({what})")
