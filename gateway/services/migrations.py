@@ -27,13 +27,15 @@ from gateway.store.retry import in_transaction
 
 log = logging.getLogger(__name__)
 
-# what a collection's state keeps of a migration once it is retired or aborted: nothing
+# what a collection's state keeps of a migration once it is retired or aborted: nothing, not
+# even its rate cap (a cap belongs to one migration; the next one starts unthrottled)
 MIGRATION_ENDED: dict[str, Any] = {
     "from_model": None,
     "to_model": None,
     "shadow_model": None,
     "shadow_sample_rate": 0.0,
     "backfill_state": BackfillState.IDLE,
+    "backfill_max_rate": None,
 }
 
 
@@ -101,6 +103,7 @@ class MigrationService:
                 to_model=to_model,
                 backfill_state=BackfillState.RUNNING,
                 backfill_started_at=datetime.now(UTC),
+                backfill_max_rate=None,
                 shadow_model=None,
                 shadow_sample_rate=0.0,
             )
@@ -214,6 +217,14 @@ class MigrationService:
                 )
 
         await in_transaction(self._pool, shadow)
+        log.info(
+            "collection %s shadow set by %s: model %s at %s, noise floor %s",
+            name,
+            actor.address,
+            model or "off",
+            sample_rate,
+            noise_floor_rate if noise_floor_rate is not None else "unchanged",
+        )
         return await self._changed(name)
 
     async def retire(self, name: str, model: str, actor: Actor) -> tuple[CollectionState, bool]:
