@@ -77,6 +77,20 @@ def test_an_adoption_of_unknown_size_draws_an_empty_bar_not_a_full_one():
     assert "#" not in line and "█" not in line and "0/? rows" in line
 
 
+def test_an_adoption_shows_while_it_runs_and_leaves_the_text_status_once_stopped():
+    adoption = {
+        "state": "following",
+        "rows_read": 5,
+        "rows_total": 5,
+        "table": "public.items",
+        "rows_skipped": 0,
+        "rows_to_embed": 0,
+        "follow": True,
+    }
+    assert "adoption following" in format_status(report(adoption=adoption))
+    assert "adoption" not in format_status(report(adoption={**adoption, "state": "stopped"}))
+
+
 def test_an_open_circuit_says_since_when_why_and_that_writes_fail():
     text = format_circuit({"state": "open", "open_for_s": 12.4, "last_error": "HTTP 503"})
     assert text.startswith("open for 12s (last error: HTTP 503)") and "writes" in text

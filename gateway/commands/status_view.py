@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from tqdm import tqdm
 
+# an adoption that is over (done, stopped) is history: the JSON report keeps it, the text does not
+ADOPTION_SHOWN = ("importing", "indexing", "following", "failed")
 # a replica that reported within this many seconds is only catching up, not behind
 RECENT_S = 5.0
 
@@ -42,7 +44,7 @@ def format_status(status: dict) -> str:
         if backfill.get("index_build"):
             build = backfill["index_build"]
             lines.append(f"  index build: {build['phase']} ({build['blocks_done']}/{build['blocks_total']} blocks)")
-    if status.get("adoption"):
+    if status.get("adoption") and status["adoption"]["state"] in ADOPTION_SHOWN:
         lines.append(format_adoption(status["adoption"]))
     shadow = status["shadow"]
     if shadow.get("model"):
