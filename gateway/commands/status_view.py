@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from tqdm import tqdm
 
-# an adoption that is over (done, stopped) is history: the JSON report keeps it, the text does not
-ADOPTION_SHOWN = ("importing", "indexing", "following", "failed")
+# a stopped adoption is history: the JSON report keeps it, the text does not
+ADOPTION_SHOWN = ("importing", "indexing", "following", "done", "failed")
 # a replica that reported within this many seconds is only catching up, not behind
 RECENT_S = 5.0
 

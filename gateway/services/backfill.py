@@ -23,6 +23,7 @@ import asyncpg
 import numpy as np
 
 from gateway.config import BackfillConfig
+from gateway.domain.audit import AuditAction
 from gateway.domain.backfill import BackfillState, plan_chunks, should_hold, step_size
 from gateway.domain.errors import EncoderBadReply, EncoderFailed, EncoderUnavailable, ModelDrift
 from gateway.domain.pacing import Pacer
@@ -299,7 +300,7 @@ class BackfillWorker:
             await collections_sql.change_state(
                 conn,
                 state,
-                action="backfill_" + final_state,
+                action=AuditAction.of_backfill_end(final_state),
                 actor="backfill",
                 replica=self.worker_id,
                 detail={"errors": errors},

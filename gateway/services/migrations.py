@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from gateway.domain.audit import AuditAction
 from gateway.domain.backfill import BackfillAction, BackfillState, plan_chunks
 from gateway.domain.errors import Conflict, IndexIncomplete, InvalidRequest, ModelDrift, NotFound
 from gateway.domain.phases import Action, Phase, next_phase
@@ -93,7 +94,7 @@ class MigrationService:
             await collections_sql.change_state(
                 conn,
                 state,
-                action="start",
+                action=AuditAction.START,
                 actor=actor.address,
                 replica=actor.replica,
                 detail={"to_model": to_model, "documents": len(ids)},
@@ -157,7 +158,7 @@ class MigrationService:
             await collections_sql.change_state(
                 conn,
                 state,
-                action=action.value,
+                action=AuditAction.of_switch(action),
                 actor=actor.address,
                 replica=actor.replica,
                 forced=forced,
@@ -209,7 +210,7 @@ class MigrationService:
                 await collections_sql.change_state(
                     conn,
                     state,
-                    action="shadow",
+                    action=AuditAction.SHADOW,
                     actor=actor.address,
                     replica=actor.replica,
                     detail={"model": model, "sample_rate": sample_rate, "noise_floor_rate": noise_floor_rate},
@@ -264,7 +265,7 @@ class MigrationService:
             await collections_sql.change_state(
                 conn,
                 state,
-                action="retire",
+                action=AuditAction.RETIRE,
                 actor=actor.address,
                 replica=actor.replica,
                 detail={"model": model},
@@ -293,7 +294,7 @@ class MigrationService:
             await collections_sql.change_state(
                 conn,
                 state,
-                action="abort",
+                action=AuditAction.ABORT,
                 actor=actor.address,
                 replica=actor.replica,
                 detail={"dropped": state.to_model},
@@ -359,7 +360,7 @@ class BackfillControl:
                 await collections_sql.change_state(
                     conn,
                     state,
-                    action=f"backfill_{action or 'rate'}",
+                    action=AuditAction.of_backfill_control(action),
                     actor=actor.address,
                     replica=actor.replica,
                     detail={"max_rate": max_rate, "retried_errors": retried},

@@ -7,6 +7,7 @@ from enum import Enum
 
 import asyncpg
 
+from gateway.domain.audit import AuditAction
 from gateway.domain.identifiers import collection_schema, embedding_table, quote_ident
 from gateway.domain.phases import Phase
 from gateway.domain.state import CollectionState
@@ -258,7 +259,7 @@ async def change_state(
     conn: asyncpg.Connection,
     before: CollectionState,
     *,
-    action: str,
+    action: AuditAction,
     actor: str | None,
     replica: str | None,
     forced: bool = False,
