@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from gateway import __version__
+from gateway.domain.phases import Phase
 
 EPILOG = """\
 examples:
@@ -254,7 +255,7 @@ def _add_migrate(commands) -> None:
     plan = action(
         "plan",
         "before starting: documents, tokens, estimated time (measured on a sample), cost; writes nothing",
-        "driftgate migrate plan articles --to text-embedding-3-small",
+        "driftgate migrate plan articles --to all-MiniLM-L6-v2   # any key `driftgate models list` shows",
     )
     plan.add_argument("--to", required=True, metavar="MODEL", help="the model you would migrate to")
     plan.add_argument(
@@ -276,7 +277,7 @@ def _add_migrate(commands) -> None:
     status.add_argument(
         "--until",
         metavar="PHASE",
-        choices=["steady", "dual_write", "ready", "shadow", "cutover"],
+        choices=[phase.value for phase in Phase],
         help="with --watch: stop when the collection reaches this phase",
     )
     status.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
