@@ -1,5 +1,6 @@
-"""`driftgate embed --model KEY [--input-type query|document]`: JSON lines {"text"} on stdin ->
-{"text", "embedding", "truncated"} on stdout, with the model's query or document prompt prepended."""
+"""`driftgate embed --model KEY [--input-type query|document]`: {"text"} lines in, {"text", "embedding", "truncated"} out.
+
+The model's query or document prompt is prepended; "truncated" says the text was cut to its token limit."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""BertModel (MiniLM, bge, e5, gte-style BERT checkpoints) and XLMRobertaModel (multilingual-e5,
-bge-m3) as fp32 ONNX graphs.
+"""BertModel (MiniLM, bge, e5, gte) and XLMRobertaModel (multilingual-e5, bge-m3) as fp32 ONNX graphs.
 
 Mirrors transformers' BertModel in eval mode: word + absolute position + token-type
 embeddings, LayerNorm, then post-norm layers with exact GELU. The pooler is not used by

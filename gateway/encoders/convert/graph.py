@@ -1,4 +1,4 @@
-"""A tiny, deterministic ONNX graph builder shared by the BERT and MPNet converters.
+"""A tiny, deterministic ONNX graph builder shared by the BERT, XLM-RoBERTa and MPNet converters.
 
 Node and tensor names come from a counter and from checkpoint weight names, the producer
 and opset are fixed and nothing records a time or a path, so the same weights always
