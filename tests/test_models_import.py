@@ -444,6 +444,13 @@ async def test_the_embeddings_endpoint_takes_input_type_and_reports_truncation(s
     assert answers[None] == answers["document"]  # document is the default, as before
     refused = await client.post("/v1/embeddings", json={"model": "st6", "input": "x", "input_type": "search"})
     assert refused.status == 400 and "input_type" in (await refused.json())["error"]["message"]
+    # collections store documents with the document prompt and search with the query prompt
+    assert (await client.put("/v1/collections/docs", json={"model": "st6"})).status == 201
+    assert (await client.put("/v1/collections/docs/documents/a", json={"text": short["text"]})).status == 200
+    hits = (await (await client.post("/v1/collections/docs/query", json={"text": short["text"]})).json())["hits"]
+    query, document = np.array(short["query_embedding"]), np.array(short["embedding"])
+    expected = query @ document / np.linalg.norm(query) / np.linalg.norm(document)
+    assert expected < 0.99 and hits[0]["score"] == pytest.approx(expected, abs=1e-4)
 
 
 def test_embed_takes_input_type_and_reports_truncation(st6_cache):
