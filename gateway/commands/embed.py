@@ -1,4 +1,6 @@
-"""`driftgate embed --model KEY`: JSON lines {"text"} on stdin -> {"text", "embedding"} on stdout."""
+"""`driftgate embed --model KEY [--input-type query|document]`: {"text"} lines in, {"text", "embedding", "truncated"} out.
+
+The model's query or document prompt is prepended; "truncated" says the text was cut to its token limit."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import TextIO
 
 from gateway.config import Settings
 from gateway.domain.errors import GatewayError
-from gateway.encoders.base import Encoded
+from gateway.encoders.base import Encoded, Kind
 from gateway.encoders.catalog import ModelSpec
 from gateway.encoders.onnx import OnnxEncoder, load_encoder
 from gateway.services.embedding import EmbeddingService
@@ -35,18 +37,27 @@ def _texts(lines: list[tuple[int, str]]) -> list[str]:
     return texts
 
 
-def run(settings: Settings, model: str, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+def run(
+    settings: Settings,
+    model: str,
+    stdin: TextIO = sys.stdin,
+    stdout: TextIO = sys.stdout,
+    *,
+    input_type: Kind = "document",
+) -> int:
     if model not in settings.model_specs():
         print(f"error: unknown model {model!r}; see `driftgate models list`", file=sys.stderr)
         return 2
-    encoder = _Lines(settings, model)
+    encoder = _Lines(settings, model, input_type)
     pending: list[tuple[int, str]] = []
 
     def flush() -> None:
         texts = _texts(pending)
-        vectors = encoder.encode(texts).vectors
-        for text, vector in zip(texts, vectors, strict=False):
-            stdout.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vector]}) + "\n")
+        encoded = encoder.encode(texts)
+        truncated = encoded.truncated or (False,) * len(texts)
+        for text, vector, cut in zip(texts, encoded.vectors, truncated, strict=True):
+            line = {"text": text, "embedding": [round(float(x), 7) for x in vector], "truncated": cut}
+            stdout.write(json.dumps(line) + "\n")
         stdout.flush()
         pending.clear()
 
@@ -72,12 +83,13 @@ def run(settings: Settings, model: str, stdin: TextIO = sys.stdin, stdout: TextI
 class _Lines:
     """The model registry for this one-shot command: its own event loop, closed at the end.
 
-    Local or remote, the model is whatever its spec says; document vectors, prefixed as the
-    model expects, exactly as the gateway stores them."""
+    Local or remote, the model is whatever its spec says; vectors of `input_type`, prefixed as
+    the model expects, exactly as the gateway makes them."""
 
-    def __init__(self, settings: Settings, key: str) -> None:
+    def __init__(self, settings: Settings, key: str, input_type: Kind) -> None:
         self._loop = asyncio.new_event_loop()
         self._key = key
+        self._input_type: Kind = input_type
 
         def loader(spec: ModelSpec, cache_dir: Path, threads: int) -> OnnxEncoder:
             def progress(message: str) -> None:
@@ -89,7 +101,7 @@ class _Lines:
         self._embeddings = EmbeddingService.from_settings(settings, loader=loader)
 
     def encode(self, texts: list[str]) -> Encoded:
-        return self._loop.run_until_complete(self._embeddings.embed(self._key, texts, "document"))
+        return self._loop.run_until_complete(self._embeddings.embed(self._key, texts, self._input_type))
 
     def close(self) -> None:
         self._loop.run_until_complete(self._embeddings.close())

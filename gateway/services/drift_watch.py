@@ -151,5 +151,6 @@ class DriftWatch:
             key,
             {"detected": key in self._embeddings.drifted, "at": None, "min_cosine": None, "checked_at": None},
         )
-        usage = self._embeddings.usage(key) or {"tokens_used": 0, "circuit": "closed"}
+        unused = {"tokens_used": 0, "circuit": {"state": "closed", "open_for_s": None, "last_error": None}}
+        usage = self._embeddings.usage(key) or unused  # not asked for anything yet by this process
         return {"drift": drift, **usage}

@@ -1,5 +1,4 @@
-"""The remote models of one app: one provider (pooled session + breaker) per base URL, and the
-remote encoders made on them.
+"""The remote models of one app: a provider (pooled session + breaker) per base URL, their encoders.
 
 The model registry (services/embedding.py) asks here for a remote model's `Encoder`; nothing
 above the registry can tell a remote model from a local one except by the errors it may answer
@@ -9,6 +8,7 @@ malformed reply). Drift verdicts live in the registry, one for every model.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from gateway.encoders.remote import Provider, RemoteEncoder, RemoteModelSpec
@@ -45,7 +45,8 @@ class RemoteModels:
         encoder = self._encoders.get(key)
         if encoder is None:
             return None
-        return {"tokens_used": encoder.tokens_used, "circuit": encoder.provider.breaker.state.value}
+        circuit = encoder.provider.breaker.describe(time.monotonic())  # state, how long open, last error
+        return {"tokens_used": encoder.tokens_used, "circuit": circuit}
 
     async def close(self) -> None:
         for provider in self._providers.values():
