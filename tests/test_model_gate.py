@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gateway.api.keys import EMBEDDINGS
 from gateway.config import Settings, load_settings
+from gateway.domain.vectors import min_row_cosine, row_cosines
 from gateway.encoders.catalog import CATALOG
 from gateway.encoders.convert.fetched import source_spec
 from gateway.encoders.fetch import default_cache_dir, ensure_files, local_path
@@ -19,6 +21,20 @@ from tests.helpers import AUTH, L3, L6, SRE, TOKEN, USE, create_collection, wait
 
 def with_models(settings: Settings, **models) -> Settings:
     return settings.model_copy(update={"models": settings.models.model_copy(update=models)})
+
+
+# -- one cosine for every drift decision --------------------------------------------------------
+
+
+def test_the_drift_cosine_is_the_float64_row_cosine_and_another_shape_is_total_drift():
+    rng = np.random.default_rng(7)
+    registered = rng.normal(size=(5, 384)).astype(np.float32)
+    moved = registered + rng.normal(scale=1e-3, size=registered.shape).astype(np.float32)
+    assert min_row_cosine(moved, registered) == float(row_cosines(moved, registered).min())
+    assert min_row_cosine(registered, registered) == pytest.approx(1.0, abs=1e-12)
+    assert min_row_cosine(registered[:, :100], registered) == -1.0  # another dimension
+    assert min_row_cosine(registered[:4], registered) == -1.0  # another number of probes
+    assert min_row_cosine(np.zeros((0, 384)), np.zeros((0, 384))) == -1.0
 
 
 # -- models load at start or for a collection, never because a request named one ------------
