@@ -29,6 +29,8 @@ from gateway.logs import escape_control
 
 log = logging.getLogger(__name__)
 
+SERVER = "driftgate"  # the Server header of every answer: no Python or aiohttp version for scanners
+
 
 def runner_options(config: ServerConfig) -> dict[str, Any]:
     """Keyword arguments for `GatewayRunner` (and the tests' server) that the gateway always uses."""
@@ -77,6 +79,7 @@ class GatewayRequestHandler(RequestHandler):
         else:
             code, text = "bad_request", "the request is not valid HTTP/1.1; check the request line and headers"
         response = web.Response(status=status, body=_error_body(code, text), content_type="application/json")
+        response.headers["Server"] = SERVER
         response.force_close()
         return response
 
