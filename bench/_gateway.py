@@ -9,7 +9,11 @@ Collections are seeded with the package's own `gateway.loadtest.runner.seed_coll
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 
 import aiohttp
@@ -99,3 +103,28 @@ class Gateway:
         total = registry.get_sample_value("driftgate_encode_batch_size_sum", {"model": model}) or 0.0
         count = registry.get_sample_value("driftgate_encode_batch_size_count", {"model": model}) or 0.0
         return total, count
+
+
+def start_gateway(dsn: str, port: int, *, source: str | None = None) -> subprocess.Popen:
+    """A real `driftgate serve` process on 127.0.0.1:`port` (warnings only), once /readyz answers.
+
+    `source`: a checkout whose `gateway` package runs instead of this one (to measure another
+    revision on the same machine and database).
+    """
+    env = {**os.environ, "DATABASE_URL": dsn, "DRIFTGATE_LOGGING__LEVEL": "WARNING"}
+    if source:
+        env["PYTHONPATH"] = source
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(600):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the gateway did not become ready")

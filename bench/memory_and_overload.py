@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 
 import aiohttp
 from _common import emit, log, machine_info
 from _db import PostgresServer
+from _gateway import start_gateway
 
 from gateway.datasets import vaswani
 from gateway.loadtest.cluster import free_port
@@ -51,21 +48,6 @@ class PeakSampler(threading.Thread):
         while not self.stop.is_set():
             self.peak = max(self.peak, rss_mb(self.pid))
             time.sleep(0.02)
-
-
-def start_gateway(dsn: str, port: int) -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": dsn, "DRIFTGATE_LOGGING__LEVEL": "WARNING"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", str(port)], env=env, stderr=subprocess.DEVNULL
-    )
-    for _ in range(600):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("the gateway did not become ready")
 
 
 async def measure(base: str, pid: int, docs: int) -> dict:

@@ -60,7 +60,8 @@ class GatewayRequestHandler(RequestHandler):
         if len(self._server.connections) > self._max_connections:
             body = _error_body("too_many_connections", "the gateway has too many open connections; retry shortly")
             transport.write(
-                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                b"HTTP/1.1 503 Service Unavailable\r\nServer: " + SERVER.encode() + b"\r\n"
+                b"Content-Type: application/json\r\nRetry-After: 1\r\n"
                 b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
             )
             self.force_close()
