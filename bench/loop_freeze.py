@@ -28,10 +28,9 @@ import time
 import aiohttp
 from _common import emit, load_average, log, machine_info, pct
 from _db import PostgresServer
-from _gateway import start_gateway
+from _gateway import gateway_process
 
 from gateway.config import LimitsConfig
-from gateway.loadtest.cluster import free_port
 
 MODEL = "paraphrase-MiniLM-L3-v2"
 N = 8_000_000
@@ -137,15 +136,8 @@ def main() -> None:
     parser.add_argument("--only", action="append", default=[], help="run only this attack (repeatable)")
     parser.add_argument("--source", help="run the gateway package of this checkout instead (e.g. old main)")
     args = parser.parse_args()
-    with PostgresServer() as server:
-        port = free_port()
-        process = start_gateway(server.server_dsn, port, source=args.source)
-        try:
-            log(f"gateway pid {process.pid} on port {port}")
-            result = asyncio.run(measure(f"http://127.0.0.1:{port}", args.seconds, args.only))
-        finally:
-            process.terminate()
-            process.wait(60)
+    with PostgresServer() as server, gateway_process(server.server_dsn, source=args.source) as (base, _pid):
+        result = asyncio.run(measure(base, args.seconds, args.only))
     emit(
         {
             "benchmark": "loop_freeze",

@@ -20,12 +20,11 @@ import threading
 import time
 
 import aiohttp
-from _common import emit, log, machine_info
+from _common import emit, machine_info
 from _db import PostgresServer
-from _gateway import start_gateway
+from _gateway import gateway_process
 
 from gateway.datasets import vaswani
-from gateway.loadtest.cluster import free_port
 from gateway.loadtest.runner import seed_collection
 
 MODEL = "paraphrase-MiniLM-L3-v2"
@@ -104,15 +103,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=1000, help="Vaswani abstracts to load (default 1000)")
     args = parser.parse_args()
-    with PostgresServer() as server:
-        port = free_port()
-        process = start_gateway(server.server_dsn, port)
-        try:
-            log(f"gateway pid {process.pid} on port {port}")
-            result = asyncio.run(measure(f"http://127.0.0.1:{port}", process.pid, args.docs))
-        finally:
-            process.terminate()
-            process.wait(60)
+    with PostgresServer() as server, gateway_process(server.server_dsn) as (base, pid):
+        result = asyncio.run(measure(base, pid, args.docs))
     emit({"benchmark": "memory_and_overload", "model": MODEL, "docs": args.docs, **result, "machine": machine_info()})
 
 

@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.api.app import create_app
 from gateway.api.keys import LARGE_RESPONSES, VERIFIER
+from gateway.api.requests import count_values
 from gateway.api.transport import runner_options
 from gateway.commands.serve import open_data_plane_warning
 from gateway.config import load_settings
@@ -296,3 +297,18 @@ def test_serve_warns_at_start_when_the_data_plane_is_open_on_a_non_loopback_addr
 )
 def test_the_open_data_plane_warning_is_given_exactly_when_keys_are_missing_off_loopback(host, keys, warns):
     assert (open_data_plane_warning(host, keys) is not None) is warns
+
+
+@pytest.mark.parametrize(
+    "raw, budget, counted",
+    [
+        (b'{"a": [1, 2, 3]}', 100, 9),  # short bodies: the bound len // 2 + 1, nothing scanned
+        (b'{"t": "' + b"," * 500 + b'", "n": [1, 2]}', 10, 6),  # commas in a string are not values
+        (b'{"t": "a \\" , \\\\", "n": 1}', 5, 5),  # escaped quote and backslash stay inside the string
+        (b"[" + b"0," * 600 + b"0]", 100, None),  # 601 numbers: over the budget
+        (b'["' + b"x" * 600 + b",", 100, 1),  # unterminated string: the parser will refuse it
+    ],
+    ids=["short", "commas in text", "escapes", "over budget", "unterminated"],
+)
+def test_count_values_counts_commas_outside_strings_and_strings(raw, budget, counted):
+    assert count_values(raw, budget) == counted

@@ -106,29 +106,54 @@ def count_values(raw: bytes, budget: int) -> int | None:
     return values if values <= budget else None
 
 
-async def check_value_count(raw: bytes, limits: LimitsConfig) -> None:
-    """Refuse (413) a body with more JSON values than `limits.max_json_values` before parsing it."""
-    budget = limits.max_json_values
+async def _count_off_loop(raw: bytes, budget: int) -> int | None:
     if len(raw) < _COUNT_OFF_LOOP:
-        counted = count_values(raw, budget)
-    else:
-        counted = await asyncio.to_thread(count_values, raw, budget)
-    if counted is None:
-        raise PayloadTooLarge(
-            f"request body holds more than {budget} JSON values (limits.max_json_values); "
-            "send fewer documents per batch, or smaller metadata, filters or vectors",
-            code="too_many_values",
-        )
+        return count_values(raw, budget)
+    return await asyncio.to_thread(count_values, raw, budget)  # the count loops in Python: the loop keeps its turns
+
+
+def _too_many_values(budget: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"request body holds more than {budget} JSON values (limits.max_json_values); "
+        "send fewer documents per batch, or smaller metadata, filters or vectors",
+        code="too_many_values",
+    )
+
+
+async def read_body(request: web.Request, limits: LimitsConfig, max_bytes: int) -> bytes:
+    """The body, refused (413) as soon as it is known to hold more than `limits.max_json_values`
+    values or more than `max_bytes`: a 16 MB body of numbers is refused after its first half
+    megabyte, without being joined, counted whole or parsed. (aiohttp then reads and discards
+    the rest for up to 10 s, so that the client, still sending, gets the 413 and not a reset.)"""
+    budget = limits.max_json_values
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge("request body is too large; split the batch")
+    parts: list[bytes] = []
+    size, separators, checkpoint = 0, 0, _COUNT_OFF_LOOP
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge("request body is too large; split the batch")
+        parts.append(chunk)
+        separators += chunk.count(b",") + chunk.count(b'"')
+        if separators > budget and size >= checkpoint:  # maybe over: count what came so far exactly
+            parts = [b"".join(parts)]
+            if await _count_off_loop(parts[0], budget) is None:
+                raise _too_many_values(budget)
+            checkpoint = 2 * size  # at most twice the body is ever counted
+    raw = b"".join(parts)
+    if separators > budget and await _count_off_loop(raw, budget) is None:
+        raise _too_many_values(budget)
+    return raw
 
 
 async def parse_body(request: web.Request, model: type[T]) -> T:
-    """Read and validate a JSON body; the body size limit is enforced by aiohttp (413), the
-    number of values (`limits.max_json_values`) here, before anything parses it."""
-    raw = await request.read()
+    """Read and validate a JSON body; its size and number of values are bounded (413) while it
+    is read, before anything parses it."""
+    settings = request.app[SETTINGS]
+    raw = await read_body(request, settings.limits, settings.server.max_body_bytes)
     if not raw:
         raise InvalidRequest("request body is empty; send a JSON object", code="invalid_json")
-    settings = request.app.get(SETTINGS)
-    await check_value_count(raw, settings.limits if settings is not None else LimitsConfig())
     data = fastjson.loads(raw)  # the same answer, faster, where orjson agrees (fastjson.py)
     try:
         if data is fastjson.NOT_FAST:
