@@ -118,9 +118,10 @@ def gateway_process(dsn: str, *, source: str | None = None) -> Iterator[tuple[st
     env = {**os.environ, "DATABASE_URL": dsn, "DRIFTGATE_LOGGING__LEVEL": "WARNING"}
     if source:
         env["PYTHONPATH"] = source
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # run from `source`: `python -m` puts the working directory first
         [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
+        cwd=source,
         stderr=subprocess.DEVNULL,
     )
     try:
