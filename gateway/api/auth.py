@@ -72,8 +72,8 @@ def _match(keys: tuple[Grant, ...], given: bytes) -> Grant | None:
 @web.middleware
 async def api_key_middleware(request: web.Request, handler) -> web.StreamResponse:
     """Data-plane API keys, when any are configured; health, metrics and docs stay open."""
-    keys = request.app[API_KEYS]
-    if keys and request.path.startswith("/v1/"):
+    keys = request.config_dict[API_KEYS] if request.path.startswith("/v1/") else ()
+    if keys:
         given = bearer_token(request) or request.headers.get("X-API-Key", "")
         grant = _match(keys, as_bytes(given)) if given else None
         if grant is None:

@@ -150,7 +150,7 @@ async def read_body(request: web.Request, limits: LimitsConfig, max_bytes: int) 
 async def parse_body(request: web.Request, model: type[T]) -> T:
     """Read and validate a JSON body; its size and number of values are bounded (413) while it
     is read, before anything parses it."""
-    settings = request.app[SETTINGS]
+    settings = request.config_dict[SETTINGS]  # also from a sub-application
     raw = await read_body(request, settings.limits, settings.server.max_body_bytes)
     if not raw:
         raise InvalidRequest("request body is empty; send a JSON object", code="invalid_json")
