@@ -358,15 +358,15 @@ class RemoteEncoder:
                 f"{limit} bytes for {len(texts)} texts; nothing was stored. Check its model and dimensions settings"
             ) from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            breaker.record_failure(self._clock())
             log.warning("model %s: request to %s failed: %r", self.spec.key, self._url, exc)
             reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"connection failed ({exc or 'closed'})"
+            breaker.record_failure(self._clock(), reason=reason)
             raise _Retryable(reason) from None
         if status == 429:
             breaker.release_trial()
             raise _Retryable("rate limited by the provider (429)", retry_after)
         if status >= 500 or status == 408:
-            breaker.record_failure(self._clock(), retry_after)
+            breaker.record_failure(self._clock(), retry_after, reason=f"HTTP {status}")
             raise _Retryable(f"HTTP {status}", retry_after)
         breaker.record_success()  # it answered: whatever else is wrong, it is not an outage
         if 300 <= status < 400:

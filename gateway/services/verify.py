@@ -8,6 +8,8 @@ requires it to have passed.
 
 from __future__ import annotations
 
+import logging
+
 import asyncpg
 import numpy as np
 
@@ -19,6 +21,8 @@ from gateway.store import collections as collections_sql
 from gateway.store import documents as documents_sql
 from gateway.store import registry as registry_sql
 from gateway.store.retry import with_connection
+
+log = logging.getLogger(__name__)
 
 LIST_CAP = 20
 
@@ -40,6 +44,12 @@ class Verifier:
                     f"model {model!r} of collection {name!r} was retired or aborted while verify ran; run verify again",
                     code="state_changed",
                 ) from None
+        log.info(
+            "collection %s verified (sample %d): %s",
+            name,
+            sample,
+            ", ".join(f"{model} {'passed' if r['passed'] else 'FAILED'}" for model, r in reports.items()),
+        )
         return {
             "collection": name,
             "state_version": state.state_version,
