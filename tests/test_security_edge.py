@@ -28,7 +28,7 @@ from gateway.api.keys import LARGE_RESPONSES, VERIFIER
 from gateway.api.requests import count_values
 from gateway.api.transport import runner_options
 from gateway.commands.serve import open_data_plane_warning
-from gateway.config import load_settings
+from gateway.config import ConfigError, load_settings
 from tests.conftest import GatewayTestServer, with_database
 from tests.helpers import AUTH, DRIFTGATE, L3, L6, STALL_S, TOKEN, free_port
 
@@ -312,3 +312,12 @@ def test_the_open_data_plane_warning_is_given_exactly_when_keys_are_missing_off_
 )
 def test_count_values_counts_commas_outside_strings_and_strings(raw, budget, counted):
     assert count_values(raw, budget) == counted
+
+
+def test_api_keys_are_configured_plain_or_scoped_and_short_keys_are_refused_by_field(monkeypatch):
+    monkeypatch.setenv("DRIFTGATE_SERVER__API_KEYS", json.dumps([{"key": KEY_A, "collections": ["a"]}, KEY_ALL]))
+    keys = load_settings(None).server.api_keys
+    assert keys[0].collections == ("a",) and keys[1] == KEY_ALL
+    monkeypatch.delenv("DRIFTGATE_SERVER__API_KEYS")
+    with pytest.raises(ConfigError, match=r"server\.api_keys"):
+        load_settings(None, server={"api_keys": ["short"]})
