@@ -5,7 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.api.keys import COLLECTIONS, LARGE_RESPONSES, SETTINGS, SHADOW
-from gateway.api.large import LARGE_K
 from gateway.api.requests import (
     BatchBody,
     CreateCollection,
@@ -94,7 +93,8 @@ async def query(request: web.Request) -> web.StreamResponse:
         check_metadata(body.filter, limits, "filter")
     service = request.app[COLLECTIONS]
     name = request.match_info["collection"]
-    async with request.app[LARGE_RESPONSES].slot(body.k):
+    large = request.app[LARGE_RESPONSES]
+    async with large.slot(body.k):
         if body.text is not None:
             check_text(body.text, limits)
             result = await service.query_text(name, body.text, body.k, body.filter)
@@ -109,7 +109,7 @@ async def query(request: web.Request) -> web.StreamResponse:
         else:
             assert body.vector is not None and body.model is not None
             result = await service.query_vector(name, body.vector, body.model, body.k, body.filter)
-        if body.k <= LARGE_K:
+        if not large.is_large(body.k):
             return json_response(
                 {"model": result.model, "truncated": result.truncated, "hits": [_hit(h) for h in result.hits]},
                 headers={"X-Driftgate-Model": result.model},

@@ -100,3 +100,17 @@ class EncoderBadReply(GatewayError):
 
     status = 502
     code = "encoder_bad_reply"
+
+
+class Forbidden(GatewayError):
+    """A valid credential that does not cover what was asked (an API key scoped to other collections)."""
+
+    status = 403
+    code = "forbidden"
+
+
+class PayloadTooLarge(GatewayError):
+    """A body bigger (in bytes or in JSON values) than the gateway parses; refused before parsing."""
+
+    status = 413
+    code = "payload_too_large"
