@@ -18,6 +18,10 @@ examples:
       --vector-column embedding --model all-MiniLM-L6-v2 --metadata-columns lang --follow --watch
   # later, once the applications write through the gateway
   driftgate adopt items --stop
+  # one collection of LangChain PGVector's shared table, its cmetadata as the metadata
+  driftgate adopt notes --table public.langchain_pg_embedding --id-column id --text-column document \
+      --vector-column embedding --model all-MiniLM-L6-v2 --metadata-json cmetadata \
+      --where collection_id=<uuid from langchain_pg_collection>
 
 Before anything is written, a random sample of rows (--sample, default 200) is re-embedded with
 --model and compared with the stored vectors: vectors made by another model are refused
@@ -48,6 +52,12 @@ def add_parser(commands) -> None:
     adopt.add_argument("--vector-column", help="pgvector column with the stored vectors")
     adopt.add_argument("--model", help="key of the model that made the vectors (driftgate models list)")
     adopt.add_argument("--metadata-columns", default="", help="comma-separated columns kept as metadata")
+    adopt.add_argument("--metadata-json", help="json/jsonb column whose object is the metadata itself (e.g. cmetadata)")
+    adopt.add_argument(
+        "--where",
+        metavar="COLUMN=VALUE",
+        help="adopt only the rows where COLUMN equals VALUE (one collection of a shared table)",
+    )
     adopt.add_argument("--sample", type=int, default=200, help="rows re-embedded and compared first (default 200)")
     adopt.add_argument("--follow", action="store_true", help="keep applying the table's changes (triggers)")
     adopt.add_argument("--watch", action="store_true", help="show progress until the import is complete")
@@ -79,6 +89,13 @@ def run(args) -> int:
                 f"driftgate: adopt needs {', '.join(missing)} (or --stop); see driftgate adopt --help", file=sys.stderr
             )
             return 2
+        row_filter = None
+        if args.where:
+            column, sep, value = args.where.partition("=")
+            if not sep or not column.strip() or not value:
+                print("driftgate: --where takes COLUMN=VALUE, e.g. collection_id=6a1f...", file=sys.stderr)
+                return 2
+            row_filter = {"column": column.strip(), "value": value}
         body = {
             "table": args.table,
             "id_column": args.id_column,
@@ -88,6 +105,8 @@ def run(args) -> int:
             "sample": args.sample,
             "follow": args.follow,
             "metadata_columns": [c.strip() for c in args.metadata_columns.split(",") if c.strip()],
+            "metadata_json_column": args.metadata_json,
+            "row_filter": row_filter,
         }
         adoption = client.call("POST", path, body)["adoption"]
         sample = adoption["sample"]

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import asyncpg
 import numpy as np
-from pgvector import Vector
 
 from gateway.store.collections import documents_table, model_table
+from gateway.store.vector_codec import Vector
 
 
 @dataclass(frozen=True)

@@ -177,6 +177,18 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        7,
+        """
+        -- adoption of a shared table (LangChain's langchain_pg_embedding): a row filter
+        -- (column = value, cast to the column's type) and a json column that is the metadata
+        ALTER TABLE driftgate.adoptions
+            ADD COLUMN metadata_json_column text,
+            ADD COLUMN filter_column        text,
+            ADD COLUMN filter_value         text,
+            ADD COLUMN filter_type          text;
+        """,
+    ),
 )
 
 

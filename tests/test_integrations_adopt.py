@@ -1,0 +1,176 @@
+"""Adopting the table LangChain's PGVector wrote: one collection out of the shared
+`langchain_pg_embedding` (a row filter on `collection_id`), its JSONB `cmetadata` as the metadata,
+following the app's writes, then the app switched to driftgate's VectorStore, then a migration.
+
+The table is written by langchain-postgres' own `PGVector` class (psycopg, SQLAlchemy), with the
+vectors of the model the collection is adopted with (made by the gateway's encoder), as an app
+that used that model locally would have written them.
+"""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+import requests
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_postgres import PGVector
+
+from gateway.api.keys import EMBEDDINGS
+from gateway.store.collections import documents_table
+from tests.helpers import AUTH, L3, ServerThread, fresh_database, settings_with, wait_until
+
+TOPICS = ["storage", "network", "billing"]
+NOTES = [
+    Document(
+        id=f"note-{i}",
+        page_content=f"note {i}: how the {TOPICS[i % 3]} service handles failure case {i}",
+        metadata={"topic": TOPICS[i % 3], "n": i, "tags": ["ops", TOPICS[i % 3]], "when": f"2024-05-{i + 1:02d}"},
+    )
+    for i in range(24)
+]
+OTHER = [
+    Document(id=f"other-{i}", page_content=f"an unrelated collection, entry {i}", metadata={"n": i}) for i in range(8)
+]
+
+
+class ModelEmbeddings(Embeddings):
+    """The app's embedding model before driftgate: the same pinned model, run locally."""
+
+    def __init__(self, server: ServerThread, model: str) -> None:
+        self.server, self.model = server, model
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        encoded = self.server.call(self.server.app[EMBEDDINGS].embed(self.model, texts, "document", bulk=True))
+        return encoded.vectors.tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+@pytest.fixture(scope="module")
+def dsn(server_dsn: str) -> str:
+    return fresh_database(server_dsn, "lc_adopt")
+
+
+@pytest.fixture(scope="module")
+def server(dsn: str):
+    gateway = ServerThread(dsn, settings_with()).start()
+    yield gateway
+    gateway.stop()
+
+
+def pgvector(server: ServerThread, dsn: str, collection: str) -> PGVector:
+    return PGVector(
+        ModelEmbeddings(server, L3),
+        connection=dsn.replace("postgresql://", "postgresql+psycopg://", 1),
+        collection_name=collection,
+        use_jsonb=True,
+    )
+
+
+def langchain_collection_id(dsn: str, name: str) -> str:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT uuid::text FROM langchain_pg_collection WHERE name = %s", (name,)).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def adopt(server: ServerThread, name: str, **body) -> requests.Response:
+    spec = {
+        "table": "public.langchain_pg_embedding",
+        "id_column": "id",
+        "text_column": "document",
+        "vector_column": "embedding",
+        "metadata_json_column": "cmetadata",
+        "model": L3,
+        "sample": 12,
+        **body,
+    }
+    return requests.post(f"{server.url}/admin/v1/collections/{name}/adopt", json=spec, headers=AUTH, timeout=600)
+
+
+def status(server: ServerThread, name: str) -> dict:
+    response = requests.get(f"{server.url}/admin/v1/collections/{name}/status", headers=AUTH, timeout=600)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def settle(server: ServerThread, name: str, state: str) -> dict:
+    """Wait until the adoption is in `state` with nothing queued and its index built."""
+
+    def done(body: dict) -> bool:
+        lag = body["adoption"]["follow_lag"] or {"pending": 0}
+        return body["adoption"]["state"] == state and lag["pending"] == 0 and body["models"][L3]["index_ready"]
+
+    def progress(body: dict):
+        adoption = body["adoption"]
+        return adoption["state"], adoption["rows_read"], adoption["changes_applied"], body["models"][L3]["rows"]
+
+    return wait_until(lambda: status(server, name), done, progress)
+
+
+def collection_rows(dsn: str, name: str) -> dict[str, tuple[str, dict]]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(f"SELECT id, content, metadata FROM {documents_table(name)}").fetchall()
+    return {r[0]: (r[1], r[2] if isinstance(r[2], dict) else json.loads(r[2])) for r in rows}
+
+
+def test_one_langchain_collection_is_adopted_with_its_cmetadata_and_followed_without_the_others(server, dsn):
+    notes, other = pgvector(server, dsn, "notes"), pgvector(server, dsn, "other")
+    notes.add_documents(NOTES)
+    other.add_documents(OTHER)
+    uuid = langchain_collection_id(dsn, "notes")
+
+    response = adopt(server, "notes", row_filter={"column": "collection_id", "value": uuid}, follow=True)
+    assert response.status_code == 202, response.text
+    adoption = response.json()["adoption"]
+    assert adoption["row_filter"] == {"column": "collection_id", "value": uuid}
+    assert adoption["columns"]["metadata_json"] == "cmetadata"
+    assert adoption["sample"]["sampled"] == 12 and adoption["sample"]["cosine_min"] > 0.999
+    body = settle(server, "notes", "following")
+    assert body["adoption"]["rows_total"] == len(NOTES) and body["adoption"]["rows_read"] == len(NOTES)
+    assert body["adoption"]["rows_to_embed"] == 0  # every vector was taken over, none re-embedded
+
+    # only the notes, each with its cmetadata as the metadata itself (not nested under "cmetadata")
+    assert collection_rows(dsn, "notes") == {d.id: (d.page_content, d.metadata) for d in NOTES}
+
+    # the app keeps writing through PGVector: its notes are followed, the other collection is not
+    notes.add_documents([Document(id="note-new", page_content="a note written after adoption", metadata={"n": 99})])
+    notes.add_documents([Document(id="note-3", page_content="note 3, rewritten", metadata={"topic": "billing"})])
+    notes.delete(["note-5"])
+    other.add_documents([Document(id="other-new", page_content="not for the notes collection", metadata={})])
+    other.delete(["other-1"])
+    body = settle(server, "notes", "following")
+    assert body["adoption"]["changes_applied"] >= 4
+    rows = collection_rows(dsn, "notes")
+    assert rows["note-new"] == ("a note written after adoption", {"n": 99})
+    assert rows["note-3"] == ("note 3, rewritten", {"topic": "billing"})
+    assert "note-5" not in rows and "other-new" not in rows and not any(i.startswith("other") for i in rows)
+    assert len(rows) == len(NOTES)
+
+
+def test_a_bad_row_filter_or_metadata_column_is_refused_with_what_to_fix_and_creates_nothing(server, dsn):
+    pgvector(server, dsn, "refusals").add_documents(NOTES[:3])
+    cases = [
+        ({"row_filter": {"column": "collection_id", "value": "not-a-uuid"}}, 400, "invalid_row_filter"),
+        ({"row_filter": {"column": "tenant", "value": "a"}}, 400, "column_not_found"),
+        ({"row_filter": {"column": "collection_id; DROP TABLE x", "value": "a"}}, 400, "invalid_identifier"),
+        ({"row_filter": {"column": "collection_id", "value": True}}, 400, None),
+        ({"row_filter": {"column": "collection_id", "value": ""}}, 400, "invalid_row_filter"),
+        ({"metadata_json_column": "collection_id"}, 400, "invalid_column_type"),
+        ({"metadata_json_column": "nope"}, 400, "column_not_found"),
+        ({"metadata_json_column": "embedding"}, 400, "invalid_identifier"),  # also the vector column
+    ]
+    for extra, code, error in cases:
+        response = adopt(server, "refused", **extra)
+        assert response.status_code == code, (extra, response.text)
+        body = response.json()["error"]
+        assert body["message"], extra
+        if error:
+            assert body["code"] == error, (extra, body)
+    assert requests.get(f"{server.url}/v1/collections/refused", timeout=60).status_code == 404
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM driftgate.adoptions WHERE collection = 'refused'").fetchone() == (0,)
