@@ -107,3 +107,15 @@ async def gateway(make_client) -> TestClient:
     from tests.helpers import TOKEN, settings_with
 
     return await make_client(settings_with(), admin_token=TOKEN)
+
+
+@pytest.fixture(scope="module")
+def threaded_gateway(server_dsn: str, request: pytest.FixtureRequest):
+    """A gateway for blocking callers (the sync client, framework test suites): one per test
+    module, served from a thread, on the module's own database."""
+    from tests.helpers import TOKEN, ServerThread, fresh_database, settings_with
+
+    database = "m_" + request.module.__name__.rsplit(".", 1)[-1][:40]
+    server = ServerThread(fresh_database(server_dsn, database), settings_with(), TOKEN).start()
+    yield server
+    server.stop()

@@ -204,7 +204,7 @@ class ServerThread:
     def __init__(self, dsn: str, settings: Settings, admin_token: str | None = TOKEN) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._dsn, self._settings, self._token = dsn, settings, admin_token
+        self.dsn, self._settings, self._token = dsn, settings, admin_token
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -212,7 +212,7 @@ class ServerThread:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._runner = web.AppRunner(create_app(self._settings, self._dsn, admin_token=self._token))
+        self._runner = web.AppRunner(create_app(self._settings, self.dsn, admin_token=self._token))
         self._loop.run_until_complete(self._runner.setup())
         self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
         self._ready.set()

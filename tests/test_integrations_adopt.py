@@ -20,7 +20,7 @@ from langchain_postgres import PGVector
 
 from gateway.api.keys import EMBEDDINGS
 from gateway.store.collections import documents_table
-from tests.helpers import AUTH, L3, ServerThread, fresh_database, settings_with, wait_until
+from tests.helpers import AUTH, L3, ServerThread, wait_until
 
 TOPICS = ["storage", "network", "billing"]
 NOTES = [
@@ -51,15 +51,13 @@ class ModelEmbeddings(Embeddings):
 
 
 @pytest.fixture(scope="module")
-def dsn(server_dsn: str) -> str:
-    return fresh_database(server_dsn, "lc_adopt")
+def server(threaded_gateway: ServerThread) -> ServerThread:
+    return threaded_gateway
 
 
 @pytest.fixture(scope="module")
-def server(dsn: str):
-    gateway = ServerThread(dsn, settings_with()).start()
-    yield gateway
-    gateway.stop()
+def dsn(threaded_gateway: ServerThread) -> str:
+    return threaded_gateway.dsn
 
 
 def pgvector(server: ServerThread, dsn: str, collection: str) -> PGVector:
