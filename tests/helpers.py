@@ -13,17 +13,14 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TypeVar
 
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.api.app import create_app
 from gateway.config import Settings, load_settings
 from gateway.loadtest.cluster import free_port
 
@@ -195,63 +192,3 @@ class StallWatch:
         if progress != self._last:
             self._last, self._changed = progress, time.monotonic()
         assert time.monotonic() - self._changed < self.stall_s, f"no progress for {self.stall_s:.0f} s. {context}"
-
-
-class ServerThread:
-    """The real gateway on a loopback port, served from its own event loop in a thread: for
-    blocking callers (the sync client, framework test suites) in the test's own thread."""
-
-    def __init__(self, dsn: str, settings: Settings, admin_token: str | None = TOKEN) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.dsn, self._settings, self._token = dsn, settings, admin_token
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._runner: web.AppRunner | None = None
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._runner = web.AppRunner(create_app(self._settings, self.dsn, admin_token=self._token))
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
-
-    @property
-    def app(self) -> web.Application:
-        assert self._runner is not None
-        return self._runner.app
-
-    def call(self, coro: Awaitable[T], timeout: float = 600) -> T:
-        """Run a coroutine on the gateway's loop (e.g. its encoder) and wait for the result."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)  # type: ignore[arg-type]
-
-    def start(self) -> ServerThread:
-        self._thread.start()
-        assert self._ready.wait(600), "the gateway did not start"
-        return self
-
-    def stop(self) -> None:
-        assert self._runner is not None
-        self.call(self._runner.cleanup(), 60)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-
-def fresh_database(server_dsn: str, name: str) -> str:
-    """(Re)create database `name` on the test server; its DSN (for module-scoped gateways)."""
-    import asyncpg
-
-    from tests.conftest import with_database
-
-    async def create() -> None:
-        conn = await asyncpg.connect(server_dsn)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    return with_database(server_dsn, name)

@@ -15,22 +15,21 @@ from hypothesis import HealthCheck, given, settings
 
 from gateway.api.app import create_app
 from gateway.config import load_settings
-from tests.helpers import ServerThread, fresh_database
+from tests.live import ServerThread, module_database
 
 TOKEN = "fuzz-token"
 
 
 @pytest.fixture(scope="module")
 def fuzz_dsn(server_dsn):
-    return fresh_database(server_dsn, "fuzz")
+    return module_database(server_dsn, "fuzz")
 
 
 @pytest.fixture(scope="module")
 def gateway_url(fuzz_dsn):
-    config = load_settings(
-        None, database={"pool_min": 1, "pool_max": 4}, backfill={"enabled": False}, limits={"max_text_chars": 2000}
-    )
-    server = ServerThread(fuzz_dsn, config, admin_token=TOKEN).start()
+    server = ServerThread(
+        fuzz_dsn, admin_token=TOKEN, backfill={"enabled": False}, limits={"max_text_chars": 2000}
+    ).start()
     # a collection with a few documents, so generated requests also reach the happy paths
     requests.put(f"{server.url}/v1/collections/docs", json={"model": "paraphrase-MiniLM-L3-v2"}, timeout=60)
     requests.post(

@@ -20,7 +20,8 @@ from langchain_postgres import PGVector
 
 from gateway.api.keys import EMBEDDINGS
 from gateway.store.collections import documents_table
-from tests.helpers import AUTH, L3, ServerThread, wait_until
+from tests.helpers import AUTH, L3, wait_until
+from tests.live import ServerThread
 
 TOPICS = ["storage", "network", "billing"]
 NOTES = [

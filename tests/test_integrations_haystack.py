@@ -21,7 +21,8 @@ from haystack.errors import FilterError
 from haystack.testing.document_store import DocumentStoreBaseTests
 
 from gateway.integrations.haystack import DriftgateDocumentStore, DriftgateRetriever, to_driftgate_filter
-from tests.helpers import L3, ServerThread
+from tests.helpers import L3
+from tests.live import ServerThread
 
 
 def fresh_store(gateway: ServerThread) -> DriftgateDocumentStore:

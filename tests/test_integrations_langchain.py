@@ -20,7 +20,8 @@ from langchain_tests.integration_tests import VectorStoreIntegrationTests
 from gateway.client import Client
 from gateway.client.errors import CollectionNotFound, InvalidFilter, ModelMismatch
 from gateway.integrations.langchain import DriftgateEmbeddings, DriftgateVectorStore
-from tests.helpers import L3, L6, ServerThread
+from tests.helpers import L3, L6
+from tests.live import ServerThread
 
 
 def fresh_store(gateway: ServerThread) -> DriftgateVectorStore:

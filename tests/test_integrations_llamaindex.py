@@ -19,7 +19,8 @@ from llama_index.core.vector_stores.types import (
 )
 
 from gateway.integrations.llamaindex import DriftgateVectorStore, to_driftgate_filter
-from tests.helpers import L3, ServerThread
+from tests.helpers import L3
+from tests.live import ServerThread
 
 BOOKS = [
     Document(

@@ -12,7 +12,8 @@ from haystack import Document
 from gateway.client import Client
 from gateway.datasets import vaswani
 from gateway.integrations.haystack import DriftgateDocumentStore, DriftgateRetriever
-from tests.helpers import L3, L6, TOKEN, ServerThread, wait_until
+from tests.helpers import L3, L6, TOKEN, wait_until
+from tests.live import ServerThread
 
 TEXTS = [text for _, text in vaswani(limit=120).corpus]
 

@@ -17,7 +17,16 @@ from gateway.api.admin import (
 )
 from gateway.api.adoption import AdoptBody
 from gateway.api.embeddings import EmbeddingsBody
-from gateway.api.requests import BatchBody, CreateCollection, DocumentBody, QueryBody
+from gateway.api.requests import (
+    BatchBody,
+    CountDocumentsBody,
+    CreateCollection,
+    DeleteDocumentsBody,
+    DocumentBody,
+    GetDocumentsBody,
+    ListDocumentsBody,
+    QueryBody,
+)
 from gateway.api.responses import json_response
 from gateway.domain.backfill import BackfillState
 from gateway.domain.phases import Phase
@@ -134,6 +143,42 @@ def build_spec() -> dict:
                 ),
                 "get": _op("Read one document", "200", params=(_NAME, _ID)),
                 "delete": _op("Delete one document", "200", params=(_NAME, _ID)),
+            },
+            coll + "/documents:get": {
+                "post": _op(
+                    "Read many documents by id (missing ones are left out, order kept)",
+                    "200",
+                    body=GetDocumentsBody,
+                    params=(_NAME,),
+                    errors=(400, 404, 413),
+                ),
+            },
+            coll + "/documents:list": {
+                "post": _op(
+                    "List the documents a filter matches, by id, one page at a time",
+                    "200",
+                    body=ListDocumentsBody,
+                    params=(_NAME,),
+                    errors=(400, 404, 413),
+                ),
+            },
+            coll + "/documents:count": {
+                "post": _op(
+                    "Count the documents a filter matches",
+                    "200",
+                    body=CountDocumentsBody,
+                    params=(_NAME,),
+                    errors=(400, 404, 413),
+                ),
+            },
+            coll + "/documents:delete": {
+                "post": _op(
+                    "Delete documents by ids or by filter",
+                    "200",
+                    body=DeleteDocumentsBody,
+                    params=(_NAME,),
+                    errors=(400, 404, 409, 413),
+                ),
             },
             coll + "/query": {
                 "post": _op(
