@@ -1,5 +1,5 @@
 """LlamaIndex: a `VectorStoreIndex` built from documents on `DriftgateVectorStore` (the gateway
-embeds; the index has no embedding model), queried through its retriever and a query engine,
+embeds; the index computes no embedding), queried through its retriever and a query engine,
 with MetadataFilters, deletion by source document, and the async path.
 """
 
@@ -18,7 +18,7 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQuery,
 )
 
-from gateway.integrations.llamaindex import DriftgateVectorStore, to_driftgate_filter
+from gateway.integrations.llamaindex import DriftgateVectorStore, gateway_embeds, to_driftgate_filter
 from tests.helpers import L3
 from tests.live import ServerThread
 
@@ -45,7 +45,7 @@ BOOKS = [
 def index(threaded_gateway: ServerThread) -> VectorStoreIndex:
     store = DriftgateVectorStore(f"li_{uuid.uuid4().hex[:12]}", url=threaded_gateway.url, model=L3)
     storage = StorageContext.from_defaults(vector_store=store)
-    return VectorStoreIndex.from_documents(BOOKS, storage_context=storage, embed_model=None)
+    return VectorStoreIndex.from_documents(BOOKS, storage_context=storage, embed_model=gateway_embeds())
 
 
 def test_an_index_built_from_documents_is_queried_through_the_gateway(index):

@@ -1,18 +1,18 @@
 """LlamaIndex: a vector store over a driftgate collection (add, delete, query with MetadataFilters).
 
     from llama_index.core import StorageContext, VectorStoreIndex
-    from gateway.integrations.llamaindex import DriftgateVectorStore
+    from gateway.integrations.llamaindex import DriftgateVectorStore, gateway_embeds
 
     store = DriftgateVectorStore("notes", url="http://127.0.0.1:8080", model="all-MiniLM-L6-v2")
     index = VectorStoreIndex.from_documents(
-        documents, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=None
+        documents, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=gateway_embeds()
     )
     index.as_retriever(similarity_top_k=3).retrieve("what changed?")
 
 The gateway embeds each node's text with the collection's pinned model and embeds the query
 string itself (`is_embedding_query` is False), so the index needs no embedding model:
-`embed_model=None` is LlamaIndex's way to say so (it fills in a 1-d placeholder that the store
-never sends). Nodes are kept whole in the metadata (`_node_content`, as LlamaIndex's own stores
+`gateway_embeds()` tells LlamaIndex so (its own MockEmbedding: a 1-d placeholder, nothing
+computed, never sent; without it LlamaIndex would load its default, OpenAI). Nodes are kept whole in the metadata (`_node_content`, as LlamaIndex's own stores
 do), so retrieval returns the same node types and relationships.
 
 Needs `pip install 'driftgate[llamaindex]'`.
@@ -23,7 +23,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.schema import BaseNode, MetadataMode, TextNode
 from llama_index.core.vector_stores.types import (
     BasePydanticVectorStore,
@@ -51,6 +53,13 @@ _OPERATORS = {
     FilterOperator.ANY: "$in",  # an array value containing any of the operands
     FilterOperator.CONTAINS: "$eq",  # an array value containing the operand
 }
+
+
+def gateway_embeds() -> BaseEmbedding:
+    """The `embed_model` of an index on a `DriftgateVectorStore`: the gateway embeds nodes and
+    queries with the collection's pinned model, so LlamaIndex computes nothing (a 1-d placeholder
+    that the store never sends)."""
+    return MockEmbedding(embed_dim=1)
 
 
 class DriftgateVectorStore(BasePydanticVectorStore):
