@@ -1,6 +1,7 @@
-"""Adopting the table LangChain's PGVector wrote: one collection out of the shared
-`langchain_pg_embedding` (a row filter on `collection_id`), its JSONB `cmetadata` as the metadata,
-following the app's writes, then the app switched to driftgate's VectorStore, then a migration.
+"""Adopting the table LangChain's PGVector wrote (docs/integrations.md walks through it): one
+collection out of the shared `langchain_pg_embedding` (a row filter on `collection_id`), its JSONB
+`cmetadata` as the metadata, following the app's writes; then the app switched to driftgate's
+VectorStore, then a migration to another model.
 
 The table is written by langchain-postgres' own `PGVector` class (psycopg, SQLAlchemy), with the
 vectors of the model the collection is adopted with (made by the gateway's encoder), as an app
@@ -19,8 +20,11 @@ from langchain_core.embeddings import Embeddings
 from langchain_postgres import PGVector
 
 from gateway.api.keys import EMBEDDINGS
+from gateway.client import Client
+from gateway.client.errors import CollectionFollowed
+from gateway.integrations.langchain import DriftgateVectorStore
 from gateway.store.collections import documents_table
-from tests.helpers import AUTH, L3, wait_until
+from tests.helpers import AUTH, L3, L6, TOKEN, run, wait_until
 from tests.live import ServerThread
 
 TOPICS = ["storage", "network", "billing"]
@@ -117,15 +121,26 @@ def collection_rows(dsn: str, name: str) -> dict[str, tuple[str, dict]]:
     return {r[0]: (r[1], r[2] if isinstance(r[2], dict) else json.loads(r[2])) for r in rows}
 
 
-def test_one_langchain_collection_is_adopted_with_its_cmetadata_and_followed_without_the_others(server, dsn):
+def test_a_langchain_pgvector_app_is_adopted_switched_to_driftgate_and_migrated(server, dsn):
     notes, other = pgvector(server, dsn, "notes"), pgvector(server, dsn, "other")
     notes.add_documents(NOTES)
     other.add_documents(OTHER)
     uuid = langchain_collection_id(dsn, "notes")
 
-    response = adopt(server, "notes", row_filter={"column": "collection_id", "value": uuid}, follow=True)
-    assert response.status_code == 202, response.text
-    adoption = response.json()["adoption"]
+    # 1. adopt one LangChain collection, following the app's writes
+    admin = Client(server.url, admin_token=TOKEN)
+    adoption = admin.adopt(
+        "notes",
+        "public.langchain_pg_embedding",
+        id_column="id",
+        text_column="document",
+        vector_column="embedding",
+        model=L3,
+        metadata_json_column="cmetadata",
+        where={"collection_id": uuid},
+        sample=12,
+        follow=True,
+    )["adoption"]
     assert adoption["row_filter"] == {"column": "collection_id", "value": uuid}
     assert adoption["columns"]["metadata_json"] == "cmetadata"
     assert adoption["sample"]["sampled"] == 12 and adoption["sample"]["cosine_min"] > 0.999
@@ -150,6 +165,30 @@ def test_one_langchain_collection_is_adopted_with_its_cmetadata_and_followed_wit
     assert "note-5" not in rows and "other-new" not in rows and not any(i.startswith("other") for i in rows)
     assert len(rows) == len(NOTES)
 
+    # 2. switch the app to driftgate's VectorStore: same answers as PGVector gave, same ids and metadata
+    store = DriftgateVectorStore("notes", url=server.url)
+    for question in ("how does billing handle failure?", "note 7", "storage outage"):
+        assert [d.id for d in store.similarity_search(question, k=3)] == [
+            d.id for d in notes.similarity_search(question, k=3)
+        ]
+    assert store.get_by_ids(["note-new"]) == [
+        Document(id="note-new", page_content=rows["note-new"][0], metadata={"n": 99})
+    ]
+    with pytest.raises(CollectionFollowed, match="--stop"):  # while followed, the table is the one writer
+        store.add_texts(["too early"], ids=["x"])
+    assert admin.stop_adoption("notes")["adoption"]["state"] == "stopped"
+    store.add_documents([Document(id="note-gw", page_content="written through the gateway", metadata={"n": 100})])
+    assert store.similarity_search("written through the gateway", k=1)[0].id == "note-gw"
+
+    # 3. migrate to another model while the app keeps reading: the same store, no change to the app
+    admin.start_migration("notes", L6)
+    wait_until(lambda: admin.status("notes"), lambda s: s.phase == "ready", lambda s: (s.phase, s.backfill.get("done")))
+    assert admin.verify("notes", sample=10).passed
+    admin.cutover("notes", L6)
+    assert admin.query("notes", text="note 7", k=1).model == L6
+    assert store.similarity_search("written through the gateway", k=1)[0].id == "note-gw"
+    assert store.similarity_search("note 7: how the network service handles failure case 7", k=1)[0].id == "note-7"
+
 
 def test_a_bad_row_filter_or_metadata_column_is_refused_with_what_to_fix_and_creates_nothing(server, dsn):
     pgvector(server, dsn, "refusals").add_documents(NOTES[:3])
@@ -170,6 +209,13 @@ def test_a_bad_row_filter_or_metadata_column_is_refused_with_what_to_fix_and_cre
         assert body["message"], extra
         if error:
             assert body["code"] == error, (extra, body)
+    # the CLI says the same: a --where without a value, a value of the wrong type
+    cli = ["adopt", "refused", "--url", server.url, "--table", "langchain_pg_embedding", "--id-column", "id"]
+    cli += ["--text-column", "document", "--vector-column", "embedding", "--model", L3, "--metadata-json", "cmetadata"]
+    done = run(*cli, "--where", "collection_id", env={"DRIFTGATE_ADMIN_TOKEN": TOKEN})
+    assert done.returncode == 2 and "COLUMN=VALUE" in done.stderr, done.stderr
+    done = run(*cli, "--where", "collection_id=42", env={"DRIFTGATE_ADMIN_TOKEN": TOKEN})
+    assert done.returncode == 1 and "invalid_row_filter" in done.stderr and "uuid" in done.stderr, done.stderr
     assert requests.get(f"{server.url}/v1/collections/refused", timeout=60).status_code == 404
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM driftgate.adoptions WHERE collection = 'refused'").fetchone() == (0,)
