@@ -139,8 +139,8 @@ def to_driftgate_filter(filters: MetadataFilters) -> dict[str, Any]:
 
 
 def _condition(f: MetadataFilter) -> dict[str, Any]:
-    if f.operator == FilterOperator.IS_EMPTY:
-        return {"$or": [{f.key: {"$eq": None}}, {f.key: {"$eq": []}}]}
+    if f.operator == FilterOperator.IS_EMPTY:  # missing or null (an empty array is not told apart)
+        return {f.key: {"$eq": None}}
     if f.operator == FilterOperator.ALL:
         return {"$and": [{f.key: {"$eq": v}} for v in f.value]}  # type: ignore[union-attr]
     if f.operator not in _OPERATORS:
