@@ -10,6 +10,8 @@ query, which the real model does too (cosine 1), and the rest follows from what 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 
 import numpy as np
@@ -110,3 +112,13 @@ def test_mistakes_are_refused_with_what_to_do(threaded_gateway, animals):
     again = DriftgateVectorStore(animals.collection, url=threaded_gateway.url, model=L6)
     assert again.client.get_collection(animals.collection).read_model == L3
     assert len(again.get_by_ids([d.id for d in ANIMALS])) == 4
+
+
+def test_the_gateway_and_its_client_import_no_framework():
+    """The integrations are optional extras: the core and the client run without them."""
+    code = (
+        "import sys, gateway.api.app, gateway.cli, gateway.client, gateway.integrations; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'langchain_core', 'haystack', 'llama_index'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]
