@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -25,7 +26,9 @@ class Gateway:
     timeout: float = 30.0
     client: Client | None = None
     async_client: AsyncClient | None = None
-    _per_loop: dict[int, AsyncClient] = field(default_factory=dict, repr=False)
+    _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = field(
+        default_factory=weakref.WeakKeyDictionary, repr=False
+    )
 
     @property
     def sync(self) -> Client:
@@ -37,7 +40,7 @@ class Gateway:
     def aio(self) -> AsyncClient:
         if self.async_client is not None:
             return self.async_client
-        loop = id(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()  # a weak key: a finished loop's client goes with it
         if loop not in self._per_loop:
             self._per_loop[loop] = AsyncClient(self.url, api_key=self.api_key, timeout=self.timeout)
         return self._per_loop[loop]
