@@ -37,6 +37,7 @@ def test_a_retriever_answers_through_a_migration_and_cutover_each_answer_named_b
             except BaseException as exc:  # noqa: BLE001 - every failure is the test's finding
                 errors.append(exc)
             i += 1
+            stop.wait(0.01)  # a steady stream that leaves the gateway's thread the GIL for its backfill
 
     admin = Client(threaded_gateway.url, admin_token=TOKEN)
     thread = threading.Thread(target=app)
