@@ -112,6 +112,10 @@ def test_every_error_answer_raises_the_class_of_its_code(dg, server):
         dg.delete_documents("docs", ids=["a"], filter={"x": 1})
     both = httpx.post(f"{server.url}/v1/collections/docs/documents:delete", json={"ids": ["a"], "filter": {"x": 1}})
     assert both.status_code == 400 and "exactly one" in both.json()["error"]["message"]
+    too_many = [f"x{i}" for i in range(1001)]
+    refused = httpx.post(f"{server.url}/v1/collections/docs/documents:get", json={"ids": too_many})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "batch_too_large"
+    assert dg.get_documents("docs", too_many) == []  # the client splits what the API would refuse
     with Client(server.url) as anonymous, pytest.raises(Unauthorized):
         anonymous.status("docs")
     with pytest.raises(NotAdopted):
