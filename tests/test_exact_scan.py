@@ -28,7 +28,10 @@ def gateways(server_dsn):
         dg.create_collection("short", L3)
         dg.put_documents(
             "short",
-            [{"id": f"d{i:03d}", "text": f"short text {i % 10}", "metadata": {"odd": i % 2 == 1}} for i in range(DOCUMENTS)],
+            [
+                {"id": f"d{i:03d}", "text": f"short text {i % 10}", "metadata": {"odd": i % 2 == 1}}
+                for i in range(DOCUMENTS)
+            ],
         )
     yield dsn, small.url, indexed.url
     indexed.stop()
