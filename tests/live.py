@@ -16,6 +16,7 @@ import asyncpg
 from aiohttp import web
 
 from gateway.api.app import create_app
+from gateway.api.transport import GatewayRunner, runner_options
 from gateway.config import load_settings
 from tests.helpers import free_port
 
@@ -39,7 +40,8 @@ class ServerThread:
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
         config = load_settings(None, **self._settings)
-        self._runner = web.AppRunner(create_app(config, self._dsn, admin_token=self._admin_token))
+        app = create_app(config, self._dsn, admin_token=self._admin_token)
+        self._runner = GatewayRunner(app, **runner_options(config.server))  # as `driftgate serve` runs it
         self._loop.run_until_complete(self._runner.setup())
         self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
         self._ready.set()
