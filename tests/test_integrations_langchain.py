@@ -101,6 +101,23 @@ def test_embeddings_come_from_the_collections_pinned_model(animals, threaded_gat
     assert by_collection.shape == (2, 384) and np.allclose(by_collection, by_key, atol=1e-6)
 
 
+def test_from_texts_creates_the_collection_on_its_model_and_ignores_a_client_embedding(threaded_gateway):
+    name = f"lc_{uuid.uuid4().hex[:12]}"
+    store = DriftgateVectorStore.from_texts(
+        ["alpha centauri is a star system", "a bakery sells bread"],
+        None,
+        [{"kind": "space"}, {"kind": "food"}],
+        ids=["star", "bread"],
+        collection=name,
+        url=threaded_gateway.url,
+        model=L3,
+    )
+    assert store.client.get_collection(name).read_model == L3
+    assert [d.id for d in store.similarity_search("stars and planets", k=1)] == ["star"]
+    with pytest.raises(ValueError, match="collection=<name>"):
+        DriftgateVectorStore.from_texts(["x"], None, url=threaded_gateway.url)
+
+
 def test_mistakes_are_refused_with_what_to_do(threaded_gateway, animals):
     with pytest.raises(CollectionNotFound, match="pass model="):
         DriftgateVectorStore("lc_never_created", url=threaded_gateway.url)
