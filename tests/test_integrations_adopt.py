@@ -21,7 +21,7 @@ from langchain_postgres import PGVector
 
 from gateway.api.keys import EMBEDDINGS
 from gateway.client import Client
-from gateway.client.errors import CollectionFollowed
+from gateway.client.errors import CollectionFollowed, InvalidRowFilter
 from gateway.integrations.langchain import DriftgateVectorStore
 from gateway.store.collections import documents_table
 from tests.helpers import AUTH, L3, L6, TOKEN, run, wait_until
@@ -219,3 +219,55 @@ def test_a_bad_row_filter_or_metadata_column_is_refused_with_what_to_fix_and_cre
     assert requests.get(f"{server.url}/v1/collections/refused", timeout=60).status_code == 404
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM driftgate.adoptions WHERE collection = 'refused'").fetchone() == (0,)
+
+
+def test_an_integer_row_filter_and_json_metadata_of_every_shape(server, dsn):
+    """A json object is the metadata; null is none; another json value is kept under the column's
+    name; plain metadata columns are merged over it. Rows without a vector are embedded."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "CREATE TABLE shared (id text PRIMARY KEY, tenant int, body text, meta jsonb, lang text, embedding vector(384))"
+        )
+        rows = [
+            ("a", 2, "first text", '{"k": 1, "lang": "xx", "deep": {"x": [1, 2]}}', "en"),
+            ("b", 2, "second text", None, None),
+            ("c", 2, "third text", "[1, 2, 3]", "de"),
+            ("d", 2, "fourth text", '"just a string"', None),
+            ("e", 1, "another tenant", '{"k": 9}', None),
+        ]
+        conn.cursor().executemany("INSERT INTO shared (id, tenant, body, meta, lang) VALUES (%s, %s, %s, %s, %s)", rows)
+    admin = Client(server.url, admin_token=TOKEN)
+    admin.adopt(
+        "tenant2",
+        "shared",
+        id_column="id",
+        text_column="body",
+        vector_column="embedding",
+        model=L3,
+        metadata_columns=["lang"],
+        metadata_json_column="meta",
+        where={"tenant": 2},
+        sample=0,
+    )
+    wait_until(
+        lambda: status(server, "tenant2"),
+        lambda s: s["adoption"]["state"] == "done",
+        lambda s: (s["adoption"]["state"], s["adoption"]["rows_read"], s["models"][L3]["rows"]),
+    )
+    assert collection_rows(dsn, "tenant2") == {
+        "a": ("first text", {"k": 1, "lang": "en", "deep": {"x": [1, 2]}}),
+        "b": ("second text", {}),
+        "c": ("third text", {"meta": [1, 2, 3], "lang": "de"}),
+        "d": ("fourth text", {"meta": "just a string"}),
+    }
+    assert admin.query("tenant2", text="third text", k=1).hits[0].id == "c"  # embedded by the backfill
+    with pytest.raises(InvalidRowFilter, match="integer"):
+        admin.adopt(
+            "tenant3",
+            "shared",
+            id_column="id",
+            text_column="body",
+            vector_column="embedding",
+            model=L3,
+            where={"tenant": "two"},
+        )
