@@ -19,6 +19,12 @@ from haystack.document_stores.errors import DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
 from haystack.errors import FilterError
 from haystack.testing.document_store import DocumentStoreBaseTests
+from haystack.testing.document_store_async import (
+    CountDocumentsAsyncTest,
+    DeleteDocumentsAsyncTest,
+    FilterDocumentsAsyncTest,
+    WriteDocumentsAsyncTest,
+)
 
 from gateway.integrations.haystack import DriftgateDocumentStore, DriftgateRetriever, to_driftgate_filter
 from tests.helpers import L3
@@ -29,17 +35,20 @@ def fresh_store(gateway: ServerThread) -> DriftgateDocumentStore:
     return DriftgateDocumentStore(f"hs_{uuid.uuid4().hex[:12]}", url=gateway.url, model=L3)
 
 
+def same_documents(received: list[Document], expected: list[Document]) -> None:
+    """Haystack's `assert_documents_are_equal` for a store that embeds itself (see the docstring)."""
+    assert all(d.embedding is None for d in received), "the gateway embeds; no client embedding comes back"
+    ordered = sorted(expected, key=lambda d: d.id)
+    assert [(d.id, d.content, d.meta) for d in received] == [(d.id, d.content, d.meta) for d in ordered]
+
+
 class TestDriftgateDocumentStoreStandard(DocumentStoreBaseTests):
     @pytest.fixture
     def document_store(self, threaded_gateway: ServerThread) -> DriftgateDocumentStore:
         """An empty store: a new collection per test."""
         return fresh_store(threaded_gateway)
 
-    @staticmethod
-    def assert_documents_are_equal(received: list[Document], expected: list[Document]) -> None:
-        assert all(d.embedding is None for d in received), "the gateway embeds; no client embedding comes back"
-        ordered = sorted(expected, key=lambda d: d.id)
-        assert [(d.id, d.content, d.meta) for d in received] == [(d.id, d.content, d.meta) for d in ordered]
+    assert_documents_are_equal = staticmethod(same_documents)
 
     def test_write_documents(self, document_store: DriftgateDocumentStore) -> None:
         """Without a policy a duplicate id fails (as DuplicatePolicy.FAIL) and nothing is changed."""
@@ -48,6 +57,25 @@ class TestDriftgateDocumentStoreStandard(DocumentStoreBaseTests):
         with pytest.raises(DuplicateDocumentError, match="OVERWRITE"):
             document_store.write_documents([Document(id=doc.id, content="changed")])
         self.assert_documents_are_equal(document_store.filter_documents(), [doc])
+
+
+class TestDriftgateDocumentStoreStandardAsync(
+    CountDocumentsAsyncTest, WriteDocumentsAsyncTest, DeleteDocumentsAsyncTest, FilterDocumentsAsyncTest
+):
+    """Haystack's async document store tests (the async twins of count, write, delete, filter)."""
+
+    @pytest.fixture
+    def document_store(self, threaded_gateway: ServerThread) -> DriftgateDocumentStore:
+        return fresh_store(threaded_gateway)
+
+    assert_documents_are_equal = staticmethod(same_documents)
+
+    async def test_write_documents_async(self, document_store: DriftgateDocumentStore) -> None:
+        doc = Document(content="test doc", meta={"v": 1})
+        assert await document_store.write_documents_async([doc]) == 1
+        with pytest.raises(DuplicateDocumentError, match="OVERWRITE"):
+            await document_store.write_documents_async([Document(id=doc.id, content="changed")])
+        self.assert_documents_are_equal(await document_store.filter_documents_async(), [doc])
 
 
 def test_a_write_with_a_repeated_id_follows_the_policy_and_content_is_required(threaded_gateway):
@@ -88,6 +116,15 @@ def test_the_retriever_serves_text_queries_in_a_pipeline_and_names_the_model(thr
     restored = again.get_component("retriever")
     assert isinstance(restored, DriftgateRetriever) and restored.document_store.collection == store.collection
     assert again.run({"retriever": {"query": "espresso", "top_k": 1}})["retriever"]["documents"][0].id == "coffee"
+
+
+async def test_the_retriever_runs_in_an_async_pipeline(threaded_gateway):
+    store = fresh_store(threaded_gateway)
+    await store.write_documents_async([Document(id="sea", content="waves break on the shore")])
+    pipeline = Pipeline()
+    pipeline.add_component("retriever", DriftgateRetriever(store, top_k=1))
+    out = (await pipeline.run_async({"retriever": {"query": "the ocean"}}))["retriever"]
+    assert out["model"] == L3 and [d.id for d in out["documents"]] == ["sea"]
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ Needs `pip install 'driftgate[haystack]'`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from haystack import Document, component, default_from_dict, default_to_dict
@@ -27,7 +28,7 @@ from haystack.document_stores.types import DuplicatePolicy
 from haystack.errors import FilterError
 from haystack.utils import Secret, deserialize_secrets_inplace
 
-from gateway.client import Client
+from gateway.client import Client, QueryResult
 from gateway.client import Document as GatewayDocument
 from gateway.integrations._common import DEFAULT_URL, Gateway
 
@@ -75,41 +76,60 @@ class DriftgateDocumentStore:
     def count_documents(self) -> int:
         return self.client.count_documents(self.collection)
 
+    async def count_documents_async(self) -> int:
+        return await self.gateway.aio.count_documents(self.collection)
+
     def filter_documents(self, filters: dict[str, Any] | None = None) -> list[Document]:
         """The documents the filters match (all without filters), ordered by id."""
         where = to_driftgate_filter(filters) if filters else None
         return [_document(d) for d in self.client.iter_documents(self.collection, where)]
 
+    async def filter_documents_async(self, filters: dict[str, Any] | None = None) -> list[Document]:
+        where = to_driftgate_filter(filters) if filters else None
+        return [_document(d) async for d in self.gateway.aio.iter_documents(self.collection, where)]
+
     def write_documents(self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE) -> int:
         """Write documents; an id already stored (or twice in `documents`) fails (NONE, FAIL), is
         left as it is (SKIP) or is replaced (OVERWRITE). Returns how many were written."""
-        if not isinstance(documents, list) or not all(isinstance(d, Document) for d in documents):
-            raise ValueError("write_documents takes a list of haystack Document objects")
-        for doc in documents:
-            if not isinstance(doc.content, str) or not doc.content.strip():
-                raise ValueError(
-                    f"document {doc.id} has no text content; driftgate embeds Document.content, so write "
-                    "documents with text (blobs and embeddings alone cannot be stored)"
-                )
         chosen = _by_policy(documents, policy)
+        stored = set()
         if policy != DuplicatePolicy.OVERWRITE and chosen:
             stored = {d.id for d in self.client.get_documents(self.collection, list(chosen))}
-            if stored and policy != DuplicatePolicy.SKIP:
-                raise DuplicateDocumentError(
-                    f"documents {sorted(stored)[:5]} already exist in {self.collection!r}; write with "
-                    "DuplicatePolicy.OVERWRITE to replace them or SKIP to keep them"
-                )
-            chosen = {i: d for i, d in chosen.items() if i not in stored}
-        if chosen:
-            self.client.put_documents(
-                self.collection, [GatewayDocument(d.id, d.content or "", dict(d.meta)) for d in chosen.values()]
+        todo = self._to_write(chosen, stored, policy)
+        if todo:
+            self.client.put_documents(self.collection, todo)
+        return len(todo)
+
+    async def write_documents_async(
+        self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE
+    ) -> int:
+        chosen, client = _by_policy(documents, policy), self.gateway.aio
+        stored = set()
+        if policy != DuplicatePolicy.OVERWRITE and chosen:
+            stored = {d.id for d in await client.get_documents(self.collection, list(chosen))}
+        todo = self._to_write(chosen, stored, policy)
+        if todo:
+            await client.put_documents(self.collection, todo)
+        return len(todo)
+
+    def _to_write(
+        self, chosen: dict[str, Document], stored: set[str], policy: DuplicatePolicy
+    ) -> list[GatewayDocument]:
+        if stored and policy not in (DuplicatePolicy.SKIP, DuplicatePolicy.OVERWRITE):
+            raise DuplicateDocumentError(
+                f"documents {sorted(stored)[:5]} already exist in {self.collection!r}; write with "
+                "DuplicatePolicy.OVERWRITE to replace them or SKIP to keep them"
             )
-        return len(chosen)
+        return [GatewayDocument(i, d.content or "", dict(d.meta)) for i, d in chosen.items() if i not in stored]
 
     def delete_documents(self, document_ids: list[str]) -> None:
         """Delete the documents of these ids; ids that do not exist are ignored."""
         if document_ids:
             self.client.delete_documents(self.collection, ids=document_ids)
+
+    async def delete_documents_async(self, document_ids: list[str]) -> None:
+        if document_ids:
+            await self.gateway.aio.delete_documents(self.collection, ids=document_ids)
 
 
 @component
@@ -138,16 +158,24 @@ class DriftgateRetriever:
 
     @component.output_types(documents=list[Document], model=str)
     def run(self, query: str, filters: dict[str, Any] | None = None, top_k: int | None = None) -> dict[str, Any]:
-        chosen = filters if filters is not None else self.filters
         store = self.document_store
-        result = store.client.query(
-            store.collection,
-            text=query,
-            k=top_k or self.top_k,
-            filter=to_driftgate_filter(chosen) if chosen else None,
-        )
-        documents = [Document(id=h.id, content=h.text, meta=dict(h.metadata), score=h.score) for h in result.hits]
-        return {"documents": documents, "model": result.model}
+        return _retrieved(store.client.query(store.collection, text=query, **self._args(filters, top_k)))
+
+    @component.output_types(documents=list[Document], model=str)
+    async def run_async(
+        self, query: str, filters: dict[str, Any] | None = None, top_k: int | None = None
+    ) -> dict[str, Any]:
+        store = self.document_store
+        return _retrieved(await store.gateway.aio.query(store.collection, text=query, **self._args(filters, top_k)))
+
+    def _args(self, filters: dict[str, Any] | None, top_k: int | None) -> dict[str, Any]:
+        chosen = filters if filters is not None else self.filters
+        return {"k": top_k or self.top_k, "filter": to_driftgate_filter(chosen) if chosen else None}
+
+
+def _retrieved(result: QueryResult) -> dict[str, Any]:
+    documents = [Document(id=h.id, content=h.text, meta=dict(h.metadata), score=h.score) for h in result.hits]
+    return {"documents": documents, "model": result.model}
 
 
 def to_driftgate_filter(filters: Mapping[str, Any]) -> dict[str, Any]:
@@ -196,8 +224,6 @@ def _comparison(condition: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _is_date(value: str) -> bool:
-    from datetime import datetime
-
     try:
         datetime.fromisoformat(value)
     except ValueError:
@@ -206,8 +232,16 @@ def _is_date(value: str) -> bool:
 
 
 def _by_policy(documents: list[Document], policy: DuplicatePolicy) -> dict[str, Document]:
-    """The documents to consider by id: the last of repeated ids for OVERWRITE, the first for
-    SKIP; a repeated id fails for NONE and FAIL."""
+    """The documents to consider by id (each checked): the last of repeated ids for OVERWRITE, the
+    first for SKIP; a repeated id fails for NONE and FAIL."""
+    if not isinstance(documents, list) or not all(isinstance(d, Document) for d in documents):
+        raise ValueError("write_documents takes a list of haystack Document objects")
+    for doc in documents:
+        if not isinstance(doc.content, str) or not doc.content.strip():
+            raise ValueError(
+                f"document {doc.id} has no text content; driftgate embeds Document.content, so write "
+                "documents with text (blobs and embeddings alone cannot be stored)"
+            )
     chosen: dict[str, Document] = {}
     for doc in documents:
         if doc.id in chosen:
