@@ -26,6 +26,7 @@ from gateway.api.requests import (
 from gateway.api.responses import json_response, strict_dumps
 from gateway.domain.errors import InvalidFilter, InvalidRequest
 from gateway.services.collections import NewDocument
+from gateway.store.documents import DocumentRow
 
 routes = web.RouteTableDef()
 
@@ -129,7 +130,7 @@ async def delete_documents(request: web.Request) -> web.Response:
     metadata_filter = parse_metadata_filter(body.filter, limits)
     if body.filter == {}:
         raise InvalidFilter(
-            'filter: an empty filter would delete every document; name a condition (e.g. {"id_prefix": ...}) '
+            'filter: an empty filter would delete every document; name a condition (e.g. {"source": "old-crawl"}) '
             "or delete by ids",
         )
     deleted = await request.app[COLLECTIONS].delete_documents(
@@ -138,7 +139,7 @@ async def delete_documents(request: web.Request) -> web.Response:
     return json_response({"deleted": deleted})
 
 
-def _document(row) -> dict:
+def _document(row: DocumentRow) -> dict:
     return {"id": row.id, "text": row.text, "metadata": row.metadata, "version": row.version}
 
 

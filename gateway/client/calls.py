@@ -58,7 +58,8 @@ def _json(answer: Answer) -> Any:
 
 
 def batches(items: Sequence[T], size: int = BATCH) -> list[Sequence[T]]:
-    return [items[i : i + size] for i in range(0, len(items), size)] or [items]
+    """`items` in slices of at most `size` (none for no items: nothing is sent)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 # -- data plane -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ class DriftgateError(Exception):
 
     status: int = 0
     code: str = "error"
+    retry_after: float | None = None  # seconds, from the answer's Retry-After header
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(f"{status} {code}: {message}" if status else f"{code}: {message}")
@@ -27,6 +28,7 @@ class GatewayUnreachable(DriftgateError):
     """No answer: the connection failed or timed out after the client's retries."""
 
     code = "unreachable"
+    retryable = False  # True when the request cannot have reached the gateway (connection refused)
 
 
 class BadRequest(DriftgateError):

@@ -77,7 +77,7 @@ def result(call: Call[T], response: httpx.Response) -> T:
         if not isinstance(error, dict):
             raise error_for(status, "http_error", response.text[:200] or response.reason_phrase)
         exc = error_for(status, str(error.get("code")), str(error.get("message")))
-        exc.retry_after = _retry_after(response.headers)  # type: ignore[attr-defined]
+        exc.retry_after = _retry_after(response.headers)
         raise exc
     return call.read((status, response.headers, data))
 
@@ -88,13 +88,13 @@ def unreachable(url: str, exc: httpx.TransportError) -> GatewayUnreachable:
         "timeout" if isinstance(exc, httpx.TimeoutException) else "unreachable",
         f"no answer from the gateway at {url} ({type(exc).__name__}: {exc}); is `driftgate serve` running there?",
     )
-    error.retryable = isinstance(exc, _CONNECT_FAILURES)  # type: ignore[attr-defined]
+    error.retryable = isinstance(exc, _CONNECT_FAILURES)
     return error
 
 
 def retryable(exc: BaseException) -> bool:
     if isinstance(exc, GatewayUnreachable):
-        return bool(getattr(exc, "retryable", False))
+        return exc.retryable
     return isinstance(exc, Unavailable)
 
 
@@ -111,5 +111,5 @@ _BACKOFF = wait_random_exponential(multiplier=0.1, max=5.0)
 
 def _wait(state: RetryCallState, max_wait: float) -> float:
     exc = state.outcome.exception() if state.outcome is not None else None
-    after = getattr(exc, "retry_after", None) if isinstance(exc, DriftgateError) else None
+    after = exc.retry_after if isinstance(exc, DriftgateError) else None
     return min(max_wait, after if after is not None else _BACKOFF(state))

@@ -174,25 +174,25 @@ async def search(
     """
     params: list = [Vector(vector), k]
     if metadata_filter is None:
-        sql = _search_sql(collection, model_key, exact)
+        sql = _search_sql(collection, model_key, exact, filtered=False)
     else:
-        where = compile_filter(metadata_filter, params)
-        sql = _search_sql(collection, model_key, exact).replace("{where}", f"WHERE {where}")
-    rows = await conn.fetch(sql.replace("{where}", ""), *params)
+        condition = compile_filter(metadata_filter, params)
+        sql = _search_sql(collection, model_key, exact, filtered=True).replace("{where}", condition)
+    rows = await conn.fetch(sql, *params)
     return [Hit(r["id"], 1.0 - float(r["distance"]), r["content"], json.loads(r["metadata"])) for r in rows]
 
 
 @functools.lru_cache(maxsize=1024)
-def _search_sql(collection: str, model_key: str, exact: bool) -> str:
+def _search_sql(collection: str, model_key: str, exact: bool, filtered: bool) -> str:
     """search()'s statement, built once per table (the identifiers are hashed and quoted).
 
-    `{where}` is left for the filter's condition. An exact search orders by the distance plus
-    zero: the same order, but no index can serve it, so PostgreSQL compares every row."""
+    A filtered one leaves `{where}` for the filter's condition. An exact search orders by the
+    distance plus zero: the same order, but no index can serve it, so every row is compared."""
     order = "(e.embedding <=> $1) + 0" if exact else "e.embedding <=> $1"
     return f"""SELECT d.id, d.content, d.metadata, e.embedding <=> $1 AS distance
             FROM {model_table(collection, model_key)} e
             JOIN {documents_table(collection)} d ON d.id = e.doc_id
-            {{where}}
+            {"WHERE {where}" if filtered else ""}
             ORDER BY {order}
             LIMIT $2"""
 
