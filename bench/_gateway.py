@@ -23,6 +23,7 @@ from aiohttp import web
 
 from gateway.api.app import create_app
 from gateway.api.keys import METRICS
+from gateway.client import AsyncClient
 from gateway.commands.runtime import freeze_startup_objects
 from gateway.loadtest.cluster import free_port
 from gateway.loadtest.runner import SEED_BATCH, seed_collection
@@ -81,9 +82,8 @@ class Gateway:
         measure something else.
         """
         started = time.perf_counter()
-        await seed_collection(
-            self.session, self.base, collection, model, corpus, label=f"loading {collection} ({model})"
-        )
+        async with AsyncClient(self.base, timeout=600) as client:
+            await seed_collection(client, collection, model, corpus, label=f"loading {collection} ({model})")
         seconds = time.perf_counter() - started
         status, described = await self.call("GET", f"/v1/collections/{collection}")
         if status != 200 or described.get("documents") != len(corpus):

@@ -24,6 +24,7 @@ from _common import emit, machine_info
 from _db import PostgresServer
 from _gateway import gateway_process
 
+from gateway.client import AsyncClient
 from gateway.datasets import vaswani
 from gateway.loadtest.runner import seed_collection
 
@@ -53,7 +54,8 @@ async def measure(base: str, pid: int, docs: int) -> dict:
     out: dict = {"rss_mb": {"idle": round(rss_mb(pid), 1)}}
     corpus = vaswani(limit=docs).corpus
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as http:
-        await seed_collection(http, base, "mem", MODEL, corpus)
+        async with AsyncClient(base, timeout=600) as client:
+            await seed_collection(client, "mem", MODEL, corpus)
         out["rss_mb"]["loaded"] = round(rss_mb(pid), 1)
         sampler = PeakSampler(pid)
         sampler.start()

@@ -65,6 +65,9 @@ class DatabaseConfig(_Section):
     pool_min: int = Field(2, ge=1)
     pool_max: int = Field(10, ge=1)
     hnsw_ef_search: int = Field(64, ge=1, le=1000)
+    # a query whose filter matches at most this many documents (or a collection this small) is
+    # answered by an exact scan instead of the HNSW index (bench/exact_scan.py)
+    exact_scan_max_rows: int = Field(2000, ge=0, le=1_000_000)
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> DatabaseConfig:

@@ -166,6 +166,19 @@ def run(*args: str, stdin: str = "", env: dict | None = None, timeout: float = 6
     )
 
 
+def wait_until(
+    poll: Callable[[], T], done: Callable[[T], bool], progress: Callable[[T], Hashable], *, stall_s: float = STALL_S
+) -> T:
+    """`wait_for_progress` for blocking callers (a gateway in a `ServerThread`, a sync client)."""
+    watch = StallWatch(stall_s)
+    while True:
+        value = poll()
+        if done(value):
+            return value
+        watch.check(progress(value), f"last seen: {value}")
+        time.sleep(0.1)
+
+
 class StallWatch:
     """For hand-written polling loops: `check(progress)` fails once `progress` has not changed
     for `stall_s` seconds (a stall), however long the whole wait takes on a slow machine."""

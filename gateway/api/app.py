@@ -98,7 +98,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         on_batch=metrics.record_batch,
         on_tokens=lambda key, n: metrics.model_tokens.labels(key).inc(n),
     )
-    collections = CollectionService(app[POOL], embeddings)
+    collections = CollectionService(app[POOL], embeddings, exact_scan_max_rows=settings.database.exact_scan_max_rows)
     app[EMBEDDINGS] = embeddings
     app[COLLECTIONS] = collections
     app[MIGRATIONS] = MigrationService(app[POOL], collections, embeddings, chunk_size=settings.backfill.chunk_size)

@@ -15,6 +15,7 @@ from gateway.api import fastjson
 from gateway.api.keys import SETTINGS
 from gateway.config import LimitsConfig
 from gateway.domain.errors import InvalidRequest, PayloadTooLarge
+from gateway.domain.filters import Filter, parse_filter
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -42,12 +43,43 @@ class BatchBody(StrictBody):
     documents: list[BatchDocument] = Field(min_length=1)
 
 
+FILTER_DOC = (
+    "metadata filter (MongoDB-style: $eq $ne $gt $gte $lt $lte $in $nin $exists $and $or $not on dotted "
+    'paths; {"key": value} is $eq); see docs/api.md'
+)
+
+
+class GetDocumentsBody(StrictBody):
+    ids: list[str] = Field(description="document ids; missing ones are left out of the answer")
+
+
+class ListDocumentsBody(StrictBody):
+    filter: dict[str, Any] | None = Field(default=None, description=FILTER_DOC)
+    limit: int = Field(default=100, ge=1, le=1000)
+    cursor: str | None = Field(default=None, description="next_cursor of the previous page")
+
+
+class CountDocumentsBody(StrictBody):
+    filter: dict[str, Any] | None = Field(default=None, description=FILTER_DOC)
+
+
+class DeleteDocumentsBody(StrictBody):
+    ids: list[str] | None = Field(default=None, description="delete these documents (missing ones are skipped)")
+    filter: dict[str, Any] | None = Field(default=None, description=FILTER_DOC)
+
+    @model_validator(mode="after")
+    def _ids_or_filter(self) -> DeleteDocumentsBody:
+        if (self.ids is None) == (self.filter is None):
+            raise ValueError("send exactly one of `ids` or `filter`")
+        return self
+
+
 class QueryBody(StrictBody):
     text: str | None = Field(default=None, min_length=1)
     vector: list[float] | None = None
     model: str | None = Field(default=None, description="required with `vector`: the model that made it")
     k: int = Field(default=10, ge=1)
-    filter: dict[str, Any] | None = Field(default=None, description="metadata equality filter")
+    filter: dict[str, Any] | None = Field(default=None, description=FILTER_DOC)
 
     @model_validator(mode="after")
     def _text_or_vector(self) -> QueryBody:
@@ -251,6 +283,22 @@ def check_metadata(metadata: dict, limits: LimitsConfig, where: str = "metadata"
     size = len(json.dumps(metadata))
     if size > limit:
         raise InvalidRequest(f"{where} is {size} bytes as JSON, the limit is {limit}", code="metadata_too_large")
+
+
+def parse_metadata_filter(raw: dict | None, limits: LimitsConfig) -> Filter | None:
+    """A request's `filter`: storable, within the metadata size limit, and in the filter language."""
+    if raw is None:
+        return None
+    check_metadata(raw, limits, "filter")
+    return parse_filter(raw)
+
+
+def check_id_count(ids: list[str], limits: LimitsConfig, where: str = "ids") -> None:
+    if len(ids) > limits.max_batch_documents:
+        raise InvalidRequest(
+            f"{where} has {len(ids)} ids, the limit is {limits.max_batch_documents}; split the request",
+            code="batch_too_large",
+        )
 
 
 def check_document(doc: DocumentBody, limits: LimitsConfig, where: str = "") -> None:

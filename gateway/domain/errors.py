@@ -25,6 +25,12 @@ class InvalidRequest(GatewayError):
     code = "invalid_request"
 
 
+class InvalidFilter(InvalidRequest):
+    """A metadata filter the filter language (domain/filters.py) does not accept; names the wrong path."""
+
+    code = "invalid_filter"
+
+
 class NotFound(GatewayError):
     status = 404
     code = "not_found"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from gateway.domain.adoption import AdoptionState, SourceSpec
+from gateway.domain.adoption import AdoptionState, RowFilter, SourceSpec
 from gateway.domain.errors import InvalidRequest, NotFound
 from gateway.domain.identifiers import collection_schema, quote_ident
 from gateway.store.collections import documents_table, model_table
@@ -34,6 +34,7 @@ class SourceTable:
     spec: SourceSpec
     id_type: str  # format_type() of the id column, e.g. "bigint" or "character varying(40)"
     vector_dim: int | None  # the vector column's declared dimension; None when undeclared
+    filter_type: str | None = None  # format_type() of the row filter's column
 
     @property
     def relation(self) -> str:
@@ -43,11 +44,28 @@ class SourceTable:
         return "s." + quote_ident(name)
 
     def metadata_sql(self) -> str:
-        """A jsonb object of the metadata columns (names are validated identifiers: safe literals)."""
-        if not self.spec.metadata_columns:
-            return "'{}'::jsonb"
-        pairs = ", ".join(f"'{c}', {self.col(c)}" for c in self.spec.metadata_columns)
-        return f"jsonb_strip_nulls(jsonb_build_object({pairs}))"
+        """A jsonb object: the metadata json column's object (a non-object value is kept under the
+        column's name), then the metadata columns (names are validated identifiers: safe literals)."""
+        parts = []
+        if self.spec.metadata_json_column:
+            name, value = self.spec.metadata_json_column, f"{self.col(self.spec.metadata_json_column)}::jsonb"
+            parts.append(
+                f"(CASE WHEN {value} IS NULL OR jsonb_typeof({value}) = 'null' THEN '{{}}'::jsonb "
+                f"WHEN jsonb_typeof({value}) = 'object' THEN {value} ELSE jsonb_build_object('{name}', {value}) END)"
+            )
+        if self.spec.metadata_columns:
+            pairs = ", ".join(f"'{c}', {self.col(c)}" for c in self.spec.metadata_columns)
+            parts.append(f"jsonb_strip_nulls(jsonb_build_object({pairs}))")
+        return " || ".join(parts) or "'{}'::jsonb"
+
+    def where_sql(self, param: int) -> str:
+        """`AND <row filter>` with its value as parameter `$param` (see `where_args`), or nothing."""
+        if self.spec.row_filter is None:
+            return ""
+        return f" AND {self.col(self.spec.row_filter.column)} = CAST(${param}::text AS {self.filter_type})"
+
+    def where_args(self) -> tuple[str, ...]:
+        return (self.spec.row_filter.value,) if self.spec.row_filter else ()
 
 
 async def inspect_source(conn: asyncpg.Connection, spec: SourceSpec) -> SourceTable:
@@ -71,8 +89,7 @@ async def inspect_source(conn: asyncpg.Connection, spec: SourceSpec) -> SourceTa
         oid,
     )
     columns = {r["attname"]: r for r in rows}
-    wanted = (spec.id_column, spec.text_column, spec.vector_column, *spec.metadata_columns)
-    for name in wanted:
+    for name in spec.columns:
         if name not in columns:
             raise InvalidRequest(
                 f"table {spec.qualified!r} has no column {name!r} (columns: {', '.join(sorted(columns))})",
@@ -94,12 +111,37 @@ async def inspect_source(conn: asyncpg.Connection, spec: SourceSpec) -> SourceTa
             f"column {spec.id_column!r} is not the table's primary key or a unique column; document ids must be unique",
             code="id_not_unique",
         )
+    if spec.metadata_json_column and columns[spec.metadata_json_column]["typname"] not in ("json", "jsonb"):
+        raise InvalidRequest(
+            f"column {spec.metadata_json_column!r} is {columns[spec.metadata_json_column]['type']}, not json or "
+            "jsonb; name a json column as the metadata, or list plain columns as metadata columns",
+            code="invalid_column_type",
+        )
+    filter_type = await _check_row_filter(conn, spec.row_filter, columns)
     dim = vector["atttypmod"]
-    return SourceTable(spec, columns[spec.id_column]["type"], dim if dim > 0 else None)
+    return SourceTable(spec, columns[spec.id_column]["type"], dim if dim > 0 else None, filter_type)
+
+
+async def _check_row_filter(conn: asyncpg.Connection, row_filter: RowFilter | None, columns: dict) -> str | None:
+    """The filter column's type, once its value is known to be a valid value of that type."""
+    if row_filter is None:
+        return None
+    column = columns[row_filter.column]
+    try:
+        await conn.fetchval(f"SELECT CAST($1::text AS {column['type']})", row_filter.value)
+    except (asyncpg.DataError, asyncpg.InvalidTextRepresentationError) as exc:
+        raise InvalidRequest(
+            f"row filter value {row_filter.value!r} is not a valid {column['type']} for column "
+            f"{row_filter.column!r} ({exc})",
+            code="invalid_row_filter",
+        ) from None
+    return column["type"]
 
 
 async def count_rows(conn: asyncpg.Connection, source: SourceTable) -> int:
-    return await conn.fetchval(f"SELECT count(*) FROM {source.relation}")
+    return await conn.fetchval(
+        f"SELECT count(*) FROM {source.relation} s WHERE true{source.where_sql(1)}", *source.where_args()
+    )
 
 
 async def sample_rows(conn: asyncpg.Connection, source: SourceTable, n: int) -> list[asyncpg.Record]:
@@ -109,9 +151,10 @@ async def sample_rows(conn: asyncpg.Connection, source: SourceTable, n: int) -> 
     return await conn.fetch(
         f"""SELECT {source.col(s.id_column)}::text AS id, {text} AS content, {source.col(s.vector_column)} AS embedding
             FROM {source.relation} s
-            WHERE {source.col(s.vector_column)} IS NOT NULL AND {text} IS NOT NULL AND btrim({text}) <> ''
+            WHERE {source.col(s.vector_column)} IS NOT NULL AND {text} IS NOT NULL AND btrim({text}) <> ''{source.where_sql(2)}
             ORDER BY random() LIMIT $1""",
         n,
+        *source.where_args(),
     )
 
 
@@ -124,8 +167,9 @@ async def create_adoption(
     s = source.spec
     await conn.execute(
         """INSERT INTO driftgate.adoptions (collection, source_schema, source_table, id_column, text_column,
-               vector_column, metadata_columns, id_type, model_key, follow, state, sample)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb)""",
+               vector_column, metadata_columns, id_type, model_key, follow, state, sample,
+               metadata_json_column, filter_column, filter_value, filter_type)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15, $16)""",
         collection,
         s.schema,
         s.table,
@@ -138,6 +182,10 @@ async def create_adoption(
         follow,
         AdoptionState.IMPORTING.value,
         json.dumps(sample),
+        s.metadata_json_column,
+        s.row_filter.column if s.row_filter else None,
+        s.row_filter.value if s.row_filter else None,
+        source.filter_type,
     )
 
 
@@ -153,8 +201,10 @@ def source_of(row: asyncpg.Record) -> SourceTable:
         row["text_column"],
         row["vector_column"],
         tuple(row["metadata_columns"]),
+        row["metadata_json_column"],
+        RowFilter(row["filter_column"], row["filter_value"]) if row["filter_column"] else None,
     )
-    return SourceTable(spec, row["id_type"], None)
+    return SourceTable(spec, row["id_type"], None, row["filter_type"])
 
 
 async def adoptions_in(conn: asyncpg.Connection, states: tuple[AdoptionState, ...]) -> list[asyncpg.Record]:
@@ -203,7 +253,7 @@ async def import_chunk(
                 SELECT {id_} AS key, {id_}::text AS id, {text} AS content, {source.metadata_sql()} AS metadata,
                        CASE WHEN vector_dims({vec}) = $3 THEN {vec} END AS embedding
                 FROM {source.relation} s
-                WHERE $1::text IS NULL OR {id_} > CAST($1::text AS {source.id_type})
+                WHERE ($1::text IS NULL OR {id_} > CAST($1::text AS {source.id_type})){source.where_sql(4)}
                 ORDER BY {id_} LIMIT $2),
             docs AS (
                 INSERT INTO {docs} (id, content, metadata, version)
@@ -223,6 +273,7 @@ async def import_chunk(
         cursor,
         limit,
         dim,
+        *source.where_args(),
     )
     read, imported = row["read"], row["imported"]
     if read:
@@ -334,8 +385,10 @@ async def current_rows(conn: asyncpg.Connection, source: SourceTable, ids: list[
     return await conn.fetch(
         f"""SELECT {source.col(s.id_column)}::text AS id, {source.col(s.text_column)}::text AS content,
                    {source.metadata_sql()} AS metadata
-            FROM {source.relation} s WHERE {source.col(s.id_column)} = ANY(CAST($1::text[] AS {source.id_type}[]))""",
+            FROM {source.relation} s
+            WHERE {source.col(s.id_column)} = ANY(CAST($1::text[] AS {source.id_type}[])){source.where_sql(2)}""",
         ids,
+        *source.where_args(),
     )
 
 
@@ -349,7 +402,8 @@ async def delete_absent(conn: asyncpg.Connection, collection: str, source: Sourc
     s = source.spec
     status = await conn.execute(
         f"""DELETE FROM {documents_table(collection)} d WHERE NOT EXISTS (
-                SELECT 1 FROM {source.relation} s WHERE {source.col(s.id_column)}::text = d.id)"""
+                SELECT 1 FROM {source.relation} s WHERE {source.col(s.id_column)}::text = d.id{source.where_sql(1)})""",
+        *source.where_args(),
     )
     return int(status.rsplit(" ", 1)[-1])
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import asyncpg
 import platformdirs
-from pgvector.asyncpg import register_vector
 
 from gateway.store.session import reset_connection
+from gateway.store.vector_codec import register_vector
 
 log = logging.getLogger(__name__)
 
