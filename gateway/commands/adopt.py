@@ -113,6 +113,9 @@ def _watch(client: AdminClient, collection: str) -> int:
     while True:
         status = client.call("GET", f"/admin/v1/collections/{collection}/status")
         print(format_adoption(status["adoption"]), file=sys.stderr, flush=True)
+        if status["adoption"]["state"] == "failed":  # the reason is on the line above; it is retried
+            print(f"watch it: driftgate migrate status {collection} --watch", file=sys.stderr)
+            return 1
         if status["adoption"]["state"] not in ("importing", "indexing"):
             return 0
         time.sleep(1.0)

@@ -191,6 +191,19 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX backfill_steps_recent ON driftgate.backfill_steps (collection, model_key, at);
         """,
     ),
+    (
+        7,
+        """
+        -- an adoption fails alone (state 'failed' with the reason, retried with backoff), and
+        -- counts the stored vectors it could not use (zero, or of another dimension)
+        ALTER TABLE driftgate.adoptions
+            ADD COLUMN error            text,
+            ADD COLUMN failed_state     text,
+            ADD COLUMN failures         integer NOT NULL DEFAULT 0,
+            ADD COLUMN retry_at         timestamptz,
+            ADD COLUMN vectors_unusable bigint NOT NULL DEFAULT 0;
+        """,
+    ),
 )
 
 
