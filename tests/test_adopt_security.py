@@ -17,7 +17,7 @@ import numpy as np
 
 from gateway.store.collections import documents_table, model_table
 from tests.helpers import L3, L6, TOKEN
-from tests.test_adopt import adopt_body, adopt_settings, admin, connect, settled, wait_for
+from tests.test_adopt import admin, adopt_body, adopt_settings, connect, settled, wait_for
 
 DIM = 384
 
@@ -123,10 +123,16 @@ async def test_a_table_owner_who_retypes_the_followed_id_with_an_evil_cast_never
         # the trigger runs as the writer, who was granted exactly the queue: its writes are followed
         await legacy.execute("INSERT INTO legacy.items (id, body) VALUES (100, 'written by the owner')")
         await settled(client)
-        function = await legacy.fetchrow(
-            "SELECT prosecdef, proconfig FROM pg_proc WHERE oid = 'dgc_docs.follow_capture'::regproc"
-        )
+        capture = "SELECT prosecdef, proconfig FROM pg_proc WHERE oid = 'dgc_docs.follow_capture'::regproc"
+        function = await legacy.fetchrow(capture)
         assert function["prosecdef"] is False and function["proconfig"] == ["search_path=pg_catalog, pg_temp"]
+        # a follow set up by an earlier version (SECURITY DEFINER) is put right by the runner
+        await run_sql(dsn, "ALTER FUNCTION dgc_docs.follow_capture() SECURITY DEFINER")
+
+        async def repaired():
+            return (await legacy.fetchrow(capture))["prosecdef"] is False, None
+
+        await wait_for(repaired, "the capture function losing SECURITY DEFINER")
 
         # the attack: the id becomes an enum whose cast to text promotes the owner when run by anyone else
         await legacy.execute(
@@ -207,12 +213,20 @@ async def test_an_unreadable_or_broken_table_fails_its_own_adoption_only_and_say
     alpha = await adoption_of(client, "alpha")
     assert alpha["state"] == "failed" and alpha["failures"] < 20, alpha
 
-    # access revoked from a followed table: that adoption fails too, visibly
-    await run_sql(as_role(dsn, owner), f"REVOKE SELECT ON legacy.beta FROM {gateway_role}")
+    # access revoked from a followed table: that adoption fails too, visibly, and recovers when granted
+    owner_dsn = as_role(dsn, owner)
+    await run_sql(owner_dsn, f"REVOKE SELECT ON legacy.beta FROM {gateway_role}")
     failed = await until_failed(client, "beta")
     assert "may no longer read" in failed["error"] and "grant its role SELECT" in failed["error"], failed
     metrics = await (await client.get("/metrics")).text()
     assert 'driftgate_adoption_failures_total{collection="beta"}' in metrics
+    await run_sql(owner_dsn, f"GRANT SELECT ON legacy.beta TO {gateway_role}")
+    await settled(client, "beta")
+
+    # capture switched off behind the gateway's back: the follow says it is broken instead of "following"
+    await run_sql(owner_dsn, "ALTER TABLE legacy.beta DISABLE TRIGGER dgf_beta_ins")
+    failed = await until_failed(client, "beta")
+    assert "dgf_beta_ins" in failed["error"] and "no longer captured" in failed["error"], failed
 
 
 # -- 4. a migration started during an adoption's import -------------------------------------------------

@@ -261,6 +261,8 @@ class AdoptionRunner:
                 return 0
             await adoption_sql.check_unchanged(conn, source, follow=True)
             await adoption_sql.check_capturing(conn, name, source)
+            if await adoption_sql.secure_capture(conn, name, source):
+                log.warning("collection %s: capture trigger function now runs with the writers' rights", name)
             return await self.apply_batch(conn, name, source)
 
     async def apply_batch(self, conn: asyncpg.Connection, name: str, source: adoption_sql.SourceTable) -> int:

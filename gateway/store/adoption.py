@@ -404,22 +404,35 @@ _EVENTS = {  # trigger suffix -> (event, transition tables)
 
 async def install_follow(conn: asyncpg.Connection, collection: str, source: SourceTable) -> list[str]:
     """Create the queue, the capture function and the triggers on the source table; returns the
-    roles granted the right to fill the queue.
+    roles granted the right to fill the queue (see `_capture_function`)."""
+    await conn.execute(
+        f"""CREATE TABLE {_queue(collection)} (
+                seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                doc_id      text,
+                op          "char" NOT NULL,
+                enqueued_at timestamptz NOT NULL DEFAULT clock_timestamp())"""
+    )
+    roles = await _capture_function(conn, collection, source)
+    for suffix, (event, referencing) in _EVENTS.items():
+        await conn.execute(
+            f"CREATE TRIGGER {_trigger(collection, suffix)} AFTER {event} ON {source.relation} {referencing} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {_function(collection)}()"
+        )
+    return roles
+
+
+async def _capture_function(conn: asyncpg.Connection, collection: str, source: SourceTable) -> list[str]:
+    """(Re)create the capture function and grant the table's writers what it needs.
 
     The function is SECURITY INVOKER: it runs with the rights of whoever writes the table, never
     the gateway's, so nothing the table's owner controls (a cast of the id column's type, say)
     runs as the gateway. Its search path is pinned, it only inserts into the queue, and the
     table's writers get exactly that: USAGE on the collection's schema and INSERT on the queue
-    (the identity column needs no sequence grant). See `writer_roles` for who that is.
+    (USAGE on its sequence too: a bigserial queue of earlier versions needs it). See `writer_roles`.
     """
-    queue, key = _queue(collection), quote_ident(source.spec.id_column)
+    queue, key, function = _queue(collection), quote_ident(source.spec.id_column), _function(collection)
     await conn.execute(
-        f"""CREATE TABLE {queue} (
-                seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-                doc_id      text,
-                op          "char" NOT NULL,
-                enqueued_at timestamptz NOT NULL DEFAULT clock_timestamp());
-            CREATE FUNCTION {_function(collection)}() RETURNS trigger LANGUAGE plpgsql SECURITY INVOKER
+        f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY INVOKER
             SET search_path = pg_catalog, pg_temp AS $fn$
             BEGIN
                 IF TG_OP = 'INSERT' THEN
@@ -435,7 +448,7 @@ async def install_follow(conn: asyncpg.Connection, collection: str, source: Sour
                 END IF;
                 RETURN NULL;
             END $fn$;
-            REVOKE ALL ON FUNCTION {_function(collection)}() FROM PUBLIC;"""
+            REVOKE ALL ON FUNCTION {function}() FROM PUBLIC;"""
     )
     roles = await writer_roles(conn, source)
     if roles:
@@ -443,14 +456,24 @@ async def install_follow(conn: asyncpg.Connection, collection: str, source: Sour
         schema = quote_ident(collection_schema(collection))
         await conn.execute(
             f"GRANT USAGE ON SCHEMA {schema} TO {grantees}; GRANT INSERT ON {queue} TO {grantees}; "
-            f"GRANT EXECUTE ON FUNCTION {_function(collection)}() TO {grantees}"
+            f"GRANT EXECUTE ON FUNCTION {function}() TO {grantees}"
         )
-    for suffix, (event, referencing) in _EVENTS.items():
-        await conn.execute(
-            f"CREATE TRIGGER {_trigger(collection, suffix)} AFTER {event} ON {source.relation} {referencing} "
-            f"FOR EACH STATEMENT EXECUTE FUNCTION {_function(collection)}()"
-        )
+        serial = await conn.fetchval("SELECT pg_get_serial_sequence($1, 'seq')", queue)
+        if serial is not None:  # returned quoted where it must be
+            await conn.execute(f"GRANT USAGE ON SEQUENCE {serial} TO {grantees}")
     return roles
+
+
+async def secure_capture(conn: asyncpg.Connection, collection: str, source: SourceTable) -> bool:
+    """Replace a capture function that runs with the gateway's rights (SECURITY DEFINER, as
+    versions before this one made it) by the invoker-rights one. True when it did."""
+    definer = await conn.fetchval(
+        "SELECT prosecdef FROM pg_proc WHERE oid = to_regprocedure($1)", f"{_function(collection)}()"
+    )
+    if not definer:
+        return False
+    await _capture_function(conn, collection, source)
+    return True
 
 
 async def writer_roles(conn: asyncpg.Connection, source: SourceTable) -> list[str]:

