@@ -223,6 +223,17 @@ async def test_an_unreadable_or_broken_table_fails_its_own_adoption_only_and_say
     await run_sql(owner_dsn, f"GRANT SELECT ON legacy.beta TO {gateway_role}")
     await settled(client, "beta")
 
+    # a session holding the table locked fails that adoption after a bounded wait, not the runner
+    holder = await asyncpg.connect(owner_dsn)
+    try:
+        async with holder.transaction():
+            await holder.execute("LOCK TABLE legacy.beta IN ACCESS EXCLUSIVE MODE")
+            failed = await until_failed(client, "beta")
+            assert "stayed locked by another session" in failed["error"], failed
+    finally:
+        await holder.close()
+    await settled(client, "beta")
+
     # capture switched off behind the gateway's back: the follow says it is broken instead of "following"
     await run_sql(owner_dsn, "ALTER TABLE legacy.beta DISABLE TRIGGER dgf_beta_ins")
     failed = await until_failed(client, "beta")

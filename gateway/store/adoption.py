@@ -155,12 +155,24 @@ def _check_types(spec: SourceSpec, columns: dict[str, asyncpg.Record]) -> None:
             )
 
 
+LOCK_WAIT_S = 5
+
+
 async def check_unchanged(conn: asyncpg.Connection, source: SourceTable, *, follow: bool) -> None:
     """Lock the table against ALTER until the caller's transaction ends, then check that its
     columns still have the (safe) types the adoption recorded; raises `AdoptionBroken`."""
     try:
-        await conn.execute(f"LOCK TABLE {source.relation} IN ACCESS SHARE MODE")
+        # bounded: an owner's session holding the table (an open ALTER) fails this adoption alone
+        await conn.execute(
+            f"SET LOCAL lock_timeout = '{LOCK_WAIT_S}s'; LOCK TABLE {source.relation} IN ACCESS SHARE MODE; "
+            "SET LOCAL lock_timeout TO DEFAULT"
+        )
         fresh = await inspect_source(conn, source.spec, follow=follow)
+    except asyncpg.LockNotAvailableError:
+        raise AdoptionBroken(
+            f"table {source.spec.qualified!r} stayed locked by another session for {LOCK_WAIT_S} s (an ALTER TABLE or "
+            "a long transaction holding it); the adoption retries by itself"
+        ) from None
     except asyncpg.UndefinedTableError:
         raise AdoptionBroken(
             f"table {source.spec.qualified!r} was dropped or renamed; restore it (the adoption retries by itself)"
@@ -182,9 +194,11 @@ async def check_unchanged(conn: asyncpg.Connection, source: SourceTable, *, foll
         )
 
 
-# a stored vector the import keeps: non-zero (a zero vector has no direction: its cosine distance is
-# NaN) and finite (pgvector refuses NaN and infinity on input; the check costs nothing)
-USABLE = "(vector_norm({vec}) > 0 AND vector_norm({vec}) < 'Infinity'::float8)"
+# a stored vector the import keeps: one with a direction. A zero vector's cosine distance is NaN, and
+# so is a tiny one's (pgvector sums squares in float32, which underflow below ~1e-23 per element; a
+# norm above 1e-18 keeps the largest element above that). NaN and infinity never get into a vector:
+# pgvector refuses them on input.
+USABLE = "vector_norm({vec}) > 1e-18"
 
 
 async def count_rows(conn: asyncpg.Connection, source: SourceTable) -> int:
