@@ -14,7 +14,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import numpy as np
+import pytest
 
+from gateway.domain.adoption import AdoptionState, effective_state, retry_delay
 from gateway.store.collections import documents_table, model_table
 from tests.helpers import L3, L6, TOKEN
 from tests.test_adopt import admin, adopt_body, adopt_settings, connect, settled, wait_for
@@ -238,6 +240,17 @@ async def test_an_unreadable_or_broken_table_fails_its_own_adoption_only_and_say
     await run_sql(owner_dsn, "ALTER TABLE legacy.beta DISABLE TRIGGER dgf_beta_ins")
     failed = await until_failed(client, "beta")
     assert "dgf_beta_ins" in failed["error"] and "no longer captured" in failed["error"], failed
+
+
+@pytest.mark.parametrize(("failures", "delay"), [(1, 1.0), (2, 2.0), (3, 4.0), (9, 256.0), (10, 300.0), (1000, 300.0)])
+def test_a_failed_adoption_is_retried_after_a_doubling_delay_capped_at_five_minutes(failures, delay):
+    assert retry_delay(failures) == delay
+
+
+def test_a_failed_adoption_retries_the_step_it_failed_in():
+    assert effective_state("failed", "following") == AdoptionState.FOLLOWING
+    assert effective_state("failed", "importing") == AdoptionState.IMPORTING
+    assert effective_state("indexing", None) == AdoptionState.INDEXING
 
 
 # -- 4. a migration started during an adoption's import -------------------------------------------------
