@@ -104,15 +104,14 @@ class AdoptionRunner:
         busy = False
         if state == AdoptionState.IMPORTING:
             busy = await self._import(row, stop)
-        else:
-            if state == AdoptionState.INDEXING:
-                await self._finish_if_indexed(row)
-            if row["follow"]:
-                busy = bool(await self.apply_changes(row))
-                async with self._pool.acquire() as conn:
-                    adoption = await adoption_sql.get_adoption(conn, name)
-                    if adoption is not None and adoption["follow"]:
-                        self._on_lag(name, await adoption_sql.queue_lag(conn, name))
+        elif state == AdoptionState.INDEXING:
+            await self._finish_if_indexed(row)
+        if row["follow"]:  # while importing this only makes sure the capture runs as the writers
+            busy |= bool(await self.apply_changes(row))
+            async with self._pool.acquire() as conn:
+                adoption = await adoption_sql.get_adoption(conn, name)
+                if adoption is not None and adoption["follow"]:
+                    self._on_lag(name, await adoption_sql.queue_lag(conn, name))
         if row["state"] == AdoptionState.FAILED:
             async with self._pool.acquire() as conn:
                 if await adoption_sql.recover(conn, name):
@@ -252,17 +251,15 @@ class AdoptionRunner:
         async with self._pool.acquire() as conn, conn.transaction():
             await adoption_sql.lock_follow(conn, name)
             current = await adoption_sql.get_adoption(conn, name)
-            if (
-                current is None
-                or not current["follow"]
-                or effective_state(current["state"], current["failed_state"]) == AdoptionState.IMPORTING
-                or not await adoption_sql.queue_exists(conn, name)
-            ):
+            if current is None or not current["follow"] or not await adoption_sql.queue_exists(conn, name):
+                return 0
+            # first of all, even while importing or failed: a follow made by an earlier version ran as the gateway
+            if await adoption_sql.secure_capture(conn, name, source):
+                log.warning("collection %s: capture trigger function now runs with the writers' rights", name)
+            if effective_state(current["state"], current["failed_state"]) == AdoptionState.IMPORTING:
                 return 0
             await adoption_sql.check_unchanged(conn, source, follow=True)
             await adoption_sql.check_capturing(conn, name, source)
-            if await adoption_sql.secure_capture(conn, name, source):
-                log.warning("collection %s: capture trigger function now runs with the writers' rights", name)
             return await self.apply_batch(conn, name, source)
 
     async def apply_batch(self, conn: asyncpg.Connection, name: str, source: adoption_sql.SourceTable) -> int:
