@@ -102,6 +102,7 @@ async def adoption_ctx(app: web.Application) -> AsyncIterator[None]:
         backfill_chunk=settings.backfill.chunk_size,
         poll_interval_s=settings.adoption.poll_interval_s,
         on_lag=metrics.record_follow_lag,
+        on_failure=metrics.record_adoption_failure,
     )
     service = AdoptionService(
         app[POOL], app[COLLECTIONS], app[EMBEDDINGS], replica=app[REPLICA_ID], on_change=runner.wake

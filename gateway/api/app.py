@@ -37,7 +37,7 @@ from gateway.api.keys import (
 )
 from gateway.api.large import LargeResponses
 from gateway.api.metrics import Metrics
-from gateway.api.transport import SERVER, content_encoding_middleware
+from gateway.api.transport import SERVER, content_encoding_middleware, streamed_answer_middleware
 from gateway.config import Settings
 from gateway.domain.deadline import request_deadline
 from gateway.domain.errors import RequestTimeout
@@ -229,6 +229,7 @@ def create_app(
             content_encoding_middleware,
             metrics_middleware,
             error_middleware,
+            streamed_answer_middleware,
             timeout_middleware,
             admin.admin_auth,
             api_key_middleware,

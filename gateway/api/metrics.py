@@ -108,6 +108,12 @@ class Metrics:
             ["collection"],
             registry=self.registry,
         )
+        self.adoption_failures = Counter(
+            "driftgate_adoption_failures_total",
+            "Failed attempts of an adoption (import, index or follow); status says why",
+            ["collection"],
+            registry=self.registry,
+        )
         self.follow_pending = Gauge(
             "driftgate_follow_pending_changes",
             "Changes of a followed table waiting to be applied",
@@ -180,6 +186,9 @@ class Metrics:
     def record_follow_lag(self, collection: str, lag: dict) -> None:
         self.follow_lag.labels(collection).set(lag["lag_s"])
         self.follow_pending.labels(collection).set(lag["pending"])
+
+    def record_adoption_failure(self, collection: str) -> None:
+        self.adoption_failures.labels(collection).inc()
 
     def record_batch(self, model: str, size: int) -> None:
         self.encoded_texts.labels(model).inc(size)

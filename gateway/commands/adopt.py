@@ -134,6 +134,9 @@ def _watch(client: Client, collection: str) -> int:
     while True:
         adoption = client.adoption_status(collection) or {}
         print(format_adoption(dict(adoption)), file=sys.stderr, flush=True)
+        if adoption.get("state") == "failed":  # the reason is on the line above; it is retried
+            print(f"watch it: driftgate migrate status {collection} --watch", file=sys.stderr)
+            return 1
         if adoption.get("state") not in ("importing", "indexing"):
             return 0
         time.sleep(1.0)

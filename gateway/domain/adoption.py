@@ -24,9 +24,30 @@ class AdoptionState(enum.StrEnum):
     FOLLOWING = "following"  # complete; the source table's changes are applied as they commit
     DONE = "done"  # complete, not following
     STOPPED = "stopped"  # following was stopped: triggers and queue removed
+    FAILED = "failed"  # the last attempt failed (`error` says why); retried with backoff
 
 
-ACTIVE_STATES = (AdoptionState.IMPORTING, AdoptionState.INDEXING, AdoptionState.FOLLOWING)
+ACTIVE_STATES = (AdoptionState.IMPORTING, AdoptionState.INDEXING, AdoptionState.FOLLOWING, AdoptionState.FAILED)
+# an adoption in these states still owns the collection's backfill: no migration may start
+BUSY_STATES = (AdoptionState.IMPORTING, AdoptionState.INDEXING)
+
+# id column types whose `::text` cast and comparison operators are PostgreSQL's own (pg_catalog
+# base types): an enum, domain, composite or user type could bring a cast the table owner wrote
+SAFE_ID_TYPES = frozenset({"text", "varchar", "bpchar", "int2", "int4", "int8", "uuid", "numeric"})
+
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 300.0
+
+
+def effective_state(state: str, failed_state: str | None) -> AdoptionState:
+    """The step a failed adoption retries (what it was doing when it failed), else its state."""
+    if state == AdoptionState.FAILED and failed_state is not None:
+        return AdoptionState(failed_state)
+    return AdoptionState(state)
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds before retrying after the `failures`-th failure in a row: doubling, capped."""
+    return min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** max(0, failures - 1))
 
 
 def validate_identifier(name: object, what: str) -> str:

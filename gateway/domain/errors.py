@@ -47,6 +47,13 @@ class IllegalTransition(Conflict):
     code = "illegal_transition"
 
 
+class AdoptionBroken(Conflict):
+    """An adopted table changed under the gateway (a column retyped or dropped, access revoked,
+    triggers removed): the adoption stops (state `failed`) until the table is put right."""
+
+    code = "adoption_broken"
+
+
 class IndexIncomplete(Conflict):
     """Reads or a shadow were asked of a model whose table is not complete and verified."""
 

@@ -223,6 +223,19 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             ADD COLUMN filter_type          text;
         """,
     ),
+    (
+        9,
+        """
+        -- an adoption fails alone (state 'failed' with the reason, retried with backoff), and
+        -- counts the stored vectors it could not use (zero, or of another dimension)
+        ALTER TABLE driftgate.adoptions
+            ADD COLUMN error            text,
+            ADD COLUMN failed_state     text,
+            ADD COLUMN failures         integer NOT NULL DEFAULT 0,
+            ADD COLUMN retry_at         timestamptz,
+            ADD COLUMN vectors_unusable bigint NOT NULL DEFAULT 0;
+        """,
+    ),
 )
 
 
