@@ -13,14 +13,19 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from gateway.api.app import create_app
 from gateway.config import Settings, load_settings
 from gateway.loadtest.cluster import free_port
 
@@ -140,15 +145,64 @@ async def wait_phase(client: TestClient, phase: str, *, collection: str = "docs"
     return await wait_for_status(client, lambda s: s["phase"] == phase, collection=collection)
 
 
-def request(url: str, method: str = "GET", body: dict | None = None) -> tuple[int, dict]:
-    """A blocking JSON request (for gateways running as subprocesses)."""
+def request(url: str, method: str = "GET", body: dict | None = None, headers: dict | None = None) -> tuple[int, dict]:
+    """A blocking JSON request (for gateways running as subprocesses or in a thread)."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+class ServerThread:
+    """The real gateway on a loopback port, served from its own event loop in a thread (for
+    clients that block: schemathesis, a browser driven by Playwright)."""
+
+    def __init__(self, dsn: str, settings: Settings, admin_token: str = TOKEN) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._app = create_app(settings, dsn, admin_token=admin_token)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._runner = web.AppRunner(self._app)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._runner.setup())
+        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        assert self._ready.wait(300), "the gateway did not start"
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(60)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def fresh_database(server_dsn: str, name: str) -> str:
+    """(Re)create database `name` on the test server, for a module's gateway; returns its DSN."""
+
+    async def create() -> None:
+        conn = await asyncpg.connect(server_dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    parts = urlsplit(server_dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 DRIFTGATE = [sys.executable, "-m", "gateway"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
-from gateway.api.keys import COLLECTIONS, LARGE_RESPONSES, SETTINGS, SHADOW
+from gateway.api.keys import COLLECTIONS, LARGE_RESPONSES, METRICS, SETTINGS, SHADOW
 from gateway.api.large import LARGE_K
 from gateway.api.requests import (
     BatchBody,
@@ -94,6 +96,7 @@ async def query(request: web.Request) -> web.StreamResponse:
         check_metadata(body.filter, limits, "filter")
     service = request.app[COLLECTIONS]
     name = request.match_info["collection"]
+    started = time.perf_counter()
     async with request.app[LARGE_RESPONSES].slot(body.k):
         if body.text is not None:
             check_text(body.text, limits)
@@ -109,6 +112,7 @@ async def query(request: web.Request) -> web.StreamResponse:
         else:
             assert body.vector is not None and body.model is not None
             result = await service.query_vector(name, body.vector, body.model, body.k, body.filter)
+        request.app[METRICS].query_latency.labels(name, result.model).observe(time.perf_counter() - started)
         if body.k <= LARGE_K:
             return json_response(
                 {"model": result.model, "truncated": result.truncated, "hits": [_hit(h) for h in result.hits]},

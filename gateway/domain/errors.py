@@ -100,3 +100,10 @@ class EncoderBadReply(GatewayError):
 
     status = 502
     code = "encoder_bad_reply"
+
+
+class Forbidden(GatewayError):
+    """A signed-in console request without its CSRF token (a forged cross-site request)."""
+
+    status = 403
+    code = "csrf_token_invalid"
