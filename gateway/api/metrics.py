@@ -178,6 +178,7 @@ class Metrics:
     def record_shadow(self, collection: str, comparison) -> None:
         pairing = comparison.pairing
         self.shadow_samples.labels(collection, pairing).inc()
+        self.shadow_dropped.labels(collection, pairing)  # exported as 0 until a job is dropped
         self.shadow_overlap.labels(collection, pairing).observe(comparison.overlap)
         self.shadow_rbo.labels(collection, pairing).observe(comparison.rbo)
         self.shadow_latency.labels(collection, pairing, "read").observe(comparison.read.latency_ms / 1000)

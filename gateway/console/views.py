@@ -6,6 +6,8 @@ the console adds only presentation: verdicts in words, the cutover guard's check
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 
 from aiohttp import web
@@ -77,12 +79,26 @@ async def collections(request: web.Request) -> web.Response:
     return page(request, "collections.html", section="collections", reports=reports)
 
 
+def shown(report: dict) -> str:
+    """A short digest of the facts the actions panel depends on: unchanged facts, no reload (which
+    would wipe what the operator is typing)."""
+    backfill = report["backfill"]
+    facts = [
+        report["state_version"],
+        report["checks"],
+        [(k, m["verified"], m["verified_at"]) for k, m in sorted(report["models"].items())],
+        [backfill.get("state"), backfill.get("max_rate")],
+        report["shadow"],
+    ]
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 async def collection_context(request: web.Request) -> dict:
     """What the collection page and its actions panel show: the report and the models one could migrate to."""
     app = request.app
     report = summary(request, await status_report(app, request.match_info["collection"]))
     targets = [k for k in sorted(app[EMBEDDINGS].specs) if k not in report["write_models"]]
-    return {"report": report, "targets": targets}
+    return {"report": report, "targets": targets, "shown": shown(report)}
 
 
 @routes.get(COLLECTION)
@@ -108,7 +124,10 @@ async def live(request: web.Request) -> web.Response:
 
 @routes.get(COLLECTION + "/actions")
 async def actions(request: web.Request) -> web.Response:
-    return page(request, "_actions.html", **await collection_context(request))
+    context = await collection_context(request)
+    if request.query.get("shown") == context["shown"]:
+        return web.Response(status=204)  # htmx keeps the panel as it is
+    return page(request, "_actions.html", **context)
 
 
 @routes.get(COLLECTION + "/timeline")
