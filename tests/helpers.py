@@ -189,6 +189,12 @@ class ServerThread:
         self._thread.join(10)
 
 
+def in_json_api(route: web.AbstractRoute) -> bool:
+    """Whether a route is part of the JSON API (OpenAPI, fuzzing); the console's HTML pages for
+    people under /console are not (tests/test_console.py covers them)."""
+    return route.resource is not None and not route.resource.canonical.startswith("/console")
+
+
 def fresh_database(server_dsn: str, name: str) -> str:
     """(Re)create database `name` on the test server, for a module's gateway; returns its DSN."""
 

@@ -41,7 +41,7 @@ from gateway.api.transport import content_encoding_middleware
 from gateway.config import Settings
 from gateway.console import setup as console
 from gateway.domain.deadline import request_deadline
-from gateway.domain.errors import RequestTimeout, Unauthorized
+from gateway.domain.errors import NotFound, RequestTimeout, Unauthorized
 from gateway.domain.phases import Phase
 from gateway.services.backfill import BackfillWorker
 from gateway.services.collections import CollectionService
@@ -208,7 +208,8 @@ async def _gauges(app: web.Application) -> AsyncIterator[None]:
                 collections = app[COLLECTIONS]
                 for name, version in collections.cached_versions().items():
                     app[METRICS].state_version.labels(name).set(version)
-                    app[METRICS].record_phase(name, (await collections.state(name)).phase.value, Phase)
+                    with contextlib.suppress(NotFound):  # dropped meanwhile (evaluate's scratch collections)
+                        app[METRICS].record_phase(name, (await collections.state(name)).phase.value, Phase)
                 for key in app[EMBEDDINGS].loaded():
                     app[METRICS].model_drift.labels(key).set(int(key in collections.drifted))
                 for collection, model, progress in await backfill_progress(app[POOL]):
