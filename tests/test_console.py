@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from gateway.console import session
@@ -45,7 +46,7 @@ def chromium_path() -> str:
 @pytest.fixture(scope="module")
 def gateway(server_dsn) -> Iterator[ServerThread]:
     server = ServerThread(fresh_database(server_dsn, "console"), settings_with()).start()
-    for name, n in (("docs", DOCS), ("small", 12)):
+    for name, n in (("docs", DOCS), ("small", 12), ("tiny", 5)):
         assert request(f"{server.url}/v1/collections/{name}", "PUT", {"model": L3})[0] == 201
         docs = [{"id": f"d{i:03d}", "text": f"{name} document {i} about topic {i % 7}"} for i in range(n)]
         assert request(f"{server.url}/v1/collections/{name}/documents", "POST", {"documents": docs})[0] == 200
@@ -146,6 +147,77 @@ def test_a_session_cookie_is_valid_only_with_its_signature_before_it_expires_and
     assert not session.token_matches("", "") and session.token_matches("t", "t") and not session.token_matches("t", "u")
 
 
+def test_without_chromium_the_browser_tests_fail_saying_how_to_install_it(monkeypatch):
+    monkeypatch.delenv("DRIFTGATE_CHROMIUM", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(pytest.fail.Exception, match=r"apt-get install -y chromium"):
+        chromium_path()
+
+
+async def test_with_no_admin_token_the_console_is_off_and_nobody_signs_in(make_client):
+    client = await make_client(admin_token="")
+    form = await (await client.get("/console/login")).text()
+    assert "The console is disabled" in form and "DRIFTGATE_ADMIN_TOKEN" in form
+    reply = await client.post("/console/login", data={"token": ""}, allow_redirects=False)
+    assert reply.status == 401 and session.COOKIE not in reply.cookies
+    reply = await client.get("/console", allow_redirects=False)
+    assert reply.status == 303 and reply.headers["Location"].startswith("/console/login")
+
+
+# ------------------------------------------------------------------------------ forms over HTTP
+
+
+def signed_in(gateway: ServerThread, next_path: str = "/console") -> tuple[requests.Session, str]:
+    """A signed-in HTTP session and its CSRF token, read from a page as the browser would."""
+    http = requests.Session()
+    reply = http.post(gateway.url + "/console/login", data={"token": TOKEN, "next": next_path}, timeout=60)
+    assert reply.status_code == 200 and reply.url.startswith(gateway.url + "/console"), reply.url
+    match = re.search(r'"X-CSRF-Token": "([0-9a-f]{64})"', http.get(gateway.url + "/console", timeout=60).text)
+    assert match
+    return http, match.group(1)
+
+
+def test_after_sign_in_the_console_only_sends_the_browser_to_its_own_pages(gateway):
+    for target in ("https://evil.example/", "//evil.example/console", "/v1/collections/docs"):
+        reply = requests.post(
+            gateway.url + "/console/login", data={"token": TOKEN, "next": target}, allow_redirects=False, timeout=60
+        )
+        assert reply.status_code == 303 and reply.headers["Location"] == "/console", target
+    reply = requests.post(
+        gateway.url + "/console/login",
+        data={"token": TOKEN, "next": "/console/models"},
+        allow_redirects=False,
+        timeout=60,
+    )
+    assert reply.headers["Location"] == "/console/models"
+
+
+@pytest.mark.parametrize(
+    ("path", "form", "status", "code", "says"),
+    [
+        ("docs/plan", {}, 400, "invalid_request", "'to_model' is empty"),
+        ("docs/migrations", {"to_model": "no-such-model"}, 400, None, "no-such-model"),
+        ("docs/backfill", {"max_rate": "fast"}, 400, "invalid_request", "positive number"),
+        ("docs/backfill", {"max_rate": "-5"}, 400, "invalid_request", "positive number"),
+        ("docs/backfill", {"action": "explode"}, 400, "invalid_request", "pause or resume"),
+        ("docs/shadow", {"model": L6, "sample_rate": "2"}, 400, "invalid_request", "between 0 and 1"),
+        ("docs/retire", {"model": L3, "confirm": "docs"}, 409, None, L3),
+        ("docs/backfill", {"action": "pause"}, 409, "no_backfill", "no migration in flight"),
+        ("nope/abort", {}, 404, "collection_not_found", "'nope' does not exist"),
+    ],
+)
+def test_bad_console_input_gets_a_clear_4xx_and_changes_nothing(gateway, path, form, status, code, says):
+    http, csrf = signed_in(gateway)
+    before = admin(gateway, "GET", "docs/status")["state_version"]
+    reply = http.post(
+        f"{gateway.url}/console/collections/{path}", data=form, headers={"X-CSRF-Token": csrf}, timeout=60
+    )
+    assert reply.status_code == status, reply.text
+    error = reply.json()["error"]
+    assert (code is None or error["code"] == code) and says in error["message"], error
+    assert admin(gateway, "GET", "docs/status")["state_version"] == before
+
+
 # ------------------------------------------------------------------------------ the browser
 
 
@@ -236,6 +308,22 @@ def test_retire_needs_the_collections_name_typed_to_confirm(gateway, page):
     status = admin(gateway, "GET", "small/status")
     assert status["phase"] == "steady" and status["write_models"] == [L6] and L3 not in status["models"]
     shots("retired")
+
+
+def test_abort_asks_first_and_then_returns_to_steady_on_the_old_model(gateway, page):
+    admin(gateway, "POST", "tiny/migrations", {"to_model": L6})
+    sign_in(page, gateway, path="/console/collections/tiny")
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.click("#abort")
+    page.wait_for_timeout(500)  # room for a request that must not come
+    expect(page.locator("#abort")).to_be_visible()
+    assert admin(gateway, "GET", "tiny/status")["to_model"] == L6  # dismissed: nothing happened
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#abort")
+    expect(page.locator("#flash")).to_contain_text("migration aborted")
+    wait_phase(page, "steady")
+    status = admin(gateway, "GET", "tiny/status")
+    assert status["write_models"] == [L3] and L6 not in status["models"]
 
 
 def test_a_whole_migration_runs_from_the_console(gateway, page):
