@@ -70,8 +70,15 @@ def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1360, "height": 900})
     page = context.new_page()
     page.set_default_timeout(HANG_MS)
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(f"{m.text} ({m.location['url']})") if m.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
     yield page
     context.close()
+    # no script error and no Content-Security-Policy violation on any page (refusals the test
+    # provokes on purpose are logged by the browser and by htmx, and are expected)
+    expected = ("Failed to load resource", "Response Status Error Code")
+    assert not [e for e in errors if not e.startswith(expected)], errors
 
 
 class Shots:

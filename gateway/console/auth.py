@@ -33,9 +33,16 @@ def _in_console(path: str) -> bool:
     return path == ROOT or path.startswith(ROOT + "/")
 
 
-def _cookie_headers(response: web.StreamResponse, value: str, max_age: int) -> None:
+def _set_cookie(request: web.Request, response: web.StreamResponse, value: str) -> None:
+    # Secure when the gateway itself serves TLS; behind a TLS proxy the browser sees https anyway
     response.set_cookie(
-        session.COOKIE, value, max_age=max_age, path=ROOT, httponly=True, samesite="Strict", secure=False
+        session.COOKIE,
+        value,
+        max_age=session.SESSION_S,
+        path=ROOT,
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
     )
 
 
@@ -100,7 +107,7 @@ async def login(request: web.Request) -> web.Response:
         )
         return render("login.html", status=401, next=target, error=error, disabled=not expected)
     response = web.Response(status=303, headers={"Location": target})
-    _cookie_headers(response, session.issue(expected, time.time()), session.SESSION_S)
+    _set_cookie(request, response, session.issue(expected, time.time()))
     log.info("console sign-in from %s", request.remote)
     return response
 
