@@ -8,6 +8,7 @@ by git). Chromium comes from the system (`apt-get install -y chromium`), never d
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -118,6 +119,14 @@ def wait_phase(page: Page, phase: str) -> None:
         )
         watch.check(tuple(progress), f"waiting for phase {phase}")
         page.wait_for_timeout(250)
+
+
+def wait_until_ready(gateway: ServerThread, name: str) -> None:
+    """Poll the admin status until the backfill is done (phase ready); fail only on a stall."""
+    watch = StallWatch()
+    while (status := admin(gateway, "GET", f"{name}/status"))["phase"] != "ready":
+        watch.check(status["backfill"].get("done"), f"backfill of {name}")
+        time.sleep(0.2)
 
 
 def raw_get(url: str, cookie: str | None = None) -> tuple[int, dict, str]:
@@ -295,10 +304,7 @@ def test_a_forged_post_without_the_csrf_token_is_refused_and_changes_nothing(gat
 
 def test_retire_needs_the_collections_name_typed_to_confirm(gateway, page):
     admin(gateway, "POST", "small/migrations", {"to_model": L6})
-    watch = StallWatch()
-    while (status := admin(gateway, "GET", "small/status"))["phase"] != "ready":
-        watch.check(status["backfill"].get("done"), "backfill of small")
-        time.sleep(0.2)
+    wait_until_ready(gateway, "small")
     assert admin(gateway, "POST", "small/verify", {"sample": 12})["passed"]
     admin(gateway, "POST", "small/read-model", {"model": L6})
     shots = Shots(page, "retire-confirmation")
@@ -319,7 +325,18 @@ def test_retire_needs_the_collections_name_typed_to_confirm(gateway, page):
 
 def test_abort_asks_first_and_then_returns_to_steady_on_the_old_model(gateway, page):
     admin(gateway, "POST", "tiny/migrations", {"to_model": L6})
+    wait_until_ready(gateway, "tiny")
     sign_in(page, gateway, path="/console/collections/tiny")
+    # the backfill's max rate, set and cleared through the console's form handler (with the page's CSRF token)
+    csrf = json.loads(page.get_attribute("body", "hx-headers") or "{}")
+    url = gateway.url + "/console/collections/tiny/backfill"
+    reply = page.request.post(url, form={"max_rate": "50"}, headers=csrf)
+    assert reply.status == 200 and "max rate 50 docs/s" in reply.text()
+    assert admin(gateway, "GET", "tiny/status")["backfill"]["max_rate"] == 50
+    reply = page.request.post(url, form={"max_rate": ""}, headers=csrf)
+    assert reply.status == 200 and "no rate limit" in reply.text()
+    assert admin(gateway, "GET", "tiny/status")["backfill"]["max_rate"] is None
+    page.reload()  # the page as it is now: no panel reload pending while the dialogs below are answered
     page.once("dialog", lambda dialog: dialog.dismiss())
     page.click("#abort")
     page.wait_for_timeout(500)  # room for a request that must not come

@@ -77,14 +77,17 @@ async def test_every_metric_the_dashboard_queries_is_exported_during_a_migration
     await gateway.app[SHADOW].drain()
     assert (await gateway.post("/v1/collections/nope/query", json={"text": "x"})).status == 404
 
-    async def scrape() -> set[str]:
-        return exported_samples(await (await gateway.get("/metrics")).text())
+    async def scrape() -> str:
+        return await (await gateway.get("/metrics")).text()
 
     wanted = named_metrics()
+    in_shadow = 'driftgate_collection_phase{collection="docs",phase="shadow"} 1.0'
     # the gauges of shared state are refreshed in the background every sync interval
-    exported = await wait_for_progress(scrape, lambda names: wanted <= names, lambda names: len(names))
-    assert wanted <= exported, sorted(wanted - exported)
-    text = await (await gateway.get("/metrics")).text()
-    assert 'driftgate_collection_phase{collection="docs",phase="shadow"} 1.0' in text
+    text = await wait_for_progress(
+        scrape,
+        lambda text: wanted <= exported_samples(text) and in_shadow in text,
+        lambda text: (len(exported_samples(text)), re.findall(r"driftgate_collection_phase\{.*", text)),
+    )
+    assert wanted <= exported_samples(text), sorted(wanted - exported_samples(text))
     assert 'driftgate_errors_total{code="collection_not_found"} 1.0' in text
     assert f'driftgate_query_duration_seconds_count{{collection="docs",model="{L3}"}} 10.0' in text
