@@ -354,8 +354,8 @@ def test_a_whole_migration_runs_from_the_console(gateway, page):
     shots = Shots(page, "migration")
     sign_in(page, gateway)
     row = page.locator("tr[data-collection=docs]")
-    expect(row).to_contain_text("steady")
-    expect(row).to_contain_text(L3)
+    for fact in ("steady", L3, "100.0%", "index ready", "matches its pin", str(DOCS), "in sync"):
+        expect(row).to_contain_text(fact)
     shots("collections")
 
     row.locator("a").click()
