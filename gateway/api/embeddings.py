@@ -1,6 +1,9 @@
 """OpenAI-compatible `POST /v1/embeddings`, so applications that embed for themselves still
 use the pinned model: `model` is a catalog key, or `collection:<name>` for that collection's
-current read model."""
+current read model. `input_type` (`query` | `document`, as several hosted providers accept)
+picks the model's query or document prompt. Each embedding says whether its text was cut to the
+model's token limit (`truncated`, an extra field OpenAI clients ignore), and the header
+`X-Driftgate-Truncated` counts them."""
 
 from __future__ import annotations
 
@@ -24,6 +27,9 @@ class EmbeddingsBody(StrictBody):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1, description="must equal the model's dimension")
     user: str | None = None
+    input_type: Literal["query", "document"] = Field(
+        default="document", description="query or document: which of the model's prompts is prepended"
+    )
 
 
 @routes.post("/v1/embeddings")
@@ -50,16 +56,17 @@ async def embeddings(request: web.Request) -> web.Response:
         raise InvalidRequest(
             f"model {model!r} has {spec.dim} dimensions; it cannot produce {body.dimensions}", code="invalid_dimensions"
         )
-    encoded = await app[EMBEDDINGS].embed(model, texts, "document")
+    encoded = await app[EMBEDDINGS].embed(model, texts, body.input_type)
     data = []
+    truncated = encoded.truncated or (False,) * len(texts)
     for index, vector in enumerate(encoded.vectors):
         if body.encoding_format == "base64":
             value: object = base64.b64encode(vector.astype("<f4").tobytes()).decode()
         else:
             value = [float(x) for x in vector]
-        data.append({"object": "embedding", "index": index, "embedding": value})
+        data.append({"object": "embedding", "index": index, "embedding": value, "truncated": truncated[index]})
     tokens = sum(encoded.tokens)
     return json_response(
         {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
-        headers={"X-Driftgate-Model": model},
+        headers={"X-Driftgate-Model": model, "X-Driftgate-Truncated": str(sum(truncated))},
     )

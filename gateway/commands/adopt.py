@@ -8,7 +8,7 @@ import sys
 import time
 
 from gateway.commands.migrate import AdminClient, AdminError
-from gateway.progress import render_bar
+from gateway.commands.status_view import format_adoption
 
 EXAMPLE = """\
 examples:
@@ -116,16 +116,3 @@ def _watch(client: AdminClient, collection: str) -> int:
         if status["adoption"]["state"] not in ("importing", "indexing"):
             return 0
         time.sleep(1.0)
-
-
-def format_adoption(adoption: dict) -> str:
-    """One status line: state, progress bar of rows read, skipped/embedded counts, follow lag."""
-    line = (
-        f"  adoption {adoption['state']} {render_bar(adoption['rows_read'], adoption['rows_total'])} "
-        f"{adoption['rows_read']}/{adoption['rows_total']} rows from {adoption['table']}, "
-        f"{adoption['rows_skipped']} skipped (no text), {adoption['rows_to_embed']} to embed"
-    )
-    lag = adoption.get("follow_lag")
-    if adoption["follow"] and lag:
-        line += f"; following: {lag['pending']} pending, lag {lag['lag_s']:.1f}s, {adoption['changes_applied']} applied"
-    return line

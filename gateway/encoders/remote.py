@@ -318,14 +318,14 @@ class RemoteEncoder:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 raw = await response.read()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            breaker.record_failure(self._clock())
             reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"connection failed ({exc!r})"
+            breaker.record_failure(self._clock(), reason=reason)
             raise _Retryable(reason) from None
         if status == 429:
             breaker.release_trial()
             raise _Retryable("rate limited by the provider (429)", retry_after)
         if status >= 500 or status == 408:
-            breaker.record_failure(self._clock(), retry_after)
+            breaker.record_failure(self._clock(), retry_after, reason=f"HTTP {status}")
             raise _Retryable(f"HTTP {status}", retry_after)
         breaker.record_success()  # it answered: whatever else is wrong, it is not an outage
         if status != 200:

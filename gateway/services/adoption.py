@@ -33,6 +33,7 @@ from gateway.domain.adoption import (
     SourceSpec,
     judge_sample,
 )
+from gateway.domain.audit import AuditAction
 from gateway.domain.errors import Conflict, InvalidRequest, ModelDrift, NotFound
 from gateway.domain.identifiers import validate_collection_name
 from gateway.services.collections import CollectionService
@@ -119,7 +120,7 @@ class AdoptionService:
             await collections_sql.change_state(
                 conn,
                 state,
-                action="adopt",
+                action=AuditAction.ADOPT,
                 actor=actor,
                 replica=self._replica,
                 detail={"table": request.source.qualified, "follow": request.follow, "sample": sample},
@@ -205,7 +206,7 @@ class AdoptionService:
             await collections_sql.change_state(
                 conn,
                 state,
-                action="adopt_stop",
+                action=AuditAction.ADOPT_STOP,
                 actor=actor,
                 replica=self._replica,
                 detail={"table": source.spec.qualified},

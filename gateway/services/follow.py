@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from gateway.domain.adoption import ACTIVE_STATES, AdoptionState
+from gateway.domain.audit import AuditAction
 from gateway.domain.backfill import BackfillState, plan_chunks
 from gateway.services.embedding import EmbeddingService
 from gateway.store import adoption as adoption_sql
@@ -154,7 +155,7 @@ class AdoptionRunner:
             await collections_sql.change_state(
                 conn,
                 state,
-                action="adopt_imported",
+                action=AuditAction.ADOPT_IMPORTED,
                 actor="adoption",
                 replica=self._replica,
                 detail={"to_embed": len(missing)},
@@ -183,7 +184,7 @@ class AdoptionRunner:
             await collections_sql.change_state(
                 conn,
                 state,
-                action="adopt_done",
+                action=AuditAction.ADOPT_DONE,
                 actor="adoption",
                 replica=self._replica,
                 detail={"state": after.value},

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from gateway.domain.audit import AuditAction
 from gateway.domain.backfill import BackfillAction, BackfillState, plan_chunks
 from gateway.domain.errors import Conflict, IndexIncomplete, InvalidRequest, ModelDrift, NotFound
 from gateway.domain.phases import Action, Phase, next_phase
@@ -27,13 +28,15 @@ from gateway.store.retry import in_transaction
 
 log = logging.getLogger(__name__)
 
-# what a collection's state keeps of a migration once it is retired or aborted: nothing
+# what a collection's state keeps of a migration once it is retired or aborted: nothing, not
+# even its rate cap (a cap belongs to one migration; the next one starts unthrottled)
 MIGRATION_ENDED: dict[str, Any] = {
     "from_model": None,
     "to_model": None,
     "shadow_model": None,
     "shadow_sample_rate": 0.0,
     "backfill_state": BackfillState.IDLE,
+    "backfill_max_rate": None,
 }
 
 
@@ -91,7 +94,7 @@ class MigrationService:
             await collections_sql.change_state(
                 conn,
                 state,
-                action="start",
+                action=AuditAction.START,
                 actor=actor.address,
                 replica=actor.replica,
                 detail={"to_model": to_model, "documents": len(ids)},
@@ -101,6 +104,7 @@ class MigrationService:
                 to_model=to_model,
                 backfill_state=BackfillState.RUNNING,
                 backfill_started_at=datetime.now(UTC),
+                backfill_max_rate=None,
                 shadow_model=None,
                 shadow_sample_rate=0.0,
             )
@@ -154,7 +158,7 @@ class MigrationService:
             await collections_sql.change_state(
                 conn,
                 state,
-                action=action.value,
+                action=AuditAction.of_switch(action),
                 actor=actor.address,
                 replica=actor.replica,
                 forced=forced,
@@ -206,7 +210,7 @@ class MigrationService:
                 await collections_sql.change_state(
                     conn,
                     state,
-                    action="shadow",
+                    action=AuditAction.SHADOW,
                     actor=actor.address,
                     replica=actor.replica,
                     detail={"model": model, "sample_rate": sample_rate, "noise_floor_rate": noise_floor_rate},
@@ -214,6 +218,14 @@ class MigrationService:
                 )
 
         await in_transaction(self._pool, shadow)
+        log.info(
+            "collection %s shadow set by %s: model %s at %s, noise floor %s",
+            name,
+            actor.address,
+            model or "off",
+            sample_rate,
+            noise_floor_rate if noise_floor_rate is not None else "unchanged",
+        )
         return await self._changed(name)
 
     async def retire(self, name: str, model: str, actor: Actor) -> tuple[CollectionState, bool]:
@@ -253,7 +265,7 @@ class MigrationService:
             await collections_sql.change_state(
                 conn,
                 state,
-                action="retire",
+                action=AuditAction.RETIRE,
                 actor=actor.address,
                 replica=actor.replica,
                 detail={"model": model},
@@ -282,7 +294,7 @@ class MigrationService:
             await collections_sql.change_state(
                 conn,
                 state,
-                action="abort",
+                action=AuditAction.ABORT,
                 actor=actor.address,
                 replica=actor.replica,
                 detail={"dropped": state.to_model},
@@ -348,7 +360,7 @@ class BackfillControl:
                 await collections_sql.change_state(
                     conn,
                     state,
-                    action=f"backfill_{action or 'rate'}",
+                    action=AuditAction.of_backfill_control(action),
                     actor=actor.address,
                     replica=actor.replica,
                     detail={"max_rate": max_rate, "retried_errors": retried},

@@ -8,6 +8,8 @@ requires it to have passed.
 
 from __future__ import annotations
 
+import logging
+
 import asyncpg
 import numpy as np
 
@@ -18,6 +20,8 @@ from gateway.store import collections as collections_sql
 from gateway.store import documents as documents_sql
 from gateway.store import registry as registry_sql
 from gateway.store.retry import with_connection
+
+log = logging.getLogger(__name__)
 
 LIST_CAP = 20
 
@@ -31,6 +35,12 @@ class Verifier:
     async def verify(self, name: str, sample: int) -> dict:
         state = await self._collections.state(name)
         reports = {model: await self._verify_model(name, model, sample) for model in state.write_models}
+        log.info(
+            "collection %s verified (sample %d): %s",
+            name,
+            sample,
+            ", ".join(f"{model} {'passed' if r['passed'] else 'FAILED'}" for model, r in reports.items()),
+        )
         return {
             "collection": name,
             "state_version": state.state_version,

@@ -7,6 +7,7 @@ from enum import Enum
 
 import asyncpg
 
+from gateway.domain.audit import AuditAction
 from gateway.domain.identifiers import collection_schema, embedding_table, quote_ident
 from gateway.domain.phases import Phase
 from gateway.domain.state import CollectionState
@@ -258,7 +259,7 @@ async def change_state(
     conn: asyncpg.Connection,
     before: CollectionState,
     *,
-    action: str,
+    action: AuditAction,
     actor: str | None,
     replica: str | None,
     forced: bool = False,
@@ -322,6 +323,6 @@ async def count_documents(conn: asyncpg.Connection, collection: str) -> int:
 async def drop_collection(conn: asyncpg.Connection, name: str) -> None:
     """Drop a collection's schema and every row about it (scratch collections of `evaluate`)."""
     await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(collection_schema(name))} CASCADE")
-    for table in ("backfill_chunks", "backfill_errors", "replicas", "shadow_samples", "audit"):
+    for table in ("backfill_chunks", "backfill_steps", "backfill_errors", "replicas", "shadow_samples", "audit"):
         await conn.execute(f"DELETE FROM driftgate.{table} WHERE collection = $1", name)
     await conn.execute("DELETE FROM driftgate.collections WHERE name = $1", name)

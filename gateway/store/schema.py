@@ -177,6 +177,20 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        6,
+        """
+        -- a rate-capped or remote backfill commits a chunk in steps: progress counts them
+        ALTER TABLE driftgate.backfill_chunks ADD COLUMN processed integer NOT NULL DEFAULT 0;
+        CREATE TABLE driftgate.backfill_steps (
+            collection text NOT NULL,
+            model_key  text NOT NULL,
+            at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+            docs       integer NOT NULL
+        );
+        CREATE INDEX backfill_steps_recent ON driftgate.backfill_steps (collection, model_key, at);
+        """,
+    ),
 )
 
 
