@@ -372,6 +372,7 @@ def test_a_whole_migration_runs_from_the_console(gateway, page):
     shots("backfill")  # on a quick machine 100 documents may already be done here
     wait_phase(page, "ready")
     expect(page.locator("#backfill-numbers")).to_contain_text(f"{DOCS} of {DOCS}")
+    expect(page.locator("#next-step")).to_contain_text("driftgate migrate verify docs")  # as `migrate status` says
     shots("ready")
 
     # the guard refuses an unverified cutover exactly as the API does

@@ -1,6 +1,8 @@
-"""The console's guarded actions. Each calls the same service, with the same guards and audit, as
-the admin API route of the same name; a refusal is the same GatewayError, answered as JSON by
-the one error middleware and shown by the page (static/console.js)."""
+"""The console's guarded actions: the admin API's services, guards and audit, behind forms.
+
+Each calls the same service, with the same guards and audit, as the admin API route of the
+same name; a refusal is the same GatewayError, answered as JSON by the one error middleware
+and shown by the page (static/console.js)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sign-in, sign-out and the console's gate: a session cookie for every page, a CSRF token for every change.
+"""Sign-in, sign-out and the console's gate: a session for every page, a CSRF token for every change.
 
 Nothing under /console answers without a valid session except the sign-in form and its
 stylesheet. A page request without one is sent to the sign-in form; anything else gets 401.

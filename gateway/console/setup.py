@@ -1,5 +1,4 @@
-"""What the console adds to the gateway app: its routes, static files, sign-in gate and the sampler
-of shadow metrics."""
+"""What the console adds to the gateway app: routes, static files, sign-in gate, shadow sampler."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from gateway.api.admin import status_report
 from gateway.api.keys import COLLECTIONS, CONSOLE_HISTORY, DRIFT_WATCH, EMBEDDINGS, POOL, SETTINGS
 from gateway.api.responses import json_response
 from gateway.commands.models_import import model_origin
+from gateway.commands.status_view import RECENT_S, format_circuit, next_step
 from gateway.console.auth import CSRF, ROOT
 from gateway.console.render import render
 from gateway.encoders.remote import is_remote
@@ -24,7 +25,6 @@ from gateway.store.registry import RegisteredModel
 
 routes = web.RouteTableDef()
 COLLECTION = ROOT + "/collections/{collection}"
-REPLICA_STALE_S = 10.0  # a replica silent for longer than this is shown as lagging
 
 
 def page(request: web.Request, template: str, **context) -> web.Response:
@@ -43,12 +43,16 @@ def drift_verdict(request: web.Request, key: str, model: dict | None = None) -> 
 
 
 def replica_health(report: dict) -> list[dict]:
+    """Each replica's health in the words of `migrate status` (commands/status_view.format_replica)."""
     out = []
     for replica in report["replicas"]:
-        behind = replica["applied_state_version"] != report["state_version"]
-        stale = replica.get("seen_s_ago", 0.0) > REPLICA_STALE_S
-        health = "lagging" if stale else ("catching up" if behind else "in sync")
-        out.append({**replica, "health": health, "ok": not (stale or behind)})
+        if replica["applied_state_version"] == report["state_version"]:
+            health = "in sync"
+        elif replica.get("seen_s_ago", 0.0) < RECENT_S:
+            health = "catching up"
+        else:
+            health = "behind: is it running and connected to the database?"
+        out.append({**replica, "health": health, "ok": health == "in sync"})
     return out
 
 
@@ -69,7 +73,13 @@ def summary(request: web.Request, report: dict) -> dict:
     """A status report with the console's verdicts added."""
     for key, model in report["models"].items():
         model["verdict"] = drift_verdict(request, key, model)
-    return {**report, "replica_health": replica_health(report), "checks": cutover_checks(report)}
+        model["circuit_text"] = format_circuit(model["circuit"]) if model.get("circuit") else None
+    return {
+        **report,
+        "replica_health": replica_health(report),
+        "checks": cutover_checks(report),
+        "next_step": next_step(report),
+    }
 
 
 @routes.get(ROOT)
