@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 
 from aiohttp import web
 from pydantic import Field
 
+from gateway.api.auth import bearer_token, same_secret
 from gateway.api.keys import (
     ADMIN_TOKEN,
     BACKFILL_CONTROL,
@@ -52,7 +52,9 @@ class BackfillBody(StrictBody):
     action: BackfillAction | None = Field(
         default=None, strict=False, description="pause or resume; null changes only max_rate"
     )
-    max_rate: float | None = Field(default=None, description="documents per second; null clears it")
+    max_rate: float | None = Field(
+        default=None, allow_inf_nan=False, description="documents per second; null clears it"
+    )
 
 
 class ShadowBody(StrictBody):
@@ -86,9 +88,8 @@ async def admin_auth(request: web.Request, handler) -> web.StreamResponse:
         expected = request.app[ADMIN_TOKEN]
         if not expected:
             raise Unauthorized("the admin API is disabled: set DRIFTGATE_ADMIN_TOKEN on the gateway")
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        token = bearer_token(request)
+        if not token or not same_secret(token, expected):
             log.warning(
                 "admin request without a valid token from %s: %s %s", request.remote, request.method, request.path
             )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import os
 import time
@@ -13,6 +12,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.api import admin, adoption, data_plane, embeddings, health, openapi
+from gateway.api.auth import api_key_middleware, grants
 from gateway.api.context import request_id_middleware
 from gateway.api.errors import error_middleware
 from gateway.api.keys import (
@@ -37,11 +37,11 @@ from gateway.api.keys import (
 )
 from gateway.api.large import LargeResponses
 from gateway.api.metrics import Metrics
-from gateway.api.transport import content_encoding_middleware
+from gateway.api.transport import SERVER, content_encoding_middleware
 from gateway.config import Settings
 from gateway.console import setup as console
 from gateway.domain.deadline import request_deadline
-from gateway.domain.errors import NotFound, RequestTimeout, Unauthorized
+from gateway.domain.errors import NotFound, RequestTimeout
 from gateway.domain.phases import Phase
 from gateway.services.backfill import BackfillWorker
 from gateway.services.collections import CollectionService
@@ -81,19 +81,6 @@ async def timeout_middleware(request: web.Request, handler) -> web.StreamRespons
         raise RequestTimeout(f"the request took longer than {limit:.0f} s; retry, or split it") from None
     finally:
         request_deadline.reset(token)
-
-
-@web.middleware
-async def api_key_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Optional data-plane API keys (DRIFTGATE_API_KEYS, comma-separated); health and docs stay open."""
-    keys = request.app[API_KEYS]
-    if keys and request.path.startswith("/v1/"):
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        given = (token.strip() if scheme.lower() == "bearer" else "") or request.headers.get("X-API-Key", "")
-        if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
-            raise Unauthorized("missing or wrong API key: send Authorization: Bearer <key> or X-API-Key")
-    return await handler(request)
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -224,6 +211,11 @@ async def _gauges(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def _server_header(_request: web.Request, response: web.StreamResponse) -> None:
+    """Name the product, not the Python and aiohttp versions a scanner would look up."""
+    response.headers["Server"] = SERVER
+
+
 def create_app(
     settings: Settings,
     dsn: str,
@@ -252,14 +244,20 @@ def create_app(
     app[SETTINGS] = settings
     app[DSN] = dsn
     app[METRICS] = Metrics()
-    app[LARGE_RESPONSES] = LargeResponses(settings.server.max_large_responses)
+    limits = settings.limits
+    app[LARGE_RESPONSES] = LargeResponses(
+        settings.server.max_large_responses,
+        max_bytes=settings.server.large_response_bytes,
+        hit_bytes=limits.max_text_chars + limits.max_metadata_bytes,
+    )
     app[REPLICA_ID] = replica_id(settings.server.replica_id)
     app[ADMIN_TOKEN] = admin_token if admin_token is not None else os.environ.get("DRIFTGATE_ADMIN_TOKEN", "")
     keys = api_keys if api_keys is not None else os.environ.get("DRIFTGATE_API_KEYS", "")
-    app[API_KEYS] = tuple(k.strip() for k in keys.split(",") if k.strip())
+    app[API_KEYS] = grants(settings.server.api_keys, keys)
     app[MIGRATION_TOKENS] = {}
     if encoder_loader is not None:
         app[EncoderLoaderKey] = encoder_loader
+    app.on_response_prepare.append(_server_header)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(_drift_watch)

@@ -7,7 +7,6 @@ import time
 from aiohttp import web
 
 from gateway.api.keys import COLLECTIONS, LARGE_RESPONSES, METRICS, SETTINGS, SHADOW
-from gateway.api.large import LARGE_K
 from gateway.api.requests import (
     BatchBody,
     CreateCollection,
@@ -97,7 +96,8 @@ async def query(request: web.Request) -> web.StreamResponse:
     service = request.app[COLLECTIONS]
     name = request.match_info["collection"]
     started = time.perf_counter()
-    async with request.app[LARGE_RESPONSES].slot(body.k):
+    large = request.app[LARGE_RESPONSES]
+    async with large.slot(body.k):
         if body.text is not None:
             check_text(body.text, limits)
             result = await service.query_text(name, body.text, body.k, body.filter)
@@ -113,7 +113,7 @@ async def query(request: web.Request) -> web.StreamResponse:
             assert body.vector is not None and body.model is not None
             result = await service.query_vector(name, body.vector, body.model, body.k, body.filter)
         request.app[METRICS].query_latency.labels(name, result.model).observe(time.perf_counter() - started)
-        if body.k <= LARGE_K:
+        if not large.is_large(body.k):
             return json_response(
                 {"model": result.model, "truncated": result.truncated, "hits": [_hit(h) for h in result.hits]},
                 headers={"X-Driftgate-Model": result.model},

@@ -13,6 +13,7 @@ from typing import Literal
 from aiohttp import web
 from pydantic import Field
 
+from gateway.api.auth import authorize_collection
 from gateway.api.keys import COLLECTIONS, EMBEDDINGS, SETTINGS
 from gateway.api.requests import StrictBody, check_text, parse_body
 from gateway.api.responses import json_response
@@ -48,6 +49,7 @@ async def embeddings(request: web.Request) -> web.Response:
         check_text(text, limits, f"input.{index}" if len(texts) > 1 else "input")
     model = body.model
     if model.startswith("collection:"):
+        authorize_collection(request, model.split(":", 1)[1])
         state = await app[COLLECTIONS].state(model.split(":", 1)[1])
         app[COLLECTIONS].refuse_drifted(state, [state.read_model])
         model = state.read_model

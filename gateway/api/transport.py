@@ -29,6 +29,8 @@ from gateway.logs import escape_control
 
 log = logging.getLogger(__name__)
 
+SERVER = "driftgate"  # the Server header of every answer: no Python or aiohttp version for scanners
+
 
 def runner_options(config: ServerConfig) -> dict[str, Any]:
     """Keyword arguments for `GatewayRunner` (and the tests' server) that the gateway always uses."""
@@ -58,7 +60,8 @@ class GatewayRequestHandler(RequestHandler):
         if len(self._server.connections) > self._max_connections:
             body = _error_body("too_many_connections", "the gateway has too many open connections; retry shortly")
             transport.write(
-                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                b"HTTP/1.1 503 Service Unavailable\r\nServer: " + SERVER.encode() + b"\r\n"
+                b"Content-Type: application/json\r\nRetry-After: 1\r\n"
                 b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
             )
             self.force_close()
@@ -77,6 +80,7 @@ class GatewayRequestHandler(RequestHandler):
         else:
             code, text = "bad_request", "the request is not valid HTTP/1.1; check the request line and headers"
         response = web.Response(status=status, body=_error_body(code, text), content_type="application/json")
+        response.headers["Server"] = SERVER
         response.force_close()
         return response
 

@@ -68,7 +68,10 @@ async def console_auth(request: web.Request, handler) -> web.StreamResponse:
             log.warning(
                 "console request without its CSRF token from %s: %s %s", request.remote, request.method, request.path
             )
-            raise Forbidden("this request lacks the console's CSRF token; reload the console page and try again")
+            raise Forbidden(
+                "this request lacks the console's CSRF token; reload the console page and try again",
+                code="csrf_token_invalid",
+            )
         request[CSRF] = session.csrf_token(expected, nonce)
     response = await handler(request)
     response.headers.update(SECURITY_HEADERS)

@@ -103,7 +103,14 @@ class EncoderBadReply(GatewayError):
 
 
 class Forbidden(GatewayError):
-    """A signed-in console request without its CSRF token (a forged cross-site request)."""
+    """A valid credential that does not cover what was asked (an API key scoped to other collections)."""
 
     status = 403
-    code = "csrf_token_invalid"
+    code = "forbidden"
+
+
+class PayloadTooLarge(GatewayError):
+    """A body bigger (in bytes or in JSON values) than the gateway parses; refused before parsing."""
+
+    status = 413
+    code = "payload_too_large"
