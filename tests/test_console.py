@@ -23,6 +23,7 @@ import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from gateway.console import session
+from gateway.console.history import ShadowHistory
 from tests.helpers import AUTH, L3, L6, TOKEN, ServerThread, StallWatch, fresh_database, request, settings_with
 
 ARTIFACTS = Path(__file__).parent / "artifacts" / "console"
@@ -161,6 +162,36 @@ def test_a_session_cookie_is_valid_only_with_its_signature_before_it_expires_and
     assert session.csrf_ok("token-a", "n1", csrf)
     assert not session.csrf_ok("token-a", "n2", csrf) and not session.csrf_ok("token-a", "n1", "")
     assert not session.token_matches("", "") and session.token_matches("t", "t") and not session.token_matches("t", "u")
+
+
+def test_the_chart_history_keeps_a_bounded_series_of_new_shadow_samples_only():
+    history = ShadowHistory(points=3)
+    history.record("c", {"samples": 0}, at=1.0)  # no samples yet: no point
+    summary = {
+        "samples": 5,
+        "overlap_at_k": {"mean": 0.5},
+        "rbo": {"mean": 0.6},
+        "latency_ms": {"read": {"mean": 2.0}, "shadow": {"mean": 3.0}},
+        "noise_floor": {"samples": 0},
+    }
+    history.record("c", summary, at=2.0)
+    history.record("c", summary, at=3.0)  # the same samples again: no new point
+    assert history.series("c") == [
+        {
+            "t": 2.0,
+            "samples": 5,
+            "overlap": 0.5,
+            "rbo": 0.6,
+            "latency_ratio": 1.5,
+            "floor_overlap": None,
+            "floor_rbo": None,
+        }
+    ]
+    for n in range(6, 10):
+        floor = {"samples": 1, "overlap_at_k": {"mean": 0.9}, "rbo": {"mean": 0.95}}
+        history.record("c", {**summary, "samples": n, "noise_floor": floor}, at=float(n))
+    assert [p["samples"] for p in history.series("c")] == [7, 8, 9]  # bounded: the newest 3
+    assert history.series("c")[-1]["floor_overlap"] == 0.9 and history.series("other") == []
 
 
 def test_without_chromium_the_browser_tests_fail_saying_how_to_install_it(monkeypatch):
