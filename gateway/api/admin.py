@@ -105,14 +105,17 @@ def _state_body(state) -> dict:
     return {"name": state.name, **state.as_dict()}
 
 
-@routes.get(PREFIX + "/status")
-async def status(request: web.Request) -> web.Response:
-    app = request.app
-    name = request.match_info["collection"]
+async def status_report(app: web.Application, name: str) -> dict:
+    """The collection's status report, as the admin API and the console show it."""
     report = await collection_status(
         app[POOL], app[COLLECTIONS], name, {"replica": app[REPLICA_ID], **app[SHADOW].summary(name)}
     )
-    return json_response(annotate_remote(report, app[DRIFT_WATCH], app[MIGRATION_TOKENS], app[REPLICA_ID]))
+    return annotate_remote(report, app[DRIFT_WATCH], app[MIGRATION_TOKENS], app[REPLICA_ID])
+
+
+@routes.get(PREFIX + "/status")
+async def status(request: web.Request) -> web.Response:
+    return json_response(await status_report(request.app, request.match_info["collection"]))
 
 
 @routes.post(PREFIX + "/migrations")

@@ -39,8 +39,10 @@ from gateway.api.large import LargeResponses
 from gateway.api.metrics import Metrics
 from gateway.api.transport import SERVER, content_encoding_middleware, streamed_answer_middleware
 from gateway.config import Settings
+from gateway.console import setup as console
 from gateway.domain.deadline import request_deadline
-from gateway.domain.errors import RequestTimeout
+from gateway.domain.errors import NotFound, RequestTimeout
+from gateway.domain.phases import Phase
 from gateway.services.backfill import BackfillWorker
 from gateway.services.collections import CollectionService
 from gateway.services.database import TRANSIENT_ERRORS, close_pool, open_pool, replica_id
@@ -193,6 +195,10 @@ async def _gauges(app: web.Application) -> AsyncIterator[None]:
                 collections = app[COLLECTIONS]
                 for name, version in collections.cached_versions().items():
                     app[METRICS].state_version.labels(name).set(version)
+                    with contextlib.suppress(NotFound):  # dropped meanwhile (evaluate's scratch collections)
+                        app[METRICS].record_phase(name, (await collections.state(name)).phase.value, Phase)
+                for key in app[EMBEDDINGS].loaded():
+                    app[METRICS].model_drift.labels(key).set(int(key in collections.drifted))
                 for collection, model, progress in await backfill_progress(app[POOL]):
                     app[METRICS].record_backfill(collection, model, progress)
             except TRANSIENT_ERRORS:
@@ -232,6 +238,7 @@ def create_app(
             streamed_answer_middleware,
             timeout_middleware,
             admin.admin_auth,
+            console.middleware,
             api_key_middleware,
         ],
     )
@@ -265,4 +272,5 @@ def create_app(
     app.add_routes(embeddings.routes)
     app.add_routes(health.routes)
     app.add_routes(openapi.routes)
+    console.setup(app)
     return app

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
+import time
 
 from aiohttp import web
 
-from gateway.api.keys import COLLECTIONS, LARGE_RESPONSES, SETTINGS, SHADOW
+from gateway.api.keys import COLLECTIONS, LARGE_RESPONSES, METRICS, SETTINGS, SHADOW
 from gateway.api.requests import (
     BatchBody,
     CountDocumentsBody,
@@ -168,6 +169,7 @@ async def query(request: web.Request) -> web.StreamResponse:
     metadata_filter = parse_metadata_filter(body.filter, limits)
     service = request.app[COLLECTIONS]
     name = request.match_info["collection"]
+    started = time.perf_counter()
     large = request.app[LARGE_RESPONSES]
     async with large.slot(body.k):
         if body.text is not None:
@@ -184,6 +186,7 @@ async def query(request: web.Request) -> web.StreamResponse:
         else:
             assert body.vector is not None and body.model is not None
             result = await service.query_vector(name, body.vector, body.model, body.k, metadata_filter)
+        request.app[METRICS].query_latency.labels(name, result.model).observe(time.perf_counter() - started)
         if not large.is_large(body.k):
             return json_response(
                 {"model": result.model, "truncated": result.truncated, "hits": [_hit(h) for h in result.hits]},

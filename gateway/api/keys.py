@@ -8,6 +8,7 @@ from aiohttp import web
 from gateway.api.large import LargeResponses
 from gateway.api.metrics import Metrics
 from gateway.config import Settings
+from gateway.console.history import ShadowHistory
 from gateway.services.adoption import AdoptionService
 from gateway.services.collections import CollectionService
 from gateway.services.drift_watch import DriftWatch
@@ -38,3 +39,4 @@ ADOPTION_RUNNER = web.AppKey("adoption_runner", AdoptionRunner)
 EncoderLoaderKey = web.AppKey("encoder_loader", object)
 DRIFT_WATCH = web.AppKey("drift_watch", DriftWatch)
 MIGRATION_TOKENS = web.AppKey("migration_tokens", dict)  # (collection, model) -> tokens, this process
+CONSOLE_HISTORY = web.AppKey("console_history", ShadowHistory)  # shadow metrics over time, for the console
