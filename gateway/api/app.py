@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.api import admin, adoption, data_plane, embeddings, health, openapi
+from gateway.api import admin, adoption, bulk, data_plane, embeddings, health, openapi
 from gateway.api.auth import api_key_middleware, grants
 from gateway.api.context import request_id_middleware
 from gateway.api.errors import error_middleware
@@ -19,6 +19,7 @@ from gateway.api.keys import (
     ADMIN_TOKEN,
     API_KEYS,
     BACKFILL_CONTROL,
+    BULK,
     COLLECTIONS,
     DRIFT_WATCH,
     DSN,
@@ -44,6 +45,7 @@ from gateway.domain.deadline import request_deadline
 from gateway.domain.errors import NotFound, RequestTimeout
 from gateway.domain.phases import Phase
 from gateway.services.backfill import BackfillWorker
+from gateway.services.bulk import BulkLoader
 from gateway.services.collections import CollectionService
 from gateway.services.database import TRANSIENT_ERRORS, close_pool, open_pool, replica_id
 from gateway.services.drift_watch import DriftWatch
@@ -71,7 +73,11 @@ async def metrics_middleware(request: web.Request, handler) -> web.StreamRespons
 
 @web.middleware
 async def timeout_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Bound every request; a slow one answers 504 instead of holding the client forever."""
+    """Bound every request; a slow one answers 504 instead of holding the client forever.
+
+    A route that streams its input (a bulk load) bounds its silences itself instead."""
+    if getattr(request.match_info.handler, "streams_input", False):
+        return await handler(request)
     limit = request.app[SETTINGS].server.request_timeout_s
     token = request_deadline.set(asyncio.get_running_loop().time() + limit)  # for remote encoders' retries
     try:
@@ -106,6 +112,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[MIGRATIONS] = MigrationService(app[POOL], collections, embeddings, chunk_size=settings.backfill.chunk_size)
     app[BACKFILL_CONTROL] = BackfillControl(app[POOL], collections)
     app[VERIFIER] = Verifier(app[POOL], collections, embeddings)
+    app[BULK] = BulkLoader(app[POOL], collections, settings.backfill)
     shadow = settings.shadow
     app[SHADOW] = ShadowRunner(
         app[POOL],
@@ -267,6 +274,7 @@ def create_app(
     app.cleanup_ctx.append(_gauges)
     app.cleanup_ctx.append(adoption.adoption_ctx)
     app.add_routes(admin.routes)
+    app.add_routes(bulk.routes)
     app.add_routes(adoption.routes)
     app.add_routes(data_plane.routes)
     app.add_routes(embeddings.routes)

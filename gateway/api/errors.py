@@ -26,14 +26,26 @@ _HTTP_CODES = {
 }
 
 
-def error_response(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
-    return json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+def error_response(
+    status: int, code: str, message: str, headers: dict | None = None, details: dict | None = None
+) -> web.Response:
+    """The one error body: `{"error": {"code", "message"}}`, plus an error's machine-readable details."""
+    return json_response(
+        {"error": {"code": code, "message": message, **(details or {})}}, status=status, headers=headers
+    )
 
 
-def _counted(request: web.Request, status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
+def _counted(
+    request: web.Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict | None = None,
+    details: dict | None = None,
+) -> web.Response:
     """An error answer, counted by its code (driftgate_errors_total)."""
     request.app[METRICS].errors.labels(code).inc()
-    return error_response(status, code, message, headers)
+    return error_response(status, code, message, headers, details)
 
 
 @web.middleware
@@ -44,7 +56,7 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         # a remote provider's outage says how long to wait (`retry_after`); whole seconds, at least 1
         wait = max(1, math.ceil(getattr(exc, "retry_after", 1)))
         headers = {"Retry-After": str(wait)} if exc.status == 503 else None
-        return _counted(request, exc.status, exc.code, exc.message, headers)
+        return _counted(request, exc.status, exc.code, exc.message, headers, exc.details)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

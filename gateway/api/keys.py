@@ -10,6 +10,7 @@ from gateway.api.metrics import Metrics
 from gateway.config import Settings
 from gateway.console.history import ShadowHistory
 from gateway.services.adoption import AdoptionService
+from gateway.services.bulk import BulkLoader
 from gateway.services.collections import CollectionService
 from gateway.services.drift_watch import DriftWatch
 from gateway.services.embedding import EmbeddingService
@@ -24,6 +25,7 @@ DSN = web.AppKey("dsn", str)
 POOL = web.AppKey("pool", asyncpg.Pool)
 EMBEDDINGS = web.AppKey("embeddings", EmbeddingService)
 COLLECTIONS = web.AppKey("collections", CollectionService)
+BULK = web.AppKey("bulk", BulkLoader)
 METRICS = web.AppKey("metrics", Metrics)
 MIGRATIONS = web.AppKey("migrations", MigrationService)
 BACKFILL_CONTROL = web.AppKey("backfill_control", BackfillControl)

@@ -19,6 +19,11 @@ class GatewayError(Exception):
         if code is not None:
             self.code = code
 
+    @property
+    def details(self) -> dict:
+        """Machine-readable fields the error body carries beside code and message (none by default)."""
+        return {}
+
 
 class InvalidRequest(GatewayError):
     status = 400
@@ -127,3 +132,33 @@ class PayloadTooLarge(GatewayError):
 
     status = 413
     code = "payload_too_large"
+
+
+class BadLine(InvalidRequest):
+    """A line of a bulk load that cannot be stored; nothing of its chunk is written."""
+
+    code = "invalid_line"
+
+    def __init__(self, line: int, problem: str) -> None:
+        super().__init__(f"line {line}: {problem}")
+        self.line = line
+
+
+class BulkLoadStopped(InvalidRequest):
+    """A bulk load stopped at a bad line, after committing the chunks before it."""
+
+    code = "invalid_line"
+
+    def __init__(self, bad: BadLine, committed_lines: int, loaded: int) -> None:
+        super().__init__(
+            f"{bad.message}; nothing of its chunk was written. Lines 1-{committed_lines} are stored "
+            f"({loaded} documents): fix the line and send the rest from line {committed_lines + 1} "
+            "(or the whole input again: documents are upserted by id)"
+        )
+        self.line = bad.line
+        self.committed_lines = committed_lines
+        self.loaded = loaded
+
+    @property
+    def details(self) -> dict:
+        return {"line": self.line, "committed_lines": self.committed_lines, "loaded": self.loaded}
