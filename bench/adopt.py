@@ -24,10 +24,10 @@ import asyncpg
 from _common import CpuMeter, load_average, log, machine_info
 from _db import Databases, PostgresServer, with_database
 from _gateway import Gateway
-from pgvector.asyncpg import register_vector
 
 from gateway.config import load_settings
 from gateway.datasets import vaswani
+from gateway.store.vector_codec import register_vector
 
 MODEL = "paraphrase-MiniLM-L3-v2"  # 384-d
 

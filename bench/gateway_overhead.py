@@ -45,6 +45,7 @@ import numpy as np
 from _common import REPO, CpuMeter, emit, load_average, log, machine_info, setup_logging
 from _db import Databases, PostgresServer
 
+from gateway.client import AsyncClient
 from gateway.config import load_settings
 from gateway.datasets import vaswani
 from gateway.encoders.catalog import CATALOG
@@ -320,7 +321,8 @@ async def prepare(args, dsn: str, serve: ServeProcess) -> dict:
     dataset = vaswani(limit=args.docs)
     async with aiohttp.ClientSession() as http:
         started = time.perf_counter()
-        await seed_collection(http, serve.base, args.collection, args.model, dataset.corpus)
+        async with AsyncClient(serve.base, timeout=600) as client:
+            await seed_collection(client, args.collection, args.model, dataset.corpus)
         seed_s = time.perf_counter() - started
         encoder = load_encoder(CATALOG[args.model], default_cache_dir())
         texts = [t for _, t in dataset.queries][: args.vectors]

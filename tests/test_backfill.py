@@ -19,7 +19,6 @@ from pathlib import Path
 import asyncpg
 import numpy as np
 import pytest
-from pgvector.asyncpg import register_vector
 
 from gateway.api.keys import EMBEDDINGS, POOL
 from gateway.config import load_settings
@@ -32,6 +31,7 @@ from gateway.encoders.onnx import load_encoder
 from gateway.services.backfill import BackfillWorker
 from gateway.store.collections import documents_table, model_table
 from gateway.store.documents import delete_document, upsert_documents, upsert_embeddings
+from gateway.store.vector_codec import register_vector
 from tests.conftest import SLOW_MACHINE_SERVER
 from tests.helpers import (
     AUTH,

@@ -115,6 +115,10 @@ def format_adoption(adoption: dict) -> str:
     lag = adoption.get("follow_lag")
     if adoption["follow"] and lag:
         line += f"; following: {lag['pending']} pending, lag {lag['lag_s']:.1f}s, {adoption['changes_applied']} applied"
+    if adoption.get("vectors_unusable"):
+        line += f"; {adoption['vectors_unusable']} stored vectors unusable (zero or wrong size), re-embedded"
+    if adoption.get("error"):
+        line += f"\n  FAILED ({adoption['failures']} in a row, next try {adoption['retry_at']}): {adoption['error']}"
     return line
 
 

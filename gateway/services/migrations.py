@@ -21,6 +21,7 @@ from gateway.domain.phases import Action, Phase, next_phase
 from gateway.domain.state import CollectionState
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService
+from gateway.store import adoption as adoption_sql
 from gateway.store import backfill as backfill_sql
 from gateway.store import collections as collections_sql
 from gateway.store import registry as registry_sql
@@ -78,6 +79,7 @@ class MigrationService:
         async def start(conn: asyncpg.Connection) -> None:
             state = await _locked(conn, name)
             phase = next_phase(state.phase, Action.START)
+            await _refuse_during_adoption(conn, name)
             _refuse_same_model(name, to_model, state)
             stored = await registry_sql.register_model(conn, registration)
             if stored.fingerprint != spec.fingerprint:
@@ -288,19 +290,22 @@ class MigrationService:
             if state.phase == Phase.STEADY:
                 return False
             phase = next_phase(state.phase, Action.ABORT)
-            assert state.from_model is not None and state.to_model is not None
-            await collections_sql.drop_model_table(conn, name, state.to_model)
-            await backfill_sql.clear_errors(conn, name, state.to_model)
+            # a state that lost its target (an adoption's import used to overwrite it) still aborts
+            old = state.from_model or state.read_model
+            target = state.to_model or next((m for m in state.write_models if m != old), None)
+            if target is not None and target != old:
+                await collections_sql.drop_model_table(conn, name, target)
+                await backfill_sql.clear_errors(conn, name, target)
             await collections_sql.change_state(
                 conn,
                 state,
                 action=AuditAction.ABORT,
                 actor=actor.address,
                 replica=actor.replica,
-                detail={"dropped": state.to_model},
+                detail={"dropped": target},
                 phase=phase,
-                read_model=state.from_model,
-                write_models=[state.from_model],
+                read_model=old,
+                write_models=[old],
                 **MIGRATION_ENDED,
             )
             return True
@@ -317,6 +322,19 @@ async def _locked(conn: asyncpg.Connection, name: str) -> CollectionState:
     if state is None:
         raise NotFound(f"collection {name!r} does not exist", code="collection_not_found")
     return state
+
+
+async def _refuse_during_adoption(conn: asyncpg.Connection, name: str) -> None:
+    """Until an adoption is indexed, the collection's backfill is the adoption's own (rows without a
+    stored vector, then the index): a migration would take it over and leave the model incomplete.
+    The adoption changes step under the same state-row lock, so this check cannot race it."""
+    step = await adoption_sql.busy_adoption(conn, name)
+    if step is not None:
+        raise Conflict(
+            f"collection {name!r} is still being adopted ({step.value}); start the migration once its adoption "
+            "reads following or done (`driftgate migrate status`)",
+            code="adoption_in_progress",
+        )
 
 
 def _refuse_same_model(name: str, to_model: str, state: CollectionState) -> None:

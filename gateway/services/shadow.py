@@ -17,13 +17,13 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import asyncpg
 import numpy as np
 
 from gateway.domain.errors import EncoderFailed
+from gateway.domain.filters import Filter
 from gateway.domain.shadow import Comparison, Observation, Pairing, ShadowStats, compare, recommendation, sampled
 from gateway.services.collections import QueryResult
 from gateway.services.embedding import EmbeddingService
@@ -41,7 +41,7 @@ class ShadowJob:
     text: str
     vector: np.ndarray  # the read model's query vector (reused by the A/A job)
     k: int
-    metadata_filter: Mapping | None
+    metadata_filter: Filter | None
     read: Observation
     shadow_model: str
 
@@ -95,7 +95,7 @@ class ShadowRunner:
         *,
         text: str,
         k: int,
-        metadata_filter: Mapping | None,
+        metadata_filter: Filter | None,
         request_id: str | None,
     ) -> list[str]:
         """Queue the shadow jobs this answered query is sampled for; never blocks. Returns the pairings queued.

@@ -13,6 +13,7 @@ import logging
 import asyncpg
 import numpy as np
 
+from gateway.domain.errors import Conflict
 from gateway.domain.vectors import row_cosines
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService
@@ -34,7 +35,15 @@ class Verifier:
 
     async def verify(self, name: str, sample: int) -> dict:
         state = await self._collections.state(name)
-        reports = {model: await self._verify_model(name, model, sample) for model in state.write_models}
+        reports = {}
+        for model in state.write_models:
+            try:
+                reports[model] = await self._verify_model(name, model, sample)
+            except asyncpg.UndefinedTableError:  # retired or aborted meanwhile: its table is gone
+                raise Conflict(
+                    f"model {model!r} of collection {name!r} was retired or aborted while verify ran; run verify again",
+                    code="state_changed",
+                ) from None
         log.info(
             "collection %s verified (sample %d): %s",
             name,

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import asyncpg
 import numpy as np
-from pgvector import Vector
 
 from gateway.domain.backfill import BackfillState, Chunk
 from gateway.store.collections import documents_table, model_table
+from gateway.store.vector_codec import Vector
 
 
 @dataclass(frozen=True)
