@@ -64,7 +64,7 @@ async def measure(dsn: str, settings: Settings, texts: list[str], model: str, re
 
 async def run(repeats: int) -> list[dict]:
     rows = []
-    base = load_settings(None, database={"pool_min": 1, "pool_max": 4})
+    base = load_settings(None, database={"pool_min": 1, "pool_max": 4}, models={"serve": list(MODELS)})
     with PostgresServer() as server:
         async with Databases(server.server_dsn) as databases:
             for model in MODELS:

@@ -203,6 +203,8 @@ class ModelsConfig(_Section):
     # concurrent bulk encodes (backfill, verification) on low-priority one-threaded sessions
     bulk_lanes: int = Field(2, ge=1, le=64)
     allow_download: bool = True
+    # models POST /v1/embeddings serves although no collection uses them; loaded at start
+    serve: tuple[str, ...] = ()
     custom: dict[str, UserModel] = {}
     remote: dict[str, RemoteModel] = {}
 

@@ -113,7 +113,7 @@ async def gateway(make_client) -> TestClient:
 def threaded_gateway(server_dsn: str, request: pytest.FixtureRequest):
     """A gateway for blocking callers (the sync client, framework test suites): one per test
     module, served from a thread, on the module's own database."""
-    from tests.helpers import TOKEN
+    from tests.helpers import L6, TOKEN
     from tests.live import ServerThread, module_database
 
     database = "m_" + request.module.__name__.rsplit(".", 1)[-1][:40]
@@ -122,6 +122,7 @@ def threaded_gateway(server_dsn: str, request: pytest.FixtureRequest):
         admin_token=TOKEN,
         backfill={"chunk_size": 32, "poll_interval_s": 0.2},
         server={"sync_poll_interval_s": 0.5, "request_timeout_s": 600},
+        models={"serve": [L6]},  # /v1/embeddings of a model no collection uses (the mismatch tests)
     ).start()
     yield server
     server.stop()

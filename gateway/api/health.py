@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.api.keys import COLLECTIONS, EMBEDDINGS, LARGE_RESPONSES, METRICS, POOL
+from gateway.api.keys import EMBEDDINGS, LARGE_RESPONSES, METRICS, POOL
 from gateway.api.responses import json_response
 from gateway.services.database import database_answers
 
@@ -20,7 +20,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Ready when the database answers and every model in use is loaded and matches its registration."""
     database = await database_answers(request.app[POOL])
-    drifted = request.app[COLLECTIONS].drifted
+    drifted = request.app[EMBEDDINGS].drifted
     ready = database and not drifted
     return json_response(
         {

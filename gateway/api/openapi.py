@@ -320,6 +320,15 @@ def _admin_plane(spec: _Spec) -> None:
         "Stop following the adopted table: drop its triggers and queue",
         "Adoption",
     )
+    spec.add(
+        "post",
+        "/admin/v1/models/rescan",
+        "rescan_models",
+        "Pick up models imported while the gateway runs, here and on every replica",
+        "ModelRescan",
+        errors=(401, 503),
+        admin=True,
+    )
 
 
 @routes.get("/openapi.json")

@@ -68,6 +68,7 @@ SCHEMAS: dict[str, Schema] = {
         },
     ),
     "IndexBuild": obj(["built"], {"built": STRINGS}),
+    "ModelRescan": obj(["added", "models"], {"added": STRINGS, "models": STRINGS}),
     "Deleted": obj(["deleted"], {"deleted": INTEGER}),
     "DeletedDocument": obj(["id", "deleted"], {"id": STRING, "deleted": BOOLEAN}),
     "Hit": obj(

@@ -7,16 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from typing import Literal, TextIO
+from pathlib import Path
+from typing import TextIO
 
 from gateway.config import Settings
 from gateway.domain.errors import GatewayError
+from gateway.encoders.base import Encoded, Kind
+from gateway.encoders.catalog import ModelSpec
 from gateway.encoders.onnx import OnnxEncoder, load_encoder
-from gateway.encoders.remote import is_remote
-from gateway.services.remote_models import RemoteModels
+from gateway.services.embedding import EmbeddingService
 
 CHUNK = 64
-Kind = Literal["query", "document"]
 
 
 class InputError(ValueError):
@@ -44,27 +45,15 @@ def run(
     *,
     input_type: Kind = "document",
 ) -> int:
-    specs = settings.model_specs()
-    if model not in specs:
+    if model not in settings.model_specs():
         print(f"error: unknown model {model!r}; see `driftgate models list`", file=sys.stderr)
         return 2
-    spec = specs[model]
-    encoder: _RemoteLines | OnnxEncoder
-    if is_remote(spec):
-        encoder = _RemoteLines(spec, input_type)
-    else:
-        encoder = load_encoder(
-            spec,
-            settings.model_cache_dir(),
-            settings.models.intra_op_threads,
-            progress=lambda msg: print(msg, file=sys.stderr),
-        )
+    encoder = _Lines(settings, model, input_type)
     pending: list[tuple[int, str]] = []
 
     def flush() -> None:
         texts = _texts(pending)
-        prefix = spec.query_prefix if input_type == "query" else spec.document_prefix
-        encoded = encoder.encode([prefix + t for t in texts])
+        encoded = encoder.encode(texts)
         truncated = encoded.truncated or (False,) * len(texts)
         for text, vector, cut in zip(texts, encoded.vectors, truncated, strict=True):
             line = {"text": text, "embedding": [round(float(x), 7) for x in vector], "truncated": cut}
@@ -83,27 +72,37 @@ def run(
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except GatewayError as exc:  # a remote provider's outage, refusal or malformed reply
+    except GatewayError as exc:  # a model that cannot be loaded, a provider's outage, refusal or malformed reply
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     finally:
-        if isinstance(encoder, _RemoteLines):
-            encoder.close()
+        encoder.close()
     return 0
 
 
-class _RemoteLines:
-    """A remote model for this one-shot command: its own event loop, one client, closed at the end."""
+class _Lines:
+    """The model registry for this one-shot command: its own event loop, closed at the end.
 
-    def __init__(self, spec, input_type: Kind) -> None:
+    Local or remote, the model is whatever its spec says; vectors of `input_type`, prefixed as
+    the model expects, exactly as the gateway makes them."""
+
+    def __init__(self, settings: Settings, key: str, input_type: Kind) -> None:
         self._loop = asyncio.new_event_loop()
-        self._models = RemoteModels()
-        self._spec = spec
+        self._key = key
         self._input_type: Kind = input_type
 
-    def encode(self, texts: list[str]):
-        return self._loop.run_until_complete(self._models.embed(self._spec, texts, self._input_type))
+        def loader(spec: ModelSpec, cache_dir: Path, threads: int) -> OnnxEncoder:
+            def progress(message: str) -> None:
+                print(message, file=sys.stderr)
+
+            allow = settings.models.allow_download
+            return load_encoder(spec, cache_dir, threads, progress=progress, allow_download=allow)
+
+        self._embeddings = EmbeddingService.from_settings(settings, loader=loader)
+
+    def encode(self, texts: list[str]) -> Encoded:
+        return self._loop.run_until_complete(self._embeddings.embed(self._key, texts, self._input_type))
 
     def close(self) -> None:
-        self._loop.run_until_complete(self._models.close())
+        self._loop.run_until_complete(self._embeddings.close())
         self._loop.close()

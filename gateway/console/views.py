@@ -19,7 +19,7 @@ from gateway.commands.models_import import model_origin
 from gateway.commands.status_view import RECENT_S, format_circuit, next_step
 from gateway.console.auth import CSRF, ROOT
 from gateway.console.render import render
-from gateway.encoders.remote import is_remote
+from gateway.encoders.remote import RemoteModelSpec
 from gateway.services.overview import collection_names, phase_timeline, registered_models
 from gateway.store.registry import RegisteredModel
 
@@ -33,7 +33,7 @@ def page(request: web.Request, template: str, **context) -> web.Response:
 
 def drift_verdict(request: web.Request, key: str, model: dict | None = None) -> dict:
     """`{"drifted": bool, "text": str}`: a pinned model's drift state as this replica knows it."""
-    reason = request.app[COLLECTIONS].drifted.get(key)
+    reason = request.app[EMBEDDINGS].drifted.get(key)  # the model registry's one verdict
     remote = (model or {}).get("drift") or {}
     if reason:
         return {"drifted": True, "text": f"drifted: {reason}"}
@@ -161,7 +161,7 @@ def model_rows(request: web.Request, registered: dict[str, RegisteredModel]) -> 
     settings = app[SETTINGS]
     rows = []
     for key, spec in sorted(app[EMBEDDINGS].specs.items()):
-        if is_remote(spec):
+        if isinstance(spec, RemoteModelSpec):  # where its vectors come from, for the operator
             endpoint = spec.endpoint
             source = f"remote: {endpoint.base_url} ({endpoint.model})" if endpoint else "remote"
         else:

@@ -18,3 +18,16 @@ def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1)
     dots = (a64 * b64).sum(axis=1)
     return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+
+
+def min_row_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """The smallest `row_cosines` of `a` and `b` (-1..1): how far the farthest pair moved.
+
+    Another shape (another dimension, another number of rows) or no rows at all is total
+    drift: -1.0. The one comparison behind the start-up probe check, the drift watch and verify.
+    """
+    a = np.atleast_2d(np.asarray(a))
+    b = np.atleast_2d(np.asarray(b))
+    if a.shape != b.shape or a.size == 0:
+        return -1.0
+    return float(row_cosines(a, b).min())

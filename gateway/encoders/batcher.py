@@ -31,7 +31,7 @@ import numpy as np
 
 from gateway.domain.batching import plan_calls
 from gateway.domain.errors import EncoderBusy
-from gateway.encoders.onnx import Encoded
+from gateway.encoders.base import Encoded
 
 EncodeFn = Callable[[list[str]], Encoded]
 

@@ -70,6 +70,11 @@ class ModelSpec:
         return tuple(f for f in self.files if f.role == "tokenizer")
 
     @property
+    def drift_check_interval_s(self) -> float | None:
+        """How often the drift watch re-checks the probes; None: its files are hashed, checked at start."""
+        return None
+
+    @property
     def fingerprint(self) -> str:
         """Hash of file contents and encoding parameters (not of the display name)."""
         return fingerprint(

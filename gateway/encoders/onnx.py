@@ -8,25 +8,18 @@ many apps in one process (tests, the demo) share one session per model.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gateway.domain.batching import plan_calls
+from gateway.encoders.base import Encoded
 from gateway.encoders.catalog import ModelSpec
 from gateway.encoders.fetch import ensure_files, local_path, sha256_file
 
 
 class ModelFileMismatch(RuntimeError):
-    """A cached or local file does not have the sha256 its spec pins."""
-
-
-@dataclass(frozen=True)
-class Encoded:
-    vectors: np.ndarray  # (n, dim) float32
-    truncated: tuple[bool, ...]
-    tokens: tuple[int, ...] = ()  # tokens each text used (after truncation); words for in-graph tokenizers
+    """A cached or local file does not have the sha256 its spec pins (or the graph's output its dim)."""
 
 
 class OnnxEncoder:

@@ -1,9 +1,9 @@
 """Remote embedding models: an OpenAI-compatible `/embeddings` provider as a pinned model.
 
-The same contract as the ONNX encoder (texts of a kind -> float32 vectors, dim, max batch,
-fingerprint, probe tolerance), but asynchronous: texts are cut into requests of at most
-`max_batch`, up to `max_concurrency` requests are in flight (interactive ones first), within
-the requests/minute and tokens/minute limits. Each provider (base URL) has one pooled
+`RemoteEncoder` implements the `Encoder` contract of encoders/base.py (texts of a kind on a
+lane -> float32 vectors; dim, max batch, fingerprint and probe tolerance from its spec). Texts
+are cut into requests of at most `max_batch`, up to `max_concurrency` requests are in flight
+(interactive ones first), within the requests/minute and tokens/minute limits. Each provider (base URL) has one pooled
 aiohttp session and one circuit breaker. Transient failures (429, 5xx, connection errors,
 timeouts) are retried with tenacity, honouring Retry-After and the request's deadline; an
 outage answers `EncoderUnavailable` (503 + Retry-After) quickly. Every reply is validated
@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -38,8 +38,8 @@ from gateway.domain.embedding_reply import BadReply, estimate_tokens, parse_embe
 from gateway.domain.errors import EncoderBadReply, EncoderUnavailable
 from gateway.domain.fingerprint import fingerprint
 from gateway.domain.pacing import Pacer
+from gateway.encoders.base import Encoded, Kind, Lane, prefixed
 from gateway.encoders.catalog import ModelSpec
-from gateway.encoders.onnx import Encoded
 from gateway.logs import escape_control
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,12 @@ class RemoteModelSpec(ModelSpec):
     """A model served by an OpenAI-compatible provider; no files, its identity is its declaration."""
 
     endpoint: RemoteEndpoint | None = field(default=None, hash=False)
+
+    @property
+    def drift_check_interval_s(self) -> float | None:
+        """Its files cannot be hashed: the drift watch re-checks its probes this often."""
+        assert self.endpoint is not None
+        return self.endpoint.drift_check_interval_s
 
     @property
     def fingerprint(self) -> str:
@@ -118,10 +124,6 @@ async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
             raise _ReplyTooLarge
         parts.append(chunk)
     return b"".join(parts)
-
-
-def is_remote(spec: ModelSpec) -> TypeGuard[RemoteModelSpec]:
-    return isinstance(spec, RemoteModelSpec)
 
 
 class _Retryable(Exception):
@@ -223,10 +225,14 @@ class RemoteEncoder:
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    async def encode(self, texts: list[str], kind: str, *, bulk: bool = False) -> Encoded:
-        """Vectors of `texts` (already prefixed) in order; requests of max_batch run concurrently."""
+    async def encode(self, texts: list[str], kind: Kind, lane: Lane = Lane.INTERACTIVE) -> Encoded:
+        """Vectors of `texts` in order, prefixed for `kind`; requests of max_batch run concurrently.
+
+        Interactive requests take the provider's free slots before shadow and bulk ones."""
         if not texts:
             return Encoded(np.zeros((0, self.spec.dim), dtype=np.float32), (), ())
+        texts = prefixed(self.spec, texts, kind)
+        bulk = lane is not Lane.INTERACTIVE
         step = self.spec.max_batch
         chunks = [texts[i : i + step] for i in range(0, len(texts), step)]
         tasks = [asyncio.ensure_future(self._request(chunk, kind, bulk)) for chunk in chunks]
@@ -246,6 +252,9 @@ class RemoteEncoder:
         vectors = np.vstack([p[0] for p in parts])
         tokens = tuple(t for p in parts for t in p[1])
         return Encoded(vectors, (False,) * len(texts), tokens)
+
+    async def close(self) -> None:
+        """Nothing of its own to close: the provider's session is shared (see services/remote_models.py)."""
 
     # -- one request, retried --------------------------------------------------------------
 

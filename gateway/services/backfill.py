@@ -145,7 +145,11 @@ class BackfillWorker:
             return await backfill_sql.active_backfills(conn)
 
     async def process(self, collection: str, model: str, stop: asyncio.Event) -> None:
-        """Run the pipelines over a collection's chunks, then sweep and maybe finish."""
+        """Run the pipelines over a collection's chunks, then sweep and maybe finish.
+
+        The model registry is asked first whether the model drifted (once per process; the drift
+        watch keeps it current): a drifted model's chunks are refused and roll back."""
+        await self._embeddings.check_once(self._pool, model)
         await asyncio.gather(*(self._pipeline(collection, model, stop) for _ in range(self._pipelines)))
         if not stop.is_set():
             await self._sweep_or_finish(collection, model)

@@ -9,7 +9,6 @@ for the models it is missing and tries again, so no write commits under a stale 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
 import time
@@ -24,7 +23,7 @@ from gateway.domain.filters import Filter
 from gateway.domain.identifiers import validate_collection_name, validate_document_id
 from gateway.domain.latency import LatencyWindow
 from gateway.domain.state import CollectionState
-from gateway.encoders.onnx import Encoded
+from gateway.encoders.base import Encoded
 from gateway.services.embedding import EmbeddingService
 from gateway.store import collections as collections_sql
 from gateway.store import documents as documents_sql
@@ -77,27 +76,15 @@ class CollectionService:
         self._small: dict[str, tuple[bool, float]] = {}  # collection -> (at most exact_scan_max_rows, checked at)
         self._embeddings = embeddings
         self._states: dict[str, CollectionState] = {}
-        self.drifted: dict[str, str] = {}  # model key -> reason; those models' collections refuse
         self._read_latency = LatencyWindow()
         # refuses writes to a collection that follows a legacy table (services/adoption.py)
         self.write_guard: Callable[[str], Awaitable[None]] | None = None
-        self._warming: dict[str, asyncio.Task] = {}  # model loads started ahead of their first request
 
     # -- start-up -------------------------------------------------------------------------
 
     async def check_models(self) -> dict[str, str]:
         """Load every model some collection uses and compare it with its registration."""
-        async with self._pool.acquire() as conn:
-            self._embeddings.recognise(await registry_sql.all_models(conn))
-            registered = await registry_sql.models_in_use(conn)
-        drifted: dict[str, str] = {}
-        for model in registered:
-            reason = await self._embeddings.drift(model)
-            if reason:
-                log.error("refusing to serve model %s: %s; re-index required", model.key, reason)
-                drifted[model.key] = reason
-        self.drifted = drifted
-        return drifted
+        return await self._embeddings.check_database(self._pool)
 
     # -- collections ----------------------------------------------------------------------
 
@@ -169,29 +156,15 @@ class CollectionService:
             # a slow reload must not replace a newer state another reload already applied
             if cached is None or state.state_version >= cached.state_version:
                 self._states[name] = state
-            self._warm(state)
+            self._embeddings.warm(state.models)
         return state
 
-    def _warm(self, state: CollectionState) -> None:
-        """Load the models this collection uses in the background, so that its first query on this
-        replica does not pay for loading one (a second or more on a small machine)."""
-        for model in state.models:
-            if model in self._warming or self._embeddings.is_loaded(model):
-                continue
-            task = asyncio.get_running_loop().create_task(self._embeddings.load(model), name=f"warm-{model}")
-            self._warming[model] = task
-            task.add_done_callback(functools.partial(self._warmed, model))
-
-    def _warmed(self, model: str, task: asyncio.Task) -> None:
-        self._warming.pop(model, None)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("could not load model %s ahead of its first request: %r", model, task.exception())
-
     def refuse_drifted(self, state: CollectionState, models: Sequence[str]) -> None:
+        drifted = self._embeddings.drifted  # the registry's verdicts: one for every model
         for key in models:
-            if key in self.drifted:
+            if key in drifted:
                 raise ModelDrift(
-                    f"collection {state.name!r} cannot be served: {self.drifted[key]}. "
+                    f"collection {state.name!r} cannot be served: {drifted[key]}. "
                     "re-index required: start a migration to a verified model"
                 )
 

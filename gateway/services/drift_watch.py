@@ -1,16 +1,18 @@
 """The drift watch: a remote model is pinned by re-embedding its probe texts on a timer.
 
 A provider's files cannot be hashed, so a hosted model can change under the same name. Every
-`drift_check_interval_s` each remote model some collection uses is asked for the probe
-texts again and compared with the vectors stored at registration. Below the model's probe
+`drift_check_interval_s` each watched model (one whose spec has that interval: remote ones)
+some collection uses is asked for the probe texts again and compared with the vectors stored at registration. Below the model's probe
 tolerance the model is drifted: every write that would store its vectors (API writes,
-dual-writes, the backfill, /v1/embeddings) is refused with 409 `model_drift`, and so are
+dual-writes, the backfill in the app or in a `backfill-worker`, follow, adopt, /v1/embeddings)
+is refused with 409 `model_drift` by the model registry, which holds the one verdict, and so are
 reads of collections it serves (query vectors from a moved model would be compared with
 vectors of the old one: meaningless similarities are never served). The drift is logged,
 shown in the status and exported as `driftgate_model_drift{model}`. When the probes match
 again it clears by itself. While a provider is unreachable, the last verdict stands.
 
-Each replica runs its own watch; their verdicts converge within one interval.
+Each replica and each backfill-worker process runs its own watch; their verdicts converge
+within one interval.
 """
 
 from __future__ import annotations
@@ -23,10 +25,9 @@ from datetime import UTC, datetime
 import asyncpg
 import numpy as np
 
-from gateway.domain.drift import min_probe_cosine
 from gateway.domain.errors import EncoderBadReply, EncoderUnavailable
-from gateway.encoders.remote import RemoteModelSpec, is_remote
-from gateway.services.collections import CollectionService
+from gateway.domain.vectors import min_row_cosine
+from gateway.encoders.catalog import ModelSpec
 from gateway.services.embedding import EmbeddingService
 from gateway.store import registry as registry_sql
 from gateway.store.retry import TRANSIENT_ERRORS
@@ -45,32 +46,31 @@ class DriftWatch:
         self,
         pool: asyncpg.Pool,
         embeddings: EmbeddingService,
-        collections: CollectionService,
         *,
         on_verdict: Callable[[str, bool], None] | None = None,
     ) -> None:
         self._pool = pool
         self._embeddings = embeddings
-        self._collections = collections
         self._on_verdict = on_verdict or (lambda _key, _drifted: None)
         self.status: dict[str, dict] = {}  # model key -> {"detected", "at", "min_cosine", "checked_at", ...}
         self._due: dict[str, float] = {}
         self._task: asyncio.Task | None = None
 
-    def _remote_specs(self) -> dict[str, RemoteModelSpec]:
-        return {k: s for k, s in self._embeddings.specs.items() if is_remote(s)}
+    def _watched(self) -> dict[str, tuple[ModelSpec, float]]:
+        """The models whose probes are re-checked on a timer, with their interval."""
+        specs = self._embeddings.specs
+        return {k: (s, s.drift_check_interval_s) for k, s in specs.items() if s.drift_check_interval_s is not None}
 
     async def start(self) -> None:
-        """Carry the start-up check's verdicts into the write refusals, then watch in the background."""
-        remote = self._remote_specs()
-        for key in remote:  # a gauge for every remote model from the start: 0 until a check finds drift
+        """Show the start-up check's verdicts, then watch in the background."""
+        watched = self._watched()
+        for key in watched:  # a gauge for every watched model from the start: 0 until a check finds drift
             self._on_verdict(key, False)
-        for key, reason in self._collections.drifted.items():
-            if key in remote:
-                self._embeddings.remote.drifted[key] = reason
+        for key, reason in self._embeddings.drifted.items():
+            if key in watched:
                 self.status[key] = {"detected": True, "at": _now(), "min_cosine": None, "reason": reason}
                 self._on_verdict(key, True)
-        if remote:
+        if watched:
             self._task = asyncio.create_task(self._run(), name="drift-watch")
 
     async def stop(self) -> None:
@@ -84,18 +84,16 @@ class DriftWatch:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        remote = self._remote_specs()
-        tick = min(1.0, *(s.endpoint.drift_check_interval_s for s in remote.values() if s.endpoint))
+        watched = self._watched()
+        tick = min(1.0, *(interval for _, interval in watched.values()))
         while True:
             try:
                 async with self._pool.acquire() as conn:
-                    in_use = {m.key: m for m in await registry_sql.models_in_use(conn) if m.key in remote}
+                    in_use = {m.key: m for m in await registry_sql.models_in_use(conn) if m.key in watched}
                 for key, registered in in_use.items():
                     if key not in self._due:  # just checked at start-up or registered: due after one interval
-                        pending = key in self._embeddings.remote.drifted
-                        endpoint = remote[key].endpoint
-                        assert endpoint is not None  # a remote spec always has one
-                        self._due[key] = loop.time() + (0.0 if pending else endpoint.drift_check_interval_s)
+                        pending = key in self._embeddings.drifted
+                        self._due[key] = loop.time() + (0.0 if pending else watched[key][1])
                     if loop.time() >= self._due[key]:
                         await self.check(key, registered)
             except TRANSIENT_ERRORS as exc:
@@ -105,10 +103,9 @@ class DriftWatch:
             await asyncio.sleep(tick)
 
     async def check(self, key: str, registered: registry_sql.RegisteredModel | None = None) -> dict:
-        """Probe one remote model now; returns (and keeps) its drift status."""
+        """Probe one watched model now; returns (and keeps) its drift status."""
         loop = asyncio.get_running_loop()
-        spec = self._remote_specs()[key]
-        assert spec.endpoint is not None
+        spec, interval = self._watched()[key]
         if registered is None:
             async with self._pool.acquire() as conn:
                 registered = await registry_sql.get_model(conn, key)
@@ -116,17 +113,17 @@ class DriftWatch:
             return self.status.get(key, {"detected": False})
         previous = self.status.get(key, {"detected": False})
         if registered.fingerprint != spec.fingerprint:  # the start-up check refuses it; never cleared here
-            self._due[key] = loop.time() + spec.endpoint.drift_check_interval_s
+            self._due[key] = loop.time() + interval
             return previous
         try:
             vectors = await self._embeddings.probe_vectors(key, registered.probe_texts)
         except (EncoderUnavailable, EncoderBadReply) as exc:
-            self._due[key] = loop.time() + min(spec.endpoint.drift_check_interval_s, UNREACHABLE_RETRY_S)
+            self._due[key] = loop.time() + min(interval, UNREACHABLE_RETRY_S)
             self.status[key] = {**previous, "last_error": exc.message, "error_at": _now()}
             log.warning("drift watch: model %s could not be probed: %s", key, exc.message)
             return self.status[key]
-        self._due[key] = loop.time() + spec.endpoint.drift_check_interval_s
-        cosine = min_probe_cosine(vectors, np.asarray(registered.probe_vectors, dtype=np.float32))
+        self._due[key] = loop.time() + interval
+        cosine = min_row_cosine(vectors, np.asarray(registered.probe_vectors, dtype=np.float32))
         drifted = cosine < spec.probe_tolerance
         if drifted:
             reason = (
@@ -135,27 +132,25 @@ class DriftWatch:
             )
             at = previous.get("at") if previous.get("detected") and previous.get("min_cosine") is not None else _now()
             self.status[key] = {"detected": True, "at": at, "min_cosine": round(cosine, 6), "checked_at": _now()}
-            if key not in self._embeddings.remote.drifted or not previous.get("detected"):
+            if key not in self._embeddings.drifted or not previous.get("detected"):
                 log.error("model %s drifted: %s; writes of its vectors are refused until the probes match", key, reason)
-            self._embeddings.remote.drifted[key] = reason
-            self._collections.drifted[key] = reason
+            self._embeddings.set_verdicts({key: reason}, {key})
         else:
             if previous.get("detected"):
                 log.warning("model %s: probes match again (min cosine %.6f); drift cleared", key, cosine)
             self.status[key] = {"detected": False, "at": None, "min_cosine": round(cosine, 6), "checked_at": _now()}
-            self._embeddings.remote.drifted.pop(key, None)
-            self._collections.drifted.pop(key, None)
+            self._embeddings.set_verdicts({}, {key})
         self._on_verdict(key, drifted)
         return self.status[key]
 
     def describe(self, key: str) -> dict | None:
-        """What the status report shows for a model: its drift verdict and tokens (remote models only)."""
-        spec = self._embeddings.specs.get(key)
-        if spec is None or not is_remote(spec):
+        """What the status report shows for a watched model: its drift verdict, tokens and circuit."""
+        if key not in self._watched():
             return None
         drift = self.status.get(
             key,
-            {"detected": key in self._embeddings.remote.drifted, "at": None, "min_cosine": None, "checked_at": None},
+            {"detected": key in self._embeddings.drifted, "at": None, "min_cosine": None, "checked_at": None},
         )
-        tokens = self._embeddings.remote.tokens_used().get(key, 0)
-        return {"drift": drift, "tokens_used": tokens, "circuit": self._embeddings.remote.breaker_state(spec)}
+        unused = {"tokens_used": 0, "circuit": {"state": "closed", "open_for_s": None, "last_error": None}}
+        usage = self._embeddings.usage(key) or unused  # not asked for anything yet by this process
+        return {"drift": drift, **usage}

@@ -16,7 +16,6 @@ import asyncpg
 
 from gateway.domain.embedding_reply import estimate_tokens
 from gateway.domain.errors import Conflict
-from gateway.encoders.remote import is_remote
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService
 from gateway.store import plan as plan_sql
@@ -47,7 +46,7 @@ async def plan_migration(
         "collection": name,
         "from_model": state.read_model,
         "to_model": to_model,
-        "remote": is_remote(spec),
+        "remote": endpoint is not None,
         "documents": documents,
         "characters": chars,
         "sample": len(texts),

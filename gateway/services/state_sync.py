@@ -17,6 +17,7 @@ import asyncpg
 
 from gateway.services.collections import CollectionService
 from gateway.store import collections as collections_sql
+from gateway.store import registry as registry_sql
 from gateway.store import replicas as replicas_sql
 from gateway.store.retry import TRANSIENT_ERRORS, with_connection
 
@@ -42,10 +43,15 @@ class StateWatcher:
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._listeners: list = []
+        self._model_listeners: list = []
 
     def on_change(self, callback) -> None:
         """Call `callback(collection)` whenever a state change is announced."""
         self._listeners.append(callback)
+
+    def on_models_changed(self, callback) -> None:
+        """Call `callback()` whenever another replica announces that the models changed (an import)."""
+        self._model_listeners.append(callback)
 
     async def start(self) -> None:
         await self._listen()
@@ -67,6 +73,7 @@ class StateWatcher:
         try:
             self._listener = await asyncpg.connect(self._dsn)
             await self._listener.add_listener(collections_sql.STATE_CHANNEL, self._on_notify)
+            await self._listener.add_listener(registry_sql.MODELS_CHANNEL, self._on_models_notify)
         except TRANSIENT_ERRORS as exc:
             log.warning("state listener not connected (%r); polling until it is", exc)
             await self._close_listener()
@@ -82,6 +89,11 @@ class StateWatcher:
         asyncio.get_running_loop().create_task(self._reload(name))
         for callback in self._listeners:
             callback(name)
+
+    def _on_models_notify(self, _conn, _pid, _channel, sender: str) -> None:
+        if sender != self.replica_id:
+            for callback in self._model_listeners:
+                callback()
 
     async def _reload(self, name: str) -> None:
         """Apply an announced change and report it at once: operators see the replica converge

@@ -71,7 +71,7 @@ class Verifier:
         cover, listed, stored, registered = await with_connection(self._pool, read)
         cosines = np.zeros(0)
         if stored:
-            encoded = await self._embeddings.embed(model, [r.text for r in stored], "document", bulk=True)
+            encoded = await self._embeddings.embed_to_compare(model, [r.text for r in stored])
             kept = np.vstack([r.embedding for r in stored]).astype(np.float32)
             cosines = row_cosines(encoded.vectors, kept)
         below = [stored[i].id for i in np.argsort(cosines) if cosines[i] < spec.verify_min_cosine][:LIST_CAP]

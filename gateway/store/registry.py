@@ -69,3 +69,11 @@ async def models_in_use(conn: asyncpg.Connection) -> list[RegisteredModel]:
 async def all_models(conn: asyncpg.Connection) -> list[RegisteredModel]:
     """Every registered model, in use or not."""
     return [_row(r) for r in await conn.fetch("SELECT * FROM driftgate.models ORDER BY key")]
+
+
+MODELS_CHANNEL = "driftgate_models"  # NOTIFY: the set of models changed (an import); replicas rescan
+
+
+async def announce_models_changed(conn: asyncpg.Connection, replica: str) -> None:
+    """Tell every replica (LISTENing on MODELS_CHANNEL) to rescan its models; `replica` is the sender."""
+    await conn.execute("SELECT pg_notify($1, $2)", MODELS_CHANNEL, replica)
