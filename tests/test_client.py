@@ -26,10 +26,10 @@ from gateway.client.errors import (
     DriftgateError,
     GatewayUnreachable,
     IllegalTransition,
+    InvalidRequest,
     ModelMismatch,
     NotAdopted,
     NotFound,
-    TokenIdsNotAccepted,
     TooManyConnections,
     Unauthorized,
 )
@@ -106,7 +106,7 @@ def test_every_error_answer_raises_the_class_of_its_code(dg, server):
     with pytest.raises(CollectionNotFound) as missing:
         dg.get_collection("nope")
     assert isinstance(missing.value, NotFound) and missing.value.code == "collection_not_found"
-    with pytest.raises(TokenIdsNotAccepted, match="check_embedding_ctx_length=False"):
+    with pytest.raises(InvalidRequest, match="check_embedding_ctx_length=False"):
         dg.embed(L3, [[101, 2023, 102]])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="exactly one"):
         dg.delete_documents("docs", ids=["a"], filter={"x": 1})

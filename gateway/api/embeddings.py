@@ -43,7 +43,7 @@ def texts_of(value: str | list[str] | list[int] | list[list[int]]) -> list[str]:
         raise InvalidRequest(
             "input holds token ids; the gateway accepts text only, since it tokenizes with the pinned model. "
             "Send strings (LangChain's OpenAIEmbeddings: pass check_embedding_ctx_length=False)",
-            code="token_ids_not_accepted",
+            code="invalid_request",  # the code this input always had; the message is the news
         )
     return [item for item in value if isinstance(item, str)]
 

@@ -114,10 +114,6 @@ class UnknownModel(BadRequest):
     code = "unknown_model"
 
 
-class TokenIdsNotAccepted(BadRequest):
-    code = "token_ids_not_accepted"
-
-
 class InsufficientPrivilege(BadRequest):
     code = "insufficient_privilege"
 
