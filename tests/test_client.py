@@ -224,3 +224,16 @@ def test_errors_carry_status_code_and_message():
     error = BY_CODE["invalid_filter"](400, "invalid_filter", "filter.x: bad")
     assert isinstance(error, DriftgateError) and str(error) == "400 invalid_filter: filter.x: bad"
     assert asyncio.iscoroutinefunction(AsyncClient.query) and not asyncio.iscoroutinefunction(Client.query)
+
+
+def test_the_adopt_and_migrate_commands_report_the_gateways_error_in_one_line(dg, server, monkeypatch, capsys):
+    from gateway.cli import main
+
+    monkeypatch.setenv("DRIFTGATE_ADMIN_TOKEN", TOKEN)
+    assert main(["adopt", "docs", "--stop", "--url", server.url]) == 1
+    assert "404 not_adopted" in capsys.readouterr().err
+    assert main(["migrate", "rollback", "docs", "--url", server.url]) == 1
+    assert "no migration in flight: nothing to roll back to" in capsys.readouterr().err
+    monkeypatch.setenv("DRIFTGATE_ADMIN_TOKEN", "wrong")
+    assert main(["migrate", "status", "docs", "--url", server.url]) == 1
+    assert "401 unauthorized" in capsys.readouterr().err
