@@ -29,6 +29,7 @@ from gateway.client.errors import (
     ModelMismatch,
     NotAdopted,
     NotFound,
+    RequestTimeout,
     TokenIdsNotAccepted,
     TooManyConnections,
     Unauthorized,
@@ -218,6 +219,19 @@ def test_a_503_with_retry_after_is_retried_and_a_lasting_one_is_raised(server_ds
     finally:
         holder.close()
         small.stop()
+
+
+def test_a_504_is_retried_only_where_the_caller_says_its_calls_may_run_twice(server_dsn):
+    hasty = ServerThread(module_database(server_dsn, "client_hasty"), server={"request_timeout_s": 1e-6}).start()
+    try:
+        for statuses, attempts in (((503,), 1), ((503, 504), 3)):
+            transport = CountingTransport()
+            with Client(hasty.url, retries=2, max_retry_wait=0.01, retry_statuses=statuses, transport=transport) as dg:
+                with pytest.raises(RequestTimeout):
+                    dg.get_collection("docs")
+            assert transport.requests == attempts
+    finally:
+        hasty.stop()
 
 
 def test_errors_carry_status_code_and_message():
