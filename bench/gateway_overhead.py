@@ -16,7 +16,7 @@ Both cycle through the same --vectors query vectors (real Vaswani queries). Two 
 latency; the goal is <= 0.5 ms added by the gateway). Each point runs wrk then pgbench,
 --rounds times alternating, after --warmup seconds of each.
 
-    python bench/gateway_overhead.py > docs/bench-gateway-overhead.json    # the README's figure
+    python bench/gateway_overhead.py > bench/results/bench-gateway-overhead.json    # the README's figure
     python bench/gateway_overhead.py --docs 200 --seconds 2 --warmup 1     # a quick check
 
 Needs wrk (Debian/Ubuntu: `apt-get install -y wrk`) and pgbench (shipped with the embedded

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import base64
+import time
 
 from aiohttp import web
 
-from gateway.api.keys import COLLECTIONS, LARGE_RESPONSES, SETTINGS, SHADOW
-from gateway.api.large import LARGE_K
+from gateway.api.keys import COLLECTIONS, LARGE_RESPONSES, METRICS, SETTINGS, SHADOW
 from gateway.api.requests import (
     BatchBody,
     CountDocumentsBody,
@@ -25,8 +25,7 @@ from gateway.api.requests import (
 )
 from gateway.api.responses import json_response, strict_dumps
 from gateway.domain.errors import InvalidFilter, InvalidRequest
-from gateway.services.collections import NewDocument
-from gateway.store.documents import DocumentRow
+from gateway.services.collections import DocumentRow, NewDocument
 
 routes = web.RouteTableDef()
 
@@ -171,7 +170,9 @@ async def query(request: web.Request) -> web.StreamResponse:
     metadata_filter = parse_metadata_filter(body.filter, limits)
     service = request.app[COLLECTIONS]
     name = request.match_info["collection"]
-    async with request.app[LARGE_RESPONSES].slot(body.k):
+    started = time.perf_counter()
+    large = request.app[LARGE_RESPONSES]
+    async with large.slot(body.k):
         if body.text is not None:
             check_text(body.text, limits)
             result = await service.query_text(name, body.text, body.k, metadata_filter)
@@ -186,7 +187,8 @@ async def query(request: web.Request) -> web.StreamResponse:
         else:
             assert body.vector is not None and body.model is not None
             result = await service.query_vector(name, body.vector, body.model, body.k, metadata_filter)
-        if body.k <= LARGE_K:
+        request.app[METRICS].query_latency.labels(name, result.model).observe(time.perf_counter() - started)
+        if not large.is_large(body.k):
             return json_response(
                 {"model": result.model, "truncated": result.truncated, "hits": [_hit(h) for h in result.hits]},
                 headers={"X-Driftgate-Model": result.model},

@@ -39,6 +39,14 @@ _NAME = {
     "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,47}$"},
 }
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 256}}
+_INDEX_MODE = {
+    "name": "index",
+    "in": "query",
+    "required": False,
+    "description": "rebuild: drop the HNSW indexes, build them when the load ends; later: leave them unbuilt "
+    "(POST /admin/v1/collections/{collection}/index); keep: insert into them row by row",
+    "schema": {"type": "string", "enum": ["rebuild", "later", "keep"], "default": "rebuild"},
+}
 _DATA_ERRORS = (400, 404, 409, 413, 503)
 _ADMIN_ERRORS = (400, 401, 404, 409, 503)
 
@@ -203,6 +211,20 @@ def _data_plane(spec: _Spec) -> None:
     )
     spec.add(
         "post",
+        coll + "/documents:bulk",
+        "bulk_load",
+        "Load documents streamed as NDJSON ({id, text, metadata} a line), in chunks through the write path, "
+        "with the HNSW index deferred; 400 invalid_line names the first bad line and how many lines are stored",
+        "BulkLoad",
+        params=(*name, _INDEX_MODE),
+        errors=(400, 404, 409, 503, 504),
+    )
+    spec.paths[coll + "/documents:bulk"]["post"]["requestBody"] = {
+        "required": True,
+        "content": {"application/x-ndjson": {"schema": {"type": "string", "description": "one JSON document a line"}}},
+    }
+    spec.add(
+        "post",
         coll + "/query",
         "query",
         "k-NN search by text or by vector of the read model, with a filter",
@@ -280,6 +302,7 @@ def _admin_plane(spec: _Spec) -> None:
     op("post", "verify", "verify", "Verify every written model", "Verification", VerifyBody)
     op("post", "retire", "retire", "Retire the old model", "MigrationState", RetireBody)
     op("post", "abort", "abort", "Abort the migration", "MigrationState")
+    op("post", "index", "build_indexes", "Build the HNSW index of every written model that lacks one", "IndexBuild")
     op(
         "post",
         "adopt",

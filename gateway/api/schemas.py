@@ -57,6 +57,17 @@ SCHEMAS: dict[str, Schema] = {
         {"documents": {"type": "array", "items": ref("Document")}, "next_cursor": nullable(STRING)},
     ),
     "Count": obj(["count"], {"count": INTEGER}),
+    "BulkLoad": obj(
+        ["loaded", "chunks", "lines", "truncated", "index"],
+        {
+            "loaded": INTEGER,
+            "chunks": INTEGER,
+            "lines": INTEGER,
+            "truncated": INTEGER,
+            "index": {"type": "string", "enum": ["built", "deferred", "kept"]},
+        },
+    ),
+    "IndexBuild": obj(["built"], {"built": STRINGS}),
     "Deleted": obj(["deleted"], {"deleted": INTEGER}),
     "DeletedDocument": obj(["id", "deleted"], {"id": STRING, "deleted": BOOLEAN}),
     "Hit": obj(

@@ -251,8 +251,10 @@ def adopt_body(
     metadata_columns: Iterable[str],
     sample: int,
     follow: bool,
+    metadata_json_column: str | None = None,
+    where: Mapping[str, str | int] | None = None,
 ) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "table": table,
         "id_column": id_column,
         "text_column": text_column,
@@ -262,3 +264,11 @@ def adopt_body(
         "sample": sample,
         "follow": follow,
     }
+    if metadata_json_column is not None:
+        body["metadata_json_column"] = metadata_json_column
+    if where is not None:
+        if len(where) != 1:
+            raise ValueError("where takes one column and its value, e.g. {'collection_id': '<uuid>'}")
+        [(column, value)] = where.items()
+        body["row_filter"] = {"column": column, "value": value}
+    return body

@@ -134,6 +134,10 @@ class ColumnNotFound(BadRequest):
     code = "column_not_found"
 
 
+class InvalidRowFilter(BadRequest):
+    code = "invalid_row_filter"
+
+
 class UnsupportedContentEncoding(BadRequest):
     code = "unsupported_content_encoding"
 

@@ -223,9 +223,24 @@ class Client:
         metadata_columns: Sequence[str] = (),
         sample: int = 200,
         follow: bool = False,
+        metadata_json_column: str | None = None,
+        where: Mapping[str, str | int] | None = None,
     ) -> Report:
-        """Adopt an existing pgvector table as `collection` (see `driftgate adopt`)."""
-        spec = calls.adopt_body(table, id_column, text_column, vector_column, model, metadata_columns, sample, follow)
+        """Adopt an existing pgvector table as `collection` (see `driftgate adopt`); `where` keeps
+        the rows of one column value (`{"collection_id": uuid}` for one LangChain collection) and
+        `metadata_json_column` names a json column that is the metadata itself."""
+        spec = calls.adopt_body(
+            table,
+            id_column,
+            text_column,
+            vector_column,
+            model,
+            metadata_columns,
+            sample,
+            follow,
+            metadata_json_column,
+            where,
+        )
         return self._run(calls.adopt(collection, spec))
 
     def adoption_status(self, collection: str) -> Mapping[str, Any] | None:

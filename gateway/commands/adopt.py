@@ -9,7 +9,7 @@ import time
 
 from gateway.client import Client
 from gateway.client.errors import DriftgateError
-from gateway.progress import render_bar
+from gateway.commands.status_view import format_adoption
 
 EXAMPLE = """\
 examples:
@@ -19,6 +19,10 @@ examples:
       --vector-column embedding --model all-MiniLM-L6-v2 --metadata-columns lang --follow --watch
   # later, once the applications write through the gateway
   driftgate adopt items --stop
+  # one collection of LangChain PGVector's shared table, its cmetadata as the metadata
+  driftgate adopt notes --table public.langchain_pg_embedding --id-column id --text-column document \
+      --vector-column embedding --model all-MiniLM-L6-v2 --metadata-json cmetadata \
+      --where collection_id=<uuid from langchain_pg_collection>
 
 Before anything is written, a random sample of rows (--sample, default 200) is re-embedded with
 --model and compared with the stored vectors: vectors made by another model are refused
@@ -49,6 +53,12 @@ def add_parser(commands) -> None:
     adopt.add_argument("--vector-column", help="pgvector column with the stored vectors")
     adopt.add_argument("--model", help="key of the model that made the vectors (driftgate models list)")
     adopt.add_argument("--metadata-columns", default="", help="comma-separated columns kept as metadata")
+    adopt.add_argument("--metadata-json", help="json/jsonb column whose object is the metadata itself (e.g. cmetadata)")
+    adopt.add_argument(
+        "--where",
+        metavar="COLUMN=VALUE",
+        help="adopt only the rows where COLUMN equals VALUE (one collection of a shared table)",
+    )
     adopt.add_argument("--sample", type=int, default=200, help="rows re-embedded and compared first (default 200)")
     adopt.add_argument("--follow", action="store_true", help="keep applying the table's changes (triggers)")
     adopt.add_argument("--watch", action="store_true", help="show progress until the import is complete")
@@ -84,6 +94,13 @@ def _adopt(client: Client, args) -> int:
     if missing:
         print(f"driftgate: adopt needs {', '.join(missing)} (or --stop); see driftgate adopt --help", file=sys.stderr)
         return 2
+    where = None
+    if args.where:
+        column, sep, value = args.where.partition("=")
+        if not sep or not column.strip() or not value:
+            print("driftgate: --where takes COLUMN=VALUE, e.g. collection_id=6a1f...", file=sys.stderr)
+            return 2
+        where = {column.strip(): value}
     adoption = client.adopt(
         args.collection,
         args.table,
@@ -94,6 +111,8 @@ def _adopt(client: Client, args) -> int:
         metadata_columns=[c.strip() for c in args.metadata_columns.split(",") if c.strip()],
         sample=args.sample,
         follow=args.follow,
+        metadata_json_column=args.metadata_json,
+        where=where,
     )["adoption"]
     sample = adoption["sample"]
     checked = (
@@ -115,19 +134,9 @@ def _watch(client: Client, collection: str) -> int:
     while True:
         adoption = client.adoption_status(collection) or {}
         print(format_adoption(dict(adoption)), file=sys.stderr, flush=True)
+        if adoption.get("state") == "failed":  # the reason is on the line above; it is retried
+            print(f"watch it: driftgate migrate status {collection} --watch", file=sys.stderr)
+            return 1
         if adoption.get("state") not in ("importing", "indexing"):
             return 0
         time.sleep(1.0)
-
-
-def format_adoption(adoption: dict) -> str:
-    """One status line: state, progress bar of rows read, skipped/embedded counts, follow lag."""
-    line = (
-        f"  adoption {adoption['state']} {render_bar(adoption['rows_read'], adoption['rows_total'])} "
-        f"{adoption['rows_read']}/{adoption['rows_total']} rows from {adoption['table']}, "
-        f"{adoption['rows_skipped']} skipped (no text), {adoption['rows_to_embed']} to embed"
-    )
-    lag = adoption.get("follow_lag")
-    if adoption["follow"] and lag:
-        line += f"; following: {lag['pending']} pending, lag {lag['lag_s']:.1f}s, {adoption['changes_applied']} applied"
-    return line

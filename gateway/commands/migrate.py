@@ -7,10 +7,9 @@ import os
 import sys
 import time
 
-from tqdm import tqdm
-
 from gateway.client import KEEP, Client
 from gateway.client.errors import DriftgateError, IllegalTransition
+from gateway.commands.status_view import format_status, next_step
 
 # phases where the migration waits for the operator: `status --watch` stops there by itself
 WAITS_FOR_OPERATOR = ("ready", "shadow", "cutover")
@@ -113,84 +112,6 @@ def watch_done(status: dict, until: str | None) -> str | None:
     if phase in WAITS_FOR_OPERATOR:
         return f"phase {phase} waits for you; next: {next_step(status)}"
     return None
-
-
-def format_status(status: dict) -> str:
-    lines = [
-        f"collection {status['name']}: phase {status['phase']}, reads {status['read_model']}, "
-        f"writes {', '.join(status['write_models'])} (state_version {status['state_version']})",
-    ]
-    for key, model in status["models"].items():
-        flags = [
-            f"{model['coverage']:.2%} covered",
-            f"{model['missing']} missing",
-            f"{model['stale']} stale",
-            "index ready" if model["index_ready"] else "index not built",
-            "verified" if model["verified"] else "not verified",
-        ]
-        lines.append(f"  {key:<24} {model['rows']:>9} rows  " + ", ".join(flags))
-    backfill = status["backfill"]
-    if backfill.get("model"):
-        lines.append("  " + format_backfill(backfill))
-        if backfill.get("index_build"):
-            build = backfill["index_build"]
-            lines.append(f"  index build: {build['phase']} ({build['blocks_done']}/{build['blocks_total']} blocks)")
-    if status.get("adoption"):
-        from gateway.commands.adopt import format_adoption
-
-        lines.append(format_adoption(status["adoption"]))
-    shadow = status["shadow"]
-    if shadow.get("model"):
-        lines.append(f"  shadow {shadow['model']} at {shadow['sample_rate']:.0%}")
-    current = status["state_version"]
-    for replica in status["replicas"]:
-        lines.append(f"  replica {replica['id']:<32} " + format_replica(replica, current))
-    lines.append("  next: " + next_step(status))
-    return "\n".join(lines)
-
-
-def format_backfill(backfill: dict) -> str:
-    """One line: state, bar, counts, and a rate and ETA only while documents are moving."""
-    done, total = backfill["done"], backfill["total"]
-    bar = tqdm.format_meter(done, max(total, 1), 0, ncols=32, bar_format="|{bar}|")
-    line = f"backfill {backfill['state']:<8} {bar} {done}/{total}"
-    if backfill["state"] == "running" and done < total:
-        eta = f"{backfill['eta_s']:.0f}s" if backfill.get("eta_s") is not None else "?"
-        cap = f" (max {backfill['max_rate']:.0f}/s)" if backfill.get("max_rate") else ""
-        line += f" {backfill['rate_per_s']:.0f}/s{cap} eta {eta}"
-    return line + f", errors {backfill['errors']}"
-
-
-def format_replica(replica: dict, current: int) -> str:
-    """Applied state version, whether it has converged, and how long ago it reported."""
-    applied = replica["applied_state_version"]
-    if applied == current:
-        mark = "ok"
-    elif replica.get("seen_s_ago", 0.0) < 5.0:
-        mark = f"converging (state_version {current} announced, applies within a poll interval)"
-    else:
-        mark = "BEHIND (not converged; is it running and connected to the database?)"
-    return f"applied {applied} {mark}, seen {replica.get('seen_s_ago', 0.0):.0f}s ago"
-
-
-def next_step(status: dict) -> str:
-    """What an operator would do next, from the phase and the numbers."""
-    name, phase, target = status["name"], status["phase"], status.get("to_model")
-    backfill_state = status["backfill"].get("state")
-    if backfill_state in ("paused", "failed"):
-        why = "paused" if backfill_state == "paused" else "failed for some documents (see errors above)"
-        return f"the backfill {why}: driftgate migrate backfill {name} resume"
-    if phase == "steady":
-        return f"driftgate migrate start {name} --to MODEL"
-    if phase == "dual_write":
-        return "wait for the backfill (it moves the collection to ready), or `driftgate migrate abort " + name + "`"
-    if phase in ("ready", "shadow") and status["read_model"] != target:
-        if target and not status["models"].get(target, {}).get("verified"):
-            return f"driftgate migrate verify {name}"
-        return f"driftgate migrate cutover {name} (optionally shadow first: driftgate migrate shadow {name})"
-    if phase == "cutover":
-        return f"check quality, then driftgate migrate retire {name} (or rollback {name})"
-    return f"driftgate migrate status {name}"
 
 
 def cmd_shadow(client: Client, args) -> int:

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 MAX_WRITE_SET_RETRIES = 5
 SIZE_CHECK_INTERVAL_S = 5.0
 
+# what a document read answers: the store's row type, named here for the API layer
+DocumentRow = documents_sql.DocumentRow
+
 
 @dataclass(frozen=True)
 class NewDocument:
@@ -194,8 +197,10 @@ class CollectionService:
 
     # -- documents ------------------------------------------------------------------------
 
-    async def upsert(self, name: str, documents: Sequence[NewDocument]) -> list[WriteResult]:
-        """Write documents to every model of the write set in one transaction (all or nothing)."""
+    async def upsert(self, name: str, documents: Sequence[NewDocument], *, bulk: bool = False) -> list[WriteResult]:
+        """Write documents to every model of the write set in one transaction (all or nothing).
+
+        `bulk` (a bulk load) embeds on the encoders' low-priority lanes, behind interactive work."""
         ids = [validate_document_id(d.id) for d in documents]
         if len(set(ids)) != len(ids):
             raise InvalidRequest("a batch names the same document id twice; send each id once", code="duplicate_id")
@@ -207,7 +212,7 @@ class CollectionService:
         for _ in range(MAX_WRITE_SET_RETRIES):
             self.refuse_drifted(state, state.write_models)
             missing = [m for m in state.write_models if m not in encoded]
-            results = await asyncio.gather(*(self._embeddings.embed(m, texts, "document") for m in missing))
+            results = await asyncio.gather(*(self._embeddings.embed(m, texts, "document", bulk=bulk) for m in missing))
             encoded.update(zip(missing, results, strict=False))
             try:
                 versions, state = await self._commit(name, documents, encoded)

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import asyncpg
 import numpy as np
-from pgvector import Vector
 
 from gateway.domain.filters import Filter
 from gateway.store.collections import documents_table, model_table
 from gateway.store.filters import compile_filter
+from gateway.store.vector_codec import Vector
 
 
 @dataclass(frozen=True)
