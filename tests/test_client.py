@@ -30,6 +30,7 @@ from gateway.client.errors import (
     ModelMismatch,
     NotAdopted,
     NotFound,
+    RequestTimeout,
     TooManyConnections,
     Unauthorized,
 )
@@ -220,7 +221,33 @@ def test_a_503_with_retry_after_is_retried_and_a_lasting_one_is_raised(server_ds
         small.stop()
 
 
+def test_a_504_is_retried_only_where_the_caller_says_its_calls_may_run_twice(server_dsn):
+    hasty = ServerThread(module_database(server_dsn, "client_hasty"), server={"request_timeout_s": 1e-6}).start()
+    try:
+        for statuses, attempts in (((503,), 1), ((503, 504), 3)):
+            transport = CountingTransport()
+            with Client(hasty.url, retries=2, max_retry_wait=0.01, retry_statuses=statuses, transport=transport) as dg:
+                with pytest.raises(RequestTimeout):
+                    dg.get_collection("docs")
+            assert transport.requests == attempts
+    finally:
+        hasty.stop()
+
+
 def test_errors_carry_status_code_and_message():
     error = BY_CODE["invalid_filter"](400, "invalid_filter", "filter.x: bad")
     assert isinstance(error, DriftgateError) and str(error) == "400 invalid_filter: filter.x: bad"
     assert asyncio.iscoroutinefunction(AsyncClient.query) and not asyncio.iscoroutinefunction(Client.query)
+
+
+def test_the_adopt_and_migrate_commands_report_the_gateways_error_in_one_line(dg, server, monkeypatch, capsys):
+    from gateway.cli import main
+
+    monkeypatch.setenv("DRIFTGATE_ADMIN_TOKEN", TOKEN)
+    assert main(["adopt", "docs", "--stop", "--url", server.url]) == 1
+    assert "404 not_adopted" in capsys.readouterr().err
+    assert main(["migrate", "rollback", "docs", "--url", server.url]) == 1
+    assert "no migration in flight: nothing to roll back to" in capsys.readouterr().err
+    monkeypatch.setenv("DRIFTGATE_ADMIN_TOKEN", "wrong")
+    assert main(["migrate", "status", "docs", "--url", server.url]) == 1
+    assert "401 unauthorized" in capsys.readouterr().err

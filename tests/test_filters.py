@@ -110,9 +110,10 @@ def test_listing_pages_through_the_matches_in_id_order_with_an_opaque_cursor(dg)
     assert [d.id for d in second.documents] == ["c", "d"]
     last = dg.list_documents("docs", {"n": {"$exists": True}}, limit=2, cursor=second.next_cursor)
     assert [d.id for d in last.documents] == ["f"] and last.next_cursor is None
-    with pytest.raises(BadRequest) as bad:
-        dg.list_documents("docs", cursor="not-a-cursor")
-    assert bad.value.code == "invalid_cursor"
+    for forged in ("not-a-cursor", "djE6AA==", "w6k=", "é"):  # garbage, "v1:" + NUL, not "v1:", not ASCII
+        with pytest.raises(BadRequest) as bad:
+            dg.list_documents("docs", cursor=forged)
+        assert bad.value.code == "invalid_cursor"
 
 
 # -- hostile and wrong filters -------------------------------------------------------------

@@ -150,9 +150,10 @@ def encode_cursor(last_id: str) -> str:
 def decode_cursor(cursor: str) -> str:
     try:
         raw = base64.urlsafe_b64decode(cursor.encode("ascii"))
-        if not raw.startswith(b"v1:"):
+        after = raw[3:].decode()
+        if not raw.startswith(b"v1:") or "\x00" in after:
             raise ValueError
-        return raw[3:].decode()
+        return after
     except ValueError:
         raise InvalidRequest(
             "cursor is not one this gateway gave out; pass next_cursor from the previous page unchanged",

@@ -4,7 +4,7 @@ connection failures."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -24,7 +24,7 @@ from gateway.client.models import (
     Status,
     WriteResult,
 )
-from gateway.client.transport import Options, encode, result, retryable, unreachable
+from gateway.client.transport import Options, encode, result, unreachable
 
 T = TypeVar("T")
 
@@ -44,9 +44,12 @@ class AsyncClient:
         timeout: float = 30.0,
         retries: int = 3,
         max_retry_wait: float = 10.0,
+        retry_statuses: Iterable[int] = (503,),
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._options = Options(url.rstrip("/"), api_key, admin_token, timeout, retries, max_retry_wait)
+        self._options = Options(
+            url.rstrip("/"), api_key, admin_token, timeout, retries, max_retry_wait, frozenset(retry_statuses)
+        )
         self._http = httpx.AsyncClient(
             base_url=self._options.url, timeout=timeout, limits=self._options.limits(), transport=transport
         )
@@ -73,7 +76,7 @@ class AsyncClient:
         try:
             return await self._once(call)
         except Exception as exc:
-            if not retryable(exc) or self._options.retries <= 0:
+            if not self._options.retryable(exc) or self._options.retries <= 0:
                 raise
         async for attempt in AsyncRetrying(**self._options.retry_policy()):
             with attempt:

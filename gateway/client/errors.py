@@ -50,6 +50,22 @@ class InvalidFilter(BadRequest):
     code = "invalid_filter"
 
 
+class InvalidLine(BadRequest):
+    code = "invalid_line"
+
+
+class ConfirmationMismatch(BadRequest):
+    code = "confirmation_mismatch"
+
+
+class RowSecurity(BadRequest):
+    code = "row_security"
+
+
+class UnsafeColumnType(BadRequest):
+    code = "unsafe_column_type"
+
+
 class InvalidCursor(BadRequest):
     code = "invalid_cursor"
 
@@ -145,6 +161,17 @@ class Unauthorized(DriftgateError):
     code = "unauthorized"
 
 
+class Forbidden(DriftgateError):
+    """The credential is valid but does not cover this (an API key scoped to other collections)."""
+
+    status = 403
+    code = "forbidden"
+
+
+class CsrfTokenInvalid(Forbidden):
+    code = "csrf_token_invalid"
+
+
 class NotFound(DriftgateError):
     """The collection, document, table or endpoint does not exist."""
 
@@ -184,6 +211,18 @@ class Conflict(DriftgateError):
 
 class CollectionExists(Conflict):
     code = "collection_exists"
+
+
+class AdoptionBroken(Conflict):
+    code = "adoption_broken"
+
+
+class AdoptionInProgress(Conflict):
+    code = "adoption_in_progress"
+
+
+class StateChanged(Conflict):
+    code = "state_changed"
 
 
 class ModelMismatch(Conflict):
@@ -247,6 +286,10 @@ class PayloadTooLarge(DriftgateError):
 
 class RequestTooLarge(PayloadTooLarge):
     code = "request_too_large"
+
+
+class TooManyValues(PayloadTooLarge):
+    code = "too_many_values"
 
 
 class InternalError(DriftgateError):

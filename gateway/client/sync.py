@@ -3,7 +3,7 @@ connection failures. Method for method the same as `AsyncClient` (gateway/client
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -23,7 +23,7 @@ from gateway.client.models import (
     Status,
     WriteResult,
 )
-from gateway.client.transport import Options, encode, result, retryable, unreachable
+from gateway.client.transport import Options, encode, result, unreachable
 
 T = TypeVar("T")
 
@@ -43,9 +43,12 @@ class Client:
         timeout: float = 30.0,
         retries: int = 3,
         max_retry_wait: float = 10.0,
+        retry_statuses: Iterable[int] = (503,),
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._options = Options(url.rstrip("/"), api_key, admin_token, timeout, retries, max_retry_wait)
+        self._options = Options(
+            url.rstrip("/"), api_key, admin_token, timeout, retries, max_retry_wait, frozenset(retry_statuses)
+        )
         self._http = httpx.Client(
             base_url=self._options.url, timeout=timeout, limits=self._options.limits(), transport=transport
         )
@@ -72,7 +75,7 @@ class Client:
         try:
             return self._once(call)
         except Exception as exc:
-            if not retryable(exc) or self._options.retries <= 0:
+            if not self._options.retryable(exc) or self._options.retries <= 0:
                 raise
         for attempt in Retrying(**self._options.retry_policy()):
             with attempt:

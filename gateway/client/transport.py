@@ -2,7 +2,8 @@
 
 Retried (tenacity): a 503 (the gateway's database or encoder is briefly unavailable, nothing
 was done), waiting its Retry-After, and a connection that could not be made or was closed
-before an answer. A read timeout is not retried: the request may have been applied. The
+before an answer. A read timeout or a 504 is not retried unless the caller says so
+(`retry_statuses`): the request may have been applied. The
 first attempt runs outside tenacity, so a call that succeeds pays nothing for the policy.
 """
 
@@ -18,7 +19,7 @@ import orjson
 from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from gateway.client.calls import Call
-from gateway.client.errors import DriftgateError, GatewayUnreachable, Unavailable, error_for
+from gateway.client.errors import DriftgateError, GatewayUnreachable, error_for
 
 T = TypeVar("T")
 _CONNECT_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.PoolTimeout)
@@ -33,6 +34,7 @@ class Options:
     timeout: float
     retries: int  # extra attempts after the first
     max_wait: float  # the longest wait between attempts, whatever Retry-After says
+    retry_statuses: frozenset[int] = frozenset({503})  # add 504 where every call may safely run twice
 
     def headers(self, call: Call) -> dict[str, str] | None:
         token = self.admin_token if call.admin else self.api_key
@@ -43,6 +45,12 @@ class Options:
             headers.update(_JSON)
         return headers
 
+    def retryable(self, exc: BaseException) -> bool:
+        """A refused or dropped connection, or an answer whose status is one of `retry_statuses`."""
+        if isinstance(exc, GatewayUnreachable):
+            return exc.retryable
+        return isinstance(exc, DriftgateError) and exc.status in self.retry_statuses
+
     def limits(self) -> httpx.Limits:
         return httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
@@ -51,7 +59,7 @@ class Options:
         return {
             "stop": stop_after_attempt(self.retries),
             "wait": lambda state: _wait(state, self.max_wait),
-            "retry": retry_if_exception(retryable),
+            "retry": retry_if_exception(self.retryable),
             "reraise": True,
         }
 
@@ -90,12 +98,6 @@ def unreachable(url: str, exc: httpx.TransportError) -> GatewayUnreachable:
     )
     error.retryable = isinstance(exc, _CONNECT_FAILURES)
     return error
-
-
-def retryable(exc: BaseException) -> bool:
-    if isinstance(exc, GatewayUnreachable):
-        return exc.retryable
-    return isinstance(exc, Unavailable)
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

@@ -334,16 +334,18 @@ class CollectionService:
         compares every matching row instead. An index search that returns fewer than k hits is
         run again exactly, so a k that reaches the number of matching documents returns them all.
         """
-        bound = max(k, self._exact_scan_max_rows)
         small = self._known_small(name)
 
         async def run(conn: asyncpg.Connection) -> list[documents_sql.Hit]:
-            exact = small is True
-            if small is None or metadata_filter is not None:
-                matching = await documents_sql.count_matching(conn, name, metadata_filter, limit=bound + 1)
-                exact = matching <= bound
-                if metadata_filter is None:
-                    self._small[name] = (exact, time.monotonic())
+            threshold = self._exact_scan_max_rows
+            if metadata_filter is not None:
+                bound = max(k, threshold)
+                exact = await documents_sql.count_matching(conn, name, metadata_filter, limit=bound + 1) <= bound
+            elif small is None:
+                exact = await documents_sql.count_matching(conn, name, None, limit=threshold + 1) <= threshold
+                self._small[name] = (exact, time.monotonic())
+            else:
+                exact = small
             hits = await documents_sql.search(conn, name, model, vector, k, metadata_filter, exact=exact)
             if len(hits) < k and not exact:
                 hits = await documents_sql.search(conn, name, model, vector, k, metadata_filter, exact=True)
