@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.commands.adopt import add_parser as add_adopt
 
     add_adopt(commands)
+    from gateway.commands.load import add_parser as add_load
+
+    add_load(commands)
 
     load = commands.add_parser(
         "loadtest",
@@ -406,6 +409,10 @@ def _dispatch(args: argparse.Namespace, settings) -> int:
         from gateway.commands import adopt
 
         return adopt.run(args)
+    if args.command == "load":
+        from gateway.commands import load
+
+        return load.run(args)
     if args.command == "migrate":
         from gateway.commands import migrate
 

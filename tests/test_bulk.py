@@ -157,3 +157,42 @@ async def test_a_bulk_load_during_a_migration_writes_both_models(gateway, dsn):
     report = await wait_phase(gateway, "ready")
     assert report["models"][L3]["rows"] == report["models"][L6]["rows"] == 80
     assert report["models"][L6]["coverage"] == 1.0
+
+
+def test_driftgate_load_stops_at_a_bad_line_and_resumes_from_its_checkpoint_after_the_fix(server_dsn, tmp_path):
+    from gateway.client import Client
+    from tests.helpers import run
+    from tests.live import ServerThread, module_database
+
+    server = ServerThread(module_database(server_dsn, "bulk_cli"), limits={"max_batch_documents": 20}).start()
+    try:
+        with Client(server.url) as dg:
+            dg.create_collection(C, L3)
+        docs = vaswani(limit=130).corpus
+        lines = ndjson(docs).splitlines(keepends=True)
+        good = lines[94]
+        lines[94] = b'{"id": "x", "text": "  "}\n'  # line 95: in the third segment of 40, its first chunk of 20
+        data = tmp_path / "docs.ndjson"
+        data.write_bytes(b"".join(lines))
+
+        first = run("load", C, str(data), "--url", server.url, "--segment", "40")
+        assert first.returncode == 1, first.stderr
+        assert "line 95: text is blank" in first.stderr and "--resume" in first.stderr
+        checkpoint = json.loads((tmp_path / "docs.ndjson.driftgate-load.json").read_text())
+        assert checkpoint["lines_done"] == 80  # two whole segments; nothing of lines 81-100
+        with Client(server.url) as dg:
+            assert dg.count_documents(C) == 80
+
+        refused = run("load", C, str(data), "--url", server.url)
+        assert refused.returncode == 2 and "--resume" in refused.stderr
+
+        lines[94] = good
+        data.write_bytes(b"".join(lines))
+        resumed = run("load", C, str(data), "--url", server.url, "--segment", "40", "--resume")
+        assert resumed.returncode == 0, resumed.stderr
+        assert "going on from line 81" in resumed.stderr and "50 documents loaded" in resumed.stdout
+        assert not (tmp_path / "docs.ndjson.driftgate-load.json").exists()
+        with Client(server.url) as dg:
+            assert dg.count_documents(C) == 130
+    finally:
+        server.stop()

@@ -13,6 +13,7 @@ Errors are `gateway.client.errors.DriftgateError` subclasses, one per API error 
 from gateway.client.aio import AsyncClient
 from gateway.client.calls import KEEP
 from gateway.client.models import (
+    BulkLoad,
     Collection,
     Document,
     Embeddings,
@@ -27,6 +28,7 @@ from gateway.client.models import (
 from gateway.client.sync import Client
 
 __all__ = [
+    "BulkLoad",
     "KEEP",
     "AsyncClient",
     "Client",

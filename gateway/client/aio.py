@@ -4,7 +4,7 @@ connection failures."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -14,6 +14,7 @@ from gateway.client import calls
 from gateway.client.calls import KEEP, Call, Keep
 from gateway.client.errors import IllegalTransition
 from gateway.client.models import (
+    BulkLoad,
     Collection,
     Document,
     Embeddings,
@@ -173,6 +174,19 @@ class AsyncClient:
         """Vectors of the pinned `model` (a key, or "collection:<name>" for its read model);
         `input_type` "query" or "document" (the default) for models that embed them differently."""
         return await self._run(calls.embed(model, texts, input_type))
+
+    async def bulk_load(
+        self, collection: str, lines: Iterable[bytes] | AsyncIterable[bytes], *, index: str = "rebuild"
+    ) -> BulkLoad:
+        """`Client.bulk_load`: stream NDJSON lines into a collection (not retried; see there)."""
+        call = calls.bulk_load(collection, index)
+        headers = {**(self._options.headers(call) or {}), **calls.NDJSON}
+        timeout = httpx.Timeout(self._options.timeout, read=None)
+        try:
+            response = await self._http.request(call.method, call.path, content=lines, headers=headers, timeout=timeout)
+        except httpx.TransportError as exc:
+            raise unreachable(self._options.url, exc) from exc
+        return result(call, response)
 
     # -- admin plane (admin_token) ----------------------------------------------------------
 

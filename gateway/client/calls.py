@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 from gateway.client.models import (
+    BulkLoad,
     Collection,
     Document,
     Embeddings,
@@ -164,6 +165,19 @@ def _query_result(answer: Answer) -> QueryResult:
     data = answer[2]
     hits = tuple(Hit(h["id"], h["score"], h["text"], h["metadata"]) for h in data["hits"])
     return QueryResult(answer[1].get("x-driftgate-model", data["model"]), hits, data.get("truncated", False))
+
+
+def bulk_load(collection: str, index: str) -> Call[BulkLoad]:
+    """A bulk load; its body is the caller's stream of NDJSON lines, not `body`."""
+    return Call(
+        "POST",
+        f"{_c(collection)}/documents:bulk?index={quote(index, safe='')}",
+        None,
+        lambda a: BulkLoad(**{k: a[2][k] for k in ("loaded", "chunks", "lines", "truncated", "index")}),
+    )
+
+
+NDJSON = {"Content-Type": "application/x-ndjson"}
 
 
 def embed(model: str, texts: str | Sequence[str], input_type: str | None) -> Call[Embeddings]:

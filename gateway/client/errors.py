@@ -17,11 +17,12 @@ class DriftgateError(Exception):
     code: str = "error"
     retry_after: float | None = None  # seconds, from the answer's Retry-After header
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, details: dict | None = None) -> None:
         super().__init__(f"{status} {code}: {message}" if status else f"{code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.details = details or {}  # the error body's fields beside code and message
 
 
 class GatewayUnreachable(DriftgateError):
@@ -51,7 +52,18 @@ class InvalidFilter(BadRequest):
 
 
 class InvalidLine(BadRequest):
+    """A bulk load stopped at a bad line; the chunks before it are stored."""
+
     code = "invalid_line"
+
+    @property
+    def line(self) -> int | None:
+        return self.details.get("line")
+
+    @property
+    def committed_lines(self) -> int:
+        """How many lines of the stream are stored: resume with the line after them."""
+        return int(self.details.get("committed_lines", 0))
 
 
 class ConfirmationMismatch(BadRequest):
@@ -128,6 +140,12 @@ class KOutOfRange(BadRequest):
 
 class UnknownModel(BadRequest):
     code = "unknown_model"
+
+
+class ModelNotServed(BadRequest):
+    """`/v1/embeddings` named a model no collection uses and `[models] serve` does not list."""
+
+    code = "model_not_served"
 
 
 class InsufficientPrivilege(BadRequest):
@@ -361,7 +379,7 @@ def _registry() -> tuple[dict[str, type[DriftgateError]], dict[int, type[Driftga
 BY_CODE, BY_STATUS = _registry()
 
 
-def error_for(status: int, code: str, message: str) -> DriftgateError:
+def error_for(status: int, code: str, message: str, details: dict | None = None) -> DriftgateError:
     """The exception for an error answer: by its code, else by its status."""
     cls = BY_CODE.get(code) or BY_STATUS.get(status) or DriftgateError
-    return cls(status, code, message)
+    return cls(status, code, message, details)

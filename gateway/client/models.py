@@ -71,6 +71,18 @@ class QueryResult:
 
 
 @dataclass(frozen=True)
+class BulkLoad:
+    """What a bulk load stored: documents, chunks (one transaction each), lines read, texts cut
+    to the model's input, and the index ("built", "deferred" for later, or "kept")."""
+
+    loaded: int
+    chunks: int
+    lines: int
+    truncated: int
+    index: str
+
+
+@dataclass(frozen=True)
 class Embeddings:
     model: str
     vectors: tuple[tuple[float, ...], ...]

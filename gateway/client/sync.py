@@ -13,6 +13,7 @@ from gateway.client import calls
 from gateway.client.calls import KEEP, Call, Keep
 from gateway.client.errors import IllegalTransition
 from gateway.client.models import (
+    BulkLoad,
     Collection,
     Document,
     Embeddings,
@@ -171,6 +172,23 @@ class Client:
         """Vectors of the pinned `model` (a key, or "collection:<name>" for its read model);
         `input_type` "query" or "document" (the default) for models that embed them differently."""
         return self._run(calls.embed(model, texts, input_type))
+
+    def bulk_load(self, collection: str, lines: Iterable[bytes], *, index: str = "rebuild") -> BulkLoad:
+        """Stream NDJSON lines (`{"id", "text", "metadata"}`, each ending in a newline) into a
+        collection; `index` "rebuild" (build the HNSW index at the end), "later" or "keep".
+
+        Not retried: a stream cannot be sent twice. A bad line raises `InvalidLine`, whose
+        `committed_lines` says how many lines are stored; documents are upserts by id, so
+        sending lines again is harmless. No read timeout: the answer comes when all is stored.
+        """
+        call = calls.bulk_load(collection, index)
+        headers = {**(self._options.headers(call) or {}), **calls.NDJSON}
+        timeout = httpx.Timeout(self._options.timeout, read=None)
+        try:
+            response = self._http.request(call.method, call.path, content=lines, headers=headers, timeout=timeout)
+        except httpx.TransportError as exc:
+            raise unreachable(self._options.url, exc) from exc
+        return result(call, response)
 
     # -- admin plane (admin_token) ----------------------------------------------------------
 

@@ -84,7 +84,8 @@ def result(call: Call[T], response: httpx.Response) -> T:
         error = data.get("error") if isinstance(data, dict) else None
         if not isinstance(error, dict):
             raise error_for(status, "http_error", response.text[:200] or response.reason_phrase)
-        exc = error_for(status, str(error.get("code")), str(error.get("message")))
+        details = {k: v for k, v in error.items() if k not in ("code", "message")}
+        exc = error_for(status, str(error.get("code")), str(error.get("message")), details)
         exc.retry_after = _retry_after(response.headers)
         raise exc
     return call.read((status, response.headers, data))
