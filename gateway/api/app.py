@@ -16,6 +16,7 @@ from gateway.api import admin, adoption, data_plane, embeddings, health, openapi
 from gateway.api.context import request_id_middleware
 from gateway.api.errors import error_middleware
 from gateway.api.keys import (
+    ADAPTERS,
     ADMIN_TOKEN,
     API_KEYS,
     BACKFILL_CONTROL,
@@ -41,6 +42,7 @@ from gateway.api.transport import content_encoding_middleware
 from gateway.config import Settings
 from gateway.domain.deadline import request_deadline
 from gateway.domain.errors import RequestTimeout, Unauthorized
+from gateway.services.adapter import AdapterService
 from gateway.services.backfill import BackfillWorker
 from gateway.services.collections import CollectionService
 from gateway.services.database import TRANSIENT_ERRORS, close_pool, open_pool, replica_id
@@ -117,6 +119,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[MIGRATIONS] = MigrationService(app[POOL], collections, embeddings, chunk_size=settings.backfill.chunk_size)
     app[BACKFILL_CONTROL] = BackfillControl(app[POOL], collections)
     app[VERIFIER] = Verifier(app[POOL], collections, embeddings)
+    collections.adapters.on_load = metrics.record_adapter
+    app[ADAPTERS] = AdapterService(app[POOL], collections, collections.adapters, settings.adapter)
     shadow = settings.shadow
     app[SHADOW] = ShadowRunner(
         app[POOL],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.api.keys import COLLECTIONS, LARGE_RESPONSES, SETTINGS, SHADOW
+from gateway.api.keys import COLLECTIONS, LARGE_RESPONSES, METRICS, SETTINGS, SHADOW
 from gateway.api.large import LARGE_K
 from gateway.api.requests import (
     BatchBody,
@@ -109,10 +109,13 @@ async def query(request: web.Request) -> web.StreamResponse:
         else:
             assert body.vector is not None and body.model is not None
             result = await service.query_vector(name, body.vector, body.model, body.k, body.filter)
+        if result.adapted_from:
+            request.app[METRICS].adapted_queries.labels(name, result.adapted_from).inc()
         if body.k <= LARGE_K:
             return json_response(
-                {"model": result.model, "truncated": result.truncated, "hits": [_hit(h) for h in result.hits]},
-                headers={"X-Driftgate-Model": result.model},
+                {"model": result.model, "truncated": result.truncated, "hits": [_hit(h) for h in result.hits]}
+                | ({"adapted_from": result.adapted_from} if result.adapted_from else {}),
+                headers={"X-Driftgate-Model": result.model_header},
             )
         return await _stream_hits(request, result)
 
@@ -123,7 +126,9 @@ def _hit(hit) -> dict:
 
 async def _stream_hits(request: web.Request, result) -> web.StreamResponse:
     """The same JSON as the small answer, written hit by hit instead of built whole in memory."""
-    response = web.StreamResponse(headers={"X-Driftgate-Model": result.model, "Content-Type": "application/json"})
+    response = web.StreamResponse(
+        headers={"X-Driftgate-Model": result.model_header, "Content-Type": "application/json"}
+    )
     await response.prepare(request)
     head = strict_dumps({"model": result.model, "truncated": result.truncated})
     await response.write(head[:-1].encode() + b', "hits": [')
