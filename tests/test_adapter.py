@@ -1,0 +1,228 @@
+"""The adapter through the gateway: fitted on a real migration's backfilled pairs (L3 -> L6), served
+as the `adapted` read mode and for translated raw vectors, gated by its floor, shared by replicas.
+
+One gateway and one migration for the module; the tests run in order, as an operator would.
+"""
+
+from __future__ import annotations
+
+import re
+
+import asyncpg
+import numpy as np
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestClient
+
+from gateway.api.app import create_app
+from gateway.api.transport import runner_options
+from gateway.config import load_settings
+from gateway.datasets import vaswani
+from gateway.encoders.onnx import load_encoder
+from gateway.store import adapters as adapters_sql
+from gateway.store.collections import model_table
+from tests.conftest import GatewayTestServer, with_database
+from tests.helpers import L3, L6, TOKEN, admin, create_collection, status, wait_phase
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+DOCS = 240
+QUERY = "electron density of the ionosphere"
+
+
+def gateway_settings(**adapter):
+    return load_settings(
+        None,
+        database={"pool_min": 1, "pool_max": 6},
+        backfill={"chunk_size": 64, "poll_interval_s": 0.2},
+        server={"sync_poll_interval_s": 0.5, "request_timeout_s": 600},
+        adapter=adapter,
+    )
+
+
+async def start_gateway(dsn: str, **adapter) -> TestClient:
+    settings = gateway_settings(**adapter)
+    client = TestClient(
+        GatewayTestServer(create_app(settings, dsn, admin_token=TOKEN), runner_options(settings.server))
+    )
+    await client.start_server()
+    return client
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_dsn(server_dsn: str):
+    conn = await asyncpg.connect(server_dsn)
+    await conn.execute("DROP DATABASE IF EXISTS adapter WITH (FORCE)")
+    await conn.execute("CREATE DATABASE adapter")
+    await conn.close()
+    yield with_database(server_dsn, "adapter")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gateway(module_dsn: str):
+    """A gateway whose collection `docs` (240 Vaswani abstracts) is migrating L3 -> L6, backfill done."""
+    client = await start_gateway(module_dsn)
+    await create_collection(client, "docs", L3)
+    documents = [{"id": doc_id, "text": text} for doc_id, text in vaswani(DOCS).corpus]
+    assert (await client.post("/v1/collections/docs/documents", json={"documents": documents})).status == 200
+    assert (await admin(client, "POST", "migrations", {"to_model": L6}))[0] == 202
+    await wait_phase(client, "ready")
+    yield client
+    await client.close()
+
+
+async def query(client: TestClient, body: dict) -> tuple[int, str | None, dict]:
+    response = await client.post("/v1/collections/docs/query", json={"k": 10, **body})
+    return response.status, response.headers.get("X-Driftgate-Model"), await response.json()
+
+
+def ids(body: dict) -> list[str]:
+    return [hit["id"] for hit in body["hits"]]
+
+
+def query_vector(model: str, text: str = QUERY) -> list[float]:
+    settings = load_settings(None)
+    return load_encoder(settings.model_specs()[model], settings.model_cache_dir()).encode([text]).vectors[0].tolist()
+
+
+async def stored_adapter(dsn: str):
+    conn = await asyncpg.connect(dsn)
+    try:
+        fingerprints = [
+            await conn.fetchval("SELECT fingerprint FROM driftgate.models WHERE key = $1", k) for k in (L3, L6)
+        ]
+        return await adapters_sql.load_adapter(conn, "docs", tuple(fingerprints))
+    finally:
+        await conn.close()
+
+
+async def table_digests(dsn: str) -> tuple[str, ...]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        sql = "SELECT count(*) || ':' || md5(string_agg(doc_id || embedding::text, ',' ORDER BY doc_id)) FROM {}"
+        return tuple([await conn.fetchval(sql.format(model_table("docs", m))) for m in (L3, L6)])
+    finally:
+        await conn.close()
+
+
+async def test_without_a_migration_there_is_nothing_to_adapt(gateway):
+    await create_collection(gateway, "plain", L3)
+    code, body = await admin(gateway, "POST", "adapter", {}, collection="plain")
+    assert code == 409 and body["error"]["code"] == "no_migration" and "migrate start" in body["error"]["message"]
+    code, body = await admin(gateway, "POST", "read-mode", {"mode": "adapted"}, collection="plain")
+    assert code == 409 and body["error"]["code"] == "no_migration"
+
+
+async def test_adapted_reads_are_refused_until_an_adapter_is_fitted(gateway):
+    code, body = await admin(gateway, "POST", "read-mode", {"mode": "adapted"})
+    assert code == 409 and body["error"]["code"] == "adapter_missing"
+    assert "driftgate migrate adapter fit docs" in body["error"]["message"]
+    code, body = await admin(gateway, "GET", "adapter")
+    assert code == 404 and body["error"]["code"] == "adapter_missing"
+    code, body = await admin(gateway, "POST", "read-mode", {"mode": "sideways"})
+    assert code == 400
+    code, body = await admin(gateway, "POST", "adapter", {"max_pairs": 3})
+    assert code == 400
+
+
+async def test_a_fit_on_backfilled_pairs_reports_held_out_figures_and_is_deterministic(gateway, module_dsn):
+    code, first = await admin(gateway, "POST", "adapter", {})
+    assert code == 200, first
+    assert first["pairs"] == DOCS and first["adapt"]["held_out_pairs"] == DOCS // 5
+    assert first["adapt"]["kind"] == "procrustes" and first["adapt"]["passes"], first
+    assert 0 < first["adapt"]["mean_cosine"] < 1 and first["adapt"]["agreement@10"] >= first["floor"]
+    weights = (await stored_adapter(module_dsn)).adapt.weights
+    code, second = await admin(gateway, "POST", "adapter", {})
+    assert code == 200 and second["version"] == first["version"] + 1
+    assert {k: v for k, v in second.items() if k != "version"} == {k: v for k, v in first.items() if k != "version"}
+    assert np.array_equal((await stored_adapter(module_dsn)).adapt.weights, weights)
+    report = await status(gateway)
+    assert report["adapter"]["version"] == second["version"] and report["adapter"]["read_mode"] == "native"
+    metrics = await (await gateway.get("/metrics")).text()
+    assert re.search(
+        r'driftgate_adapter_validation\{collection="docs",direction="adapt",figure="agreement@10"\}', metrics
+    )
+
+
+async def test_adapted_text_queries_embed_with_the_new_model_and_search_the_old_index(gateway, module_dsn):
+    before = await table_digests(module_dsn)
+    code, native_header, native = await query(gateway, {"text": QUERY})
+    assert code == 200 and native_header == L3 and "adapted_from" not in native
+    code, state = await admin(gateway, "POST", "read-mode", {"mode": "adapted"})
+    assert code == 200 and state["read_mode"] == "adapted" and state["read_model"] == L3
+
+    code, header, adapted = await query(gateway, {"text": QUERY})
+    assert code == 200 and header == f"{L3}; adapted-from={L6}"
+    assert adapted["model"] == L3 and adapted["adapted_from"] == L6
+    # the same answer as the L6 query vector mapped by the stored adapter, searched in the L3 index
+    mapped = (await stored_adapter(module_dsn)).adapt.apply(np.array(query_vector(L6))).tolist()
+    code, _, by_vector = await query(gateway, {"vector": mapped, "model": L3})
+    assert code == 200 and ids(adapted) == ids(by_vector) and ids(adapted) != ids(native)
+    assert await table_digests(module_dsn) == before  # nothing mapped is ever stored
+
+
+async def test_raw_vectors_of_the_new_model_are_translated_only_when_the_collection_allows_it(gateway):
+    vector = query_vector(L6)
+    code, _, body = await query(gateway, {"vector": vector, "model": L6})
+    assert code == 409 and body["error"]["code"] == "model_mismatch"
+    code, state = await admin(gateway, "POST", "read-mode", {"mode": "adapted", "translate_vectors": True})
+    assert code == 200 and state["translate_vectors"] is True
+    code, header, translated = await query(gateway, {"vector": vector, "model": L6})
+    assert code == 200 and header == f"{L3}; adapted-from={L6}"
+    _, _, by_text = await query(gateway, {"text": QUERY})
+    assert ids(translated) == ids(by_text)
+
+
+async def test_an_adapter_below_the_floor_cannot_serve_and_never_replaces_one_that_does(gateway, module_dsn):
+    strict = await start_gateway(module_dsn, floor=0.99)
+    try:
+        version = (await status(gateway))["adapter"]["version"]
+        code, body = await admin(strict, "POST", "adapter", {})
+        assert code == 409 and body["error"]["code"] == "adapter_below_floor", body
+        assert f"version {version}) is kept" in body["error"]["message"]
+        assert (await status(gateway))["adapter"]["version"] == version
+        _, _, still = await query(gateway, {"text": QUERY})
+        assert still["adapted_from"] == L6
+
+        assert (await admin(gateway, "POST", "read-mode", {"mode": "native", "translate_vectors": False}))[0] == 200
+        code, body = await admin(strict, "POST", "adapter", {})
+        assert code == 200 and body["adapt"]["passes"] is False and body["version"] == version + 1
+        code, body = await admin(gateway, "POST", "read-mode", {"mode": "adapted"})
+        assert code == 409 and body["error"]["code"] == "adapter_below_floor"
+        assert "below the floor" in body["error"]["message"]
+        code, header, _ = await query(gateway, {"text": QUERY})
+        assert code == 200 and header == L3
+    finally:
+        await strict.close()
+    code, body = await admin(gateway, "POST", "adapter", {})  # a fit that passes again
+    assert code == 200 and body["adapt"]["passes"]
+    assert (await admin(gateway, "POST", "read-mode", {"mode": "adapted", "translate_vectors": True}))[0] == 200
+
+
+async def test_another_replica_and_a_restarted_gateway_serve_the_same_adapter(gateway, module_dsn):
+    _, header, expected = await query(gateway, {"text": QUERY})
+    for _ in range(2):  # a second replica beside the first; then a fresh one, as after a restart
+        replica = await start_gateway(module_dsn)
+        try:
+            code, other_header, answer = await query(replica, {"text": QUERY})
+        finally:
+            await replica.close()
+        assert code == 200 and other_header == header == f"{L3}; adapted-from={L6}"
+        assert ids(answer) == ids(expected)
+
+
+async def test_after_cutover_old_model_vectors_are_translated_into_the_new_index_until_retire(gateway):
+    assert (await admin(gateway, "POST", "verify", {"sample": 20}))[0] == 200
+    code, state = await admin(gateway, "POST", "read-target", {"model": L6})
+    assert code == 200 and state["read_model"] == L6
+    code, header, body = await query(gateway, {"text": QUERY})
+    assert code == 200 and header == L6 and "adapted_from" not in body  # native reads of the new model
+    code, header, body = await query(gateway, {"vector": query_vector(L3), "model": L3})
+    assert code == 200 and header == f"{L6}; adapted-from={L3}", body
+    code, body = await admin(gateway, "POST", "read-mode", {"mode": "adapted"})
+    assert code == 409 and body["error"]["code"] == "illegal_transition"
+
+    code, state = await admin(gateway, "POST", "retire", {"model": L3})
+    assert code == 200 and state["read_mode"] == "native" and state["adapter_version"] is None
+    code, _, body = await query(gateway, {"vector": query_vector(L3), "model": L3})
+    assert code == 409 and body["error"]["code"] == "model_mismatch"
