@@ -300,6 +300,34 @@ def _add_migrate(commands) -> None:
     )
     backfill.add_argument("action", nargs="?", choices=["pause", "resume"], help="pause or resume")
     backfill.add_argument("--max-rate", type=float, help="documents per second; 0 removes the limit")
+    _add_adapter(actions)
+
+
+def _add_adapter(actions) -> None:
+    """`migrate adapter VERB C`: the learned bridge between the migration's two models (docs/adapter.md)."""
+    adapter = actions.add_parser(
+        "adapter",
+        help="fit, show, enable or disable the adapter between the migration's two models",
+        description="fit: fit maps new->old and old->new on backfilled pairs and report held-out figures; "
+        "show: the current figures; enable: serve text queries embedded with the new model from the old "
+        "index (read mode adapted); disable: native reads again.",
+        epilog="example: driftgate migrate adapter fit articles && driftgate migrate adapter enable articles",
+    )
+    adapter.add_argument("verb", choices=["fit", "show", "enable", "disable"])
+    adapter.add_argument("collection", help="collection name")
+    adapter.add_argument(
+        "--url",
+        default=os.environ.get("DRIFTGATE_URL", "http://127.0.0.1:8080"),
+        help="gateway URL (default $DRIFTGATE_URL or http://127.0.0.1:8080)",
+    )
+    adapter.add_argument("--max-pairs", type=int, help="backfilled pairs to fit on (default adapter.max_pairs)")
+    adapter.add_argument(
+        "--translate-vectors",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="enable/disable: also map raw vectors of the other model instead of refusing them",
+    )
+    adapter.add_argument("--json", action="store_true", help="print the raw JSON")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,8 @@ One gateway and one migration for the module; the tests run in order, as an oper
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 
 import asyncpg
@@ -16,6 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.api.app import create_app
 from gateway.api.transport import runner_options
+from gateway.cli import main
 from gateway.config import load_settings
 from gateway.datasets import vaswani
 from gateway.encoders.onnx import load_encoder
@@ -142,6 +145,23 @@ async def test_a_fit_on_backfilled_pairs_reports_held_out_figures_and_is_determi
     assert re.search(
         r'driftgate_adapter_validation\{collection="docs",direction="adapt",figure="agreement@10"\}', metrics
     )
+
+
+async def test_the_migrate_cli_fits_shows_and_refuses_with_a_reason(gateway, monkeypatch, capsys):
+    monkeypatch.setenv("DRIFTGATE_ADMIN_TOKEN", TOKEN)
+    url = str(gateway.make_url("")).rstrip("/")
+
+    def cli(*args: str) -> int:
+        return main(["migrate", "adapter", *args, "--url", url])
+
+    assert await asyncio.to_thread(cli, "fit", "docs", "--max-pairs", "200") == 0
+    out = capsys.readouterr().out
+    assert "200 pairs" in out and "adapt" in out and "passes the floor 0.25" in out
+    assert "driftgate migrate adapter enable docs" in out
+    assert await asyncio.to_thread(cli, "show", "docs", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["pairs"] == 200
+    assert await asyncio.to_thread(cli, "fit", "plain") == 1
+    assert "409 no_migration" in capsys.readouterr().err
 
 
 async def test_adapted_text_queries_embed_with_the_new_model_and_search_the_old_index(gateway, module_dsn):

@@ -11,6 +11,8 @@ import urllib.request
 
 from tqdm import tqdm
 
+from gateway.commands.adapter import cmd_adapter
+
 # phases where the migration waits for the operator: `status --watch` stops there by itself
 WAITS_FOR_OPERATOR = ("ready", "shadow", "cutover")
 
@@ -324,4 +326,5 @@ _ACTIONS = {
     "retire": cmd_retire,
     "abort": cmd_abort,
     "backfill": cmd_backfill,
+    "adapter": cmd_adapter,
 }
