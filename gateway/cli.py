@@ -190,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, help="use only the first N corpus documents")
     evaluate.add_argument("--json", type=Path, dest="json_path", help="write the report as JSON")
     evaluate.add_argument("--plot", type=Path, dest="plot_path", help="write a PNG bar chart")
+    evaluate.add_argument(
+        "--adapter",
+        action="store_true",
+        help="with --models FROM,TO: nDCG of both models, of TO queries adapted into the FROM index and of "
+        "FROM vectors translated into the TO index (docs/adapter.md)",
+    )
+    evaluate.add_argument("--max-pairs", type=int, help="with --adapter: document pairs to fit on (default 4000)")
 
     worker = commands.add_parser(
         "backfill-worker",
@@ -405,6 +412,8 @@ def _dispatch(args: argparse.Namespace, settings) -> int:
             limit=args.limit,
             json_path=args.json_path,
             plot_path=args.plot_path,
+            adapter=args.adapter,
+            max_pairs=args.max_pairs,
         )
     if args.command == "loadtest":
         from gateway.loadtest.main import run as run_loadtest

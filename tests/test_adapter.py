@@ -17,15 +17,18 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient
 
 from gateway.api.app import create_app
+from gateway.api.keys import ADAPTERS, COLLECTIONS, MIGRATIONS, POOL
 from gateway.api.transport import runner_options
 from gateway.cli import main
 from gateway.config import load_settings
 from gateway.datasets import vaswani
 from gateway.encoders.onnx import load_encoder
+from gateway.services.evaluation import evaluate_adapter
 from gateway.store import adapters as adapters_sql
 from gateway.store.collections import model_table
 from tests.conftest import GatewayTestServer, with_database
 from tests.helpers import L3, L6, TOKEN, admin, create_collection, status, wait_phase
+from tests.test_evaluation import subset
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -162,6 +165,27 @@ async def test_the_migrate_cli_fits_shows_and_refuses_with_a_reason(gateway, mon
     assert json.loads(capsys.readouterr().out)["pairs"] == 200
     assert await asyncio.to_thread(cli, "fit", "plain") == 1
     assert "409 no_migration" in capsys.readouterr().err
+
+
+async def test_evaluate_adapter_reports_both_models_adapted_and_translated_search(gateway):
+    app = gateway.app
+    data = subset(queries=8, distractors=100)
+    report = await evaluate_adapter(app[POOL], app[COLLECTIONS], app[MIGRATIONS], app[ADAPTERS], data, L3, L6, k=10)
+    runs = {row["run"]: row for row in report["runs"]}
+    assert list(runs) == ["from native", "to native", "adapted", "translated"]
+    assert (runs["adapted"]["query_model"], runs["adapted"]["index_model"]) == (L6, L3)
+    assert (runs["translated"]["query_model"], runs["translated"]["index_model"]) == (L3, L6)
+    assert report["adapter"]["pairs"] == len(data.corpus) and report["adapter"]["adapt"]["kind"] == "procrustes"
+    for row in runs.values():
+        assert 0.0 < row["exact"]["ndcg@10"] <= 1.0 and 0.0 < row["index_recall@10"] <= 1.0, row
+    assert runs["adapted"]["exact"]["ndcg@10"] != runs["from native"]["exact"]["ndcg@10"]
+    goals = report["goals"]
+    assert goals["adapted / from native"] == round(
+        runs["adapted"]["exact"]["ndcg@10"] / runs["from native"]["exact"]["ndcg@10"], 3
+    )
+    async with app[POOL].acquire() as conn:  # the scratch collection is gone with its adapter
+        assert await conn.fetchval("SELECT count(*) FROM driftgate.collections WHERE name LIKE 'eval_%'") == 0
+        assert await conn.fetchval("SELECT count(*) FROM driftgate.adapters WHERE collection LIKE 'eval_%'") == 0
 
 
 async def test_adapted_text_queries_embed_with_the_new_model_and_search_the_old_index(gateway, module_dsn):

@@ -84,6 +84,10 @@ class CollectionService:
         self._warming: dict[str, asyncio.Task] = {}  # model loads started ahead of their first request
         self.adapters = AdapterCache(pool)  # maps between a migration's models (services/adapter.py)
 
+    @property
+    def embeddings(self) -> EmbeddingService:
+        return self._embeddings
+
     # -- start-up -------------------------------------------------------------------------
 
     async def check_models(self) -> dict[str, str]:
