@@ -172,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--corpus", help='JSONL file with {"_id", "text"} lines (default: Vaswani)')
     load.add_argument("--kill-replica", action="store_true", help="kill -9 a replica mid-backfill, restart it")
     load.add_argument("--restart-db", action="store_true", help="restart PostgreSQL once mid-backfill")
+    load.add_argument(
+        "--read-mode",
+        choices=["native", "adapted"],
+        default="native",
+        help="adapted: fit an adapter a third into the backfill and read through it until cutover",
+    )
 
     evaluate = commands.add_parser(
         "evaluate",

@@ -237,7 +237,10 @@ class AdapterConfig(_Section):
 
     max_pairs: int = Field(4000, ge=20, le=200_000)  # backfilled document pairs a fit samples
     held_out: float = Field(0.2, gt=0, lt=1)  # share of the pairs kept out of the fit to validate it
-    ridge: float = Field(1.0, gt=0)  # regularisation of the affine map (different dimensions)
+    # auto: Procrustes where the dimensions match, ridge where they differ; ridge measured better
+    # for a fine-tune's space (docs/adapter.md)
+    kind: Literal["auto", "procrustes", "ridge"] = "auto"
+    ridge: float = Field(1.0, gt=0)  # regularisation of the affine map
     floor: float = Field(0.25, ge=0, le=1)  # held-out agreement@10 an adapter needs to serve
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections import Counter
 
+import aiohttp
 import asyncpg
 import numpy as np
 import pytest
@@ -23,6 +25,8 @@ from gateway.cli import main
 from gateway.config import load_settings
 from gateway.datasets import vaswani
 from gateway.encoders.onnx import load_encoder
+from gateway.loadtest.main import MIX
+from gateway.loadtest.runner import LoadPlan, migrate_under_load, seed_collection
 from gateway.services.evaluation import evaluate_adapter
 from gateway.store import adapters as adapters_sql
 from gateway.store.collections import model_table
@@ -270,3 +274,21 @@ async def test_after_cutover_old_model_vectors_are_translated_into_the_new_index
     assert code == 200 and state["read_mode"] == "native" and state["adapter_version"] is None
     code, _, body = await query(gateway, {"vector": query_vector(L3), "model": L3})
     assert code == 409 and body["error"]["code"] == "model_mismatch"
+
+
+async def test_adapted_reads_through_a_migration_under_load_fail_nothing_and_lose_nothing(gateway):
+    url = str(gateway.make_url("")).rstrip("/")
+    everything = vaswani(DOCS + 40).corpus
+    corpus, fresh = everything[40:], [text for _, text in everything[:40]]  # other ids than `docs`
+    plan = LoadPlan(
+        from_model=L3, to_model=L6, rate=2.0, mix=MIX, shadow_rate=0.5, dwell_s=1.0, warmup_s=0.5, read_mode="adapted"
+    )
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as http:
+        seeds = await seed_collection(http, url, "lt", L3, corpus)
+        result = await migrate_under_load(http, [url], TOKEN, "lt", corpus, fresh, seeds, plan)
+    failures = Counter((s.phase, s.op, s.status) for s in result.samples if s.status == 0 or s.status >= 500)
+    assert result.passed, (failures, result.state["lost"], result.state["resurrected"])
+    assert result.state["checked"] > 0 and result.status["read_model"] == L6 and result.status["phase"] == "steady"
+    adapted = {s.model for s in result.samples if s.op == "query" and s.phase == "adapted"}
+    assert adapted == {f"{L3}; adapted-from={L6}"}, adapted
+    assert any("adapter v2" in event for _, event in result.timeline.events)  # refitted when the backfill was done

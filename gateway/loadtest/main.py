@@ -121,6 +121,7 @@ async def drive(args, profile, rate, http, urls, token, collection, corpus, fres
         dwell_s=profile.dwell_s,
         warmup_s=profile.warmup_s,
         retries=8 if faults else 0,
+        read_mode=args.read_mode,
     )
 
     async def fault(timeline: Timeline) -> None:
@@ -179,6 +180,8 @@ async def drive(args, profile, rate, http, urls, token, collection, corpus, fres
         "final_stale": final.get("stale"),
         "phases": result.phases,
         "phase_starts_s": {phase: round(at, 1) for at, phase in result.timeline.phases},
+        "read_mode": args.read_mode,
+        "adapted_queries": sum(s.op == "query" and "adapted-from=" in (s.model or "") for s in samples),
         "shadow_metrics": {k: status["shadow_metrics"].get(k) for k in ("samples", "overlap_at_k", "rbo")}
         if status.get("shadow_metrics")
         else None,

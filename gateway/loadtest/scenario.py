@@ -62,8 +62,14 @@ async def run_migration(
     fault: Callable[[str], Awaitable[None]] | None = None,
     deadline_s: float = 600.0,
     on_progress: Callable[[int, int], None] | None = None,
+    read_mode: str = "native",
 ) -> None:
-    """start -> backfill -> verify -> shadow -> cutover -> rollback -> cutover -> retire."""
+    """start -> backfill -> verify -> shadow -> cutover -> rollback -> cutover -> retire.
+
+    With `read_mode="adapted"` an adapter is fitted once a third of the backfill is done and reads
+    switch to it (new-model queries against the old index), and it is fitted again, replacing the
+    first, when the backfill is complete; cutover then reads the new model natively.
+    """
 
     async def enter(phase: str) -> None:
         set_phase(phase)
@@ -74,7 +80,7 @@ async def run_migration(
 
     await enter("dual_write")
     await admin.call("POST", "migrations", {"to_model": to_model})
-    fault_done = False
+    fault_done = adapted = False
     while True:
         status = await admin.call("GET", "status")
         backfill = status["backfill"]
@@ -84,6 +90,14 @@ async def run_migration(
         if fault and not fault_done and backfill.get("total") and backfill["done"] >= backfill["total"] / 3:
             fault_done = True
             await fault("backfill")
+        if (
+            read_mode == "adapted"
+            and not adapted
+            and backfill.get("total")
+            and backfill["done"] >= backfill["total"] / 3
+        ):
+            adapted = True
+            await adapt(admin, timeline, enter)
         if status["phase"] == "ready":
             break
         if backfill.get("state") == "failed":
@@ -91,6 +105,8 @@ async def run_migration(
         if timeline.now() > deadline_s:
             raise ScenarioError(f"backfill did not finish in {deadline_s:.0f} s: {backfill}")
         await asyncio.sleep(0.5)
+    if read_mode == "adapted":
+        await adapt(admin, timeline, enter, refit=True)
     await enter("verify")
     report = await admin.call("POST", "verify", {"sample": 200})
     if not report["passed"]:
@@ -110,3 +126,16 @@ async def run_migration(
     await enter("retired")
     await admin.call("POST", "retire", {"model": from_model})
     await dwell()
+
+
+async def adapt(
+    admin: Admin, timeline: Timeline, enter: Callable[[str], Awaitable[None]], *, refit: bool = False
+) -> None:
+    """Fit the adapter on what the backfill has written so far and read through it (`adapted`)."""
+    fit = await admin.call("POST", "adapter", {})
+    timeline.events.append((timeline.now(), f"adapter v{fit['version']}: agreement@10 {fit['adapt']['agreement@10']}"))
+    if not refit:
+        if not fit["adapt"]["passes"]:
+            raise ScenarioError(f"the adapter is below its floor: {fit}")
+        await admin.call("POST", "read-mode", {"mode": "adapted", "translate_vectors": True})
+        await enter("adapted")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from gateway.config import AdapterConfig
-from gateway.domain.adapter import DEFAULT_K, FittedAdapter, LinearMap, fit_adapter
+from gateway.domain.adapter import DEFAULT_K, FittedAdapter, LinearMap, MapKind, fit_adapter
 from gateway.domain.errors import Conflict
 from gateway.domain.state import CollectionState, ReadMode
 from gateway.store import adapters as adapters_sql
@@ -114,8 +114,10 @@ class AdapterService:
                 f"an adapter needs at least {MIN_PAIRS}: let the backfill run further and fit again",
                 code="too_few_pairs",
             )
+        config = self._config
+        kind = None if config.kind == "auto" else MapKind(config.kind)
         fitted = await asyncio.to_thread(
-            fit_adapter, from_vectors, to_vectors, held_out=self._config.held_out, ridge=self._config.ridge
+            fit_adapter, from_vectors, to_vectors, held_out=config.held_out, ridge=config.ridge, kind=kind
         )
         validation = self._validation(fitted, len(ids))
 
