@@ -222,7 +222,7 @@ async def test_raw_vectors_of_the_new_model_are_translated_only_when_the_collect
 
 
 async def test_an_adapter_below_the_floor_cannot_serve_and_never_replaces_one_that_does(gateway, module_dsn):
-    strict = await start_gateway(module_dsn, floor=0.99)
+    strict = await start_gateway(module_dsn, floor=0.99, kind="ridge")
     try:
         version = (await status(gateway))["adapter"]["version"]
         code, body = await admin(strict, "POST", "adapter", {})
@@ -235,6 +235,7 @@ async def test_an_adapter_below_the_floor_cannot_serve_and_never_replaces_one_th
         assert (await admin(gateway, "POST", "read-mode", {"mode": "native", "translate_vectors": False}))[0] == 200
         code, body = await admin(strict, "POST", "adapter", {})
         assert code == 200 and body["adapt"]["passes"] is False and body["version"] == version + 1
+        assert body["adapt"]["kind"] == body["translate"]["kind"] == "ridge"  # adapter.kind of that gateway
         code, body = await admin(gateway, "POST", "read-mode", {"mode": "adapted"})
         assert code == 409 and body["error"]["code"] == "adapter_below_floor"
         assert "below the floor" in body["error"]["message"]

@@ -82,8 +82,18 @@ async def _evaluate(
         if adapter:
             migrations = MigrationService(pool, collections, embeddings)
             adapters = AdapterService(pool, collections, collections.adapters, settings.adapter)
+            from_model, to_model = models
             return await evaluate_adapter(
-                pool, collections, migrations, adapters, data, *models, k, max_pairs=max_pairs, progress=progress
+                pool,
+                collections,
+                migrations,
+                adapters,
+                data,
+                from_model,
+                to_model,
+                k,
+                max_pairs=max_pairs,
+                progress=progress,
             )
         return await evaluate(pool, collections, data, models, k, progress=progress)
     finally:

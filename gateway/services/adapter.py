@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -219,7 +219,7 @@ class AdapterService:
 
 
 async def _change(
-    conn: asyncpg.Connection, state: CollectionState, action: str, actor: Actor, detail: dict, **changes: object
+    conn: asyncpg.Connection, state: CollectionState, action: str, actor: Actor, detail: dict, **changes: Any
 ) -> CollectionState:
     return await collections_sql.change_state(
         conn, state, action=action, actor=actor.address, replica=actor.replica, detail=detail, **changes
