@@ -7,8 +7,10 @@ from pydantic import BaseModel
 
 from gateway import __version__
 from gateway.api.admin import (
+    AdapterFitBody,
     BackfillBody,
     PlanMigration,
+    ReadModeBody,
     ReadModelBody,
     RetireBody,
     ShadowBody,
@@ -194,6 +196,23 @@ def _admin_paths() -> dict:
         f"{base}/verify": {"post": op("Verify every written model", "200", VerifyBody)},
         f"{base}/retire": {"post": op("Retire the old model", "200", RetireBody)},
         f"{base}/abort": {"post": op("Abort the migration", "200", None)},
+        f"{base}/adapter": {
+            "post": op(
+                "Fit the adapter between the migration's two models on backfilled pairs (held-out figures); "
+                "409 no_migration, too_few_pairs, adapter_below_floor",
+                "200",
+                AdapterFitBody,
+            ),
+            "get": op("The adapter's version and held-out figures; 404 adapter_missing", "200", None),
+        },
+        f"{base}/read-mode": {
+            "post": op(
+                "Read mode native or adapted (new-model queries mapped into the old index), and whether raw "
+                "vectors of the other model are translated; 409 adapter_missing, adapter_below_floor",
+                "200",
+                ReadModeBody,
+            )
+        },
         f"{base}/adopt": {
             "post": op(
                 "Adopt an existing pgvector table as a new collection (sample check, "
