@@ -44,6 +44,9 @@ def test_dimensions_that_differ_get_a_ridge_map_in_both_directions():
     assert fitted.translate_validation.passes()
     mapped = fitted.adapt.apply(y[:5])
     np.testing.assert_allclose(np.linalg.norm(mapped, axis=1), 1.0, atol=1e-5)
+    one = fitted.adapt.apply(y[3])  # one vector (the served path) maps as its row in a batch does
+    assert one.dtype == np.float32 and one.shape == (24,)
+    np.testing.assert_allclose(one, mapped[3], atol=1e-6)
 
 
 def test_procrustes_refuses_dimensions_that_differ():
