@@ -52,11 +52,11 @@ def ndcg(data: Dataset, queries: np.ndarray, corpus: np.ndarray, k: int = 10) ->
     return round(float(np.mean(scores)), 4)
 
 
-def per_query_us(apply, vector: np.ndarray, repeat: int = 2000) -> float:
-    """Microseconds one map application takes on one query vector (the served path): the fastest of 5 runs,
+def per_query_us(apply, vector: np.ndarray, repeat: int = 300, runs_n: int = 40) -> float:
+    """Microseconds one map application takes on one query vector (the served path): the fastest of 40 runs,
     since on a shared machine the slower runs measure other processes, not the map."""
     runs = []
-    for _ in range(5):
+    for _ in range(runs_n):
         started = time.perf_counter()
         for _ in range(repeat):
             apply(vector)
