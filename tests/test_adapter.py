@@ -22,6 +22,7 @@ from gateway.api.app import create_app
 from gateway.api.keys import ADAPTERS, COLLECTIONS, MIGRATIONS, POOL
 from gateway.api.transport import runner_options
 from gateway.cli import main
+from gateway.commands.evaluate import format_adapter_table
 from gateway.config import load_settings
 from gateway.datasets import vaswani
 from gateway.encoders.onnx import load_encoder
@@ -183,6 +184,8 @@ async def test_evaluate_adapter_reports_both_models_adapted_and_translated_searc
     for row in runs.values():
         assert 0.0 < row["exact"]["ndcg@10"] <= 1.0 and 0.0 < row["index_recall@10"] <= 1.0, row
     assert runs["adapted"]["exact"]["ndcg@10"] != runs["from native"]["exact"]["ndcg@10"]
+    table = format_adapter_table({**report, "dataset": "vaswani"})
+    assert f"{L3} -> {L6}" in table and f"queries {L6} -> index {L3}" in table and "goals" in table
     goals = report["goals"]
     assert goals["adapted / from native"] == round(
         runs["adapted"]["exact"]["ndcg@10"] / runs["from native"]["exact"]["ndcg@10"], 3

@@ -142,7 +142,8 @@ def format_adapter_table(report: dict) -> str:
         + f" {'index recall':>13}",
     ]
     for row in report["runs"]:
-        lines += _rows(f"{row['run']} ({row['query_model']} -> {row['index_model']})"[:26], row, k)
+        exact, served = _rows(row["run"], row, k)
+        lines += [f"{exact}{'':>14} queries {row['query_model']} -> index {row['index_model']}", served]
     lines.append("goals (exact nDCG): " + ", ".join(f"{key}: {value}" for key, value in report["goals"].items()))
     return "\n".join(lines)
 
