@@ -30,7 +30,7 @@ from _common import emit, log, machine_info
 from _vectors import dataset_vectors, subset_vectors
 
 from gateway.datasets import Dataset, vaswani
-from gateway.domain.adapter import MapKind, fit_adapter, fit_map, split, top_k, validate
+from gateway.domain.adapter import DEFAULT_RIDGE, MapKind, fit_adapter, fit_map, split, top_k, validate
 from gateway.domain.ranking import ndcg_at_k
 
 PAIRS = (
@@ -85,11 +85,11 @@ def study(data: Dataset, pair: str, fit_pairs: list[int], subset: int | None, ri
     rng = np.random.default_rng(0)
     for n in fit_pairs:
         sample = np.sort(rng.permutation(len(x_docs))[: min(n, len(x_docs))])
-        kinds: list[tuple[MapKind | None, float]] = [(None, 1.0)]
+        kinds: list[tuple[MapKind | None, float]] = [(None, DEFAULT_RIDGE)]  # what the gateway fits by default
         if x_docs.shape[1] == y_docs.shape[1]:
             kinds += [(MapKind.RIDGE, r) for r in ridges]
         else:
-            kinds += [(MapKind.RIDGE, r) for r in ridges if r != 1.0]
+            kinds += [(MapKind.RIDGE, r) for r in ridges if r != DEFAULT_RIDGE]
         for kind, ridge in kinds:
             started = time.perf_counter()
             fitted = fit_adapter(x_docs[sample], y_docs[sample], kind=kind, ridge=ridge)
@@ -137,7 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--pairs", default=",".join(PAIRS), help="FROM:TO model pairs, comma-separated")
     parser.add_argument("--fit-pairs", default="2000,5000", help="document pairs to fit on, comma-separated")
-    parser.add_argument("--ridges", default="0.1,1.0", help="ridge strengths of the affine maps tried")
+    parser.add_argument("--ridges", default="0.1,1.0,10.0", help="ridge strengths of the affine maps tried")
     parser.add_argument("--subset", type=int, default=None, help="judged documents plus random others up to N")
     args = parser.parse_args()
     data = vaswani()
