@@ -32,7 +32,7 @@ from gateway.services.evaluation import evaluate_adapter
 from gateway.store import adapters as adapters_sql
 from gateway.store.collections import model_table
 from tests.conftest import GatewayTestServer, with_database
-from tests.helpers import L3, L6, TOKEN, admin, create_collection, status, wait_phase
+from tests.helpers import L3, L6, TOKEN, admin, create_collection, status, wait_for_progress, wait_phase
 from tests.test_evaluation import subset
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -210,6 +210,18 @@ async def test_adapted_text_queries_embed_with_the_new_model_and_search_the_old_
     code, _, by_vector = await query(gateway, {"vector": mapped, "model": L3})
     assert code == 200 and ids(adapted) == ids(by_vector) and ids(adapted) != ids(native)
     assert await table_digests(module_dsn) == before  # nothing mapped is ever stored
+
+    # a shadow on the new model compares the adapted answers with its native ones
+    assert (await admin(gateway, "POST", "shadow", {"model": L6, "sample_rate": 1.0}))[0] == 200
+    for _ in range(3):
+        assert (await query(gateway, {"text": QUERY}))[0] == 200
+    report = await wait_for_progress(
+        lambda: status(gateway),
+        lambda r: r["shadow_metrics"]["samples"] >= 3,
+        lambda r: r["shadow_metrics"]["samples"],
+    )
+    assert 0 < report["shadow_metrics"]["overlap_at_k"]["mean"] <= 1, report["shadow_metrics"]
+    assert (await admin(gateway, "POST", "shadow", {"model": None, "sample_rate": 0.0}))[0] == 200
 
 
 async def test_raw_vectors_of_the_new_model_are_translated_only_when_the_collection_allows_it(gateway):
