@@ -9,8 +9,13 @@ Collections are seeded with the package's own `gateway.loadtest.runner.seed_coll
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Iterator, Sequence
 
 import aiohttp
 from _common import log
@@ -18,7 +23,9 @@ from aiohttp import web
 
 from gateway.api.app import create_app
 from gateway.api.keys import METRICS
+from gateway.client import AsyncClient
 from gateway.commands.runtime import freeze_startup_objects
+from gateway.loadtest.cluster import free_port
 from gateway.loadtest.runner import SEED_BATCH, seed_collection
 
 ADMIN_TOKEN = "bench-admin-token"
@@ -75,9 +82,8 @@ class Gateway:
         measure something else.
         """
         started = time.perf_counter()
-        await seed_collection(
-            self.session, self.base, collection, model, corpus, label=f"loading {collection} ({model})"
-        )
+        async with AsyncClient(self.base, timeout=600) as client:
+            await seed_collection(client, collection, model, corpus, label=f"loading {collection} ({model})")
         seconds = time.perf_counter() - started
         status, described = await self.call("GET", f"/v1/collections/{collection}")
         if status != 200 or described.get("documents") != len(corpus):
@@ -99,3 +105,42 @@ class Gateway:
         total = registry.get_sample_value("driftgate_encode_batch_size_sum", {"model": model}) or 0.0
         count = registry.get_sample_value("driftgate_encode_batch_size_count", {"model": model}) or 0.0
         return total, count
+
+
+@contextlib.contextmanager
+def gateway_process(dsn: str, *, source: str | None = None) -> Iterator[tuple[str, int]]:
+    """A real `driftgate serve` process on a free loopback port: (base URL, pid); stopped on exit.
+
+    `source`: a checkout whose `gateway` package runs instead of this one (to measure another
+    revision on the same machine and database).
+    """
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": dsn, "DRIFTGATE_LOGGING__LEVEL": "WARNING"}
+    if source:
+        env["PYTHONPATH"] = source
+    process = subprocess.Popen(  # run from `source`: `python -m` puts the working directory first
+        [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=source,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_ready(port, process)
+        log(f"gateway pid {process.pid} on port {port}")
+        yield f"http://127.0.0.1:{port}", process.pid
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
+def _wait_ready(port: int, process: subprocess.Popen) -> None:
+    for _ in range(600):
+        if process.poll() is not None:
+            raise RuntimeError(f"the gateway exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("the gateway did not become ready")

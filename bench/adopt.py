@@ -10,7 +10,7 @@ What is measured, honestly:
   check is measured on its own, on a table of real Vaswani abstracts with their real vectors
   from the model (default 200 rows re-embedded), and added to give `end_to_end_with_sample_check`.
 
-Usage: python bench/adopt.py [--rows 20000] [--sample 200] > docs/bench-adopt.json
+Usage: python bench/adopt.py [--rows 20000] [--sample 200] > bench/results/bench-adopt.json
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import asyncpg
 from _common import CpuMeter, load_average, log, machine_info
 from _db import Databases, PostgresServer, with_database
 from _gateway import Gateway
-from pgvector.asyncpg import register_vector
 
 from gateway.config import load_settings
 from gateway.datasets import vaswani
+from gateway.store.vector_codec import register_vector
 
 MODEL = "paraphrase-MiniLM-L3-v2"  # 384-d
 

@@ -16,7 +16,7 @@ Both cycle through the same --vectors query vectors (real Vaswani queries). Two 
 latency; the goal is <= 0.5 ms added by the gateway). Each point runs wrk then pgbench,
 --rounds times alternating, after --warmup seconds of each.
 
-    python bench/gateway_overhead.py > docs/bench-gateway-overhead.json    # the README's figure
+    python bench/gateway_overhead.py > bench/results/bench-gateway-overhead.json    # the README's figure
     python bench/gateway_overhead.py --docs 200 --seconds 2 --warmup 1     # a quick check
 
 Needs wrk (Debian/Ubuntu: `apt-get install -y wrk`) and pgbench (shipped with the embedded
@@ -45,6 +45,7 @@ import numpy as np
 from _common import REPO, CpuMeter, emit, load_average, log, machine_info, setup_logging
 from _db import Databases, PostgresServer
 
+from gateway.client import AsyncClient
 from gateway.config import load_settings
 from gateway.datasets import vaswani
 from gateway.encoders.catalog import CATALOG
@@ -320,7 +321,8 @@ async def prepare(args, dsn: str, serve: ServeProcess) -> dict:
     dataset = vaswani(limit=args.docs)
     async with aiohttp.ClientSession() as http:
         started = time.perf_counter()
-        await seed_collection(http, serve.base, args.collection, args.model, dataset.corpus)
+        async with AsyncClient(serve.base, timeout=600) as client:
+            await seed_collection(client, args.collection, args.model, dataset.corpus)
         seed_s = time.perf_counter() - started
         encoder = load_encoder(CATALOG[args.model], default_cache_dir())
         texts = [t for _, t in dataset.queries][: args.vectors]

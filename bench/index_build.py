@@ -28,10 +28,10 @@ from _backfill import DOCUMENTS, FAKE_ENCODER, documents
 from _common import CpuMeter, busy_cores, emit, load_average, log, machine_info
 from _db import Databases, PostgresServer
 from _fake_encoder import HashEncoder
-from pgvector.asyncpg import register_vector
 
 from gateway.config import DatabaseConfig
 from gateway.datasets import vaswani
+from gateway.store.vector_codec import register_vector
 
 DIM = 384
 EF_SEARCH = DatabaseConfig().hnsw_ef_search

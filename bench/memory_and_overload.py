@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 
 import aiohttp
-from _common import emit, log, machine_info
+from _common import emit, machine_info
 from _db import PostgresServer
+from _gateway import gateway_process
 
+from gateway.client import AsyncClient
 from gateway.datasets import vaswani
-from gateway.loadtest.cluster import free_port
 from gateway.loadtest.runner import seed_collection
 
 MODEL = "paraphrase-MiniLM-L3-v2"
@@ -53,26 +50,12 @@ class PeakSampler(threading.Thread):
             time.sleep(0.02)
 
 
-def start_gateway(dsn: str, port: int) -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": dsn, "DRIFTGATE_LOGGING__LEVEL": "WARNING"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", str(port)], env=env, stderr=subprocess.DEVNULL
-    )
-    for _ in range(600):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("the gateway did not become ready")
-
-
 async def measure(base: str, pid: int, docs: int) -> dict:
     out: dict = {"rss_mb": {"idle": round(rss_mb(pid), 1)}}
     corpus = vaswani(limit=docs).corpus
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as http:
-        await seed_collection(http, base, "mem", MODEL, corpus)
+        async with AsyncClient(base, timeout=600) as client:
+            await seed_collection(client, "mem", MODEL, corpus)
         out["rss_mb"]["loaded"] = round(rss_mb(pid), 1)
         sampler = PeakSampler(pid)
         sampler.start()
@@ -122,15 +105,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=1000, help="Vaswani abstracts to load (default 1000)")
     args = parser.parse_args()
-    with PostgresServer() as server:
-        port = free_port()
-        process = start_gateway(server.server_dsn, port)
-        try:
-            log(f"gateway pid {process.pid} on port {port}")
-            result = asyncio.run(measure(f"http://127.0.0.1:{port}", process.pid, args.docs))
-        finally:
-            process.terminate()
-            process.wait(60)
+    with PostgresServer() as server, gateway_process(server.server_dsn) as (base, pid):
+        result = asyncio.run(measure(base, pid, args.docs))
     emit({"benchmark": "memory_and_overload", "model": MODEL, "docs": args.docs, **result, "machine": machine_info()})
 
 

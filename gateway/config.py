@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -33,6 +33,13 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ApiKey(_Section):
+    """A data-plane API key; `collections` scopes it (None: every collection)."""
+
+    key: str = Field(min_length=16, description="at least 16 characters; send as Bearer or X-API-Key")
+    collections: tuple[str, ...] | None = Field(None, min_length=1)
+
+
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -44,7 +51,12 @@ class ServerConfig(_Section):
     # same timer closes idle keep-alive connections
     header_timeout_s: float = Field(10.0, gt=0, le=600)
     max_connections: int = Field(1024, ge=1)  # beyond this, new connections get 503 and are closed
-    max_large_responses: int = Field(2, ge=1)  # queries with k > 100 answered at the same time
+    max_large_responses: int = Field(2, ge=1)  # large query answers built at the same time (api/large.py)
+    # an answer that can exceed this (k x (max_text_chars + max_metadata_bytes)) takes a large-response slot
+    large_response_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    # data-plane keys: a plain string is a key for every collection, {key, collections} a scoped one
+    # (DRIFTGATE_API_KEYS=k1,k2 adds keys for every collection); none: the data plane is open
+    api_keys: tuple[ApiKey | Annotated[str, Field(min_length=16)], ...] = ()
 
 
 class DatabaseConfig(_Section):
@@ -53,6 +65,9 @@ class DatabaseConfig(_Section):
     pool_min: int = Field(2, ge=1)
     pool_max: int = Field(10, ge=1)
     hnsw_ef_search: int = Field(64, ge=1, le=1000)
+    # a query whose filter matches at most this many documents (or a collection this small) is
+    # answered by an exact scan instead of the HNSW index (bench/exact_scan.py)
+    exact_scan_max_rows: int = Field(2000, ge=0, le=1_000_000)
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> DatabaseConfig:
@@ -249,6 +264,9 @@ class LimitsConfig(_Section):
     max_batch_documents: int = Field(1000, ge=1)
     max_k: int = Field(1000, ge=1)
     max_metadata_bytes: int = Field(64 * 1024, ge=2)
+    # JSON values (numbers, strings, arrays, objects) in one request body, counted before it is
+    # parsed: building millions of Python objects would stall every other request
+    max_json_values: int = Field(200_000, ge=100)
 
 
 class LoggingConfig(_Section):

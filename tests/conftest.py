@@ -107,3 +107,21 @@ async def gateway(make_client) -> TestClient:
     from tests.helpers import TOKEN, settings_with
 
     return await make_client(settings_with(), admin_token=TOKEN)
+
+
+@pytest.fixture(scope="module")
+def threaded_gateway(server_dsn: str, request: pytest.FixtureRequest):
+    """A gateway for blocking callers (the sync client, framework test suites): one per test
+    module, served from a thread, on the module's own database."""
+    from tests.helpers import TOKEN
+    from tests.live import ServerThread, module_database
+
+    database = "m_" + request.module.__name__.rsplit(".", 1)[-1][:40]
+    server = ServerThread(
+        module_database(server_dsn, database),
+        admin_token=TOKEN,
+        backfill={"chunk_size": 32, "poll_interval_s": 0.2},
+        server={"sync_poll_interval_s": 0.5, "request_timeout_s": 600},
+    ).start()
+    yield server
+    server.stop()

@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TypeVar
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.config import Settings, load_settings
@@ -140,15 +141,23 @@ async def wait_phase(client: TestClient, phase: str, *, collection: str = "docs"
     return await wait_for_status(client, lambda s: s["phase"] == phase, collection=collection)
 
 
-def request(url: str, method: str = "GET", body: dict | None = None) -> tuple[int, dict]:
-    """A blocking JSON request (for gateways running as subprocesses)."""
+def request(url: str, method: str = "GET", body: dict | None = None, headers: dict | None = None) -> tuple[int, dict]:
+    """A blocking JSON request (for gateways running as subprocesses or in a thread)."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def in_json_api(route: web.AbstractRoute) -> bool:
+    """Whether a route is part of the JSON API (OpenAPI, fuzzing); the console's HTML pages for
+    people under /console are not (tests/test_console.py covers them)."""
+    return route.resource is not None and not route.resource.canonical.startswith("/console")
 
 
 DRIFTGATE = [sys.executable, "-m", "gateway"]
@@ -164,6 +173,19 @@ def run(*args: str, stdin: str = "", env: dict | None = None, timeout: float = 6
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def wait_until(
+    poll: Callable[[], T], done: Callable[[T], bool], progress: Callable[[T], Hashable], *, stall_s: float = STALL_S
+) -> T:
+    """`wait_for_progress` for blocking callers (a gateway in a `ServerThread`, a sync client)."""
+    watch = StallWatch(stall_s)
+    while True:
+        value = poll()
+        if done(value):
+            return value
+        watch.check(progress(value), f"last seen: {value}")
+        time.sleep(0.1)
 
 
 class StallWatch:

@@ -4,7 +4,9 @@
 a subprocess on a free loopback port for the whole session. Faults come from `FaultProxy`,
 an aiohttp server in front of the real provider that forwards every request unless told to
 fail it: down (503 + Retry-After), slow, 429 + Retry-After, wrong dimension, malformed,
-or vectors that silently change under the same model name (the real vectors, rotated).
+or vectors that silently change under the same model name (the real vectors, rotated); or
+misbehave as a hostile or broken provider would: a huge reply (the real one, padded), a 307
+redirect to `redirect_to`, a 401 whose body echoes the caller's Authorization header.
 """
 
 from __future__ import annotations
@@ -78,10 +80,12 @@ class FaultProxy:
     """Forwards /v1/embeddings to `upstream`; `mode` injects one fault. Counts what it saw."""
 
     upstream: str
-    mode: str = "pass"  # pass | down | slow | 429 | wrong_dim | malformed | drift
+    mode: str = "pass"  # pass | down | slow | 429 | wrong_dim | malformed | drift | huge | redirect | echo_key
     slow_s: float = 5.0
     retry_after: str = "1"
     times: int | None = None  # inject the fault this many times, then pass (None: until changed)
+    redirect_to: str = ""  # where `redirect` sends the client (a base URL ending in /v1)
+    huge_bytes: int = 8 * 1024 * 1024  # padding `huge` adds to the real reply (still valid JSON)
     seen: list[float] = field(default_factory=list)
     server: TestServer | None = None
 
@@ -123,6 +127,11 @@ class FaultProxy:
             )
         if mode == "slow":
             await asyncio.sleep(self.slow_s)
+        if mode == "redirect":
+            raise web.HTTPTemporaryRedirect(self.redirect_to + "/embeddings")
+        if mode == "echo_key":
+            echoed = f"invalid API key: {request.headers.get('Authorization', '')}"
+            return web.json_response({"error": {"message": echoed}}, status=401)
         async with self._session.post(
             self.upstream + "/embeddings", data=body, headers={"Content-Type": "application/json"}
         ) as response:
@@ -138,4 +147,7 @@ class FaultProxy:
                 item["embedding"] = (moved / np.linalg.norm(moved)).tolist()
         if status == 200 and mode == "malformed":
             payload["data"] = payload["data"][:-1] or [{"index": 0, "embedding": "not-a-vector"}]
-        return web.Response(text=json.dumps(payload), status=status, content_type="application/json")
+        text = json.dumps(payload)
+        if status == 200 and mode == "huge":  # the real answer, whitespace-padded: valid, and far too big
+            text = text[:-1] + " " * self.huge_bytes + "}"
+        return web.Response(text=text, status=status, content_type="application/json")

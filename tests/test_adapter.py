@@ -11,7 +11,6 @@ import json
 import re
 from collections import Counter
 
-import aiohttp
 import asyncpg
 import numpy as np
 import pytest
@@ -27,7 +26,7 @@ from gateway.config import load_settings
 from gateway.datasets import vaswani
 from gateway.encoders.onnx import load_encoder
 from gateway.loadtest.main import MIX
-from gateway.loadtest.runner import LoadPlan, migrate_under_load, seed_collection
+from gateway.loadtest.runner import LoadPlan, admin_client, migrate_under_load, seed_collection
 from gateway.services.evaluation import evaluate_adapter
 from gateway.store import adapters as adapters_sql
 from gateway.store.collections import model_table
@@ -299,12 +298,12 @@ async def test_adapted_reads_through_a_migration_under_load_fail_nothing_and_los
     plan = LoadPlan(
         from_model=L3, to_model=L6, rate=2.0, mix=MIX, shadow_rate=0.5, dwell_s=1.0, warmup_s=0.5, read_mode="adapted"
     )
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as http:
-        seeds = await seed_collection(http, url, "lt", L3, corpus)
-        result = await migrate_under_load(http, [url], TOKEN, "lt", corpus, fresh, seeds, plan)
+    async with admin_client(url, TOKEN) as client:
+        seeds = await seed_collection(client, "lt", L3, corpus)
+        result = await migrate_under_load(client, [url], "lt", corpus, fresh, seeds, plan)
     failures = Counter((s.phase, s.op, s.status) for s in result.samples if s.status == 0 or s.status >= 500)
     assert result.passed, (failures, result.state["lost"], result.state["resurrected"])
-    assert result.state["checked"] > 0 and result.status["read_model"] == L6 and result.status["phase"] == "steady"
+    assert result.state["checked"] > 0 and result.status.read_model == L6 and result.status.phase == "steady"
     adapted = {s.model for s in result.samples if s.op == "query" and s.phase == "adapted"}
     assert adapted == {f"{L3}; adapted-from={L6}"}, adapted
     assert any("adapter v2" in event for _, event in result.timeline.events)  # refitted when the backfill was done

@@ -18,12 +18,12 @@ import time
 
 import asyncpg
 import numpy as np
-from pgvector.asyncpg import register_vector
 
 from gateway.api.keys import EMBEDDINGS
 from gateway.config import load_settings
 from gateway.datasets import vaswani
 from gateway.store.collections import documents_table, model_table
+from gateway.store.vector_codec import register_vector
 from tests.helpers import AUTH, L3, L6, TOKEN, StallWatch, free_port, request
 
 TEXTS = [text for _, text in vaswani(limit=400).corpus]

@@ -19,7 +19,6 @@ from pathlib import Path
 import asyncpg
 import numpy as np
 import pytest
-from pgvector.asyncpg import register_vector
 
 from gateway.api.keys import EMBEDDINGS, POOL
 from gateway.config import load_settings
@@ -32,6 +31,7 @@ from gateway.encoders.onnx import load_encoder
 from gateway.services.backfill import BackfillWorker
 from gateway.store.collections import documents_table, model_table
 from gateway.store.documents import delete_document, upsert_documents, upsert_embeddings
+from gateway.store.vector_codec import register_vector
 from tests.conftest import SLOW_MACHINE_SERVER
 from tests.helpers import (
     AUTH,
@@ -659,6 +659,59 @@ async def test_pause_holds_progress_resume_completes_it_and_max_rate_shows_in_st
     assert report["phase"] == "ready" and report["backfill"]["state"] == "done"
     assert report["backfill"]["done"] == report["backfill"]["total"] == len(docs)
     assert report["models"][L6]["coverage"] == 1.0 and report["backfill"]["max_rate"] is None
+
+
+async def test_a_rate_cap_holds_over_every_few_second_window_not_just_on_average(make_client, dsn):
+    # chunks of 64 used to commit at full speed between sleeps: 128 documents within a second at
+    # max_rate 20. Now a capped chunk commits in steps; the committed steps are counted per window
+    # (an upper bound: a slow machine only makes the count smaller)
+    docs = corpus(150)
+    client = await new_app(make_client, docs, enabled=False, chunk_size=64)
+    await start_migration(client)
+    await backfill_control(client, {"max_rate": 20})
+    await drive_backfill(client, chunk_size=64, pipelines=2)
+    conn = await connect(dsn)
+    try:
+        steps = await conn.fetch(
+            "SELECT extract(epoch FROM at)::float8 AS t, docs FROM driftgate.backfill_steps WHERE collection = $1 ORDER BY at",
+            C,
+        )
+    finally:
+        await conn.close()
+    assert sum(s["docs"] for s in steps) == len(docs) and max(s["docs"] for s in steps) <= 5
+    window_s, slack = 3.0, 2 * 2 * 5  # two steps of each pipeline may straddle a window's edge
+    for first in steps:
+        in_window = sum(s["docs"] for s in steps if first["t"] <= s["t"] < first["t"] + window_s)
+        assert in_window <= 20 * window_s + slack, (in_window, [(round(s["t"], 2), s["docs"]) for s in steps])
+    report = await status(client)
+    assert report["backfill"]["done"] == report["backfill"]["total"] == len(docs)
+
+
+async def test_progress_moves_per_step_inside_a_chunk(make_client, dsn):
+    docs = corpus(40)
+    client = await new_app(make_client, docs, enabled=False, chunk_size=256)
+    await start_migration(client)
+    await backfill_control(client, {"max_rate": 8})  # steps of 2 documents per pipeline
+    stop = asyncio.Event()
+    worker = asyncio.ensure_future(drive_backfill(client, chunk_size=256, pipelines=2, stop=stop))
+    try:  # one chunk holds all 40 documents, yet progress shows before it is done
+        seen = await wait_for_status(client, lambda s: s["backfill"]["done"] >= 4)
+        assert seen["backfill"]["chunks_done"] == 0 and seen["backfill"]["done"] < len(docs)
+        assert seen["models"][L6]["rows"] >= 4
+    finally:
+        stop.set()
+        await worker
+
+
+async def test_a_rate_cap_belongs_to_its_migration_abort_and_the_next_start_clear_it(make_client, dsn):
+    client = await new_app(make_client, corpus(8), enabled=False)
+    await start_migration(client)
+    await backfill_control(client, {"max_rate": 10})
+    assert (await status(client))["backfill"]["max_rate"] == 10.0
+    response = await client.post(f"/admin/v1/collections/{C}/abort", headers=AUTH)
+    assert response.status == 200, await response.text()
+    await start_migration(client)
+    assert (await status(client))["backfill"]["max_rate"] is None
 
 
 # -- 8. a dimension change ------------------------------------------------------------------------

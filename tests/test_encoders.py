@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from gateway.encoders.catalog import CATALOG
+from gateway.encoders.convert import CheckpointError, PlainPooling
+from gateway.encoders.convert.weights import read_safetensors
 from gateway.encoders.fetch import default_cache_dir
-from gateway.encoders.onnx import load_encoder
+from gateway.encoders.imported import import_checkpoint, imported_specs
+from gateway.encoders.onnx import OnnxEncoder, load_encoder
 from tests.conftest import DATA
 from tests.helpers import L3, L6, L6_INT8, MPNET, SRE, USE
 
@@ -119,3 +123,78 @@ def test_over_long_texts_are_truncated_and_reported():
 
 def test_encoding_nothing_returns_an_empty_matrix():
     assert encoder(L3).encode([]).vectors.shape == (0, 384)
+
+
+# -- checkpoints saved by today's upstream libraries (tests/data/checkpoints, made by make_checkpoints.py) --
+
+CHECKPOINTS = DATA / "checkpoints"
+PLAIN = {"hf-bert": PlainPooling("mean", False)}  # what sentence-transformers itself does with it
+SAVED = {
+    "st6-bert": ("mean", True),  # sentence-transformers 6.3 format, fp32
+    "st6-bert-bf16": ("cls", False),  # the same format, bf16 weights
+    "st6-bert-fp16": ("max", True),  # fp16 weights
+    "st6-xlm-roberta": ("mean", True),  # XLM-R with a sentencepiece tokenizer
+    "st-old-layout": ("mean", True),  # 0_Transformer/ with the prompts at the root
+    "hf-bert": ("mean", False),  # a plain Hugging Face checkpoint, imported with --pooling mean
+}
+
+
+@pytest.fixture(scope="module")
+def saved_cache(tmp_path_factory) -> Path:
+    """A scratch model cache holding every saved checkpoint, imported under its folder name."""
+    cache = tmp_path_factory.mktemp("saved-checkpoints")
+    for name in SAVED:
+        import_checkpoint(CHECKPOINTS / name, name, cache, plain=PLAIN.get(name))
+    return cache
+
+
+def upstream(name: str) -> list[dict]:
+    return [json.loads(line) for line in (CHECKPOINTS / f"{name}.jsonl").read_text().splitlines()]
+
+
+def cosines(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
+    return (ours * theirs).sum(axis=1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
+
+
+@pytest.mark.parametrize("name", SAVED)
+def test_checkpoints_saved_today_reproduce_upstream_for_documents_and_queries(saved_cache, name):
+    spec = imported_specs(saved_cache)[name]
+    assert (spec.pooling, spec.normalize, spec.max_tokens) == (*SAVED[name], 32)
+    rows = upstream(name)
+    texts = [r["text"] for r in rows]
+    model = OnnxEncoder(spec, saved_cache)
+    documents = model.encode([spec.document_prefix + t for t in texts])
+    assert cosines(documents.vectors, np.array([r["embedding"] for r in rows])).min() >= 0.99999
+    # the long text is cut to 32 tokens, as upstream cuts it, and reported; "x" is not
+    assert documents.truncated[-1] and not documents.truncated[texts.index("x")]
+    if "query_embedding" in rows[0]:
+        assert (spec.query_prefix, spec.document_prefix) == ("query: ", "passage: ")
+        queries = model.encode([spec.query_prefix + t for t in texts]).vectors
+        expected = np.array([r["query_embedding"] for r in rows])
+        assert cosines(queries, expected).min() >= 0.99999
+        # the prompts matter: without them the vectors are off (what dropping them silently did)
+        assert cosines(model.encode(texts).vectors, expected).min() < 0.99
+
+
+def test_bf16_weights_are_widened_to_exactly_the_fp32_values(saved_cache):
+    bf16 = read_safetensors(CHECKPOINTS / "st6-bert-bf16" / "model.safetensors")
+    raw = (CHECKPOINTS / "st6-bert-bf16" / "model.safetensors").read_bytes()
+    assert b'"BF16"' in raw and all(v.dtype == np.float32 for v in bf16.values())
+    # a bf16 value is the top half of an fp32: widening loses nothing, so the low 16 bits are zero
+    assert all(not (v.view(np.uint32) & 0xFFFF).any() for v in bf16.values())
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 64]}}, "does not fit"),
+        ({"w": {"dtype": "F8_E4M3", "shape": [4], "data_offsets": [0, 4]}}, "dtype F8_E4M3"),
+        ({"w": {"dtype": "F32", "shape": "four"}}, "malformed header"),
+    ],
+)
+def test_a_damaged_or_unsupported_weights_file_is_refused_by_name(tmp_path, header, message):
+    header_bytes = json.dumps(header).encode()
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(len(header_bytes).to_bytes(8, "little") + header_bytes + bytes(16))
+    with pytest.raises(CheckpointError, match=message):
+        read_safetensors(path)

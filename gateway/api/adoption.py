@@ -24,12 +24,17 @@ from gateway.api.keys import (
     WATCHER,
 )
 from gateway.api.requests import StrictBody, parse_body
-from gateway.domain.adoption import SourceSpec
+from gateway.domain.adoption import RowFilter, SourceSpec
 from gateway.services.adoption import AdoptionService, AdoptRequest
 from gateway.services.follow import AdoptionRunner
 
 routes = web.RouteTableDef()
 PREFIX = "/admin/v1/collections/{collection}"
+
+
+class RowFilterBody(StrictBody):
+    column: str = Field(min_length=1, description="column compared, e.g. collection_id")
+    value: str | int = Field(description="the value it must equal (cast to the column's type)")
 
 
 class AdoptBody(StrictBody):
@@ -38,6 +43,15 @@ class AdoptBody(StrictBody):
     text_column: str = Field(min_length=1, description="the text that was embedded")
     vector_column: str = Field(min_length=1, description="pgvector column with the stored embeddings")
     metadata_columns: list[str] = Field(default_factory=list, max_length=64)
+    metadata_json_column: str | None = Field(
+        default=None,
+        min_length=1,
+        description="json/jsonb column whose object is the metadata itself (e.g. LangChain's cmetadata)",
+    )
+    row_filter: RowFilterBody | None = Field(
+        default=None,
+        description="adopt only the rows where column = value (one collection of a shared table)",
+    )
     model: str = Field(min_length=1, description="key of the model that made the stored vectors")
     sample: int = Field(
         default=200,
@@ -51,7 +65,16 @@ class AdoptBody(StrictBody):
 @routes.post(PREFIX + "/adopt")
 async def adopt(request: web.Request) -> web.Response:
     body = await parse_body(request, AdoptBody)
-    source = SourceSpec.parse(body.table, body.id_column, body.text_column, body.vector_column, body.metadata_columns)
+    row_filter = RowFilter.parse(body.row_filter.column, body.row_filter.value) if body.row_filter else None
+    source = SourceSpec.parse(
+        body.table,
+        body.id_column,
+        body.text_column,
+        body.vector_column,
+        body.metadata_columns,
+        body.metadata_json_column,
+        row_filter,
+    )
     result = await request.app[ADOPTION].adopt(
         request.match_info["collection"], AdoptRequest(source, body.model, body.sample, body.follow), request.remote
     )
@@ -79,6 +102,7 @@ async def adoption_ctx(app: web.Application) -> AsyncIterator[None]:
         backfill_chunk=settings.backfill.chunk_size,
         poll_interval_s=settings.adoption.poll_interval_s,
         on_lag=metrics.record_follow_lag,
+        on_failure=metrics.record_adoption_failure,
     )
     service = AdoptionService(
         app[POOL], app[COLLECTIONS], app[EMBEDDINGS], replica=app[REPLICA_ID], on_change=runner.wake

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import os
 import time
@@ -12,7 +11,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.api import admin, adoption, data_plane, embeddings, health, openapi
+from gateway.api import admin, adoption, bulk, data_plane, embeddings, health, openapi
+from gateway.api.auth import api_key_middleware, grants
 from gateway.api.context import request_id_middleware
 from gateway.api.errors import error_middleware
 from gateway.api.keys import (
@@ -20,6 +20,7 @@ from gateway.api.keys import (
     ADMIN_TOKEN,
     API_KEYS,
     BACKFILL_CONTROL,
+    BULK,
     COLLECTIONS,
     DRIFT_WATCH,
     DSN,
@@ -38,12 +39,15 @@ from gateway.api.keys import (
 )
 from gateway.api.large import LargeResponses
 from gateway.api.metrics import Metrics
-from gateway.api.transport import content_encoding_middleware
+from gateway.api.transport import SERVER, content_encoding_middleware, streamed_answer_middleware
 from gateway.config import Settings
+from gateway.console import setup as console
 from gateway.domain.deadline import request_deadline
-from gateway.domain.errors import RequestTimeout, Unauthorized
+from gateway.domain.errors import NotFound, RequestTimeout
+from gateway.domain.phases import Phase
 from gateway.services.adapter import AdapterService
 from gateway.services.backfill import BackfillWorker
+from gateway.services.bulk import BulkLoader
 from gateway.services.collections import CollectionService
 from gateway.services.database import TRANSIENT_ERRORS, close_pool, open_pool, replica_id
 from gateway.services.drift_watch import DriftWatch
@@ -71,7 +75,11 @@ async def metrics_middleware(request: web.Request, handler) -> web.StreamRespons
 
 @web.middleware
 async def timeout_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Bound every request; a slow one answers 504 instead of holding the client forever."""
+    """Bound every request; a slow one answers 504 instead of holding the client forever.
+
+    A route that streams its input (a bulk load) bounds its silences itself instead."""
+    if getattr(request.match_info.handler, "streams_input", False):
+        return await handler(request)
     limit = request.app[SETTINGS].server.request_timeout_s
     token = request_deadline.set(asyncio.get_running_loop().time() + limit)  # for remote encoders' retries
     try:
@@ -81,19 +89,6 @@ async def timeout_middleware(request: web.Request, handler) -> web.StreamRespons
         raise RequestTimeout(f"the request took longer than {limit:.0f} s; retry, or split it") from None
     finally:
         request_deadline.reset(token)
-
-
-@web.middleware
-async def api_key_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Optional data-plane API keys (DRIFTGATE_API_KEYS, comma-separated); health and docs stay open."""
-    keys = request.app[API_KEYS]
-    if keys and request.path.startswith("/v1/"):
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        given = (token.strip() if scheme.lower() == "bearer" else "") or request.headers.get("X-API-Key", "")
-        if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
-            raise Unauthorized("missing or wrong API key: send Authorization: Bearer <key> or X-API-Key")
-    return await handler(request)
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -113,12 +108,13 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         on_batch=metrics.record_batch,
         on_tokens=lambda key, n: metrics.model_tokens.labels(key).inc(n),
     )
-    collections = CollectionService(app[POOL], embeddings)
+    collections = CollectionService(app[POOL], embeddings, exact_scan_max_rows=settings.database.exact_scan_max_rows)
     app[EMBEDDINGS] = embeddings
     app[COLLECTIONS] = collections
     app[MIGRATIONS] = MigrationService(app[POOL], collections, embeddings, chunk_size=settings.backfill.chunk_size)
     app[BACKFILL_CONTROL] = BackfillControl(app[POOL], collections)
     app[VERIFIER] = Verifier(app[POOL], collections, embeddings)
+    app[BULK] = BulkLoader(app[POOL], collections, settings.backfill)
     collections.adapters.on_load = metrics.record_adapter
     app[ADAPTERS] = AdapterService(app[POOL], collections, collections.adapters, settings.adapter)
     shadow = settings.shadow
@@ -210,6 +206,10 @@ async def _gauges(app: web.Application) -> AsyncIterator[None]:
                 collections = app[COLLECTIONS]
                 for name, version in collections.cached_versions().items():
                     app[METRICS].state_version.labels(name).set(version)
+                    with contextlib.suppress(NotFound):  # dropped meanwhile (evaluate's scratch collections)
+                        app[METRICS].record_phase(name, (await collections.state(name)).phase.value, Phase)
+                for key in app[EMBEDDINGS].loaded():
+                    app[METRICS].model_drift.labels(key).set(int(key in collections.drifted))
                 for collection, model, progress in await backfill_progress(app[POOL]):
                     app[METRICS].record_backfill(collection, model, progress)
             except TRANSIENT_ERRORS:
@@ -220,6 +220,11 @@ async def _gauges(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _server_header(_request: web.Request, response: web.StreamResponse) -> None:
+    """Name the product, not the Python and aiohttp versions a scanner would look up."""
+    response.headers["Server"] = SERVER
 
 
 def create_app(
@@ -241,22 +246,30 @@ def create_app(
             content_encoding_middleware,
             metrics_middleware,
             error_middleware,
+            streamed_answer_middleware,
             timeout_middleware,
             admin.admin_auth,
+            console.middleware,
             api_key_middleware,
         ],
     )
     app[SETTINGS] = settings
     app[DSN] = dsn
     app[METRICS] = Metrics()
-    app[LARGE_RESPONSES] = LargeResponses(settings.server.max_large_responses)
+    limits = settings.limits
+    app[LARGE_RESPONSES] = LargeResponses(
+        settings.server.max_large_responses,
+        max_bytes=settings.server.large_response_bytes,
+        hit_bytes=limits.max_text_chars + limits.max_metadata_bytes,
+    )
     app[REPLICA_ID] = replica_id(settings.server.replica_id)
     app[ADMIN_TOKEN] = admin_token if admin_token is not None else os.environ.get("DRIFTGATE_ADMIN_TOKEN", "")
     keys = api_keys if api_keys is not None else os.environ.get("DRIFTGATE_API_KEYS", "")
-    app[API_KEYS] = tuple(k.strip() for k in keys.split(",") if k.strip())
+    app[API_KEYS] = grants(settings.server.api_keys, keys)
     app[MIGRATION_TOKENS] = {}
     if encoder_loader is not None:
         app[EncoderLoaderKey] = encoder_loader
+    app.on_response_prepare.append(_server_header)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(_drift_watch)
@@ -265,9 +278,11 @@ def create_app(
     app.cleanup_ctx.append(_gauges)
     app.cleanup_ctx.append(adoption.adoption_ctx)
     app.add_routes(admin.routes)
+    app.add_routes(bulk.routes)
     app.add_routes(adoption.routes)
     app.add_routes(data_plane.routes)
     app.add_routes(embeddings.routes)
     app.add_routes(health.routes)
     app.add_routes(openapi.routes)
+    console.setup(app)
     return app

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import base64
+import time
+
 from aiohttp import web
 
 from gateway.api.keys import COLLECTIONS, LARGE_RESPONSES, METRICS, SETTINGS, SHADOW
-from gateway.api.large import LARGE_K
 from gateway.api.requests import (
     BatchBody,
+    CountDocumentsBody,
     CreateCollection,
+    DeleteDocumentsBody,
     DocumentBody,
+    GetDocumentsBody,
+    ListDocumentsBody,
     QueryBody,
     check_document,
-    check_metadata,
+    check_id_count,
     check_text,
     parse_body,
+    parse_metadata_filter,
 )
 from gateway.api.responses import json_response, strict_dumps
-from gateway.domain.errors import InvalidRequest
-from gateway.services.collections import NewDocument
+from gateway.domain.errors import InvalidFilter, InvalidRequest
+from gateway.services.collections import DocumentRow, NewDocument
 
 routes = web.RouteTableDef()
 
@@ -84,34 +91,105 @@ async def delete_document(request: web.Request) -> web.Response:
     return json_response({"id": doc_id, "deleted": True})
 
 
+@routes.post("/v1/collections/{collection}/documents:get")
+async def get_documents(request: web.Request) -> web.Response:
+    body = await parse_body(request, GetDocumentsBody)
+    check_id_count(body.ids, request.app[SETTINGS].limits)
+    rows = await request.app[COLLECTIONS].get_documents(request.match_info["collection"], body.ids)
+    return json_response({"documents": [_document(r) for r in rows]})
+
+
+@routes.post("/v1/collections/{collection}/documents:list")
+async def list_documents(request: web.Request) -> web.Response:
+    body = await parse_body(request, ListDocumentsBody)
+    metadata_filter = parse_metadata_filter(body.filter, request.app[SETTINGS].limits)
+    after = None if body.cursor is None else decode_cursor(body.cursor)
+    rows = await request.app[COLLECTIONS].list_documents(
+        request.match_info["collection"], metadata_filter, body.limit + 1, after
+    )
+    page = rows[: body.limit]
+    next_cursor = encode_cursor(page[-1].id) if len(rows) > body.limit else None
+    return json_response({"documents": [_document(r) for r in page], "next_cursor": next_cursor})
+
+
+@routes.post("/v1/collections/{collection}/documents:count")
+async def count_documents(request: web.Request) -> web.Response:
+    body = await parse_body(request, CountDocumentsBody)
+    metadata_filter = parse_metadata_filter(body.filter, request.app[SETTINGS].limits)
+    count = await request.app[COLLECTIONS].count_documents(request.match_info["collection"], metadata_filter)
+    return json_response({"count": count})
+
+
+@routes.post("/v1/collections/{collection}/documents:delete")
+async def delete_documents(request: web.Request) -> web.Response:
+    limits = request.app[SETTINGS].limits
+    body = await parse_body(request, DeleteDocumentsBody)
+    if body.ids is not None:
+        check_id_count(body.ids, limits)
+    metadata_filter = parse_metadata_filter(body.filter, limits)
+    if body.filter == {}:
+        raise InvalidFilter(
+            'filter: an empty filter would delete every document; name a condition (e.g. {"source": "old-crawl"}) '
+            "or delete by ids",
+        )
+    deleted = await request.app[COLLECTIONS].delete_documents(
+        request.match_info["collection"], body.ids, metadata_filter
+    )
+    return json_response({"deleted": deleted})
+
+
+def _document(row: DocumentRow) -> dict:
+    return {"id": row.id, "text": row.text, "metadata": row.metadata, "version": row.version}
+
+
+def encode_cursor(last_id: str) -> str:
+    """An opaque cursor: the last id of a page (callers must not build or parse it)."""
+    return base64.urlsafe_b64encode(b"v1:" + last_id.encode()).decode()
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode("ascii"))
+        if not raw.startswith(b"v1:"):
+            raise ValueError
+        return raw[3:].decode()
+    except ValueError:
+        raise InvalidRequest(
+            "cursor is not one this gateway gave out; pass next_cursor from the previous page unchanged",
+            code="invalid_cursor",
+        ) from None
+
+
 @routes.post("/v1/collections/{collection}/query")
 async def query(request: web.Request) -> web.StreamResponse:
     limits = request.app[SETTINGS].limits
     body = await parse_body(request, QueryBody)
     if body.k > limits.max_k:
         raise InvalidRequest(f"k is {body.k}, the limit is {limits.max_k}", code="k_out_of_range")
-    if body.filter is not None:
-        check_metadata(body.filter, limits, "filter")
+    metadata_filter = parse_metadata_filter(body.filter, limits)
     service = request.app[COLLECTIONS]
     name = request.match_info["collection"]
-    async with request.app[LARGE_RESPONSES].slot(body.k):
+    started = time.perf_counter()
+    large = request.app[LARGE_RESPONSES]
+    async with large.slot(body.k):
         if body.text is not None:
             check_text(body.text, limits)
-            result = await service.query_text(name, body.text, body.k, body.filter)
+            result = await service.query_text(name, body.text, body.k, metadata_filter)
             # after the answer is computed and before it is sent: offer() never waits
             request.app[SHADOW].offer(
                 result,
                 text=body.text,
                 k=body.k,
-                metadata_filter=body.filter,
+                metadata_filter=metadata_filter,
                 request_id=request.headers.get("X-Request-Id"),
             )
         else:
             assert body.vector is not None and body.model is not None
-            result = await service.query_vector(name, body.vector, body.model, body.k, body.filter)
+            result = await service.query_vector(name, body.vector, body.model, body.k, metadata_filter)
+        request.app[METRICS].query_latency.labels(name, result.model).observe(time.perf_counter() - started)
         if result.adapted_from:
             request.app[METRICS].adapted_queries.labels(name, result.adapted_from).inc()
-        if body.k <= LARGE_K:
+        if not large.is_large(body.k):
             return json_response(
                 {"model": result.model, "truncated": result.truncated, "hits": [_hit(h) for h in result.hits]}
                 | ({"adapted_from": result.adapted_from} if result.adapted_from else {}),

@@ -12,6 +12,7 @@ import math
 
 from aiohttp import web
 
+from gateway.api.keys import METRICS
 from gateway.api.responses import json_response
 from gateway.domain.errors import GatewayError
 from gateway.services.database import TRANSIENT_ERRORS
@@ -25,8 +26,26 @@ _HTTP_CODES = {
 }
 
 
-def error_response(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
-    return json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+def error_response(
+    status: int, code: str, message: str, headers: dict | None = None, details: dict | None = None
+) -> web.Response:
+    """The one error body: `{"error": {"code", "message"}}`, plus an error's machine-readable details."""
+    return json_response(
+        {"error": {"code": code, "message": message, **(details or {})}}, status=status, headers=headers
+    )
+
+
+def _counted(
+    request: web.Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict | None = None,
+    details: dict | None = None,
+) -> web.Response:
+    """An error answer, counted by its code (driftgate_errors_total)."""
+    request.app[METRICS].errors.labels(code).inc()
+    return error_response(status, code, message, headers, details)
 
 
 @web.middleware
@@ -37,19 +56,19 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         # a remote provider's outage says how long to wait (`retry_after`); whole seconds, at least 1
         wait = max(1, math.ceil(getattr(exc, "retry_after", 1)))
         headers = {"Retry-After": str(wait)} if exc.status == 503 else None
-        return error_response(exc.status, exc.code, exc.message, headers)
+        return _counted(request, exc.status, exc.code, exc.message, headers, exc.details)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         code, message = _HTTP_CODES.get(exc.status, ("http_error", exc.reason))
         # keep headers such as Allow (405) that the status obliges us to send
         kept = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
-        return error_response(exc.status, code, message, kept or None)
+        return _counted(request, exc.status, code, message, kept or None)
     except TRANSIENT_ERRORS as exc:
         log.warning("database unavailable for %s %s: %r", request.method, request.path, exc)
-        return error_response(
-            503, "database_unavailable", "the database is unavailable; retry shortly", {"Retry-After": "1"}
+        return _counted(
+            request, 503, "database_unavailable", "the database is unavailable; retry shortly", {"Retry-After": "1"}
         )
     except Exception:
         log.exception("unhandled error for %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "internal error; it has been logged")
+        return _counted(request, 500, "internal_error", "internal error; it has been logged")

@@ -8,8 +8,10 @@ from aiohttp import web
 from gateway.api.large import LargeResponses
 from gateway.api.metrics import Metrics
 from gateway.config import Settings
+from gateway.console.history import ShadowHistory
 from gateway.services.adapter import AdapterService
 from gateway.services.adoption import AdoptionService
+from gateway.services.bulk import BulkLoader
 from gateway.services.collections import CollectionService
 from gateway.services.drift_watch import DriftWatch
 from gateway.services.embedding import EmbeddingService
@@ -24,6 +26,7 @@ DSN = web.AppKey("dsn", str)
 POOL = web.AppKey("pool", asyncpg.Pool)
 EMBEDDINGS = web.AppKey("embeddings", EmbeddingService)
 COLLECTIONS = web.AppKey("collections", CollectionService)
+BULK = web.AppKey("bulk", BulkLoader)
 METRICS = web.AppKey("metrics", Metrics)
 MIGRATIONS = web.AppKey("migrations", MigrationService)
 BACKFILL_CONTROL = web.AppKey("backfill_control", BackfillControl)
@@ -40,3 +43,4 @@ ADOPTION_RUNNER = web.AppKey("adoption_runner", AdoptionRunner)
 EncoderLoaderKey = web.AppKey("encoder_loader", object)
 DRIFT_WATCH = web.AppKey("drift_watch", DriftWatch)
 MIGRATION_TOKENS = web.AppKey("migration_tokens", dict)  # (collection, model) -> tokens, this process
+CONSOLE_HISTORY = web.AppKey("console_history", ShadowHistory)  # shadow metrics over time, for the console

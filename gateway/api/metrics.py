@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -108,6 +110,12 @@ class Metrics:
             ["collection"],
             registry=self.registry,
         )
+        self.adoption_failures = Counter(
+            "driftgate_adoption_failures_total",
+            "Failed attempts of an adoption (import, index or follow); status says why",
+            ["collection"],
+            registry=self.registry,
+        )
         self.follow_pending = Gauge(
             "driftgate_follow_pending_changes",
             "Changes of a followed table waiting to be applied",
@@ -155,6 +163,23 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        # what the Grafana dashboard (docker/grafana/) shows beyond the above
+        self.phase = Gauge(
+            "driftgate_collection_phase",
+            "1 for the phase the collection is in, 0 for the others",
+            ["collection", "phase"],
+            registry=self.registry,
+        )
+        self.query_latency = Histogram(
+            "driftgate_query_duration_seconds",
+            "Data-plane query latency by the model that answered",
+            ["collection", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "driftgate_errors_total", "Error answers by their error code", ["code"], registry=self.registry
+        )
 
         self.adapter_validation = Gauge(
             "driftgate_adapter_validation",
@@ -179,6 +204,7 @@ class Metrics:
     def record_shadow(self, collection: str, comparison) -> None:
         pairing = comparison.pairing
         self.shadow_samples.labels(collection, pairing).inc()
+        self.shadow_dropped.labels(collection, pairing)  # exported as 0 until a job is dropped
         self.shadow_overlap.labels(collection, pairing).observe(comparison.overlap)
         self.shadow_rbo.labels(collection, pairing).observe(comparison.rbo)
         self.shadow_latency.labels(collection, pairing, "read").observe(comparison.read.latency_ms / 1000)
@@ -191,6 +217,10 @@ class Metrics:
         self.backfill_errors.labels(*labels).set(progress["errors"])
         self.backfill_rate.labels(*labels).set(progress["rate_per_s"])
 
+    def record_phase(self, collection: str, phase: str, phases: Iterable[str]) -> None:
+        for each in phases:
+            self.phase.labels(collection, each).set(int(each == phase))
+
     def record_large_responses(self, large) -> None:
         """Copy the large-answer limiter's counters (see api/large.py) into the gauges."""
         self.large_in_flight.set(large.in_flight)
@@ -200,6 +230,9 @@ class Metrics:
     def record_follow_lag(self, collection: str, lag: dict) -> None:
         self.follow_lag.labels(collection).set(lag["lag_s"])
         self.follow_pending.labels(collection).set(lag["pending"])
+
+    def record_adoption_failure(self, collection: str) -> None:
+        self.adoption_failures.labels(collection).inc()
 
     def record_batch(self, model: str, size: int) -> None:
         self.encoded_texts.labels(model).inc(size)

@@ -11,6 +11,9 @@
   JSON error body and one log line, not a plain-text library message and a traceback.
 - A client that disconnects cancels its handler (`handler_cancellation=True`), so the work it
   queued is dropped instead of computed for nobody.
+- An error after a streamed answer has started (its status line and part of its body are
+  already sent) aborts the connection (`streamed_answer_middleware`): the client sees a
+  truncated answer and a reset, never a second status line written inside the body.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from gateway.config import ServerConfig
 from gateway.logs import escape_control
 
 log = logging.getLogger(__name__)
+
+SERVER = "driftgate"  # the Server header of every answer: no Python or aiohttp version for scanners
 
 
 def runner_options(config: ServerConfig) -> dict[str, Any]:
@@ -58,7 +63,8 @@ class GatewayRequestHandler(RequestHandler):
         if len(self._server.connections) > self._max_connections:
             body = _error_body("too_many_connections", "the gateway has too many open connections; retry shortly")
             transport.write(
-                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                b"HTTP/1.1 503 Service Unavailable\r\nServer: " + SERVER.encode() + b"\r\n"
+                b"Content-Type: application/json\r\nRetry-After: 1\r\n"
                 b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
             )
             self.force_close()
@@ -68,6 +74,8 @@ class GatewayRequestHandler(RequestHandler):
         self, request, status: int = 500, exc: BaseException | None = None, message: str | None = None
     ) -> web.StreamResponse:
         """A request aiohttp could not parse: one log line, and the documented JSON error body."""
+        if _answer_started(request):  # as aiohttp's own handler: no second answer on a started one
+            raise ConnectionError(f"error after the answer started; the connection is closed ({status})")
         reason = type(exc).__name__ if exc is not None else HTTPStatus(status).phrase
         log.warning("malformed request from %s: %d %s", escape_control(str(request.remote)), status, reason)
         if status == HTTPStatus.REQUEST_URI_TOO_LONG or isinstance(exc, LineTooLong):
@@ -77,6 +85,7 @@ class GatewayRequestHandler(RequestHandler):
         else:
             code, text = "bad_request", "the request is not valid HTTP/1.1; check the request line and headers"
         response = web.Response(status=status, body=_error_body(code, text), content_type="application/json")
+        response.headers["Server"] = SERVER
         response.force_close()
         return response
 
@@ -120,3 +129,28 @@ async def content_encoding_middleware(request: web.Request, handler) -> web.Stre
             status=415,
         )
     return await handler(request)
+
+
+def _answer_started(request: web.BaseRequest) -> bool:
+    writer = getattr(request, "_payload_writer", None)  # request.writer raises on an unparsed request
+    return writer is not None and writer.output_size > 0
+
+
+@web.middleware
+async def streamed_answer_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Abort the connection when a handler fails after its answer started (see the module docstring).
+
+    Placed inside the error middleware: an exception before anything was sent still becomes the
+    documented JSON error; after, there is no way to tell the client but to cut the connection.
+    """
+    try:
+        return await handler(request)
+    except Exception:
+        if not _answer_started(request):
+            raise
+        log.exception("error after the answer to %s %s started; aborting the connection", request.method, request.path)
+        if request.transport is not None:
+            request.transport.abort()
+        # what aiohttp gets back: writing it fails on the aborted transport, which aiohttp takes as
+        # a client that went away; the metrics count it as the 500 it is
+        return web.Response(status=500)

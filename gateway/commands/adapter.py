@@ -1,15 +1,11 @@
 """`driftgate migrate adapter fit|show|enable|disable C`: the bridge between a migration's two models.
 
-Kept apart from migrate.py: it only needs the admin client's `call(method, path, body)`.
+Kept apart from migrate.py: it only needs the client's adapter calls (gateway/client).
 """
 
 from __future__ import annotations
 
 import json
-
-
-def _path(collection: str, action: str) -> str:
-    return f"/admin/v1/collections/{collection}/{action}"
 
 
 def format_figures(report: dict) -> str:
@@ -29,17 +25,14 @@ def format_figures(report: dict) -> str:
 def cmd_adapter(client, args) -> int:
     """fit: fit on the backfilled pairs; show: the current figures; enable/disable: the `adapted` read mode."""
     if args.verb == "fit":
-        body = {"max_pairs": args.max_pairs} if args.max_pairs else {}
-        report = client.call("POST", _path(args.collection, "adapter"), body)
+        report = dict(client.fit_adapter(args.collection, args.max_pairs).raw)
     elif args.verb == "show":
-        report = client.call("GET", _path(args.collection, "adapter"))
+        report = dict(client.adapter(args.collection).raw)
     else:
-        mode = {"mode": "adapted" if args.verb == "enable" else "native"}
-        if args.translate_vectors is not None:
-            mode["translate_vectors"] = args.translate_vectors
-        state = client.call("POST", _path(args.collection, "read-mode"), mode)
+        mode = "adapted" if args.verb == "enable" else "native"
+        state = client.read_mode(args.collection, mode, args.translate_vectors).raw
         print(
-            json.dumps(state)
+            json.dumps(dict(state))
             if args.json
             else f"{args.collection}: read mode {state['read_mode']}, translate vectors {state['translate_vectors']}"
         )

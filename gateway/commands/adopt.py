@@ -7,8 +7,9 @@ import os
 import sys
 import time
 
-from gateway.commands.migrate import AdminClient, AdminError
-from gateway.progress import render_bar
+from gateway.client import Client
+from gateway.client.errors import DriftgateError
+from gateway.commands.status_view import format_adoption
 
 EXAMPLE = """\
 examples:
@@ -18,6 +19,10 @@ examples:
       --vector-column embedding --model all-MiniLM-L6-v2 --metadata-columns lang --follow --watch
   # later, once the applications write through the gateway
   driftgate adopt items --stop
+  # one collection of LangChain PGVector's shared table, its cmetadata as the metadata
+  driftgate adopt notes --table public.langchain_pg_embedding --id-column id --text-column document \
+      --vector-column embedding --model all-MiniLM-L6-v2 --metadata-json cmetadata \
+      --where collection_id=<uuid from langchain_pg_collection>
 
 Before anything is written, a random sample of rows (--sample, default 200) is re-embedded with
 --model and compared with the stored vectors: vectors made by another model are refused
@@ -48,6 +53,12 @@ def add_parser(commands) -> None:
     adopt.add_argument("--vector-column", help="pgvector column with the stored vectors")
     adopt.add_argument("--model", help="key of the model that made the vectors (driftgate models list)")
     adopt.add_argument("--metadata-columns", default="", help="comma-separated columns kept as metadata")
+    adopt.add_argument("--metadata-json", help="json/jsonb column whose object is the metadata itself (e.g. cmetadata)")
+    adopt.add_argument(
+        "--where",
+        metavar="COLUMN=VALUE",
+        help="adopt only the rows where COLUMN equals VALUE (one collection of a shared table)",
+    )
     adopt.add_argument("--sample", type=int, default=200, help="rows re-embedded and compared first (default 200)")
     adopt.add_argument("--follow", action="store_true", help="keep applying the table's changes (triggers)")
     adopt.add_argument("--watch", action="store_true", help="show progress until the import is complete")
@@ -59,73 +70,73 @@ def run(args) -> int:
     if not token:
         print("driftgate: set DRIFTGATE_ADMIN_TOKEN to the gateway's admin token", file=sys.stderr)
         return 2
-    client = AdminClient(args.url, token)
-    path = f"/admin/v1/collections/{args.collection}/adopt"
     try:
-        if args.stop:
-            adoption = client.call("POST", path + "/stop")["adoption"]
-            print(
-                f"{args.collection}: {'stopped following' if adoption['changed'] else 'was not following'} "
-                f"{adoption['table']}; triggers and queue removed, the gateway accepts writes"
-            )
-            return 0
-        missing = [
-            f"--{n.replace('_', '-')}"
-            for n in ("table", "id_column", "text_column", "vector_column", "model")
-            if not getattr(args, n)
-        ]
-        if missing:
-            print(
-                f"driftgate: adopt needs {', '.join(missing)} (or --stop); see driftgate adopt --help", file=sys.stderr
-            )
-            return 2
-        body = {
-            "table": args.table,
-            "id_column": args.id_column,
-            "text_column": args.text_column,
-            "vector_column": args.vector_column,
-            "model": args.model,
-            "sample": args.sample,
-            "follow": args.follow,
-            "metadata_columns": [c.strip() for c in args.metadata_columns.split(",") if c.strip()],
-        }
-        adoption = client.call("POST", path, body)["adoption"]
-        sample = adoption["sample"]
-        checked = (
-            f"sample of {sample['sampled']} matches {args.model} (min cosine {sample['cosine_min']:.6f})"
-            if sample["sampled"]
-            else "no sample checked"
-        )
-        print(
-            f"adopting {adoption['table']} into {args.collection}: {checked}; "
-            f"{'following its writes' if args.follow else 'one-off import'}"
-        )
-        if args.watch:
-            return _watch(client, args.collection)
-        print(f"watch it: driftgate migrate status {args.collection} --watch")
-        return 0
-    except AdminError as exc:
+        with Client(args.url, admin_token=token, timeout=120.0) as client:
+            return _adopt(client, args)
+    except DriftgateError as exc:
         print(f"driftgate: {exc}", file=sys.stderr)
         return 1
 
 
-def _watch(client: AdminClient, collection: str) -> int:
+def _adopt(client: Client, args) -> int:
+    if args.stop:
+        adoption = client.stop_adoption(args.collection)["adoption"]
+        print(
+            f"{args.collection}: {'stopped following' if adoption['changed'] else 'was not following'} "
+            f"{adoption['table']}; triggers and queue removed, the gateway accepts writes"
+        )
+        return 0
+    missing = [
+        f"--{n.replace('_', '-')}"
+        for n in ("table", "id_column", "text_column", "vector_column", "model")
+        if not getattr(args, n)
+    ]
+    if missing:
+        print(f"driftgate: adopt needs {', '.join(missing)} (or --stop); see driftgate adopt --help", file=sys.stderr)
+        return 2
+    where = None
+    if args.where:
+        column, sep, value = args.where.partition("=")
+        if not sep or not column.strip() or not value:
+            print("driftgate: --where takes COLUMN=VALUE, e.g. collection_id=6a1f...", file=sys.stderr)
+            return 2
+        where = {column.strip(): value}
+    adoption = client.adopt(
+        args.collection,
+        args.table,
+        id_column=args.id_column,
+        text_column=args.text_column,
+        vector_column=args.vector_column,
+        model=args.model,
+        metadata_columns=[c.strip() for c in args.metadata_columns.split(",") if c.strip()],
+        sample=args.sample,
+        follow=args.follow,
+        metadata_json_column=args.metadata_json,
+        where=where,
+    )["adoption"]
+    sample = adoption["sample"]
+    checked = (
+        f"sample of {sample['sampled']} matches {args.model} (min cosine {sample['cosine_min']:.6f})"
+        if sample["sampled"]
+        else "no sample checked"
+    )
+    print(
+        f"adopting {adoption['table']} into {args.collection}: {checked}; "
+        f"{'following its writes' if args.follow else 'one-off import'}"
+    )
+    if args.watch:
+        return _watch(client, args.collection)
+    print(f"watch it: driftgate migrate status {args.collection} --watch")
+    return 0
+
+
+def _watch(client: Client, collection: str) -> int:
     while True:
-        status = client.call("GET", f"/admin/v1/collections/{collection}/status")
-        print(format_adoption(status["adoption"]), file=sys.stderr, flush=True)
-        if status["adoption"]["state"] not in ("importing", "indexing"):
+        adoption = client.adoption_status(collection) or {}
+        print(format_adoption(dict(adoption)), file=sys.stderr, flush=True)
+        if adoption.get("state") == "failed":  # the reason is on the line above; it is retried
+            print(f"watch it: driftgate migrate status {collection} --watch", file=sys.stderr)
+            return 1
+        if adoption.get("state") not in ("importing", "indexing"):
             return 0
         time.sleep(1.0)
-
-
-def format_adoption(adoption: dict) -> str:
-    """One status line: state, progress bar of rows read, skipped/embedded counts, follow lag."""
-    line = (
-        f"  adoption {adoption['state']} {render_bar(adoption['rows_read'], adoption['rows_total'])} "
-        f"{adoption['rows_read']}/{adoption['rows_total']} rows from {adoption['table']}, "
-        f"{adoption['rows_skipped']} skipped (no text), {adoption['rows_to_embed']} to embed"
-    )
-    lag = adoption.get("follow_lag")
-    if adoption["follow"] and lag:
-        line += f"; following: {lag['pending']} pending, lag {lag['lag_s']:.1f}s, {adoption['changes_applied']} applied"
-    return line

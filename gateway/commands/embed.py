@@ -1,11 +1,13 @@
-"""`driftgate embed --model KEY`: JSON lines {"text"} on stdin -> {"text", "embedding"} on stdout."""
+"""`driftgate embed --model KEY [--input-type query|document]`: {"text"} lines in, {"text", "embedding", "truncated"} out.
+
+The model's query or document prompt is prepended; "truncated" says the text was cut to its token limit."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
-from typing import TextIO
+from typing import Literal, TextIO
 
 from gateway.config import Settings
 from gateway.domain.errors import GatewayError
@@ -14,6 +16,7 @@ from gateway.encoders.remote import is_remote
 from gateway.services.remote_models import RemoteModels
 
 CHUNK = 64
+Kind = Literal["query", "document"]
 
 
 class InputError(ValueError):
@@ -33,7 +36,14 @@ def _texts(lines: list[tuple[int, str]]) -> list[str]:
     return texts
 
 
-def run(settings: Settings, model: str, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+def run(
+    settings: Settings,
+    model: str,
+    stdin: TextIO = sys.stdin,
+    stdout: TextIO = sys.stdout,
+    *,
+    input_type: Kind = "document",
+) -> int:
     specs = settings.model_specs()
     if model not in specs:
         print(f"error: unknown model {model!r}; see `driftgate models list`", file=sys.stderr)
@@ -41,7 +51,7 @@ def run(settings: Settings, model: str, stdin: TextIO = sys.stdin, stdout: TextI
     spec = specs[model]
     encoder: _RemoteLines | OnnxEncoder
     if is_remote(spec):
-        encoder = _RemoteLines(spec)
+        encoder = _RemoteLines(spec, input_type)
     else:
         encoder = load_encoder(
             spec,
@@ -53,10 +63,12 @@ def run(settings: Settings, model: str, stdin: TextIO = sys.stdin, stdout: TextI
 
     def flush() -> None:
         texts = _texts(pending)
-        prefixed = [spec.document_prefix + t for t in texts]
-        vectors = encoder.encode(prefixed).vectors
-        for text, vector in zip(texts, vectors, strict=False):
-            stdout.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vector]}) + "\n")
+        prefix = spec.query_prefix if input_type == "query" else spec.document_prefix
+        encoded = encoder.encode([prefix + t for t in texts])
+        truncated = encoded.truncated or (False,) * len(texts)
+        for text, vector, cut in zip(texts, encoded.vectors, truncated, strict=True):
+            line = {"text": text, "embedding": [round(float(x), 7) for x in vector], "truncated": cut}
+            stdout.write(json.dumps(line) + "\n")
         stdout.flush()
         pending.clear()
 
@@ -83,13 +95,14 @@ def run(settings: Settings, model: str, stdin: TextIO = sys.stdin, stdout: TextI
 class _RemoteLines:
     """A remote model for this one-shot command: its own event loop, one client, closed at the end."""
 
-    def __init__(self, spec) -> None:
+    def __init__(self, spec, input_type: Kind) -> None:
         self._loop = asyncio.new_event_loop()
         self._models = RemoteModels()
         self._spec = spec
+        self._input_type: Kind = input_type
 
     def encode(self, texts: list[str]):
-        return self._loop.run_until_complete(self._models.embed(self._spec, texts, "document"))
+        return self._loop.run_until_complete(self._models.embed(self._spec, texts, self._input_type))
 
     def close(self) -> None:
         self._loop.run_until_complete(self._models.close())

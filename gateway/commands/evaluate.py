@@ -9,9 +9,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tqdm import tqdm
+
 from gateway.config import Settings
 from gateway.datasets import load_beir, vaswani
-from gateway.progress import ProgressBar
 from gateway.services.adapter import AdapterService
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService
@@ -71,11 +72,11 @@ async def _evaluate(
 ) -> dict:
     pool = await open_database(dsn, settings.database, max_size=4)
     embeddings = EmbeddingService.from_settings(settings)
-    bars: dict[str, ProgressBar] = {}
+    bars: dict[str, tqdm] = {}
 
     def progress(label: str, done: int, total: int) -> None:
-        bar = bars.setdefault(label, ProgressBar(total, label))
-        bar.advance(done - bar.done)
+        bar = bars.setdefault(label, tqdm(total=total, desc=label, unit="doc", file=sys.stderr, mininterval=1.0))
+        bar.update(done - bar.n)
 
     collections = CollectionService(pool, embeddings)
     try:
@@ -97,6 +98,8 @@ async def _evaluate(
             )
         return await evaluate(pool, collections, data, models, k, progress=progress)
     finally:
+        for bar in bars.values():
+            bar.close()
         await embeddings.close()
         await pool.close()
 

@@ -45,6 +45,8 @@ def list_models(settings: Settings, as_json: bool) -> int:
             "cached": not missing_files(spec, cache_dir),
             "revision": spec.revision,
             "description": spec.description,
+            "query_prefix": spec.query_prefix,
+            "document_prefix": spec.document_prefix,
             **model_origin(spec, cache_dir),
         }
         for spec in settings.model_specs().values()
@@ -65,6 +67,11 @@ def list_models(settings: Settings, as_json: bool) -> int:
             print(
                 f"  {r['key']}: imported from {r['imported_from']} (weights sha256 {r['weights_sha256'][:16]}, "
                 f"onnx sha256 {r['files']['onnx:model.onnx'][:16]})"
+            )
+        if r["prompts"]:
+            declared = ", ".join(f"{name} {text!r}" for name, text in sorted(r["prompts"].items()))
+            print(
+                f"  {r['key']}: prompts {declared} (query uses {r['query_prefix']!r}, document {r['document_prefix']!r})"
             )
     print(
         f"\ncache: {cache_dir}  (fetch with `driftgate models fetch [KEY...]`, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from aiohttp import web
 
 from gateway.api.app import create_app
+from gateway.api.keys import API_KEYS
 from gateway.api.transport import GatewayRunner, runner_options
 from gateway.commands.runtime import event_loop_factory, freeze_startup_objects
 from gateway.config import Settings
@@ -40,9 +42,33 @@ def run(settings: Settings) -> int:
     return 0
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable only from this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: whatever it resolves to, assume the network can reach it
+        return False
+
+
+def open_data_plane_warning(host: str, has_api_keys: bool) -> str | None:
+    """The start-up warning for a data plane anyone on the network can use, or None."""
+    if has_api_keys or is_loopback(host):
+        return None
+    return (
+        f"the data plane (/v1/) is open to anyone who can reach {host}: no API keys are configured. "
+        "Set server.api_keys (or DRIFTGATE_API_KEYS), or listen on 127.0.0.1 behind a proxy that "
+        "authenticates; see docs/security.md"
+    )
+
+
 async def serve(app: web.Application, settings: Settings) -> None:
     """Listen until SIGINT or SIGTERM, then drain in-flight requests and stop every resource."""
     config = settings.server
+    warning = open_data_plane_warning(config.host, bool(app[API_KEYS]))
+    if warning:
+        log.warning(warning)
     runner = GatewayRunner(app, shutdown_timeout=config.request_timeout_s, **runner_options(config))
     await runner.setup()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -46,11 +47,18 @@ def plan_chunks(sorted_ids: Sequence[str], chunk_size: int) -> list[Chunk]:
     ]
 
 
-def rate_delay(docs: int, elapsed_s: float, max_rate: float | None) -> float:
-    """Seconds to wait after a chunk of `docs` that took `elapsed_s` so the rate stays <= max_rate."""
-    if not max_rate or max_rate <= 0 or docs <= 0:
-        return 0.0
-    return max(0.0, docs / max_rate - elapsed_s)
+def step_size(chunk_size: int, batch_size: int, max_rate: float | None) -> int:
+    """How many documents one transaction of a chunk takes on.
+
+    A whole chunk when nothing asks otherwise; one inference batch when batches are smaller
+    (a remote model's progress then moves per request, not per 256 documents); and at most
+    half a second's worth of a rate cap, so the cap holds over any window of a few seconds
+    instead of a chunk committing at full speed between long sleeps.
+    """
+    step = min(chunk_size, max(1, batch_size))
+    if max_rate and max_rate > 0:
+        step = min(step, max(1, math.ceil(max_rate / 2)))
+    return step
 
 
 def should_hold(read_p99_ms: float | None, ceiling_ms: float | None, holding: bool, *, recover: float = 0.8) -> bool:

@@ -29,6 +29,8 @@ class CircuitBreaker:
     state: BreakerState = BreakerState.CLOSED
     failures: int = 0
     opened_until: float = 0.0
+    opened_at: float | None = None  # when it last left `closed` (the clock passed in); None while closed
+    last_error: str | None = None  # what the last counted failure was, for the operator
     _current_cooldown: float = 0.0
     _trial_in_flight: bool = False
     _trial_started: float = 0.0
@@ -50,22 +52,31 @@ class CircuitBreaker:
 
     def record_success(self) -> None:
         self.state = BreakerState.CLOSED
+        self.opened_at = None
         self.failures = 0
         self._current_cooldown = 0.0
         self._trial_in_flight = False
 
-    def record_failure(self, now: float, retry_after: float | None = None) -> None:
+    def record_failure(self, now: float, retry_after: float | None = None, reason: str | None = None) -> None:
         """Count a failure of the provider (not of the caller's input)."""
         self.failures += 1
+        self.last_error = reason or self.last_error
         if self.state == BreakerState.HALF_OPEN or self.failures >= self.failure_threshold:
             if self.state == BreakerState.HALF_OPEN:
                 self._current_cooldown = min(max(self._current_cooldown, self.cooldown_s) * 2, self.max_cooldown_s)
             else:
                 self._current_cooldown = self.cooldown_s
             wait = max(self._current_cooldown, min(retry_after or 0.0, self.max_cooldown_s))
+            if self.state == BreakerState.CLOSED:
+                self.opened_at = now
             self.state = BreakerState.OPEN
             self.opened_until = now + wait
             self._trial_in_flight = False
+
+    def describe(self, now: float) -> dict:
+        """What an operator sees: the state, for how long it has not been closed, the last error."""
+        open_for = None if self.opened_at is None else round(now - self.opened_at, 1)
+        return {"state": self.state.value, "open_for_s": open_for, "last_error": self.last_error}
 
     def release_trial(self) -> None:
         """A half-open trial ended without telling us about the provider (cancelled, caller error)."""

@@ -19,10 +19,21 @@ class GatewayError(Exception):
         if code is not None:
             self.code = code
 
+    @property
+    def details(self) -> dict:
+        """Machine-readable fields the error body carries beside code and message (none by default)."""
+        return {}
+
 
 class InvalidRequest(GatewayError):
     status = 400
     code = "invalid_request"
+
+
+class InvalidFilter(InvalidRequest):
+    """A metadata filter the filter language (domain/filters.py) does not accept; names the wrong path."""
+
+    code = "invalid_filter"
 
 
 class NotFound(GatewayError):
@@ -39,6 +50,13 @@ class IllegalTransition(Conflict):
     """An operator action the migration's current phase does not allow."""
 
     code = "illegal_transition"
+
+
+class AdoptionBroken(Conflict):
+    """An adopted table changed under the gateway (a column retyped or dropped, access revoked,
+    triggers removed): the adoption stops (state `failed`) until the table is put right."""
+
+    code = "adoption_broken"
 
 
 class IndexIncomplete(Conflict):
@@ -100,3 +118,47 @@ class EncoderBadReply(GatewayError):
 
     status = 502
     code = "encoder_bad_reply"
+
+
+class Forbidden(GatewayError):
+    """A valid credential that does not cover what was asked (an API key scoped to other collections)."""
+
+    status = 403
+    code = "forbidden"
+
+
+class PayloadTooLarge(GatewayError):
+    """A body bigger (in bytes or in JSON values) than the gateway parses; refused before parsing."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class BadLine(InvalidRequest):
+    """A line of a bulk load that cannot be stored; nothing of its chunk is written."""
+
+    code = "invalid_line"
+
+    def __init__(self, line: int, problem: str) -> None:
+        super().__init__(f"line {line}: {problem}")
+        self.line = line
+
+
+class BulkLoadStopped(InvalidRequest):
+    """A bulk load stopped at a bad line, after committing the chunks before it."""
+
+    code = "invalid_line"
+
+    def __init__(self, bad: BadLine, committed_lines: int, loaded: int) -> None:
+        super().__init__(
+            f"{bad.message}; nothing of its chunk was written. Lines 1-{committed_lines} are stored "
+            f"({loaded} documents): fix the line and send the rest from line {committed_lines + 1} "
+            "(or the whole input again: documents are upserted by id)"
+        )
+        self.line = bad.line
+        self.committed_lines = committed_lines
+        self.loaded = loaded
+
+    @property
+    def details(self) -> dict:
+        return {"line": self.line, "committed_lines": self.committed_lines, "loaded": self.loaded}

@@ -7,6 +7,7 @@ read model's answer is always what the caller got: nothing here feeds back into 
 
 from __future__ import annotations
 
+import enum
 import hashlib
 from collections import deque
 from collections.abc import Iterable
@@ -14,6 +15,13 @@ from dataclasses import dataclass
 
 from gateway.domain.latency import percentile
 from gateway.domain.ranking import kendall_tau, overlap_at_k, rbo, score_shift, top1_agreement
+
+
+class Pairing(enum.StrEnum):
+    """What a shadow query is compared with (the `pairing` metric label)."""
+
+    AB = "ab"  # the shadow model's answer against the read model's: how much a cutover changes
+    AA = "aa"  # the read model's index against its exact search: the noise floor of the index
 
 
 @dataclass(frozen=True)
@@ -26,7 +34,7 @@ class Observation:
 
 @dataclass(frozen=True)
 class Comparison:
-    pairing: str  # "ab": another model; "aa": the read model against exact search (noise floor)
+    pairing: Pairing
     read: Observation
     shadow: Observation
     k: int
@@ -37,7 +45,7 @@ class Comparison:
     score_shift: float | None
 
 
-def compare(pairing: str, read: Observation, shadow: Observation, k: int) -> Comparison:
+def compare(pairing: Pairing, read: Observation, shadow: Observation, k: int) -> Comparison:
     return Comparison(
         pairing=pairing,
         read=read,

@@ -8,6 +8,11 @@ aiohttp session and one circuit breaker. Transient failures (429, 5xx, connectio
 timeouts) are retried with tenacity, honouring Retry-After and the request's deadline; an
 outage answers `EncoderUnavailable` (503 + Retry-After) quickly. Every reply is validated
 before a vector leaves this module.
+
+A provider is a third party, so what it sends is bounded and never relayed: a reply larger
+than its request can need (`max_reply_bytes`) is cut off while it streams in; redirects are
+not followed (a 307 would re-post the texts, and the API key, to another origin); an error
+reply's body goes to the log, with the API key masked, never into the caller's answer.
 """
 
 from __future__ import annotations
@@ -35,10 +40,14 @@ from gateway.domain.fingerprint import fingerprint
 from gateway.domain.pacing import Pacer
 from gateway.encoders.catalog import ModelSpec
 from gateway.encoders.onnx import Encoded
+from gateway.logs import escape_control
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 6
+# the most a reply may weigh: a float in JSON is ~20 bytes; 64 leaves room for pretty-printing
+REPLY_BYTES_PER_FLOAT = 64
+REPLY_BYTES_SLACK = 64 * 1024
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,6 +96,28 @@ class RemoteModelSpec(ModelSpec):
                 "document_prefix": self.document_prefix,
             },
         )
+
+
+def max_reply_bytes(texts: int, dim: int) -> int:
+    """The largest reply accepted for `texts` vectors of `dim` floats (usage and ids included)."""
+    return texts * (dim * REPLY_BYTES_PER_FLOAT + 1024) + REPLY_BYTES_SLACK
+
+
+class _ReplyTooLarge(Exception):
+    pass
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, or _ReplyTooLarge as soon as it (or its announced length) passes `limit`."""
+    if response.content_length is not None and response.content_length > limit:
+        raise _ReplyTooLarge
+    parts, total = [], 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        total += len(chunk)
+        if total > limit:
+            raise _ReplyTooLarge
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def is_remote(spec: ModelSpec) -> TypeGuard[RemoteModelSpec]:
@@ -309,25 +340,45 @@ class RemoteEncoder:
         if endpoint.dimensions is not None:
             body["dimensions"] = endpoint.dimensions
         timeout = aiohttp.ClientTimeout(total=max(0.05, min(endpoint.timeout_s, budget_s)))
+        limit = max_reply_bytes(len(texts), self.spec.dim)
         self.requests_sent += 1
         try:
             async with self.provider.session().post(
-                self._url, json=body, headers=self._headers(), timeout=timeout
+                self._url, json=body, headers=self._headers(), timeout=timeout, allow_redirects=False
             ) as response:
                 status = response.status
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                raw = await response.read()
+                location = response.headers.get("Location", "")
+                raw = await _read_bounded(response, limit)
+        except _ReplyTooLarge:
+            breaker.record_success()  # it answered: a misbehaving provider, not an outage
+            log.error("model %s: reply from %s is over %d bytes; refused", self.spec.key, self._url, limit)
+            raise EncoderBadReply(
+                f"model {self.spec.key!r}: the provider at {self.provider.base_url} sent a reply larger than "
+                f"{limit} bytes for {len(texts)} texts; nothing was stored. Check its model and dimensions settings"
+            ) from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            breaker.record_failure(self._clock())
-            reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"connection failed ({exc!r})"
+            log.warning("model %s: request to %s failed: %r", self.spec.key, self._url, exc)
+            reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"connection failed ({exc or 'closed'})"
+            breaker.record_failure(self._clock(), reason=reason)
             raise _Retryable(reason) from None
         if status == 429:
             breaker.release_trial()
             raise _Retryable("rate limited by the provider (429)", retry_after)
         if status >= 500 or status == 408:
-            breaker.record_failure(self._clock(), retry_after)
+            breaker.record_failure(self._clock(), retry_after, reason=f"HTTP {status}")
             raise _Retryable(f"HTTP {status}", retry_after)
         breaker.record_success()  # it answered: whatever else is wrong, it is not an outage
+        if 300 <= status < 400:
+            log.error(
+                "model %s: %s redirected (HTTP %d) to %r; not followed", self.spec.key, self._url, status, location
+            )
+            raise EncoderBadReply(
+                f"model {self.spec.key!r}: the provider at {self.provider.base_url} answered with a redirect "
+                f"(HTTP {status}); redirects are not followed, so texts and the API key go only to base_url. "
+                "Set base_url to the address it redirects to (the gateway log names it)",
+                code="encoder_rejected",
+            )
         if status != 200:
             raise EncoderBadReply(self._rejection(status, raw), code="encoder_rejected")
         try:
@@ -347,21 +398,28 @@ class RemoteEncoder:
         return vectors, tokens
 
     def _rejection(self, status: int, raw: bytes) -> str:
-        detail = ""
-        try:
-            error = json.loads(raw).get("error")
-            detail = error.get("message", "") if isinstance(error, dict) else str(error or "")
-        except (ValueError, AttributeError):
-            detail = raw[:200].decode(errors="replace")
+        """What the caller is told of a refusal: the status and what to check. The provider's own
+        words go to the log only (masked): they may echo the API key or the texts."""
+        log.error(
+            "model %s: %s refused the request (HTTP %d): %s",
+            self.spec.key,
+            self._url,
+            status,
+            escape_control(self._masked(raw[:500].decode(errors="replace"))),
+        )
         hint = {
             401: "check the API key (api_key_env)",
             403: "check the API key's permissions",
             404: "check base_url and the model name",
         }.get(status, "check the input and the model's settings")
         return (
-            f"model {self.spec.key!r}: the provider refused the request (HTTP {status}: "
-            f"{detail.strip() or 'no detail'}); {hint}"
+            f"model {self.spec.key!r}: the provider refused the request (HTTP {status}); {hint}. "
+            "The provider's reply is in the gateway log"
         )
+
+    def _masked(self, text: str) -> str:
+        key = os.environ.get(self.endpoint.api_key_env or "", "")
+        return text.replace(key, "[api key]") if key else text
 
 
 def parse_retry_after(value: str | None) -> float | None:

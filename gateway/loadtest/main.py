@@ -11,12 +11,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
-
+from gateway.client.errors import DriftgateError
 from gateway.datasets import vaswani
 from gateway.loadtest.cluster import Cluster
 from gateway.loadtest.report import failed, timeline_plot
-from gateway.loadtest.runner import LoadPlan, migrate_under_load, seed_collection
+from gateway.loadtest.runner import LoadPlan, admin_client, migrate_under_load, seed_collection
 from gateway.loadtest.scenario import ScenarioError, Timeline
 
 MIX = {"query": 0.7, "insert": 0.12, "update": 0.12, "delete": 0.06}
@@ -58,7 +57,7 @@ def run(args) -> int:
         os.environ["DRIFTGATE_CONFIG"] = os.path.abspath(args.config)
     try:
         report = asyncio.run(_run(args))
-    except ScenarioError as exc:
+    except (ScenarioError, DriftgateError) as exc:
         log(f"driftgate loadtest: the migration failed: {exc}")
         return 1
     text = json.dumps(report, indent=2)
@@ -102,15 +101,15 @@ async def _run(args) -> dict:
         urls = cluster.urls
     collection = f"lt_{secrets.token_hex(4)}"
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
-            seeds = await seed_collection(http, urls[0], collection, args.from_model, corpus)
-            return await drive(args, profile, rate, http, urls, token, collection, corpus, fresh, seeds, cluster)
+        async with admin_client(urls[-1], token) as client:
+            seeds = await seed_collection(client, collection, args.from_model, corpus)
+            return await drive(args, profile, rate, client, urls, collection, corpus, fresh, seeds, cluster)
     finally:
         if cluster is not None:
             await asyncio.to_thread(cluster.stop)
 
 
-async def drive(args, profile, rate, http, urls, token, collection, corpus, fresh, seeds, cluster) -> dict:
+async def drive(args, profile, rate, client, urls, collection, corpus, fresh, seeds, cluster) -> dict:
     faults = bool(args.kill_replica or args.restart_db)
     plan = LoadPlan(
         from_model=args.from_model,
@@ -141,9 +140,8 @@ async def drive(args, profile, rate, http, urls, token, collection, corpus, fres
 
     log(f"open-loop load: {rate:.0f} requests/s over {len(urls)} replicas ({MIX})")
     result = await migrate_under_load(
-        http,
+        client,
         urls,
-        token,
         collection,
         corpus,
         fresh,
@@ -153,7 +151,7 @@ async def drive(args, profile, rate, http, urls, token, collection, corpus, fres
         fault=fault if faults else None,
     )
     status, state, samples = result.status, result.state, result.samples
-    final = status["models"].get(args.to_model, {})
+    final = status.models.get(args.to_model, {})
     report = {
         "collection": collection,
         "from_model": args.from_model,
@@ -172,8 +170,8 @@ async def drive(args, profile, rate, http, urls, token, collection, corpus, fres
         "resurrected_ids": state["resurrected"][:20],
         "documents_checked": state["checked"],
         "uncertain_documents": result.uncertain,
-        "final_model": status["read_model"],
-        "final_phase": status["phase"],
+        "final_model": status.read_model,
+        "final_phase": status.phase,
         "final_documents": final.get("rows", 0),
         "final_coverage": final.get("coverage", 0.0),
         "final_missing": final.get("missing"),
@@ -182,8 +180,8 @@ async def drive(args, profile, rate, http, urls, token, collection, corpus, fres
         "phase_starts_s": {phase: round(at, 1) for at, phase in result.timeline.phases},
         "read_mode": args.read_mode,
         "adapted_queries": sum(s.op == "query" and "adapted-from=" in (s.model or "") for s in samples),
-        "shadow_metrics": {k: status["shadow_metrics"].get(k) for k in ("samples", "overlap_at_k", "rbo")}
-        if status.get("shadow_metrics")
+        "shadow_metrics": {k: status.raw["shadow_metrics"].get(k) for k in ("samples", "overlap_at_k", "rbo")}
+        if status.raw.get("shadow_metrics")
         else None,
     }
     report["passed"] = (

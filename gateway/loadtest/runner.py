@@ -12,19 +12,24 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import aiohttp
 from tqdm import tqdm
 
+from gateway.client import AsyncClient, Document, Status
 from gateway.loadtest.generator import OpenLoopGenerator, Sample
 from gateway.loadtest.report import check_final_state, failed, per_phase
-from gateway.loadtest.scenario import Admin, ScenarioError, Timeline, run_migration
+from gateway.loadtest.scenario import Timeline, run_migration
 
 SEED_BATCH = 200
 
 
+def admin_client(url: str, token: str) -> AsyncClient:
+    """The client of the demo and the load test: admin token, generous timeout, and retries that
+    outlast a fault in progress (a replica restarting, PostgreSQL restarting)."""
+    return AsyncClient(url, admin_token=token, timeout=120.0, retries=20, max_retry_wait=2.0)
+
+
 async def seed_collection(
-    http: aiohttp.ClientSession,
-    url: str,
+    client: AsyncClient,
     collection: str,
     model: str,
     corpus: Sequence[tuple[str, str]],
@@ -33,18 +38,13 @@ async def seed_collection(
     label: str | None = None,
 ) -> dict[str, int]:
     """Create `collection` on `model` and write `corpus` (id, text) in batches; id -> version."""
-    async with http.put(f"{url}/v1/collections/{collection}", json={"model": model}) as response:
-        if response.status not in (200, 201):
-            raise ScenarioError(f"creating the collection: {response.status} {await response.text()}")
+    await client.create_collection(collection, model)
     versions: dict[str, int] = {}
     with tqdm(total=len(corpus), desc=label or f"seeding {collection} with {model}", unit="doc") as bar:
         for start in range(0, len(corpus), SEED_BATCH):
             chunk = corpus[start : start + SEED_BATCH]
-            body = {"documents": [{"id": i, "text": t, "metadata": dict(metadata or {})} for i, t in chunk]}
-            async with http.post(f"{url}/v1/collections/{collection}/documents", json=body) as response:
-                if response.status != 200:
-                    raise ScenarioError(f"seeding: {response.status} {await response.text()}")
-                versions.update({r["id"]: r["version"] for r in (await response.json())["results"]})
+            documents = [Document(i, t, metadata or {}) for i, t in chunk]
+            versions.update({r.id: r.version for r in await client.put_documents(collection, documents)})
             bar.update(len(chunk))
     return versions
 
@@ -70,7 +70,7 @@ class RunResult:
     timeline: Timeline
     phases: dict  # per phase: requests, failures, latency (also per operation)
     state: dict  # {checked, lost, resurrected}
-    status: dict  # the collection's admin status at the end
+    status: Status  # the collection's admin status at the end
     uncertain: int
 
     @property
@@ -83,9 +83,8 @@ class RunResult:
 
 
 async def migrate_under_load(
-    http: aiohttp.ClientSession,
+    client: AsyncClient,
     urls: list[str],
-    token: str,
     collection: str,
     corpus: Sequence[tuple[str, str]],
     fresh: list[str],
@@ -96,7 +95,8 @@ async def migrate_under_load(
     on_progress: Callable[[int, int], None] | None = None,
     fault: Callable[[Timeline], Awaitable[None]] | None = None,
 ) -> RunResult:
-    """Open-loop traffic over `urls` through a whole migration (a `steady` warm-up first)."""
+    """Open-loop traffic over `urls` through a whole migration (a `steady` warm-up first); `client`
+    (with the admin token) drives the migration and reads the documents back at the end."""
     generator = OpenLoopGenerator(
         urls, collection, list(corpus), rate=plan.rate, mix=dict(plan.mix), retries=plan.retries, fresh_texts=fresh
     )
@@ -111,7 +111,6 @@ async def migrate_under_load(
         if on_phase is not None:
             on_phase(phase, timeline.now())
 
-    admin = Admin(http, urls[-1], token, collection)
     try:
         set_phase("steady")
         timeline.phases.append((0.0, "steady"))
@@ -122,7 +121,8 @@ async def migrate_under_load(
                 await fault(timeline)
 
         await run_migration(
-            admin,
+            client,
+            collection,
             timeline,
             set_phase,
             to_model=plan.to_model,
@@ -138,8 +138,8 @@ async def migrate_under_load(
         await load
     starts = [*timeline.phases, (timeline.now(), "end")]
     durations = {phase: starts[i + 1][0] - at for i, (at, phase) in enumerate(timeline.phases)}
-    state = await check_final_state(http, urls[-1], collection, generator.ledger, seeds)
-    status = await admin.call("GET", "status")
+    state = await check_final_state(client, collection, generator.ledger, seeds)
+    status = await client.status(collection)
     return RunResult(
         samples=generator.samples,
         timeline=timeline,

@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aiohttp
+from gateway.client import AsyncClient
 
 
 class ScenarioError(RuntimeError):
@@ -25,33 +25,9 @@ class Timeline:
         return time.monotonic() - self.started
 
 
-class Admin:
-    def __init__(self, session: aiohttp.ClientSession, url: str, token: str, collection: str) -> None:
-        self.session, self.url, self.collection = session, url, collection
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    async def call(self, method: str, action: str, body: dict | None = None, *, ok=(200, 202)) -> dict:
-        for attempt in range(20):  # the admin side retries too: a fault may be in progress
-            try:
-                async with self.session.request(
-                    method,
-                    f"{self.url}/admin/v1/collections/{self.collection}/{action}",
-                    json=body,
-                    headers=self.headers,
-                ) as response:
-                    payload = await response.json(content_type=None)
-                    if response.status in ok:
-                        return payload
-                    if response.status < 500:
-                        raise ScenarioError(f"{action}: {response.status} {payload}")
-            except (TimeoutError, aiohttp.ClientError):
-                pass
-            await asyncio.sleep(0.5 + attempt * 0.25)
-        raise ScenarioError(f"{action}: no answer after retries")
-
-
 async def run_migration(
-    admin: Admin,
+    admin: AsyncClient,
+    collection: str,
     timeline: Timeline,
     set_phase: Callable[[str], None],
     *,
@@ -66,6 +42,9 @@ async def run_migration(
 ) -> None:
     """start -> backfill -> verify -> shadow -> cutover -> rollback -> cutover -> retire.
 
+    `admin` carries the admin token and retries 503s and refused connections (a fault may be
+    in progress); any other error answer ends the scenario.
+
     With `read_mode="adapted"` an adapter is fitted once a third of the backfill is done and reads
     switch to it (new-model queries against the old index), and it is fitted again, replacing the
     first, when the backfill is complete; cutover then reads the new model natively.
@@ -79,11 +58,11 @@ async def run_migration(
         await asyncio.sleep(dwell_s)
 
     await enter("dual_write")
-    await admin.call("POST", "migrations", {"to_model": to_model})
+    await admin.start_migration(collection, to_model)
     fault_done = adapted = False
     while True:
-        status = await admin.call("GET", "status")
-        backfill = status["backfill"]
+        status = await admin.status(collection)
+        backfill = status.backfill
         timeline.progress.append((timeline.now(), backfill.get("done", 0), backfill.get("total", 0)))
         if on_progress:
             on_progress(backfill.get("done", 0), backfill.get("total", 0))
@@ -97,8 +76,8 @@ async def run_migration(
             and backfill["done"] >= backfill["total"] / 3
         ):
             adapted = True
-            await adapt(admin, timeline, enter)
-        if status["phase"] == "ready":
+            await adapt(admin, collection, timeline, enter)
+        if status.phase == "ready":
             break
         if backfill.get("state") == "failed":
             raise ScenarioError(f"backfill failed: {backfill}")
@@ -106,36 +85,41 @@ async def run_migration(
             raise ScenarioError(f"backfill did not finish in {deadline_s:.0f} s: {backfill}")
         await asyncio.sleep(0.5)
     if read_mode == "adapted":
-        await adapt(admin, timeline, enter, refit=True)
+        await adapt(admin, collection, timeline, enter, refit=True)
     await enter("verify")
-    report = await admin.call("POST", "verify", {"sample": 200})
-    if not report["passed"]:
-        raise ScenarioError(f"verification failed: {report}")
+    report = await admin.verify(collection, 200)
+    if not report.passed:
+        raise ScenarioError(f"verification failed: {report.raw}")
     await enter("shadow")
-    await admin.call("POST", "shadow", {"model": to_model, "sample_rate": shadow_rate})
+    await admin.shadow(collection, to_model, shadow_rate)
     await dwell()
     await enter("cutover")
-    await admin.call("POST", "read-model", {"model": to_model})
+    await admin.cutover(collection, to_model)
     await dwell()
     await enter("rollback")
-    await admin.call("POST", "read-model", {"model": from_model})
+    await admin.cutover(collection, from_model)
     await dwell()
     await enter("cutover_again")
-    await admin.call("POST", "read-model", {"model": to_model})
+    await admin.cutover(collection, to_model)
     await dwell()
     await enter("retired")
-    await admin.call("POST", "retire", {"model": from_model})
+    await admin.retire(collection, from_model)
     await dwell()
 
 
 async def adapt(
-    admin: Admin, timeline: Timeline, enter: Callable[[str], Awaitable[None]], *, refit: bool = False
+    admin: AsyncClient,
+    collection: str,
+    timeline: Timeline,
+    enter: Callable[[str], Awaitable[None]],
+    *,
+    refit: bool = False,
 ) -> None:
     """Fit the adapter on what the backfill has written so far and read through it (`adapted`)."""
-    fit = await admin.call("POST", "adapter", {})
+    fit = await admin.fit_adapter(collection)
     timeline.events.append((timeline.now(), f"adapter v{fit['version']}: agreement@10 {fit['adapt']['agreement@10']}"))
     if not refit:
         if not fit["adapt"]["passes"]:
-            raise ScenarioError(f"the adapter is below its floor: {fit}")
-        await admin.call("POST", "read-mode", {"mode": "adapted", "translate_vectors": True})
+            raise ScenarioError(f"the adapter is below its floor: {fit.raw}")
+        await admin.read_mode(collection, "adapted", translate_vectors=True)
         await enter("adapted")

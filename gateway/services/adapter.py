@@ -19,6 +19,7 @@ import asyncpg
 
 from gateway.config import AdapterConfig
 from gateway.domain.adapter import DEFAULT_K, FittedAdapter, LinearMap, MapKind, fit_adapter
+from gateway.domain.audit import AuditAction
 from gateway.domain.errors import Conflict
 from gateway.domain.state import CollectionState, ReadMode
 from gateway.store import adapters as adapters_sql
@@ -136,7 +137,12 @@ class AdapterService:
                 conn, name, from_model, to_model, fingerprints, fitted, validation
             )
             return await _change(
-                conn, current, "adapter_fit", actor, {"version": version, **validation}, adapter_version=version
+                conn,
+                current,
+                AuditAction.ADAPTER_FIT,
+                actor,
+                {"version": version, **validation},
+                adapter_version=version,
             )
 
         state = await in_transaction(self._pool, save)
@@ -199,7 +205,9 @@ class AdapterService:
                 if translate and not (validation["adapt"]["passes"] or validation["translate"]["passes"]):
                     _require_floor(validation["adapt"], "translated vectors", validation["floor"])
             detail = {"read_mode": mode.value, "translate_vectors": translate}
-            return await _change(conn, state, "read_mode", actor, detail, read_mode=mode, translate_vectors=translate)
+            return await _change(
+                conn, state, AuditAction.READ_MODE, actor, detail, read_mode=mode, translate_vectors=translate
+            )
 
         await in_transaction(self._pool, switch)
         state = await self._collections.reload(name)
@@ -219,7 +227,7 @@ class AdapterService:
 
 
 async def _change(
-    conn: asyncpg.Connection, state: CollectionState, action: str, actor: Actor, detail: dict, **changes: Any
+    conn: asyncpg.Connection, state: CollectionState, action: AuditAction, actor: Actor, detail: dict, **changes: Any
 ) -> CollectionState:
     return await collections_sql.change_state(
         conn, state, action=action, actor=actor.address, replica=actor.replica, detail=detail, **changes

@@ -31,8 +31,10 @@ import numpy as np
 from gateway.domain.adoption import (
     AdoptionState,
     SourceSpec,
+    effective_state,
     judge_sample,
 )
+from gateway.domain.audit import AuditAction
 from gateway.domain.errors import Conflict, InvalidRequest, ModelDrift, NotFound
 from gateway.domain.identifiers import validate_collection_name
 from gateway.services.collections import CollectionService
@@ -92,7 +94,7 @@ class AdoptionService:
                 raise Conflict(
                     f"collection {name!r} already exists; adopt into a new collection name", code="collection_exists"
                 )
-            source = await adoption_sql.inspect_source(conn, request.source)
+            source = await adoption_sql.inspect_source(conn, request.source, follow=request.follow)
             if source.vector_dim is not None and source.vector_dim != spec.dim:
                 raise InvalidRequest(
                     f"column {request.source.vector_column!r} holds {source.vector_dim}-d vectors, model "
@@ -114,15 +116,21 @@ class AdoptionService:
             if state is None:
                 raise Conflict(f"collection {name!r} already exists", code="collection_exists")
             await adoption_sql.create_adoption(conn, name, source, request.model, request.follow, sample)
+            writers: list[str] = []
             if request.follow:  # from here on, every committed change is queued
-                await adoption_sql.install_follow(conn, name, source)
+                writers = await adoption_sql.install_follow(conn, name, source)
             await collections_sql.change_state(
                 conn,
                 state,
-                action="adopt",
+                action=AuditAction.ADOPT,
                 actor=actor,
                 replica=self._replica,
-                detail={"table": request.source.qualified, "follow": request.follow, "sample": sample},
+                detail={
+                    "table": request.source.qualified,
+                    "follow": request.follow,
+                    "sample": sample,
+                    "queue_writers": writers,
+                },
             )
 
         await in_transaction(self._pool, create)
@@ -173,7 +181,9 @@ class AdoptionService:
         }
 
     async def stop(self, name: str, actor: str | None, runner: AdoptionRunner) -> dict:
-        """Stop following: drop the triggers, apply what they queued, drop the queue."""
+        """Stop following, all or nothing: apply what is queued, then in one transaction drop the
+        triggers, apply the rest, drop the queue and record the stop. A failure (the table was
+        changed so its rows cannot be read) rolls all of it back: still following, nothing lost."""
         validate_collection_name(name)
         async with self._pool.acquire() as conn:
             row = await adoption_sql.get_adoption(conn, name)
@@ -181,35 +191,42 @@ class AdoptionService:
             raise NotFound(f"collection {name!r} was not adopted from a table", code="not_adopted")
         if not row["follow"]:
             return {**await self._status(name), "changed": False}
-        if row["state"] == AdoptionState.IMPORTING.value:
+        step = effective_state(row["state"], row["failed_state"])
+        if step == AdoptionState.IMPORTING:
             raise Conflict(
                 f"collection {name!r} is still importing; stop following once the import is done "
                 "(status: adoption.state)",
                 code="adoption_importing",
             )
         source = adoption_sql.source_of(row)
-        async with self._pool.acquire() as conn, conn.transaction():
-            await adoption_sql.lock_follow(conn, name)
-            await adoption_sql.remove_triggers(conn, name, source)  # no change is captured after this
-        while await runner.apply_changes(row):
+        while await runner.apply_changes(row):  # drain first: the transaction below stays short
             pass
-        async with self._pool.acquire() as conn, conn.transaction():
+
+        async def stop_following(conn: asyncpg.Connection) -> None:
             await adoption_sql.lock_follow(conn, name)
+            current = await adoption_sql.get_adoption(conn, name)
+            if current is None or not current["follow"]:
+                return  # another replica stopped it meanwhile
+            await adoption_sql.check_unchanged(conn, source, follow=False)
+            await adoption_sql.remove_triggers(conn, name, source)  # no change is captured after this
+            while await runner.apply_batch(conn, name, source):
+                pass
             await adoption_sql.drop_queue(conn, name)
-            after = (
-                AdoptionState.STOPPED if row["state"] == AdoptionState.FOLLOWING.value else AdoptionState(row["state"])
+            await adoption_sql.set_state(
+                conn, name, AdoptionState.STOPPED if step == AdoptionState.FOLLOWING else step, follow=False
             )
-            await adoption_sql.set_state(conn, name, after, follow=False)
             state = await collections_sql.get_state(conn, name, lock="UPDATE")
             assert state is not None
             await collections_sql.change_state(
                 conn,
                 state,
-                action="adopt_stop",
+                action=AuditAction.ADOPT_STOP,
                 actor=actor,
                 replica=self._replica,
                 detail={"table": source.spec.qualified},
             )
+
+        await in_transaction(self._pool, stop_following, max_seconds=30)
         log.info("collection %s stopped following %s", name, source.spec.qualified)
         return {**await self._status(name), "changed": True}
 
@@ -253,7 +270,9 @@ async def adoption_status(conn: asyncpg.Connection, name: str) -> dict | None:
             "text": row["text_column"],
             "vector": row["vector_column"],
             "metadata": list(row["metadata_columns"]),
+            "metadata_json": row["metadata_json_column"],
         },
+        "row_filter": {"column": row["filter_column"], "value": row["filter_value"]} if row["filter_column"] else None,
         "model": row["model_key"],
         "follow": row["follow"],
         "rows_total": row["rows_total"],
@@ -261,7 +280,11 @@ async def adoption_status(conn: asyncpg.Connection, name: str) -> dict | None:
         "rows_imported": row["rows_imported"],
         "rows_skipped": row["rows_skipped"],
         "rows_to_embed": row["rows_to_embed"],
+        "vectors_unusable": row["vectors_unusable"],
         "changes_applied": row["changes_applied"],
+        "error": row["error"],
+        "failures": row["failures"],
+        "retry_at": row["retry_at"].isoformat() if row["retry_at"] else None,
         "follow_lag": follow,
         "sample": json.loads(row["sample"]) if row["sample"] else None,
         "started_at": row["started_at"].isoformat(),

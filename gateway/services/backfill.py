@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -22,8 +23,10 @@ import asyncpg
 import numpy as np
 
 from gateway.config import BackfillConfig
-from gateway.domain.backfill import BackfillState, plan_chunks, rate_delay, should_hold
+from gateway.domain.audit import AuditAction
+from gateway.domain.backfill import BackfillState, plan_chunks, should_hold, step_size
 from gateway.domain.errors import EncoderBadReply, EncoderFailed, EncoderUnavailable, ModelDrift
+from gateway.domain.pacing import Pacer
 from gateway.domain.phases import Action, Phase, next_phase
 from gateway.services.embedding import EmbeddingService
 from gateway.store import backfill as backfill_sql
@@ -148,6 +151,7 @@ class BackfillWorker:
             await self._sweep_or_finish(collection, model)
 
     async def _pipeline(self, collection: str, model: str, stop: asyncio.Event) -> None:
+        pacer = Pacer(0.0, burst_s=0.0)  # this pipeline's share of the rate cap, in documents
         while not stop.is_set():
             async with self._pool.acquire() as conn:
                 settings = await backfill_sql.backfill_settings(conn, collection)
@@ -156,17 +160,23 @@ class BackfillWorker:
                 if await self._hold_for_latency(conn):
                     await asyncio.sleep(self._poll_interval_s)
                     continue
-            started = time.monotonic()
+            share = settings.max_rate / self._pipelines if settings.max_rate else None
+            step = step_size(self._chunk_size, self._embeddings.spec(model).max_batch, share)
+            pacer.per_minute = share * 60.0 if share else 0.0
+            wait = pacer.reserve(time.monotonic(), step)
+            if wait > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait)
+                if stop.is_set():
+                    return
             docs = await in_transaction(
-                self._pool, lambda conn: self._one_chunk(conn, collection, model), max_seconds=30
+                self._pool,
+                functools.partial(self._one_step, collection=collection, model=model, step=step),
+                max_seconds=30,
             )
             if docs is None:
                 return
-            max_rate = settings.max_rate
-            delay = rate_delay(docs, time.monotonic() - started, max_rate / self._pipelines if max_rate else None)
-            if delay:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+            pacer.refund(step - docs)  # a short step leaves its unused share to the next one
 
     async def _hold_for_latency(self, conn: asyncpg.Connection) -> bool:
         if self._ceiling_ms is None:
@@ -180,12 +190,14 @@ class BackfillWorker:
         self.counters.holding = holding
         return holding
 
-    async def _one_chunk(self, conn: asyncpg.Connection, collection: str, model: str) -> int | None:
-        """One chunk = one transaction (the caller's): claim, embed, write if current, mark done."""
+    async def _one_step(self, conn: asyncpg.Connection, *, collection: str, model: str, step: int) -> int | None:
+        """One step of a chunk = one transaction (the caller's): claim the chunk, embed up to
+        `step` of its documents, write those still current, count them; a step that finds
+        fewer than `step` documents left closes the chunk. None when no chunk is left."""
         chunk = await backfill_sql.claim_chunk(conn, collection, model)
         if chunk is None:
             return None
-        rows = await backfill_sql.chunk_documents(conn, collection, model, chunk)
+        rows = await backfill_sql.chunk_documents(conn, collection, model, chunk, limit=step)
         written = 0
         if rows:
             ids, vectors, versions, failures = await self._embed(model, rows, collection)
@@ -194,8 +206,18 @@ class BackfillWorker:
             for doc_id, version, reason in failures:
                 await backfill_sql.record_error(conn, collection, model, doc_id, version, reason)
             self.counters.failed_documents += len(failures)
-        await backfill_sql.finish_chunk(conn, collection, model, chunk.chunk_no, written, self.worker_id)
-        self.counters.chunks += 1
+        done = len(rows) < step
+        await backfill_sql.record_step(
+            conn,
+            collection,
+            model,
+            chunk.chunk_no,
+            processed=len(rows),
+            written=written,
+            worker=self.worker_id,
+            done=done,
+        )
+        self.counters.chunks += int(done)
         self.counters.documents += len(rows)
         self.counters.written += written
         self._on_written(collection, model, written)
@@ -278,7 +300,7 @@ class BackfillWorker:
             await collections_sql.change_state(
                 conn,
                 state,
-                action="backfill_" + final_state,
+                action=AuditAction.of_backfill_end(final_state),
                 actor="backfill",
                 replica=self.worker_id,
                 detail={"errors": errors},

@@ -20,6 +20,7 @@ import asyncpg
 import numpy as np
 
 from gateway.domain.errors import Conflict, InvalidRequest, ModelDrift, NotFound
+from gateway.domain.filters import Filter
 from gateway.domain.identifiers import validate_collection_name, validate_document_id
 from gateway.domain.latency import LatencyWindow
 from gateway.domain.state import CollectionState
@@ -35,6 +36,10 @@ from gateway.store.session import read_only
 log = logging.getLogger(__name__)
 
 MAX_WRITE_SET_RETRIES = 5
+SIZE_CHECK_INTERVAL_S = 5.0
+
+# what a document read answers: the store's row type, named here for the API layer
+DocumentRow = documents_sql.DocumentRow
 
 
 @dataclass(frozen=True)
@@ -73,8 +78,10 @@ class _WriteSetChanged(Exception):
 
 
 class CollectionService:
-    def __init__(self, pool: asyncpg.Pool, embeddings: EmbeddingService) -> None:
+    def __init__(self, pool: asyncpg.Pool, embeddings: EmbeddingService, *, exact_scan_max_rows: int = 2000) -> None:
         self._pool = pool
+        self._exact_scan_max_rows = exact_scan_max_rows
+        self._small: dict[str, tuple[bool, float]] = {}  # collection -> (at most exact_scan_max_rows, checked at)
         self._embeddings = embeddings
         self._states: dict[str, CollectionState] = {}
         self.drifted: dict[str, str] = {}  # model key -> reason; those models' collections refuse
@@ -202,8 +209,10 @@ class CollectionService:
 
     # -- documents ------------------------------------------------------------------------
 
-    async def upsert(self, name: str, documents: Sequence[NewDocument]) -> list[WriteResult]:
-        """Write documents to every model of the write set in one transaction (all or nothing)."""
+    async def upsert(self, name: str, documents: Sequence[NewDocument], *, bulk: bool = False) -> list[WriteResult]:
+        """Write documents to every model of the write set in one transaction (all or nothing).
+
+        `bulk` (a bulk load) embeds on the encoders' low-priority lanes, behind interactive work."""
         ids = [validate_document_id(d.id) for d in documents]
         if len(set(ids)) != len(ids):
             raise InvalidRequest("a batch names the same document id twice; send each id once", code="duplicate_id")
@@ -215,7 +224,7 @@ class CollectionService:
         for _ in range(MAX_WRITE_SET_RETRIES):
             self.refuse_drifted(state, state.write_models)
             missing = [m for m in state.write_models if m not in encoded]
-            results = await asyncio.gather(*(self._embeddings.embed(m, texts, "document") for m in missing))
+            results = await asyncio.gather(*(self._embeddings.embed(m, texts, "document", bulk=bulk) for m in missing))
             encoded.update(zip(missing, results, strict=False))
             try:
                 versions, state = await self._commit(name, documents, encoded)
@@ -268,9 +277,40 @@ class CollectionService:
         if not deleted:
             raise NotFound(f"document {doc_id!r} not found in collection {name!r}", code="document_not_found")
 
+    async def get_documents(self, name: str, ids: Sequence[str]) -> list[documents_sql.DocumentRow]:
+        """The documents of `ids` that exist, in the order asked (missing ones are left out)."""
+        await self.state(name)
+        checked = [validate_document_id(i) for i in ids]
+        return await with_connection(self._pool, lambda conn: documents_sql.get_documents(conn, name, checked))
+
+    async def list_documents(
+        self, name: str, metadata_filter: Filter | None, limit: int, after: str | None
+    ) -> list[documents_sql.DocumentRow]:
+        """One page of the documents the filter matches, ordered by id, after the id `after`."""
+        await self.state(name)
+        return await with_connection(
+            self._pool, lambda conn: documents_sql.list_documents(conn, name, metadata_filter, limit, after)
+        )
+
+    async def count_documents(self, name: str, metadata_filter: Filter | None) -> int:
+        await self.state(name)
+        return await with_connection(self._pool, lambda conn: documents_sql.count_matching(conn, name, metadata_filter))
+
+    async def delete_documents(self, name: str, ids: Sequence[str] | None, metadata_filter: Filter | None) -> int:
+        """Delete by ids or by filter (the one delete path: embeddings of every model go with them)."""
+        await self.state(name)
+        if self.write_guard is not None:
+            await self.write_guard(name)
+        checked = None if ids is None else [validate_document_id(i) for i in ids]
+
+        async def delete(conn: asyncpg.Connection) -> int:
+            return await documents_sql.delete_documents(conn, name, checked, metadata_filter)
+
+        return await in_transaction(self._pool, delete)
+
     # -- search ---------------------------------------------------------------------------
 
-    async def query_text(self, name: str, text: str, k: int, metadata_filter: Mapping | None) -> QueryResult:
+    async def query_text(self, name: str, text: str, k: int, metadata_filter: Filter | None) -> QueryResult:
         """Encode `text` with the read model and search that model's table: never another one.
 
         Model and table come from one state snapshot. If the table vanished under a stale
@@ -302,7 +342,7 @@ class CollectionService:
         raise AssertionError("unreachable")
 
     async def query_vector(
-        self, name: str, vector: Sequence[float], model_key: str, k: int, metadata_filter: Mapping | None
+        self, name: str, vector: Sequence[float], model_key: str, k: int, metadata_filter: Filter | None
     ) -> QueryResult:
         """Search with a caller's vector, which must come from the read model (else 409), or from the
         migration's other model when the collection translates vectors through a passing adapter."""
@@ -344,10 +384,40 @@ class CollectionService:
         adapter = await self.adapters.get(state)
         return self.adapters.map_for(adapter, model_key, state.read_model) if adapter is not None else None
 
-    async def _search(self, name: str, model: str, vector: np.ndarray, k: int, metadata_filter) -> list:
-        return await read_only(
-            self._pool, lambda conn: documents_sql.search(conn, name, model, vector, k, metadata_filter)
-        )
+    async def _search(
+        self, name: str, model: str, vector: np.ndarray, k: int, metadata_filter: Filter | None
+    ) -> list[documents_sql.Hit]:
+        """k-NN through the HNSW index, or an exact scan where the index could miss documents.
+
+        An HNSW graph can leave nodes unreachable, and a selective filter leaves few candidates:
+        a query that may match no more than `exact_scan_max_rows` documents (or no more than k)
+        compares every matching row instead. An index search that returns fewer than k hits is
+        run again exactly, so a k that reaches the number of matching documents returns them all.
+        """
+        bound = max(k, self._exact_scan_max_rows)
+        small = self._known_small(name)
+
+        async def run(conn: asyncpg.Connection) -> list[documents_sql.Hit]:
+            exact = small is True
+            if small is None or metadata_filter is not None:
+                matching = await documents_sql.count_matching(conn, name, metadata_filter, limit=bound + 1)
+                exact = matching <= bound
+                if metadata_filter is None:
+                    self._small[name] = (exact, time.monotonic())
+            hits = await documents_sql.search(conn, name, model, vector, k, metadata_filter, exact=exact)
+            if len(hits) < k and not exact:
+                hits = await documents_sql.search(conn, name, model, vector, k, metadata_filter, exact=True)
+            return hits
+
+        return await read_only(self._pool, run)
+
+    def _known_small(self, name: str) -> bool | None:
+        """Whether the collection held at most `exact_scan_max_rows` documents a moment ago (None:
+        not known); re-counted at most every SIZE_CHECK_INTERVAL_S, so the hot path rarely counts."""
+        known = self._small.get(name)
+        if known is None or time.monotonic() - known[1] > SIZE_CHECK_INTERVAL_S:
+            return None
+        return known[0]
 
 
 def query_vector_array(vector: Sequence[float]) -> np.ndarray:

@@ -16,8 +16,10 @@ from typing import Any
 
 import asyncpg
 
-from gateway.domain.adoption import ACTIVE_STATES, AdoptionState
+from gateway.domain.adoption import AdoptionState, effective_state, retry_delay
+from gateway.domain.audit import AuditAction
 from gateway.domain.backfill import BackfillState, plan_chunks
+from gateway.domain.errors import GatewayError
 from gateway.services.embedding import EmbeddingService
 from gateway.store import adoption as adoption_sql
 from gateway.store import backfill as backfill_sql
@@ -44,6 +46,7 @@ class AdoptionRunner:
         backfill_chunk: int,
         poll_interval_s: float,
         on_lag: Callable[[str, dict], None] | None = None,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self._pool = pool
         self._embeddings = embeddings
@@ -54,6 +57,7 @@ class AdoptionRunner:
         self._backfill_chunk = backfill_chunk
         self._poll_s = poll_interval_s
         self._on_lag = on_lag or (lambda _c, _l: None)
+        self._on_failure = on_failure or (lambda _c: None)
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -74,26 +78,65 @@ class AdoptionRunner:
                 self._wake.clear()
 
     async def step(self, stop: asyncio.Event) -> bool:
-        """One pass over the active adoptions; True when there was work (look again at once)."""
+        """One pass over the active adoptions; True when there was work (look again at once).
+
+        Each adoption succeeds or fails alone: an error in one (a renamed column, a revoked
+        grant) marks that one `failed` with the reason and retries it with backoff, and the
+        others go on.
+        """
         async with self._pool.acquire() as conn:
-            rows = await adoption_sql.adoptions_in(conn, ACTIVE_STATES)
+            rows = await adoption_sql.adoptions_due(conn)
         busy = False
         for row in rows:
             if stop.is_set():
                 break
-            state = AdoptionState(row["state"])
-            if state == AdoptionState.IMPORTING:
-                busy |= await self._import(row, stop)
-                continue
-            if state == AdoptionState.INDEXING:
-                await self._finish_if_indexed(row)
-            if row["follow"]:
-                busy |= bool(await self.apply_changes(row))
-                async with self._pool.acquire() as conn:
-                    adoption = await adoption_sql.get_adoption(conn, row["collection"])
-                    if adoption is not None and adoption["follow"]:
-                        self._on_lag(row["collection"], await adoption_sql.queue_lag(conn, row["collection"]))
+            try:
+                busy |= await self._step_one(row, stop)
+            except TRANSIENT_ERRORS:
+                raise  # the database itself is unavailable: every adoption waits (see run)
+            except Exception as exc:
+                await self._failed(row, exc)
         return busy
+
+    async def _step_one(self, row: asyncpg.Record, stop: asyncio.Event) -> bool:
+        name = row["collection"]
+        state = effective_state(row["state"], row["failed_state"])
+        busy = False
+        if state == AdoptionState.IMPORTING:
+            busy = await self._import(row, stop)
+        elif state == AdoptionState.INDEXING:
+            await self._finish_if_indexed(row)
+        if row["follow"]:  # while importing this only makes sure the capture runs as the writers
+            busy |= bool(await self.apply_changes(row))
+            async with self._pool.acquire() as conn:
+                adoption = await adoption_sql.get_adoption(conn, name)
+                if adoption is not None and adoption["follow"]:
+                    self._on_lag(name, await adoption_sql.queue_lag(conn, name))
+        if row["state"] == AdoptionState.FAILED:
+            async with self._pool.acquire() as conn:
+                if await adoption_sql.recover(conn, name):
+                    log.info("adoption of %s recovered: %s again", name, state.value)
+        return busy
+
+    async def _failed(self, row: asyncpg.Record, exc: Exception) -> None:
+        """Record the failure of one adoption (state `failed`, the reason, the next try)."""
+        name = row["collection"]
+        step = effective_state(row["state"], row["failed_state"])
+        reason = exc.message if isinstance(exc, GatewayError) else f"{type(exc).__name__}: {exc}"
+        async with self._pool.acquire() as conn:
+            failures = await adoption_sql.record_failure(conn, name, step, reason)
+        self._on_failure(name)
+        if failures == 1 and not isinstance(exc, GatewayError | asyncpg.PostgresError):
+            log.error("adoption of %s failed while %s", name, step.value, exc_info=exc)  # a bug: keep the trace
+        else:
+            log.warning(
+                "adoption of %s failed while %s (%d in a row; next try in %.0f s): %s",
+                name,
+                step.value,
+                failures,
+                retry_delay(failures),
+                reason,
+            )
 
     # -- import ------------------------------------------------------------------------------------
 
@@ -107,7 +150,7 @@ class AdoptionRunner:
     async def _import_locked(self, name: str, stop: asyncio.Event) -> bool:
         async with self._pool.acquire() as conn:
             row = await adoption_sql.get_adoption(conn, name)
-            if row is None or row["state"] != AdoptionState.IMPORTING.value:
+            if row is None or effective_state(row["state"], row["failed_state"]) != AdoptionState.IMPORTING:
                 return False
             source = adoption_sql.source_of(row)
             if row["cursor"] is None:
@@ -119,6 +162,7 @@ class AdoptionRunner:
         while not stop.is_set():
 
             async def import_next(conn: asyncpg.Connection, after: str | None = cursor) -> tuple[str | None, int]:
+                await adoption_sql.check_unchanged(conn, source, follow=False)
                 return await adoption_sql.import_chunk(conn, name, model, dim, source, after, self._chunk_rows)
 
             cursor, read = await in_transaction(self._pool, import_next, max_seconds=30)
@@ -154,7 +198,7 @@ class AdoptionRunner:
             await collections_sql.change_state(
                 conn,
                 state,
-                action="adopt_imported",
+                action=AuditAction.ADOPT_IMPORTED,
                 actor="adoption",
                 replica=self._replica,
                 detail={"to_embed": len(missing)},
@@ -183,7 +227,7 @@ class AdoptionRunner:
             await collections_sql.change_state(
                 conn,
                 state,
-                action="adopt_done",
+                action=AuditAction.ADOPT_DONE,
                 actor="adoption",
                 replica=self._replica,
                 detail={"state": after.value},
@@ -198,46 +242,56 @@ class AdoptionRunner:
 
         The per-collection advisory lock makes batches strictly sequential across replicas, so
         each batch reads the source after the previous one committed: the collection never moves
-        back to an older value. The state row is held FOR SHARE, as on the API's write path, so
-        the write set cannot change between embedding and commit.
+        back to an older value. Before reading, the table is locked against ALTER and checked
+        (column types, grants, the capture triggers): a table changed under the follow raises
+        `AdoptionBroken` instead of running a query the owner's new types could hijack.
         """
         name = row["collection"]
         source = adoption_sql.source_of(row)
         async with self._pool.acquire() as conn, conn.transaction():
             await adoption_sql.lock_follow(conn, name)
             current = await adoption_sql.get_adoption(conn, name)
-            if (
-                current is None
-                or current["state"] == AdoptionState.IMPORTING.value
-                or not await adoption_sql.queue_exists(conn, name)
-            ):
+            if current is None or not current["follow"] or not await adoption_sql.queue_exists(conn, name):
                 return 0
-            state = await collections_sql.get_state(conn, name, lock="SHARE")
-            assert state is not None  # an adoption row exists only with its collection (FK)
-            entries = await adoption_sql.claim_changes(conn, name, self._apply_batch)
-            if not entries:
+            # first of all, even while importing or failed: a follow made by an earlier version ran as the gateway
+            if await adoption_sql.secure_capture(conn, name, source):
+                log.warning("collection %s: capture trigger function now runs with the writers' rights", name)
+            if effective_state(current["state"], current["failed_state"]) == AdoptionState.IMPORTING:
                 return 0
-            if any(e["op"] == "T" for e in entries):
-                await adoption_sql.delete_absent(conn, name, source)
-            ids = list(dict.fromkeys(e["doc_id"] for e in entries if e["doc_id"] is not None))
-            rows = await adoption_sql.current_rows(conn, source, ids) if ids else []
-            keep = [r for r in rows if r["content"] and r["content"].strip() and 1 <= len(r["id"]) <= 256]
-            kept = {r["id"] for r in keep}
-            gone = [i for i in ids if i not in kept]
-            if keep:
-                texts = [r["content"] for r in keep]
-                versions = await documents_sql.upsert_documents(
-                    conn, name, [r["id"] for r in keep], texts, [_json(r["metadata"]) for r in keep]
+            await adoption_sql.check_unchanged(conn, source, follow=True)
+            await adoption_sql.check_capturing(conn, name, source)
+            return await self.apply_batch(conn, name, source)
+
+    async def apply_batch(self, conn: asyncpg.Connection, name: str, source: adoption_sql.SourceTable) -> int:
+        """Take one batch from the queue and make the collection match the table, in the caller's
+        transaction (which holds the follow lock and has checked the table). The state row is held
+        FOR SHARE, as on the API's write path, so the write set cannot change meanwhile."""
+        state = await collections_sql.get_state(conn, name, lock="SHARE")
+        assert state is not None  # an adoption row exists only with its collection (FK)
+        entries = await adoption_sql.claim_changes(conn, name, self._apply_batch)
+        if not entries:
+            return 0
+        if any(e["op"] == "T" for e in entries):
+            await adoption_sql.delete_absent(conn, name, source)
+        ids = list(dict.fromkeys(e["doc_id"] for e in entries if e["doc_id"] is not None))
+        rows = await adoption_sql.current_rows(conn, source, ids) if ids else []
+        keep = [r for r in rows if r["content"] and r["content"].strip() and 1 <= len(r["id"]) <= 256]
+        kept = {r["id"] for r in keep}
+        gone = [i for i in ids if i not in kept]
+        if keep:
+            texts = [r["content"] for r in keep]
+            versions = await documents_sql.upsert_documents(
+                conn, name, [r["id"] for r in keep], texts, [_json(r["metadata"]) for r in keep]
+            )
+            ordered = [versions[r["id"]] for r in keep]
+            for model in state.write_models:
+                encoded = await self._embeddings.embed(model, texts, "document", bulk=True)
+                await documents_sql.upsert_embeddings(
+                    conn, name, model, [r["id"] for r in keep], encoded.vectors, ordered
                 )
-                ordered = [versions[r["id"]] for r in keep]
-                for model in state.write_models:
-                    encoded = await self._embeddings.embed(model, texts, "document", bulk=True)
-                    await documents_sql.upsert_embeddings(
-                        conn, name, model, [r["id"] for r in keep], encoded.vectors, ordered
-                    )
-            if gone:
-                await adoption_sql.delete_documents(conn, name, gone)
-            await adoption_sql.record_applied(conn, name, len(entries))
+        if gone:
+            await adoption_sql.delete_documents(conn, name, gone)
+        await adoption_sql.record_applied(conn, name, len(entries))
         return len(entries)
 
 

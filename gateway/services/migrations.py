@@ -14,12 +14,14 @@ from typing import Any
 
 import asyncpg
 
+from gateway.domain.audit import AuditAction
 from gateway.domain.backfill import BackfillAction, BackfillState, plan_chunks
 from gateway.domain.errors import Conflict, IndexIncomplete, InvalidRequest, ModelDrift, NotFound
 from gateway.domain.phases import Action, Phase, next_phase
 from gateway.domain.state import CollectionState, ReadMode
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService
+from gateway.store import adoption as adoption_sql
 from gateway.store import backfill as backfill_sql
 from gateway.store import collections as collections_sql
 from gateway.store import registry as registry_sql
@@ -27,13 +29,15 @@ from gateway.store.retry import in_transaction
 
 log = logging.getLogger(__name__)
 
-# what a collection's state keeps of a migration once it is retired or aborted: nothing
+# what a collection's state keeps of a migration once it is retired or aborted: nothing, not
+# even its rate cap (a cap belongs to one migration; the next one starts unthrottled)
 MIGRATION_ENDED: dict[str, Any] = {
     "from_model": None,
     "to_model": None,
     "shadow_model": None,
     "shadow_sample_rate": 0.0,
     "backfill_state": BackfillState.IDLE,
+    "backfill_max_rate": None,
     "read_mode": ReadMode.NATIVE,
     "translate_vectors": False,
     "adapter_version": None,
@@ -78,6 +82,7 @@ class MigrationService:
         async def start(conn: asyncpg.Connection) -> None:
             state = await _locked(conn, name)
             phase = next_phase(state.phase, Action.START)
+            await _refuse_during_adoption(conn, name)
             _refuse_same_model(name, to_model, state)
             stored = await registry_sql.register_model(conn, registration)
             if stored.fingerprint != spec.fingerprint:
@@ -94,7 +99,7 @@ class MigrationService:
             await collections_sql.change_state(
                 conn,
                 state,
-                action="start",
+                action=AuditAction.START,
                 actor=actor.address,
                 replica=actor.replica,
                 detail={"to_model": to_model, "documents": len(ids)},
@@ -104,6 +109,7 @@ class MigrationService:
                 to_model=to_model,
                 backfill_state=BackfillState.RUNNING,
                 backfill_started_at=datetime.now(UTC),
+                backfill_max_rate=None,
                 shadow_model=None,
                 shadow_sample_rate=0.0,
             )
@@ -157,7 +163,7 @@ class MigrationService:
             await collections_sql.change_state(
                 conn,
                 state,
-                action=action.value,
+                action=AuditAction.of_switch(action),
                 actor=actor.address,
                 replica=actor.replica,
                 forced=forced,
@@ -209,7 +215,7 @@ class MigrationService:
                 await collections_sql.change_state(
                     conn,
                     state,
-                    action="shadow",
+                    action=AuditAction.SHADOW,
                     actor=actor.address,
                     replica=actor.replica,
                     detail={"model": model, "sample_rate": sample_rate, "noise_floor_rate": noise_floor_rate},
@@ -217,6 +223,14 @@ class MigrationService:
                 )
 
         await in_transaction(self._pool, shadow)
+        log.info(
+            "collection %s shadow set by %s: model %s at %s, noise floor %s",
+            name,
+            actor.address,
+            model or "off",
+            sample_rate,
+            noise_floor_rate if noise_floor_rate is not None else "unchanged",
+        )
         return await self._changed(name)
 
     async def retire(self, name: str, model: str, actor: Actor) -> tuple[CollectionState, bool]:
@@ -256,7 +270,7 @@ class MigrationService:
             await collections_sql.change_state(
                 conn,
                 state,
-                action="retire",
+                action=AuditAction.RETIRE,
                 actor=actor.address,
                 replica=actor.replica,
                 detail={"model": model},
@@ -279,19 +293,22 @@ class MigrationService:
             if state.phase == Phase.STEADY:
                 return False
             phase = next_phase(state.phase, Action.ABORT)
-            assert state.from_model is not None and state.to_model is not None
-            await collections_sql.drop_model_table(conn, name, state.to_model)
-            await backfill_sql.clear_errors(conn, name, state.to_model)
+            # a state that lost its target (an adoption's import used to overwrite it) still aborts
+            old = state.from_model or state.read_model
+            target = state.to_model or next((m for m in state.write_models if m != old), None)
+            if target is not None and target != old:
+                await collections_sql.drop_model_table(conn, name, target)
+                await backfill_sql.clear_errors(conn, name, target)
             await collections_sql.change_state(
                 conn,
                 state,
-                action="abort",
+                action=AuditAction.ABORT,
                 actor=actor.address,
                 replica=actor.replica,
-                detail={"dropped": state.to_model},
+                detail={"dropped": target},
                 phase=phase,
-                read_model=state.from_model,
-                write_models=[state.from_model],
+                read_model=old,
+                write_models=[old],
                 **MIGRATION_ENDED,
             )
             return True
@@ -308,6 +325,19 @@ async def _locked(conn: asyncpg.Connection, name: str) -> CollectionState:
     if state is None:
         raise NotFound(f"collection {name!r} does not exist", code="collection_not_found")
     return state
+
+
+async def _refuse_during_adoption(conn: asyncpg.Connection, name: str) -> None:
+    """Until an adoption is indexed, the collection's backfill is the adoption's own (rows without a
+    stored vector, then the index): a migration would take it over and leave the model incomplete.
+    The adoption changes step under the same state-row lock, so this check cannot race it."""
+    step = await adoption_sql.busy_adoption(conn, name)
+    if step is not None:
+        raise Conflict(
+            f"collection {name!r} is still being adopted ({step.value}); start the migration once its adoption "
+            "reads following or done (`driftgate migrate status`)",
+            code="adoption_in_progress",
+        )
 
 
 def _refuse_same_model(name: str, to_model: str, state: CollectionState) -> None:
@@ -351,7 +381,7 @@ class BackfillControl:
                 await collections_sql.change_state(
                     conn,
                     state,
-                    action=f"backfill_{action or 'rate'}",
+                    action=AuditAction.of_backfill_control(action),
                     actor=actor.address,
                     replica=actor.replica,
                     detail={"max_rate": max_rate, "retried_errors": retried},

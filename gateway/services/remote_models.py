@@ -8,6 +8,7 @@ while the drift watch has found the model's vectors moved).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from gateway.domain.errors import ModelDrift
@@ -62,8 +63,9 @@ class RemoteModels:
         """Tokens this process spent per remote model (from `usage`, else estimated)."""
         return {key: encoder.tokens_used for key, encoder in self._encoders.items()}
 
-    def breaker_state(self, spec: RemoteModelSpec) -> str:
-        return self.encoder(spec).provider.breaker.state.value
+    def breaker_state(self, spec: RemoteModelSpec) -> dict:
+        """The provider's circuit: state, how long it has been open, the last error."""
+        return self.encoder(spec).provider.breaker.describe(time.monotonic())
 
     async def close(self) -> None:
         for provider in self._providers.values():

@@ -17,14 +17,14 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import asyncpg
 import numpy as np
 
 from gateway.domain.errors import EncoderFailed
-from gateway.domain.shadow import Comparison, Observation, ShadowStats, compare, recommendation, sampled
+from gateway.domain.filters import Filter
+from gateway.domain.shadow import Comparison, Observation, Pairing, ShadowStats, compare, recommendation, sampled
 from gateway.services.collections import QueryResult
 from gateway.services.embedding import EmbeddingService
 from gateway.store import documents as documents_sql
@@ -36,12 +36,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ShadowJob:
-    pairing: str  # "ab" | "aa"
+    pairing: Pairing
     collection: str
     text: str
     vector: np.ndarray  # the read model's query vector (reused by the A/A job)
     k: int
-    metadata_filter: Mapping | None
+    metadata_filter: Filter | None
     read: Observation
     shadow_model: str
 
@@ -95,7 +95,7 @@ class ShadowRunner:
         *,
         text: str,
         k: int,
-        metadata_filter: Mapping | None,
+        metadata_filter: Filter | None,
         request_id: str | None,
     ) -> list[str]:
         """Queue the shadow jobs this answered query is sampled for; never blocks. Returns the pairings queued.
@@ -107,9 +107,9 @@ class ShadowRunner:
             return []  # a query by raw vector: there is no text to embed with another model
         plans = []
         if state.shadow_model and state.shadow_model != state.read_model:
-            plans.append(("ab", state.shadow_model, state.shadow_sample_rate))
+            plans.append((Pairing.AB, state.shadow_model, state.shadow_sample_rate))
         if state.noise_floor_rate > 0:
-            plans.append(("aa", state.read_model, state.noise_floor_rate))
+            plans.append((Pairing.AA, state.read_model, state.noise_floor_rate))
         queued: list[str] = []
         read: Observation | None = None
         for pairing, model, rate in plans:
@@ -161,13 +161,19 @@ class ShadowRunner:
 
     async def _run(self, job: ShadowJob) -> Comparison:
         started = time.perf_counter()
-        if job.pairing == "aa":
+        if job.pairing == Pairing.AA:
             vector = job.vector
         else:
             vector = (await self._embeddings.embed_for_shadow(job.shadow_model, job.text)).vectors[0]
         async with self._pool.acquire() as conn:
             hits = await documents_sql.search(
-                conn, job.collection, job.shadow_model, vector, job.k, job.metadata_filter, exact=job.pairing == "aa"
+                conn,
+                job.collection,
+                job.shadow_model,
+                vector,
+                job.k,
+                job.metadata_filter,
+                exact=job.pairing == Pairing.AA,
             )
         shadow = Observation(
             job.shadow_model,
@@ -208,8 +214,8 @@ class ShadowRunner:
         await self._queue.join()
 
     def summary(self, collection: str) -> dict:
-        ab = self._stats.get((collection, "ab"))
-        aa = self._stats.get((collection, "aa"))
+        ab = self._stats.get((collection, Pairing.AB))
+        aa = self._stats.get((collection, Pairing.AA))
         ab_summary = ab.summary() if ab else {"samples": 0}
         aa_summary = aa.summary() if aa else {"samples": 0}
 
@@ -219,8 +225,12 @@ class ShadowRunner:
 
         return {
             **ab_summary,
-            "dropped": self.dropped[f"{collection}:ab"],
-            "errors": errors("ab"),
-            "noise_floor": {**aa_summary, "dropped": self.dropped[f"{collection}:aa"], "errors": errors("aa")},
+            "dropped": self.dropped[f"{collection}:{Pairing.AB}"],
+            "errors": errors(Pairing.AB),
+            "noise_floor": {
+                **aa_summary,
+                "dropped": self.dropped[f"{collection}:{Pairing.AA}"],
+                "errors": errors(Pairing.AA),
+            },
             "recommendation": recommendation(ab_summary, aa_summary),
         }

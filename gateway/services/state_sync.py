@@ -84,10 +84,18 @@ class StateWatcher:
             callback(name)
 
     async def _reload(self, name: str) -> None:
+        """Apply an announced change and report it at once: operators see the replica converge
+        when it has, not a poll interval later."""
         try:
             await self._collections.reload(name)
+            await with_connection(self._pool, self._heartbeat, max_seconds=2)
         except TRANSIENT_ERRORS as exc:
             log.warning("could not reload state of %s (%r); the poll will retry", name, exc)
+
+    async def _heartbeat(self, conn: asyncpg.Connection) -> None:
+        await replicas_sql.heartbeat(
+            conn, self.replica_id, self._collections.cached_versions(), self._collections.read_p99_ms()
+        )
 
     async def _poll_loop(self) -> None:
         while not self._stop.is_set():
@@ -111,6 +119,4 @@ class StateWatcher:
             for name, cached in self._collections.cached_versions().items():
                 if versions.get(name) != cached:
                     await self._collections.reload(name)
-            await replicas_sql.heartbeat(
-                conn, self.replica_id, self._collections.cached_versions(), self._collections.read_p99_ms()
-            )
+            await self._heartbeat(conn)

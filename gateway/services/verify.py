@@ -8,9 +8,12 @@ requires it to have passed.
 
 from __future__ import annotations
 
+import logging
+
 import asyncpg
 import numpy as np
 
+from gateway.domain.errors import Conflict
 from gateway.domain.vectors import row_cosines
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService
@@ -18,6 +21,8 @@ from gateway.store import collections as collections_sql
 from gateway.store import documents as documents_sql
 from gateway.store import registry as registry_sql
 from gateway.store.retry import with_connection
+
+log = logging.getLogger(__name__)
 
 LIST_CAP = 20
 
@@ -30,7 +35,21 @@ class Verifier:
 
     async def verify(self, name: str, sample: int) -> dict:
         state = await self._collections.state(name)
-        reports = {model: await self._verify_model(name, model, sample) for model in state.write_models}
+        reports = {}
+        for model in state.write_models:
+            try:
+                reports[model] = await self._verify_model(name, model, sample)
+            except asyncpg.UndefinedTableError:  # retired or aborted meanwhile: its table is gone
+                raise Conflict(
+                    f"model {model!r} of collection {name!r} was retired or aborted while verify ran; run verify again",
+                    code="state_changed",
+                ) from None
+        log.info(
+            "collection %s verified (sample %d): %s",
+            name,
+            sample,
+            ", ".join(f"{model} {'passed' if r['passed'] else 'FAILED'}" for model, r in reports.items()),
+        )
         return {
             "collection": name,
             "state_version": state.state_version,

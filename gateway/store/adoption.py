@@ -21,8 +21,17 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from gateway.domain.adoption import AdoptionState, SourceSpec
-from gateway.domain.errors import InvalidRequest, NotFound
+from gateway.domain.adoption import (
+    ACTIVE_STATES,
+    BUSY_STATES,
+    SAFE_ID_TYPES,
+    AdoptionState,
+    RowFilter,
+    SourceSpec,
+    effective_state,
+    retry_delay,
+)
+from gateway.domain.errors import AdoptionBroken, GatewayError, InvalidRequest, NotFound
 from gateway.domain.identifiers import collection_schema, quote_ident
 from gateway.store.collections import documents_table, model_table
 
@@ -34,6 +43,7 @@ class SourceTable:
     spec: SourceSpec
     id_type: str  # format_type() of the id column, e.g. "bigint" or "character varying(40)"
     vector_dim: int | None  # the vector column's declared dimension; None when undeclared
+    filter_type: str | None = None  # format_type() of the row filter's column
 
     @property
     def relation(self) -> str:
@@ -43,46 +53,72 @@ class SourceTable:
         return "s." + quote_ident(name)
 
     def metadata_sql(self) -> str:
-        """A jsonb object of the metadata columns (names are validated identifiers: safe literals)."""
-        if not self.spec.metadata_columns:
-            return "'{}'::jsonb"
-        pairs = ", ".join(f"'{c}', {self.col(c)}" for c in self.spec.metadata_columns)
-        return f"jsonb_strip_nulls(jsonb_build_object({pairs}))"
+        """A jsonb object: the metadata json column's object (a non-object value is kept under the
+        column's name), then the metadata columns (names are validated identifiers: safe literals)."""
+        parts = []
+        if self.spec.metadata_json_column:
+            name, value = self.spec.metadata_json_column, f"{self.col(self.spec.metadata_json_column)}::jsonb"
+            parts.append(
+                f"(CASE WHEN {value} IS NULL OR jsonb_typeof({value}) = 'null' THEN '{{}}'::jsonb "
+                f"WHEN jsonb_typeof({value}) = 'object' THEN {value} ELSE jsonb_build_object('{name}', {value}) END)"
+            )
+        if self.spec.metadata_columns:
+            pairs = ", ".join(f"'{c}', {self.col(c)}" for c in self.spec.metadata_columns)
+            parts.append(f"jsonb_strip_nulls(jsonb_build_object({pairs}))")
+        return " || ".join(parts) or "'{}'::jsonb"
+
+    def where_sql(self, param: int) -> str:
+        """`AND <row filter>` with its value as parameter `$param` (see `where_args`), or nothing."""
+        if self.spec.row_filter is None:
+            return ""
+        return f" AND {self.col(self.spec.row_filter.column)} = CAST(${param}::text AS {self.filter_type})"
+
+    def where_args(self) -> tuple[str, ...]:
+        return (self.spec.row_filter.value,) if self.spec.row_filter else ()
 
 
-async def inspect_source(conn: asyncpg.Connection, spec: SourceSpec) -> SourceTable:
-    """Check that the table and columns exist with usable types; 4xx naming what is wrong."""
-    oid = await conn.fetchval(
-        """SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+async def inspect_source(conn: asyncpg.Connection, spec: SourceSpec, *, follow: bool = False) -> SourceTable:
+    """Check that the table and columns exist with types the gateway can read safely, and that
+    the gateway's role may read the table (and, to follow it, put triggers on it); 4xx naming
+    what is wrong. Run again before every chunk and batch (`check_unchanged`), because the
+    table's owner can alter it at any time."""
+    table = await conn.fetchrow(
+        """SELECT c.oid, c.relrowsecurity, has_table_privilege(c.oid, 'SELECT') AS can_read,
+                  has_table_privilege(c.oid, 'TRIGGER') AS can_trigger
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')""",
         spec.schema,
         spec.table,
     )
-    if oid is None:
+    if table is None:
         raise NotFound(
             f"table {spec.qualified!r} does not exist in the gateway's database; name an existing "
             "table as schema.table",
             code="table_not_found",
         )
+    _check_access(spec, table, follow)
+    oid = table["oid"]
     rows = await conn.fetch(
-        """SELECT a.attname, a.attnum, format_type(a.atttypid, a.atttypmod) AS type, t.typname, a.atttypmod
+        """SELECT a.attname, a.attnum, format_type(a.atttypid, a.atttypmod) AS type, t.typname, a.atttypmod,
+                  t.typtype::text AS typtype, t.typnamespace = 'pg_catalog'::regnamespace AS builtin,
+                  t.typnamespace = (SELECT extnamespace FROM pg_extension WHERE extname = 'vector') AS pgvector
            FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
            WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped""",
         oid,
     )
     columns = {r["attname"]: r for r in rows}
-    wanted = (spec.id_column, spec.text_column, spec.vector_column, *spec.metadata_columns)
-    for name in wanted:
+    for name in spec.columns:
         if name not in columns:
             raise InvalidRequest(
                 f"table {spec.qualified!r} has no column {name!r} (columns: {', '.join(sorted(columns))})",
                 code="column_not_found",
             )
     vector = columns[spec.vector_column]
-    if vector["typname"] != "vector":
+    if not (vector["typname"] == "vector" and vector["typtype"] == "b" and vector["pgvector"]):
         raise InvalidRequest(
             f"column {spec.vector_column!r} is {vector['type']}, not a pgvector `vector`", code="invalid_column_type"
         )
+    _check_types(spec, columns)
     unique = await conn.fetchval(
         """SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = $1 AND i.indisunique
                           AND i.indnkeyatts = 1 AND i.indkey[0] = $2 AND i.indpred IS NULL)""",
@@ -94,24 +130,136 @@ async def inspect_source(conn: asyncpg.Connection, spec: SourceSpec) -> SourceTa
             f"column {spec.id_column!r} is not the table's primary key or a unique column; document ids must be unique",
             code="id_not_unique",
         )
+    if spec.metadata_json_column and columns[spec.metadata_json_column]["typname"] not in ("json", "jsonb"):
+        raise InvalidRequest(
+            f"column {spec.metadata_json_column!r} is {columns[spec.metadata_json_column]['type']}, not json or "
+            "jsonb; name a json column as the metadata, or list plain columns as metadata columns",
+            code="invalid_column_type",
+        )
+    filter_type = await _check_row_filter(conn, spec.row_filter, columns)
     dim = vector["atttypmod"]
-    return SourceTable(spec, columns[spec.id_column]["type"], dim if dim > 0 else None)
+    return SourceTable(spec, columns[spec.id_column]["type"], dim if dim > 0 else None, filter_type)
+
+
+async def _check_row_filter(conn: asyncpg.Connection, row_filter: RowFilter | None, columns: dict) -> str | None:
+    """The filter column's type, once its value is known to be a valid value of that type."""
+    if row_filter is None:
+        return None
+    column = columns[row_filter.column]
+    try:
+        await conn.fetchval(f"SELECT CAST($1::text AS {column['type']})", row_filter.value)
+    except (asyncpg.DataError, asyncpg.InvalidTextRepresentationError) as exc:
+        raise InvalidRequest(
+            f"row filter value {row_filter.value!r} is not a valid {column['type']} for column "
+            f"{row_filter.column!r} ({exc})",
+            code="invalid_row_filter",
+        ) from None
+    return column["type"]
+
+
+def _check_access(spec: SourceSpec, table: asyncpg.Record, follow: bool) -> None:
+    """The gateway's role must be able to read the table, and create triggers to follow it;
+    row-level security would run the owner's policy expressions with the gateway's rights."""
+    if not table["can_read"] or (follow and not table["can_trigger"]):
+        raise InvalidRequest(
+            f"the gateway's database role may not {'read' if not table['can_read'] else 'create triggers on'} "
+            f"{spec.qualified!r}; grant it SELECT on the table, and TRIGGER for follow "
+            f"(GRANT SELECT, TRIGGER ON {spec.qualified} TO <gateway role>)",
+            code="insufficient_privilege",
+        )
+    if table["relrowsecurity"]:
+        raise InvalidRequest(
+            f"table {spec.qualified!r} has row-level security enabled: its policies would run with the "
+            "gateway's rights and could hide rows from the import; disable it, or adopt a copy of the table",
+            code="row_security",
+        )
+
+
+def _check_types(spec: SourceSpec, columns: dict[str, asyncpg.Record]) -> None:
+    """Only PostgreSQL's own types are read: a cast or operator of a type the table's owner
+    created (an enum, a domain, a composite) would run the owner's code with the gateway's rights."""
+    id_col = columns[spec.id_column]
+    if not (id_col["builtin"] and id_col["typtype"] == "b" and id_col["typname"] in SAFE_ID_TYPES):
+        raise InvalidRequest(
+            f"column {spec.id_column!r} is of type {id_col['type']}, which cannot be an adopted id; use a column "
+            "of type text, varchar, char, smallint, integer, bigint, numeric or uuid (not a domain, enum or "
+            "composite type): add such a column, or adopt a copy of the table with one",
+            code="unsafe_column_type",
+        )
+    others = (spec.metadata_json_column, spec.row_filter.column if spec.row_filter else None)
+    for name in (spec.text_column, *spec.metadata_columns, *(c for c in others if c)):
+        col = columns[name]
+        if not (col["builtin"] and col["typtype"] == "b"):
+            raise InvalidRequest(
+                f"column {name!r} is of type {col['type']}, a type created in this database (domain, enum, composite "
+                "or extension type); the gateway reads only PostgreSQL's built-in types: cast the column to text",
+                code="unsafe_column_type",
+            )
+
+
+LOCK_WAIT_S = 5
+
+
+async def check_unchanged(conn: asyncpg.Connection, source: SourceTable, *, follow: bool) -> None:
+    """Lock the table against ALTER until the caller's transaction ends, then check that its
+    columns still have the (safe) types the adoption recorded; raises `AdoptionBroken`."""
+    try:
+        # bounded: an owner's session holding the table (an open ALTER) fails this adoption alone
+        await conn.execute(
+            f"SET LOCAL lock_timeout = '{LOCK_WAIT_S}s'; LOCK TABLE {source.relation} IN ACCESS SHARE MODE; "
+            "SET LOCAL lock_timeout TO DEFAULT"
+        )
+        fresh = await inspect_source(conn, source.spec, follow=follow)
+    except asyncpg.LockNotAvailableError:
+        raise AdoptionBroken(
+            f"table {source.spec.qualified!r} stayed locked by another session for {LOCK_WAIT_S} s (an ALTER TABLE or "
+            "a long transaction holding it); the adoption retries by itself"
+        ) from None
+    except asyncpg.UndefinedTableError:
+        raise AdoptionBroken(
+            f"table {source.spec.qualified!r} was dropped or renamed; restore it (the adoption retries by itself)"
+        ) from None
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise AdoptionBroken(
+            f"the gateway may no longer read {source.spec.qualified!r} ({exc}); grant its role SELECT on the "
+            "table again (the adoption retries by itself)"
+        ) from None
+    except GatewayError as exc:
+        raise AdoptionBroken(
+            f"table {source.spec.qualified!r} changed since it was adopted: {exc.message}. Put it back as it "
+            "was: the adoption retries by itself"
+        ) from None
+    if fresh.id_type != source.id_type:
+        raise AdoptionBroken(
+            f"column {source.spec.id_column!r} of {source.spec.qualified!r} changed type from {source.id_type} to "
+            f"{fresh.id_type}; change it back (the adoption retries), or adopt the table again into a new collection"
+        )
+
+
+# a stored vector the import keeps: one with a direction. A zero vector's cosine distance is NaN, and
+# so is a tiny one's (pgvector sums squares in float32, which underflow below ~1e-23 per element; a
+# norm above 1e-18 keeps the largest element above that). NaN and infinity never get into a vector:
+# pgvector refuses them on input.
+USABLE = "vector_norm({vec}) > 1e-18"
 
 
 async def count_rows(conn: asyncpg.Connection, source: SourceTable) -> int:
-    return await conn.fetchval(f"SELECT count(*) FROM {source.relation}")
+    return await conn.fetchval(
+        f"SELECT count(*) FROM {source.relation} s WHERE true{source.where_sql(1)}", *source.where_args()
+    )
 
 
 async def sample_rows(conn: asyncpg.Connection, source: SourceTable, n: int) -> list[asyncpg.Record]:
-    """A random sample of rows that have both a text and a vector: (id, content, embedding)."""
+    """A random sample of rows that have both a text and a usable (non-zero) vector: (id, content, embedding)."""
     s = source.spec
-    text = f"{source.col(s.text_column)}::text"
+    text, vec = f"{source.col(s.text_column)}::text", source.col(s.vector_column)
     return await conn.fetch(
-        f"""SELECT {source.col(s.id_column)}::text AS id, {text} AS content, {source.col(s.vector_column)} AS embedding
+        f"""SELECT {source.col(s.id_column)}::text AS id, {text} AS content, {vec} AS embedding
             FROM {source.relation} s
-            WHERE {source.col(s.vector_column)} IS NOT NULL AND {text} IS NOT NULL AND btrim({text}) <> ''
+            WHERE {vec} IS NOT NULL AND {USABLE.format(vec=vec)} AND {text} IS NOT NULL AND btrim({text}) <> ''{source.where_sql(2)}
             ORDER BY random() LIMIT $1""",
         n,
+        *source.where_args(),
     )
 
 
@@ -124,8 +272,9 @@ async def create_adoption(
     s = source.spec
     await conn.execute(
         """INSERT INTO driftgate.adoptions (collection, source_schema, source_table, id_column, text_column,
-               vector_column, metadata_columns, id_type, model_key, follow, state, sample)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb)""",
+               vector_column, metadata_columns, id_type, model_key, follow, state, sample,
+               metadata_json_column, filter_column, filter_value, filter_type)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15, $16)""",
         collection,
         s.schema,
         s.table,
@@ -138,6 +287,10 @@ async def create_adoption(
         follow,
         AdoptionState.IMPORTING.value,
         json.dumps(sample),
+        s.metadata_json_column,
+        s.row_filter.column if s.row_filter else None,
+        s.row_filter.value if s.row_filter else None,
+        source.filter_type,
     )
 
 
@@ -153,26 +306,72 @@ def source_of(row: asyncpg.Record) -> SourceTable:
         row["text_column"],
         row["vector_column"],
         tuple(row["metadata_columns"]),
+        row["metadata_json_column"],
+        RowFilter(row["filter_column"], row["filter_value"]) if row["filter_column"] else None,
     )
-    return SourceTable(spec, row["id_type"], None)
+    return SourceTable(spec, row["id_type"], None, row["filter_type"])
 
 
-async def adoptions_in(conn: asyncpg.Connection, states: tuple[AdoptionState, ...]) -> list[asyncpg.Record]:
+async def busy_adoption(conn: asyncpg.Connection, collection: str) -> AdoptionState | None:
+    """The adoption step that still owns the collection's backfill (importing or indexing), if any."""
+    row = await conn.fetchrow("SELECT state, failed_state FROM driftgate.adoptions WHERE collection = $1", collection)
+    if row is None:
+        return None
+    step = effective_state(row["state"], row["failed_state"])
+    return step if step in BUSY_STATES else None
+
+
+async def adoptions_due(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """The adoptions the runner works on now: the active ones, and the failed ones due a retry."""
     return await conn.fetch(
-        "SELECT * FROM driftgate.adoptions WHERE state = ANY($1::text[]) ORDER BY collection", [s.value for s in states]
+        """SELECT * FROM driftgate.adoptions
+           WHERE state = ANY($1::text[]) AND (state <> 'failed' OR retry_at <= now()) ORDER BY collection""",
+        [s.value for s in ACTIVE_STATES],
     )
 
 
 async def set_state(conn: asyncpg.Connection, collection: str, state: AdoptionState, **fields: object) -> None:
-    """Move an adoption to `state`, setting the named columns (fixed names from this package)."""
+    """Move an adoption to `state` (clearing any failure), setting the named columns (fixed
+    names from this package)."""
     names = list(fields)
     sets = "".join(f", {quote_ident(k)} = ${i + 3}" for i, k in enumerate(names))
     await conn.execute(
-        f"UPDATE driftgate.adoptions SET state = $2, updated_at = now(){sets} WHERE collection = $1",
+        f"""UPDATE driftgate.adoptions SET state = $2, updated_at = now(), error = NULL, failed_state = NULL,
+                failures = 0, retry_at = NULL{sets} WHERE collection = $1""",
         collection,
         state.value,
         *fields.values(),
     )
+
+
+async def record_failure(conn: asyncpg.Connection, collection: str, step: AdoptionState, error: str) -> int:
+    """Mark the adoption `failed` in `step` with the reason and the time of the next try (backoff,
+    see domain/adoption.py); returns how many times in a row it has failed."""
+    failures = await conn.fetchval(
+        """UPDATE driftgate.adoptions SET state = 'failed', failed_state = $2, error = $3, failures = failures + 1,
+               updated_at = now() WHERE collection = $1 RETURNING failures""",
+        collection,
+        step.value,
+        error[:2000],
+    )
+    if failures is None:
+        return 0  # the collection was deleted meanwhile
+    await conn.execute(
+        "UPDATE driftgate.adoptions SET retry_at = now() + make_interval(secs => $2) WHERE collection = $1",
+        collection,
+        retry_delay(failures),
+    )
+    return failures
+
+
+async def recover(conn: asyncpg.Connection, collection: str) -> bool:
+    """A failed adoption's retry succeeded: back to the step it was in. True when it was failed."""
+    status = await conn.execute(
+        """UPDATE driftgate.adoptions SET state = failed_state, failed_state = NULL, error = NULL, failures = 0,
+               retry_at = NULL, updated_at = now() WHERE collection = $1 AND state = 'failed'""",
+        collection,
+    )
+    return status != "UPDATE 0"
 
 
 # -- the import ----------------------------------------------------------------------------------
@@ -191,8 +390,9 @@ async def import_chunk(
     table with one statement, and advance the cursor, in the caller's transaction.
 
     Rows with a NULL or blank text, or an id that is not a valid document id, are skipped and
-    counted; a NULL vector (or one of another dimension) leaves the document without an
-    embedding for the backfill to make. Returns (new cursor, rows read); 0 rows: the end.
+    counted; a NULL vector leaves the document without an embedding for the backfill to make,
+    and so does an unusable one (zero, or of another dimension), counted in `vectors_unusable`.
+    Returns (new cursor, rows read); 0 rows: the end.
     """
     s = source.spec
     id_, text, vec = source.col(s.id_column), f"{source.col(s.text_column)}::text", source.col(s.vector_column)
@@ -201,9 +401,10 @@ async def import_chunk(
     row = await conn.fetchrow(
         f"""WITH src AS MATERIALIZED (
                 SELECT {id_} AS key, {id_}::text AS id, {text} AS content, {source.metadata_sql()} AS metadata,
-                       CASE WHEN vector_dims({vec}) = $3 THEN {vec} END AS embedding
+                       {vec} IS NOT NULL AS stored,
+                       CASE WHEN vector_dims({vec}) = $3 AND {USABLE.format(vec=vec)} THEN {vec} END AS embedding
                 FROM {source.relation} s
-                WHERE $1::text IS NULL OR {id_} > CAST($1::text AS {source.id_type})
+                WHERE ($1::text IS NULL OR {id_} > CAST($1::text AS {source.id_type})){source.where_sql(4)}
                 ORDER BY {id_} LIMIT $2),
             docs AS (
                 INSERT INTO {docs} (id, content, metadata, version)
@@ -219,23 +420,28 @@ async def import_chunk(
             SELECT (SELECT k.key FROM src k ORDER BY k.key DESC LIMIT 1)::text AS last,
                    (SELECT count(*) FROM src) AS read,
                    (SELECT count(*) FROM docs) AS imported,
-                   (SELECT count(*) FROM emb) AS with_vector""",
+                   (SELECT count(*) FROM emb) AS with_vector,
+                   (SELECT count(*) FROM docs d JOIN src ON src.id = d.id
+                    WHERE src.stored AND src.embedding IS NULL) AS unusable""",
         cursor,
         limit,
         dim,
+        *source.where_args(),
     )
     read, imported = row["read"], row["imported"]
     if read:
         await conn.execute(
             """UPDATE driftgate.adoptions SET cursor = $2, rows_read = rows_read + $3,
                    rows_imported = rows_imported + $4, rows_skipped = rows_skipped + $3 - $4,
-                   rows_to_embed = rows_to_embed + $4 - $5, updated_at = now()
+                   rows_to_embed = rows_to_embed + $4 - $5, vectors_unusable = vectors_unusable + $6,
+                   updated_at = now()
                WHERE collection = $1""",
             collection,
             row["last"],
             read,
             imported,
             row["with_vector"],
+            row["unusable"],
         )
     return (row["last"] if read else cursor), read
 
@@ -263,20 +469,37 @@ _EVENTS = {  # trigger suffix -> (event, transition tables)
 }
 
 
-async def install_follow(conn: asyncpg.Connection, collection: str, source: SourceTable) -> None:
-    """Create the queue, the capture function and the triggers on the source table.
-
-    SECURITY DEFINER lets the legacy writers' role fill the queue without any grant on
-    driftgate's schemas; the search path is pinned so the function cannot be redirected.
-    """
-    queue, key = _queue(collection), quote_ident(source.spec.id_column)
+async def install_follow(conn: asyncpg.Connection, collection: str, source: SourceTable) -> list[str]:
+    """Create the queue, the capture function and the triggers on the source table; returns the
+    roles granted the right to fill the queue (see `_capture_function`)."""
     await conn.execute(
-        f"""CREATE TABLE {queue} (
-                seq         bigserial PRIMARY KEY,
+        f"""CREATE TABLE {_queue(collection)} (
+                seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
                 doc_id      text,
                 op          "char" NOT NULL,
-                enqueued_at timestamptz NOT NULL DEFAULT clock_timestamp());
-            CREATE FUNCTION {_function(collection)}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+                enqueued_at timestamptz NOT NULL DEFAULT clock_timestamp())"""
+    )
+    roles = await _capture_function(conn, collection, source)
+    for suffix, (event, referencing) in _EVENTS.items():
+        await conn.execute(
+            f"CREATE TRIGGER {_trigger(collection, suffix)} AFTER {event} ON {source.relation} {referencing} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {_function(collection)}()"
+        )
+    return roles
+
+
+async def _capture_function(conn: asyncpg.Connection, collection: str, source: SourceTable) -> list[str]:
+    """(Re)create the capture function and grant the table's writers what it needs.
+
+    The function is SECURITY INVOKER: it runs with the rights of whoever writes the table, never
+    the gateway's, so nothing the table's owner controls (a cast of the id column's type, say)
+    runs as the gateway. Its search path is pinned, it only inserts into the queue, and the
+    table's writers get exactly that: USAGE on the collection's schema and INSERT on the queue
+    (USAGE on its sequence too: a bigserial queue of earlier versions needs it). See `writer_roles`.
+    """
+    queue, key, function = _queue(collection), quote_ident(source.spec.id_column), _function(collection)
+    await conn.execute(
+        f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY INVOKER
             SET search_path = pg_catalog, pg_temp AS $fn$
             BEGIN
                 IF TG_OP = 'INSERT' THEN
@@ -291,13 +514,51 @@ async def install_follow(conn: asyncpg.Connection, collection: str, source: Sour
                     INSERT INTO {queue} (doc_id, op) VALUES (NULL, 'T');
                 END IF;
                 RETURN NULL;
-            END $fn$;"""
+            END $fn$;
+            REVOKE ALL ON FUNCTION {function}() FROM PUBLIC;"""
     )
-    for suffix, (event, referencing) in _EVENTS.items():
+    roles = await writer_roles(conn, source)
+    if roles:
+        grantees = ", ".join(roles)
+        schema = quote_ident(collection_schema(collection))
         await conn.execute(
-            f"CREATE TRIGGER {_trigger(collection, suffix)} AFTER {event} ON {source.relation} {referencing} "
-            f"FOR EACH STATEMENT EXECUTE FUNCTION {_function(collection)}()"
+            f"GRANT USAGE ON SCHEMA {schema} TO {grantees}; GRANT INSERT ON {queue} TO {grantees}; "
+            f"GRANT EXECUTE ON FUNCTION {function}() TO {grantees}"
         )
+        serial = await conn.fetchval("SELECT pg_get_serial_sequence($1, 'seq')", queue)
+        if serial is not None:  # returned quoted where it must be
+            await conn.execute(f"GRANT USAGE ON SEQUENCE {serial} TO {grantees}")
+    return roles
+
+
+async def secure_capture(conn: asyncpg.Connection, collection: str, source: SourceTable) -> bool:
+    """Replace a capture function that runs with the gateway's rights (SECURITY DEFINER, as
+    versions before this one made it) by the invoker-rights one. True when it did."""
+    definer = await conn.fetchval(
+        "SELECT prosecdef FROM pg_proc WHERE oid = to_regprocedure($1)", f"{_function(collection)}()"
+    )
+    if not definer:
+        return False
+    await _capture_function(conn, collection, source)
+    return True
+
+
+async def writer_roles(conn: asyncpg.Connection, source: SourceTable) -> list[str]:
+    """Who may change the table now, quoted for a GRANT: its owner and every role (or PUBLIC)
+    holding INSERT, UPDATE, DELETE or TRUNCATE on it. Members of those roles inherit the grant;
+    a role given write access later needs `GRANT INSERT ON dgc_<c>.follow_queue` too (docs)."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END AS role
+           FROM pg_class c
+           CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+           LEFT JOIN pg_roles r ON r.oid = a.grantee
+           WHERE c.oid = $1::regclass AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')
+           UNION SELECT quote_ident(r.rolname) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
+           WHERE c.oid = $1::regclass
+           ORDER BY 1""",
+        source.relation,
+    )
+    return [r["role"] for r in rows]
 
 
 async def remove_triggers(conn: asyncpg.Connection, collection: str, source: SourceTable) -> None:
@@ -334,8 +595,10 @@ async def current_rows(conn: asyncpg.Connection, source: SourceTable, ids: list[
     return await conn.fetch(
         f"""SELECT {source.col(s.id_column)}::text AS id, {source.col(s.text_column)}::text AS content,
                    {source.metadata_sql()} AS metadata
-            FROM {source.relation} s WHERE {source.col(s.id_column)} = ANY(CAST($1::text[] AS {source.id_type}[]))""",
+            FROM {source.relation} s
+            WHERE {source.col(s.id_column)} = ANY(CAST($1::text[] AS {source.id_type}[])){source.where_sql(2)}""",
         ids,
+        *source.where_args(),
     )
 
 
@@ -349,7 +612,8 @@ async def delete_absent(conn: asyncpg.Connection, collection: str, source: Sourc
     s = source.spec
     status = await conn.execute(
         f"""DELETE FROM {documents_table(collection)} d WHERE NOT EXISTS (
-                SELECT 1 FROM {source.relation} s WHERE {source.col(s.id_column)}::text = d.id)"""
+                SELECT 1 FROM {source.relation} s WHERE {source.col(s.id_column)}::text = d.id{source.where_sql(1)})""",
+        *source.where_args(),
     )
     return int(status.rsplit(" ", 1)[-1])
 
@@ -374,15 +638,28 @@ async def queue_lag(conn: asyncpg.Connection, collection: str) -> dict:
 
 
 async def follow_triggers(conn: asyncpg.Connection, source: SourceTable) -> list[str]:
-    """Names of driftgate's triggers on the source table (what `stop` must leave empty)."""
+    """Names of driftgate's enabled triggers on the source table (what `stop` must leave empty)."""
     rows = await conn.fetch(
         """SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
            JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE n.nspname = $1 AND c.relname = $2 AND t.tgname LIKE 'dgf\\_%' AND NOT t.tgisinternal""",
+           WHERE n.nspname = $1 AND c.relname = $2 AND t.tgname LIKE 'dgf\\_%' AND NOT t.tgisinternal
+                 AND t.tgenabled <> 'D'""",
         source.spec.schema,
         source.spec.table,
     )
     return [r["tgname"] for r in rows]
+
+
+async def check_capturing(conn: asyncpg.Connection, collection: str, source: SourceTable) -> None:
+    """A followed table must still have all four enabled capture triggers; else changes are lost."""
+    expected = {_trigger(collection, event).strip('"') for event in _EVENTS}
+    missing = expected - set(await follow_triggers(conn, source))
+    if missing:
+        raise AdoptionBroken(
+            f"the capture triggers {', '.join(sorted(missing))} on {source.spec.qualified!r} were dropped or "
+            "disabled: changes to the table are no longer captured; delete the collection and adopt the table "
+            "again (ALTER TABLE ... ENABLE TRIGGER restores a disabled one, but changes made meanwhile are missed)"
+        )
 
 
 async def set_rows_total(conn: asyncpg.Connection, collection: str, total: int) -> None:

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import asyncpg
 import numpy as np
-from pgvector import Vector
 
 from gateway.domain.backfill import BackfillState, Chunk
 from gateway.store.collections import documents_table, model_table
+from gateway.store.vector_codec import Vector
 
 
 @dataclass(frozen=True)
@@ -82,16 +82,28 @@ async def claim_chunk(conn: asyncpg.Connection, collection: str, model_key: str)
 
 
 async def chunk_documents(
-    conn: asyncpg.Connection, collection: str, model_key: str, chunk: ClaimedChunk
+    conn: asyncpg.Connection, collection: str, model_key: str, chunk: ClaimedChunk, limit: int | None = None
 ) -> list[asyncpg.Record]:
-    """Documents in the chunk's id range that lack an up-to-date embedding in the model's table."""
+    """Documents in the chunk's id range that lack an up-to-date embedding in the model's table.
+
+    Documents whose embedding failed at their current version are left out (they are counted
+    as errors, and the operator's `resume` retries them); `limit` takes the first ones only,
+    so a chunk can be worked in steps, each its own transaction.
+    """
     return await conn.fetch(
         f"""SELECT d.id, d.content, d.version FROM {documents_table(collection)} d
             LEFT JOIN {model_table(collection, model_key)} e ON e.doc_id = d.id
             WHERE d.id BETWEEN $1 AND $2 AND (e.doc_id IS NULL OR e.source_version < d.version)
-            ORDER BY d.id""",
+              AND NOT EXISTS (SELECT 1 FROM driftgate.backfill_errors x
+                              WHERE x.collection = $4 AND x.model_key = $5 AND x.doc_id = d.id
+                                AND x.doc_version = d.version)
+            ORDER BY d.id
+            LIMIT $3""",
         chunk.lo,
         chunk.hi,
+        limit,
+        collection,
+        model_key,
     )
 
 
@@ -125,18 +137,47 @@ async def write_if_current(
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def finish_chunk(
-    conn: asyncpg.Connection, collection: str, model_key: str, chunk_no: int, written: int, worker: str
+async def record_step(
+    conn: asyncpg.Connection,
+    collection: str,
+    model_key: str,
+    chunk_no: int,
+    *,
+    processed: int,
+    written: int,
+    worker: str,
+    done: bool,
 ) -> None:
+    """Count a step of a chunk (its documents processed and written); `done` closes the chunk.
+
+    The step is also logged with its time, so the rate over the last seconds is what was
+    committed in them, whatever the chunk size (old entries are pruned here).
+    """
     await conn.execute(
-        """UPDATE driftgate.backfill_chunks SET done = true, written = $4, worker = $5, done_at = clock_timestamp()
+        """UPDATE driftgate.backfill_chunks
+           SET processed = processed + $4, written = written + $5, worker = $6, done = $7, done_at = clock_timestamp()
            WHERE collection = $1 AND model_key = $2 AND chunk_no = $3""",
         collection,
         model_key,
         chunk_no,
+        processed,
         written,
         worker,
+        done,
     )
+    if processed:
+        await conn.execute(
+            "INSERT INTO driftgate.backfill_steps (collection, model_key, docs) VALUES ($1, $2, $3)",
+            collection,
+            model_key,
+            processed,
+        )
+        await conn.execute(
+            """DELETE FROM driftgate.backfill_steps
+               WHERE collection = $1 AND model_key = $2 AND at < clock_timestamp() - interval '2 minutes'""",
+            collection,
+            model_key,
+        )
 
 
 async def record_error(
@@ -180,9 +221,10 @@ async def progress(conn: asyncpg.Connection, collection: str, model_key: str) ->
         """SELECT count(*) AS chunks,
                   count(*) FILTER (WHERE done) AS chunks_done,
                   coalesce(sum(docs), 0) AS total,
-                  coalesce(sum(docs) FILTER (WHERE done), 0) AS done,
-                  coalesce(sum(written) FILTER (WHERE done), 0) AS written,
-                  coalesce(sum(docs) FILTER (WHERE done AND done_at > now() - interval '30 seconds'), 0)
+                  coalesce(sum(CASE WHEN done THEN docs ELSE least(processed, docs) END), 0) AS done,
+                  coalesce(sum(written), 0) AS written,
+                  (SELECT coalesce(sum(s.docs), 0) FROM driftgate.backfill_steps s
+                   WHERE s.collection = $1 AND s.model_key = $2 AND s.at > now() - interval '30 seconds')
                       AS done_recent,
                   (SELECT extract(epoch FROM now() - c.backfill_started_at) FROM driftgate.collections c
                    WHERE c.name = $1) AS running_s,
@@ -216,9 +258,10 @@ async def backfill_settings(conn: asyncpg.Connection, collection: str) -> Backfi
 
 async def clear_chunks(conn: asyncpg.Connection, collection: str, model_key: str) -> None:
     """Forget a model's planned chunks (its migration ended: retired, aborted or restarted)."""
-    await conn.execute(
-        "DELETE FROM driftgate.backfill_chunks WHERE collection = $1 AND model_key = $2", collection, model_key
-    )
+    for table in ("backfill_chunks", "backfill_steps"):
+        await conn.execute(
+            f"DELETE FROM driftgate.{table} WHERE collection = $1 AND model_key = $2", collection, model_key
+        )
 
 
 async def active_backfills(conn: asyncpg.Connection) -> list[tuple[str, str]]:

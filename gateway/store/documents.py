@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 import asyncpg
 import numpy as np
-from pgvector import Vector
 
+from gateway.domain.filters import Filter
 from gateway.store.collections import documents_table, model_table
+from gateway.store.filters import compile_filter
+from gateway.store.vector_codec import Vector
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,7 @@ async def get_document(conn: asyncpg.Connection, collection: str, doc_id: str) -
     row = await conn.fetchrow(
         f"SELECT id, content, metadata, version FROM {documents_table(collection)} WHERE id = $1", doc_id
     )
-    if row is None:
-        return None
-    return DocumentRow(row["id"], row["content"], json.loads(row["metadata"]), row["version"])
+    return None if row is None else _row(row)
 
 
 async def delete_document(conn: asyncpg.Connection, collection: str, doc_id: str) -> bool:
@@ -94,41 +94,106 @@ async def delete_document(conn: asyncpg.Connection, collection: str, doc_id: str
     return status != "DELETE 0"
 
 
+async def get_documents(conn: asyncpg.Connection, collection: str, ids: Sequence[str]) -> list[DocumentRow]:
+    """The documents of `ids` that exist, in the order of `ids`."""
+    rows = await conn.fetch(
+        f"""SELECT d.id, d.content, d.metadata, d.version
+            FROM unnest($1::text[]) WITH ORDINALITY AS u (id, n)
+            JOIN {documents_table(collection)} d ON d.id = u.id ORDER BY u.n""",
+        list(ids),
+    )
+    return [_row(r) for r in rows]
+
+
+async def list_documents(
+    conn: asyncpg.Connection, collection: str, metadata_filter: Filter | None, limit: int, after: str | None
+) -> list[DocumentRow]:
+    """Up to `limit` documents matching the filter, ordered by id, those after the id `after`."""
+    params: list = [limit]
+    where = [compile_filter(metadata_filter, params)] if metadata_filter is not None else []
+    if after is not None:
+        params.append(after)
+        where.append(f"d.id > ${len(params)}")
+    rows = await conn.fetch(
+        f"""SELECT d.id, d.content, d.metadata, d.version FROM {documents_table(collection)} d
+            {"WHERE " + " AND ".join(where) if where else ""} ORDER BY d.id LIMIT $1""",
+        *params,
+    )
+    return [_row(r) for r in rows]
+
+
+async def count_matching(
+    conn: asyncpg.Connection, collection: str, metadata_filter: Filter | None, limit: int | None = None
+) -> int:
+    """How many documents match the filter (counting stops at `limit` when given)."""
+    params: list = []
+    where = f"WHERE {compile_filter(metadata_filter, params)}" if metadata_filter is not None else ""
+    bound = ""
+    if limit is not None:
+        params.append(limit)
+        bound = f"LIMIT ${len(params)}"
+    return await conn.fetchval(
+        f"SELECT count(*) FROM (SELECT 1 FROM {documents_table(collection)} d {where} {bound}) AS m", *params
+    )
+
+
+async def delete_documents(
+    conn: asyncpg.Connection, collection: str, ids: Sequence[str] | None, metadata_filter: Filter | None
+) -> int:
+    """Delete documents by ids or by filter; their embeddings in every model table go with them."""
+    params: list = []
+    if ids is not None:
+        params.append(list(ids))
+        where = "d.id = ANY($1::text[])"
+    else:
+        assert metadata_filter is not None
+        where = compile_filter(metadata_filter, params)
+    status = await conn.execute(f"DELETE FROM {documents_table(collection)} d WHERE {where}", *params)
+    return int(status.split()[-1])
+
+
+def _row(r: asyncpg.Record) -> DocumentRow:
+    return DocumentRow(r["id"], r["content"], json.loads(r["metadata"]), r["version"])
+
+
 async def search(
     conn: asyncpg.Connection,
     collection: str,
     model_key: str,
     vector: np.ndarray,
     k: int,
-    metadata_filter: Mapping | None = None,
+    metadata_filter: Filter | None = None,
     *,
     exact: bool = False,
 ) -> list[Hit]:
-    """The k nearest documents by cosine distance in `model_key`'s table.
+    """The k nearest documents by cosine distance in `model_key`'s table, among those the filter matches.
 
-    Normally through the HNSW index (approximate); `exact=True` disables index scans for
-    this one statement, which is what the A/A noise floor compares the index against.
+    Normally through the HNSW index (approximate, iterative scan); `exact=True` orders by an
+    expression the index cannot serve, so every matching row is compared: what the A/A noise
+    floor compares the index against, and what small or selective queries use (services).
     """
-    if exact:
-        async with conn.transaction():
-            await conn.execute("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off")
-            return await search(conn, collection, model_key, vector, k, metadata_filter)
     params: list = [Vector(vector), k]
-    if metadata_filter:
-        params.append(json.dumps(metadata_filter))
-    rows = await conn.fetch(_search_sql(collection, model_key, bool(metadata_filter)), *params)
+    if metadata_filter is None:
+        sql = _search_sql(collection, model_key, exact, filtered=False)
+    else:
+        condition = compile_filter(metadata_filter, params)
+        sql = _search_sql(collection, model_key, exact, filtered=True).replace("{where}", condition)
+    rows = await conn.fetch(sql, *params)
     return [Hit(r["id"], 1.0 - float(r["distance"]), r["content"], json.loads(r["metadata"])) for r in rows]
 
 
 @functools.lru_cache(maxsize=1024)
-def _search_sql(collection: str, model_key: str, filtered: bool) -> str:
-    """search()'s statement, built once per table (the identifiers are hashed and quoted)."""
-    where = "WHERE d.metadata @> $3::jsonb" if filtered else ""
+def _search_sql(collection: str, model_key: str, exact: bool, filtered: bool) -> str:
+    """search()'s statement, built once per table (the identifiers are hashed and quoted).
+
+    A filtered one leaves `{where}` for the filter's condition. An exact search orders by the
+    distance plus zero: the same order, but no index can serve it, so every row is compared."""
+    order = "(e.embedding <=> $1) + 0" if exact else "e.embedding <=> $1"
     return f"""SELECT d.id, d.content, d.metadata, e.embedding <=> $1 AS distance
             FROM {model_table(collection, model_key)} e
             JOIN {documents_table(collection)} d ON d.id = e.doc_id
-            {where}
-            ORDER BY e.embedding <=> $1
+            {"WHERE {where}" if filtered else ""}
+            ORDER BY {order}
             LIMIT $2"""
 
 

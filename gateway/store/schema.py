@@ -180,6 +180,65 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
         6,
         """
+        -- a rate-capped or remote backfill commits a chunk in steps: progress counts them
+        ALTER TABLE driftgate.backfill_chunks ADD COLUMN processed integer NOT NULL DEFAULT 0;
+        CREATE TABLE driftgate.backfill_steps (
+            collection text NOT NULL,
+            model_key  text NOT NULL,
+            at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+            docs       integer NOT NULL
+        );
+        CREATE INDEX backfill_steps_recent ON driftgate.backfill_steps (collection, model_key, at);
+        """,
+    ),
+    (
+        7,
+        r"""
+        -- the filter language's dates (store/filters.py): an ISO-8601 string as a timestamp, NULL for
+        -- any other text. The pattern is domain/filters.py's ISO_DATE; a date without an offset is UTC
+        CREATE FUNCTION driftgate.iso_timestamp(value text) RETURNS timestamptz
+            LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+            SET timezone = 'UTC' SET datestyle = 'ISO, YMD'
+        AS $$
+        BEGIN
+            IF value !~ '^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}(:?\d{2})?)?)?$' THEN
+                RETURN NULL;
+            END IF;
+            RETURN value::timestamptz;
+        EXCEPTION WHEN others THEN
+            RETURN NULL;
+        END
+        $$;
+        """,
+    ),
+    (
+        8,
+        """
+        -- adoption of a shared table (LangChain's langchain_pg_embedding): a row filter
+        -- (column = value, cast to the column's type) and a json column that is the metadata
+        ALTER TABLE driftgate.adoptions
+            ADD COLUMN metadata_json_column text,
+            ADD COLUMN filter_column        text,
+            ADD COLUMN filter_value         text,
+            ADD COLUMN filter_type          text;
+        """,
+    ),
+    (
+        9,
+        """
+        -- an adoption fails alone (state 'failed' with the reason, retried with backoff), and
+        -- counts the stored vectors it could not use (zero, or of another dimension)
+        ALTER TABLE driftgate.adoptions
+            ADD COLUMN error            text,
+            ADD COLUMN failed_state     text,
+            ADD COLUMN failures         integer NOT NULL DEFAULT 0,
+            ADD COLUMN retry_at         timestamptz,
+            ADD COLUMN vectors_unusable bigint NOT NULL DEFAULT 0;
+        """,
+    ),
+    (
+        10,
+        """
         -- a learned map between a migration's two models (store/adapters.py): one row per
         -- collection and pair of fingerprints; a new fit replaces it and bumps its version
         CREATE TABLE driftgate.adapters (

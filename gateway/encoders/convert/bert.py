@@ -1,8 +1,10 @@
-"""BertModel (MiniLM, bge, e5, gte-style BERT checkpoints) as an fp32 ONNX graph.
+"""BertModel (MiniLM, bge, e5, gte) and XLMRobertaModel (multilingual-e5, bge-m3) as fp32 ONNX graphs.
 
 Mirrors transformers' BertModel in eval mode: word + absolute position + token-type
 embeddings, LayerNorm, then post-norm layers with exact GELU. The pooler is not used by
-sentence-transformers and is left out.
+sentence-transformers and is left out. XLM-RoBERTa is the same encoder with RoBERTa's
+positions: they count non-padding tokens from padding_idx + 1 (as MPNet's do), and its single
+token type is added as a constant row.
 """
 
 from __future__ import annotations
@@ -54,7 +56,22 @@ def build(config: dict, weights: Weights) -> onnx.ModelProto:
         "input_ids",
     )
     x = g.op("Add", words, positions)
-    inputs = ["input_ids", "attention_mask"]
+    return _encoder(g, config, weights, x, ["input_ids", "attention_mask"], eps, "driftgate_bert")
+
+
+def build_xlm_roberta(config: dict, weights: Weights) -> onnx.ModelProto:
+    check_config(config)
+    g = Graph()
+    eps = float(config.get("layer_norm_eps", 1e-5))
+    x = g.counted_position_embeddings(weights, int(config.get("pad_token_id", 1)))
+    types = weights.pop("embeddings.token_type_embeddings.weight", None)
+    if types is not None:
+        x = g.op("Add", x, g.const("embeddings.token_type_embeddings.row0", types[0]))
+    return _encoder(g, config, weights, x, ["input_ids", "attention_mask"], eps, "driftgate_xlm_roberta")
+
+
+def _encoder(g: Graph, config: dict, weights: Weights, x: str, inputs: list[str], eps: float, name: str):
+    """Token types (when the checkpoint has them), the embeddings' LayerNorm, then the layers."""
     if "embeddings.token_type_embeddings.weight" in weights:
         types = g.op(
             "Gather",
@@ -67,4 +84,4 @@ def build(config: dict, weights: Weights) -> onnx.ModelProto:
     bias = g.mask_bias("attention_mask")
     for i in range(int(config["num_hidden_layers"])):
         x = g.encoder_layer(x, weights, layer_names(i), int(config["num_attention_heads"]), eps, bias)
-    return g.model("driftgate_bert", inputs, x, int(config["hidden_size"]))
+    return g.model(name, inputs, x, int(config["hidden_size"]))

@@ -1,4 +1,4 @@
-"""A tiny, deterministic ONNX graph builder shared by the BERT and MPNet converters.
+"""A tiny, deterministic ONNX graph builder shared by the BERT, XLM-RoBERTa and MPNet converters.
 
 Node and tensor names come from a counter and from checkpoint weight names, the producer
 and opset are fixed and nothing records a time or a path, so the same weights always
@@ -112,6 +112,29 @@ class Graph:
         return self.layer_norm(
             self.op("Add", self.linear(inner, weights, names["output"]), x), weights, names["output_norm"], eps
         )
+
+    def counted_position_embeddings(self, weights: Weights, padding_idx: int) -> str:
+        """Word + position embeddings, positions counting non-padding tokens from padding_idx + 1.
+
+        This is how RoBERTa-family models (XLM-R) and MPNet number their positions; padding keeps padding_idx.
+        """
+        tokens = self.op(
+            "Cast", self.op("Not", self.op("Equal", "input_ids", self.ints(padding_idx))), to=TensorProto.INT64
+        )
+        position_ids = self.op(
+            "Add", self.op("Mul", self.op("CumSum", tokens, self.ints(1)), tokens), self.ints(padding_idx)
+        )
+        words = self.op(
+            "Gather",
+            self.const("embeddings.word_embeddings.weight", weights["embeddings.word_embeddings.weight"]),
+            "input_ids",
+        )
+        positions = self.op(
+            "Gather",
+            self.const("embeddings.position_embeddings.weight", weights["embeddings.position_embeddings.weight"]),
+            position_ids,
+        )
+        return self.op("Add", words, positions)
 
     # -- the model ------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto
 
 from gateway.encoders.convert.checkpoint import CheckpointError
 from gateway.encoders.convert.graph import Graph, Weights
@@ -59,20 +58,7 @@ def build(config: dict, weights: Weights) -> onnx.ModelProto:
     length = weights["embeddings.position_embeddings.weight"].shape[0]
     num_buckets = int(config.get("relative_attention_num_buckets", 32))
 
-    # position ids: cumulative count of non-padding tokens, offset by padding_idx
-    tokens = g.op("Cast", g.op("Not", g.op("Equal", "input_ids", g.ints(PADDING_IDX))), to=TensorProto.INT64)
-    position_ids = g.op("Add", g.op("Mul", g.op("CumSum", tokens, g.ints(1)), tokens), g.ints(PADDING_IDX))
-    words = g.op(
-        "Gather",
-        g.const("embeddings.word_embeddings.weight", weights["embeddings.word_embeddings.weight"]),
-        "input_ids",
-    )
-    positions = g.op(
-        "Gather",
-        g.const("embeddings.position_embeddings.weight", weights["embeddings.position_embeddings.weight"]),
-        position_ids,
-    )
-    x = g.layer_norm(g.op("Add", words, positions), weights, "embeddings.LayerNorm", eps)
+    x = g.layer_norm(g.counted_position_embeddings(weights, PADDING_IDX), weights, "embeddings.LayerNorm", eps)
 
     # relative position bias [1, heads, S, S], shared by every layer
     sequence = g.op("Squeeze", g.op("Shape", "input_ids", start=1, end=2), g.ints(0))

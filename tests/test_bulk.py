@@ -1,0 +1,159 @@
+"""Bulk loads (NDJSON, streamed): every line stored through the one write path, the HNSW index
+deferred and built when the load ends, exact scans meanwhile; a bad line stops the load
+before its chunk with its line number, everything before that chunk kept."""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+import pytest
+
+from gateway.config import load_settings
+from gateway.datasets import vaswani
+from tests.conftest import SLOW_MACHINE_SERVER
+from tests.helpers import AUTH, L3, L6, TOKEN, admin, create_collection, status, wait_phase
+
+C = "docs"
+CHUNK = 50  # limits.max_batch_documents in these tests: a few hundred lines make several chunks
+
+
+@pytest.fixture
+async def gateway(make_client):
+    settings = load_settings(
+        None,
+        database={"pool_min": 1, "pool_max": 6},
+        limits={"max_batch_documents": CHUNK},
+        backfill={"chunk_size": 64, "poll_interval_s": 0.2},
+        server={**SLOW_MACHINE_SERVER, "sync_poll_interval_s": 0.5},
+    )
+    client = await make_client(settings, admin_token=TOKEN)
+    await create_collection(client, C, L3)
+    return client
+
+
+def ndjson(docs: list[tuple[str, str]], **metadata) -> bytes:
+    return b"".join(
+        json.dumps({"id": doc_id, "text": text, "metadata": {"n": i, **metadata}}).encode() + b"\n"
+        for i, (doc_id, text) in enumerate(docs)
+    )
+
+
+async def bulk(client, body: bytes, index: str | None = None, collection: str = C):
+    query = f"?index={index}" if index else ""
+    return await client.post(
+        f"/v1/collections/{collection}/documents:bulk{query}",
+        data=body,
+        headers={"Content-Type": "application/x-ndjson"},
+    )
+
+
+async def stored(dsn: str) -> dict[str, int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(f"SELECT d.id, d.version FROM dgc_{C}.documents d")
+        return {r["id"]: r["version"] for r in rows}
+    finally:
+        await conn.close()
+
+
+async def test_a_bulk_load_stores_every_line_and_builds_the_index_when_it_ends(gateway, dsn):
+    docs = vaswani(limit=230).corpus
+    response = await bulk(gateway, ndjson(docs))
+    assert response.status == 200, await response.text()
+    answer = await response.json()
+    # L3 reads 128 tokens: a few long abstracts are cut, and the answer counts them
+    assert answer == {"loaded": 230, "chunks": 5, "lines": 230, "truncated": answer["truncated"], "index": "built"}
+    assert 0 < answer["truncated"] < 230
+    report = await status(gateway)
+    assert report["models"][L3]["rows"] == 230 and report["models"][L3]["coverage"] == 1.0
+    assert report["models"][L3]["index_ready"] is True
+    hits = await (await gateway.post(f"/v1/collections/{C}/query", json={"text": docs[7][1], "k": 3})).json()
+    assert hits["hits"][0]["id"] == docs[7][0]
+
+
+async def test_with_the_index_left_for_later_queries_are_exact_scans_until_an_operator_builds_it(gateway, dsn):
+    docs = vaswani(limit=120).corpus
+    response = await bulk(gateway, ndjson(docs), index="later")
+    assert (await response.json())["index"] == "deferred"
+    assert (await status(gateway))["models"][L3]["index_ready"] is False
+    # without the graph every document is reachable: k = all of them returns all of them
+    body = await (await gateway.post(f"/v1/collections/{C}/query", json={"text": "radio waves", "k": 120})).json()
+    assert len(body["hits"]) == 120
+    code, built = await admin(gateway, "POST", "index")
+    assert code == 200 and built == {"built": [L3]}
+    assert (await status(gateway))["models"][L3]["index_ready"] is True
+    code, again = await admin(gateway, "POST", "index")
+    assert code == 200 and again == {"built": []}
+
+
+async def test_a_bad_line_stops_the_load_before_its_chunk_and_says_where_to_resume(gateway, dsn):
+    docs = vaswani(limit=160).corpus
+    lines = ndjson(docs).splitlines(keepends=True)
+    lines[119] = b'{"id": "broken", "text": "   "}\n'  # line 120, in the third chunk (101-150)
+    response = await bulk(gateway, b"".join(lines))
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["code"] == "invalid_line" and error["message"].startswith("line 120: text is blank")
+    assert error["line"] == 120 and error["committed_lines"] == 100 and error["loaded"] == 100
+    assert "from line 101" in error["message"]
+    assert set(await stored(dsn)) == {doc_id for doc_id, _ in docs[:100]}  # nothing of lines 101-119
+    assert (await status(gateway))["models"][L3]["index_ready"] is True  # rebuilt for what was stored
+
+    resumed = await bulk(gateway, b"".join(lines[100:119] + lines[120:]))
+    assert resumed.status == 200 and (await resumed.json())["loaded"] == 59
+    assert set(await stored(dsn)) == {doc_id for doc_id, _ in docs} - {docs[119][0]}
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        (b"not json at all", "line 2: "),
+        (b'{"id": "x"}', "line 2: text: Field required"),
+        (b'{"id": "x", "text": "t", "extra": 1}', "line 2: extra: Extra inputs are not permitted"),
+        (b'{"id": "x", "text": "t", "metadata": {"k": "' + b"v" * 70_000 + b'"}}', "line 2: metadata is"),
+        (b'{"id": "", "text": "t"}', "line 2: "),
+        (b'{"id": "x", "text": "nul \\u0000 here"}', "line 2: text contains a NUL"),
+    ],
+)
+async def test_every_kind_of_bad_line_gets_a_400_naming_it_and_nothing_of_its_chunk(gateway, dsn, line, says):
+    body = b'{"id": "first", "text": "a fine document"}\n' + line + b"\n"
+    response = await bulk(gateway, body)
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["code"] == "invalid_line" and error["message"].startswith(says), error
+    assert await stored(dsn) == {}
+
+
+async def test_a_line_longer_than_any_document_is_refused_without_being_held(gateway, dsn):
+    huge = b'{"id": "x", "text": "' + b"a" * (100_000 * 4 + 70_000) + b'"}\n'
+    response = await bulk(gateway, huge)
+    assert response.status == 400
+    assert "longer than any valid document" in (await response.json())["error"]["message"]
+
+
+async def test_a_repeated_id_is_written_in_order_so_the_later_line_wins(gateway, dsn):
+    body = ndjson([("a", "first text"), ("b", "other"), ("a", "second text")])
+    response = await bulk(gateway, body)
+    assert response.status == 200 and (await response.json())["chunks"] == 2
+    document = await (await gateway.get(f"/v1/collections/{C}/documents/a")).json()
+    assert document["text"] == "second text"
+
+
+async def test_an_unknown_index_mode_or_collection_is_refused(gateway):
+    response = await bulk(gateway, ndjson([("a", "t")]), index="sometimes")
+    assert response.status == 400 and "rebuild, later, keep" in (await response.json())["error"]["message"]
+    response = await bulk(gateway, ndjson([("a", "t")]), collection="nope")
+    assert response.status == 404
+
+
+async def test_a_bulk_load_during_a_migration_writes_both_models(gateway, dsn):
+    docs = vaswani(limit=80).corpus
+    await bulk(gateway, ndjson(docs[:40]))
+    response = await gateway.post(f"/admin/v1/collections/{C}/migrations", json={"to_model": L6}, headers=AUTH)
+    assert response.status == 202
+    response = await bulk(gateway, ndjson(docs[40:]), index="keep")
+    assert response.status == 200 and (await response.json())["index"] == "kept"
+    report = await wait_phase(gateway, "ready")
+    assert report["models"][L3]["rows"] == report["models"][L6]["rows"] == 80
+    assert report["models"][L6]["coverage"] == 1.0
