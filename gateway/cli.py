@@ -193,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--corpus", help='JSONL file with {"_id", "text"} lines (default: Vaswani)')
     load.add_argument("--kill-replica", action="store_true", help="kill -9 a replica mid-backfill, restart it")
     load.add_argument("--restart-db", action="store_true", help="restart PostgreSQL once mid-backfill")
+    load.add_argument(
+        "--read-mode",
+        choices=["native", "adapted"],
+        default="native",
+        help="adapted: fit an adapter a third into the backfill and read through it until cutover",
+    )
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -211,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, help="use only the first N corpus documents")
     evaluate.add_argument("--json", type=Path, dest="json_path", help="write the report as JSON")
     evaluate.add_argument("--plot", type=Path, dest="plot_path", help="write a PNG bar chart")
+    evaluate.add_argument(
+        "--adapter",
+        action="store_true",
+        help="with --models FROM,TO: nDCG of both models, of TO queries adapted into the FROM index and of "
+        "FROM vectors translated into the TO index (docs/adapter.md)",
+    )
+    evaluate.add_argument("--max-pairs", type=int, help="with --adapter: document pairs to fit on (default 4000)")
 
     worker = commands.add_parser(
         "backfill-worker",
@@ -321,6 +334,34 @@ def _add_migrate(commands) -> None:
     )
     backfill.add_argument("action", nargs="?", choices=["pause", "resume"], help="pause or resume")
     backfill.add_argument("--max-rate", type=float, help="documents per second; 0 removes the limit")
+    _add_adapter(actions)
+
+
+def _add_adapter(actions) -> None:
+    """`migrate adapter VERB C`: the learned bridge between the migration's two models (docs/adapter.md)."""
+    adapter = actions.add_parser(
+        "adapter",
+        help="fit, show, enable or disable the adapter between the migration's two models",
+        description="fit: fit maps new->old and old->new on backfilled pairs and report held-out figures; "
+        "show: the current figures; enable: serve text queries embedded with the new model from the old "
+        "index (read mode adapted); disable: native reads again.",
+        epilog="example: driftgate migrate adapter fit articles && driftgate migrate adapter enable articles",
+    )
+    adapter.add_argument("verb", choices=["fit", "show", "enable", "disable"])
+    adapter.add_argument("collection", help="collection name")
+    adapter.add_argument(
+        "--url",
+        default=os.environ.get("DRIFTGATE_URL", "http://127.0.0.1:8080"),
+        help="gateway URL (default $DRIFTGATE_URL or http://127.0.0.1:8080)",
+    )
+    adapter.add_argument("--max-pairs", type=int, help="backfilled pairs to fit on (default adapter.max_pairs)")
+    adapter.add_argument(
+        "--translate-vectors",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="enable/disable: also map raw vectors of the other model instead of refusing them",
+    )
+    adapter.add_argument("--json", action="store_true", help="print the raw JSON")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -400,6 +441,8 @@ def _dispatch(args: argparse.Namespace, settings) -> int:
             limit=args.limit,
             json_path=args.json_path,
             plot_path=args.plot_path,
+            adapter=args.adapter,
+            max_pairs=args.max_pairs,
         )
     if args.command == "loadtest":
         from gateway.loadtest.main import run as run_loadtest

@@ -249,6 +249,18 @@ class AdoptionConfig(_Section):
     poll_interval_s: float = Field(0.5, gt=0)  # how often an idle follower looks at its queue
 
 
+class AdapterConfig(_Section):
+    """The learned bridge between a migration's two models (docs/adapter.md)."""
+
+    max_pairs: int = Field(4000, ge=20, le=200_000)  # backfilled document pairs a fit samples
+    held_out: float = Field(0.2, gt=0, lt=1)  # share of the pairs kept out of the fit to validate it
+    # auto: Procrustes where the dimensions match, ridge where they differ; ridge measured better
+    # for a fine-tune's space (docs/adapter.md)
+    kind: Literal["auto", "procrustes", "ridge"] = "auto"
+    ridge: float = Field(0.1, gt=0)  # regularisation of the affine map (0.1 measured best of 0.1, 1, 10)
+    floor: float = Field(0.25, ge=0, le=1)  # held-out agreement@10 an adapter needs to serve
+
+
 class LimitsConfig(_Section):
     max_text_chars: int = Field(100_000, ge=1)
     max_batch_documents: int = Field(1000, ge=1)
@@ -273,6 +285,7 @@ class Settings(BaseSettings):
     backfill: BackfillConfig = BackfillConfig()
     shadow: ShadowConfig = ShadowConfig()
     adoption: AdoptionConfig = AdoptionConfig()
+    adapter: AdapterConfig = AdapterConfig()
     limits: LimitsConfig = LimitsConfig()
     logging: LoggingConfig = LoggingConfig()
 

@@ -34,6 +34,8 @@ async def test_a_trained_model_ranks_far_above_random_and_every_metric_is_sane(c
     for row in report["models"]:
         assert 0.0 < row["ndcg@10"] <= 1.0 and 0.0 < row["recall@10"] <= 1.0 and 0.0 < row["mrr@10"] <= 1.0
         assert row["ndcg@10"] > 3 * random_ndcg, (row, random_ndcg)
+        # exact search (the model's own quality) beside the served one, and the index's recall against it
+        assert row["exact"]["ndcg@10"] > 3 * random_ndcg and 0.5 < row["index_recall@10"] <= 1.0, row
     [comparison] = report["comparisons"]
     assert comparison["a"] == L3 and comparison["b"] == L6 and 0.0 < comparison["overlap@10"] < 1.0
     async with client.app[POOL].acquire() as conn:

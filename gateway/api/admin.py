@@ -9,6 +9,7 @@ from pydantic import Field
 
 from gateway.api.auth import bearer_token, same_secret
 from gateway.api.keys import (
+    ADAPTERS,
     ADMIN_TOKEN,
     BACKFILL_CONTROL,
     COLLECTIONS,
@@ -24,7 +25,8 @@ from gateway.api.keys import (
 from gateway.api.requests import StrictBody, parse_body
 from gateway.api.responses import json_response
 from gateway.domain.backfill import BackfillAction
-from gateway.domain.errors import Unauthorized
+from gateway.domain.errors import NotFound, Unauthorized
+from gateway.domain.state import ReadMode
 from gateway.services import plan as plan_service
 from gateway.services.migrations import Actor
 from gateway.services.status import annotate_remote, collection_status
@@ -81,6 +83,20 @@ class RetireBody(StrictBody):
     model: str = Field(min_length=1)
 
 
+class AdapterFitBody(StrictBody):
+    max_pairs: int | None = Field(
+        default=None, ge=20, le=200_000, description="backfilled pairs to sample (default adapter.max_pairs)"
+    )
+
+
+class ReadModeBody(StrictBody):
+    mode: ReadMode = Field(strict=False, description="native, or adapted: to-model queries mapped into the from-index")
+    translate_vectors: bool | None = Field(
+        default=None,
+        description="map raw vectors of the migration's other model instead of refusing them; null keeps it",
+    )
+
+
 @web.middleware
 async def admin_auth(request: web.Request, handler) -> web.StreamResponse:
     """Bearer-token check for /admin paths, in constant time; the token is never logged."""
@@ -110,6 +126,7 @@ async def status_report(app: web.Application, name: str) -> dict:
     report = await collection_status(
         app[POOL], app[COLLECTIONS], name, {"replica": app[REPLICA_ID], **app[SHADOW].summary(name)}
     )
+    report["adapter"] = await app[ADAPTERS].describe(name)
     return annotate_remote(report, app[DRIFT_WATCH], app[MIGRATION_TOKENS], app[REPLICA_ID])
 
 
@@ -185,3 +202,32 @@ async def retire(request: web.Request) -> web.Response:
 async def abort(request: web.Request) -> web.Response:
     state, changed = await request.app[MIGRATIONS].abort(request.match_info["collection"], _actor(request))
     return json_response({**_state_body(state), "changed": changed})
+
+
+@routes.post(PREFIX + "/adapter")
+async def fit_adapter(request: web.Request) -> web.Response:
+    body = await parse_body(request, AdapterFitBody) if request.can_read_body else AdapterFitBody()
+    return json_response(
+        await request.app[ADAPTERS].fit(request.match_info["collection"], body.max_pairs, _actor(request))
+    )
+
+
+@routes.get(PREFIX + "/adapter")
+async def get_adapter(request: web.Request) -> web.Response:
+    name = request.match_info["collection"]
+    report = await request.app[ADAPTERS].describe(name)
+    if report is None:
+        raise NotFound(
+            f"collection {name!r} has no adapter; fit one with POST {PREFIX.format(collection=name)}/adapter",
+            code="adapter_missing",
+        )
+    return json_response(report)
+
+
+@routes.post(PREFIX + "/read-mode")
+async def read_mode(request: web.Request) -> web.Response:
+    body = await parse_body(request, ReadModeBody)
+    state = await request.app[ADAPTERS].set_read_mode(
+        request.match_info["collection"], body.mode, body.translate_vectors, _actor(request)
+    )
+    return json_response(_state_body(state))

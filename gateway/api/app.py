@@ -16,6 +16,7 @@ from gateway.api.auth import api_key_middleware, grants
 from gateway.api.context import request_id_middleware
 from gateway.api.errors import error_middleware
 from gateway.api.keys import (
+    ADAPTERS,
     ADMIN_TOKEN,
     API_KEYS,
     BACKFILL_CONTROL,
@@ -45,6 +46,7 @@ from gateway.domain.deadline import request_deadline
 from gateway.domain.errors import NotFound, RequestTimeout
 from gateway.domain.phases import Phase
 from gateway.encoders.base import EncoderLoader
+from gateway.services.adapter import AdapterService
 from gateway.services.backfill import BackfillWorker
 from gateway.services.bulk import BulkLoader
 from gateway.services.collections import CollectionService
@@ -114,6 +116,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[BACKFILL_CONTROL] = BackfillControl(app[POOL], collections)
     app[VERIFIER] = Verifier(app[POOL], collections, embeddings)
     app[BULK] = BulkLoader(app[POOL], collections, settings.backfill)
+    collections.adapters.on_load = metrics.record_adapter
+    app[ADAPTERS] = AdapterService(app[POOL], collections, collections.adapters, settings.adapter)
     shadow = settings.shadow
     app[SHADOW] = ShadowRunner(
         app[POOL],

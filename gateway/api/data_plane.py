@@ -188,10 +188,13 @@ async def query(request: web.Request) -> web.StreamResponse:
             assert body.vector is not None and body.model is not None
             result = await service.query_vector(name, body.vector, body.model, body.k, metadata_filter)
         request.app[METRICS].query_latency.labels(name, result.model).observe(time.perf_counter() - started)
+        if result.adapted_from:
+            request.app[METRICS].adapted_queries.labels(name, result.adapted_from).inc()
         if not large.is_large(body.k):
             return json_response(
-                {"model": result.model, "truncated": result.truncated, "hits": [_hit(h) for h in result.hits]},
-                headers={"X-Driftgate-Model": result.model},
+                {"model": result.model, "truncated": result.truncated, "hits": [_hit(h) for h in result.hits]}
+                | ({"adapted_from": result.adapted_from} if result.adapted_from else {}),
+                headers={"X-Driftgate-Model": result.model_header},
             )
         return await _stream_hits(request, result)
 
@@ -202,7 +205,9 @@ def _hit(hit) -> dict:
 
 async def _stream_hits(request: web.Request, result) -> web.StreamResponse:
     """The same JSON as the small answer, written hit by hit instead of built whole in memory."""
-    response = web.StreamResponse(headers={"X-Driftgate-Model": result.model, "Content-Type": "application/json"})
+    response = web.StreamResponse(
+        headers={"X-Driftgate-Model": result.model_header, "Content-Type": "application/json"}
+    )
     await response.prepare(request)
     head = strict_dumps({"model": result.model, "truncated": result.truncated})
     await response.write(head[:-1].encode() + b', "hits": [')

@@ -9,6 +9,7 @@ from gateway.api.large import LargeResponses
 from gateway.api.metrics import Metrics
 from gateway.config import Settings
 from gateway.console.history import ShadowHistory
+from gateway.services.adapter import AdapterService
 from gateway.services.adoption import AdoptionService
 from gateway.services.bulk import BulkLoader
 from gateway.services.collections import CollectionService
@@ -30,6 +31,7 @@ METRICS = web.AppKey("metrics", Metrics)
 MIGRATIONS = web.AppKey("migrations", MigrationService)
 BACKFILL_CONTROL = web.AppKey("backfill_control", BackfillControl)
 VERIFIER = web.AppKey("verifier", Verifier)
+ADAPTERS = web.AppKey("adapters", AdapterService)
 WATCHER = web.AppKey("state_watcher", StateWatcher)
 REPLICA_ID = web.AppKey("replica_id", str)
 SHADOW = web.AppKey("shadow", ShadowRunner)

@@ -181,6 +181,26 @@ class Metrics:
             "driftgate_errors_total", "Error answers by their error code", ["code"], registry=self.registry
         )
 
+        self.adapter_validation = Gauge(
+            "driftgate_adapter_validation",
+            "Held-out figures of the adapter this replica serves (direction adapt: to -> from; translate: from -> to)",
+            ["collection", "direction", "figure"],
+            registry=self.registry,
+        )
+        self.adapted_queries = Counter(
+            "driftgate_adapted_queries_total",
+            "Queries answered through an adapter, by the model the query came from",
+            ["collection", "query_model"],
+            registry=self.registry,
+        )
+
+    def record_adapter(self, adapter) -> None:
+        """The validation figures of an adapter a replica has just loaded."""
+        for direction in ("adapt", "translate"):
+            for figure, value in adapter.validation[direction].items():
+                if isinstance(value, bool | int | float) and figure not in ("train_pairs", "held_out_pairs"):
+                    self.adapter_validation.labels(adapter.collection, direction, figure).set(float(value))
+
     def record_shadow(self, collection: str, comparison) -> None:
         pairing = comparison.pairing
         self.shadow_samples.labels(collection, pairing).inc()

@@ -7,8 +7,10 @@ from pydantic import BaseModel
 
 from gateway import __version__
 from gateway.api.admin import (
+    AdapterFitBody,
     BackfillBody,
     PlanMigration,
+    ReadModeBody,
     ReadModelBody,
     RetireBody,
     ShadowBody,
@@ -302,6 +304,25 @@ def _admin_plane(spec: _Spec) -> None:
     op("post", "verify", "verify", "Verify every written model", "Verification", VerifyBody)
     op("post", "retire", "retire", "Retire the old model", "MigrationState", RetireBody)
     op("post", "abort", "abort", "Abort the migration", "MigrationState")
+    op(
+        "post",
+        "adapter",
+        "fit_adapter",
+        "Fit the adapter between the migration's two models on backfilled pairs (held-out figures); "
+        "409 no_migration, too_few_pairs, adapter_below_floor",
+        "Adapter",
+        AdapterFitBody,
+    )
+    op("get", "adapter", "get_adapter", "The adapter's version and held-out figures; 404 adapter_missing", "Adapter")
+    op(
+        "post",
+        "read-mode",
+        "set_read_mode",
+        "Read mode native or adapted (new-model queries mapped into the old index), and whether raw vectors of "
+        "the other model are translated; 409 adapter_missing, adapter_below_floor",
+        "MigrationState",
+        ReadModeBody,
+    )
     op("post", "index", "build_indexes", "Build the HNSW index of every written model that lacks one", "IndexBuild")
     op(
         "post",

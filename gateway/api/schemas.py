@@ -109,6 +109,9 @@ SCHEMAS: dict[str, Schema] = {
             "from_model": nullable(STRING),
             "to_model": nullable(STRING),
             "noise_floor_rate": NUMBER,
+            "read_mode": {"type": "string", "enum": ["native", "adapted"]},
+            "translate_vectors": BOOLEAN,
+            "adapter_version": nullable(INTEGER),
             "state_version": INTEGER,
             "changed": BOOLEAN,
         },
@@ -146,6 +149,10 @@ SCHEMAS: dict[str, Schema] = {
     "Verification": obj(
         ["collection", "passed", "models"],
         {"collection": STRING, "state_version": INTEGER, "passed": BOOLEAN, "models": METADATA},
+    ),
+    "Adapter": obj(
+        ["version", "pairs", "floor", "adapt", "translate"],
+        {"version": INTEGER, "pairs": INTEGER, "floor": NUMBER, "adapt": METADATA, "translate": METADATA},
     ),
     "BackfillSetting": obj(["state"], {"state": BACKFILL_STATE, "max_rate": nullable(NUMBER)}),
     "Adoption": obj(["name", "adoption"], {"name": STRING, "adoption": METADATA}),

@@ -229,6 +229,15 @@ class AsyncClient:
     async def abort(self, collection: str) -> MigrationState:
         return await self._run(calls.abort(collection))
 
+    async def fit_adapter(self, collection: str, max_pairs: int | None = None) -> Report:
+        return await self._run(calls.fit_adapter(collection, max_pairs))
+
+    async def adapter(self, collection: str) -> Report:
+        return await self._run(calls.adapter(collection))
+
+    async def read_mode(self, collection: str, mode: str, translate_vectors: bool | None = None) -> MigrationState:
+        return await self._run(calls.read_mode(collection, mode, translate_vectors))
+
     async def adopt(
         self,
         collection: str,

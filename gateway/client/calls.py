@@ -248,6 +248,22 @@ def abort(collection: str) -> Call[MigrationState]:
     return Call("POST", _a(collection, "abort"), None, _state, admin=True)
 
 
+def fit_adapter(collection: str, max_pairs: int | None) -> Call[Report]:
+    body = {"max_pairs": max_pairs} if max_pairs is not None else {}
+    return Call("POST", _a(collection, "adapter"), body, _report, admin=True)
+
+
+def adapter(collection: str) -> Call[Report]:
+    return Call("GET", _a(collection, "adapter"), None, _report, admin=True)
+
+
+def read_mode(collection: str, mode: str, translate_vectors: bool | None) -> Call[MigrationState]:
+    body: dict[str, Any] = {"mode": mode}
+    if translate_vectors is not None:
+        body["translate_vectors"] = translate_vectors
+    return Call("POST", _a(collection, "read-mode"), body, _state, admin=True)
+
+
 def adopt(collection: str, spec: Mapping[str, Any]) -> Call[Report]:
     return Call("POST", _a(collection, "adopt"), dict(spec), _report, admin=True)
 

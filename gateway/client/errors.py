@@ -295,6 +295,30 @@ class InvalidShadow(Conflict):
     code = "invalid_shadow"
 
 
+class NoMigration(Conflict):
+    """An adapter bridges a migration's two models: there is none in flight."""
+
+    code = "no_migration"
+
+
+class TooFewPairs(Conflict):
+    code = "too_few_pairs"
+
+
+class AdapterBelowFloor(Conflict):
+    """The adapter's held-out agreement is below the floor: it cannot serve (docs/adapter.md)."""
+
+    code = "adapter_below_floor"
+
+
+class AdapterMissing(Conflict):
+    code = "adapter_missing"
+
+
+class ModelNotRegistered(Conflict):
+    code = "model_not_registered"
+
+
 class PayloadTooLarge(DriftgateError):
     """The request body is over the gateway's limit; split it."""
 

@@ -229,6 +229,17 @@ class Client:
     def abort(self, collection: str) -> MigrationState:
         return self._run(calls.abort(collection))
 
+    def fit_adapter(self, collection: str, max_pairs: int | None = None) -> Report:
+        """Fit the adapter between the migration's two models; its held-out figures (docs/adapter.md)."""
+        return self._run(calls.fit_adapter(collection, max_pairs))
+
+    def adapter(self, collection: str) -> Report:
+        return self._run(calls.adapter(collection))
+
+    def read_mode(self, collection: str, mode: str, translate_vectors: bool | None = None) -> MigrationState:
+        """`native`, or `adapted`: new-model queries answered from the old model's index."""
+        return self._run(calls.read_mode(collection, mode, translate_vectors))
+
     def adopt(
         self,
         collection: str,

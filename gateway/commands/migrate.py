@@ -9,6 +9,7 @@ import time
 
 from gateway.client import KEEP, Client
 from gateway.client.errors import DriftgateError, IllegalTransition
+from gateway.commands.adapter import cmd_adapter
 from gateway.commands.status_view import format_status, next_step
 
 # phases where the migration waits for the operator: `status --watch` stops there by itself
@@ -206,4 +207,5 @@ _ACTIONS = {
     "retire": cmd_retire,
     "abort": cmd_abort,
     "backfill": cmd_backfill,
+    "adapter": cmd_adapter,
 }

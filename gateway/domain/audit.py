@@ -29,6 +29,8 @@ class AuditAction(enum.StrEnum):
     ADOPT_IMPORTED = "adopt_imported"
     ADOPT_DONE = "adopt_done"
     ADOPT_STOP = "adopt_stop"
+    ADAPTER_FIT = "adapter_fit"  # a new adapter version (services/adapter.py)
+    READ_MODE = "read_mode"  # native or adapted reads, translated vectors on or off
 
     @classmethod
     def of_switch(cls, action: Action) -> AuditAction:

@@ -120,6 +120,7 @@ async def drive(args, profile, rate, client, urls, collection, corpus, fresh, se
         dwell_s=profile.dwell_s,
         warmup_s=profile.warmup_s,
         retries=8 if faults else 0,
+        read_mode=args.read_mode,
     )
 
     async def fault(timeline: Timeline) -> None:
@@ -177,6 +178,8 @@ async def drive(args, profile, rate, client, urls, collection, corpus, fresh, se
         "final_stale": final.get("stale"),
         "phases": result.phases,
         "phase_starts_s": {phase: round(at, 1) for at, phase in result.timeline.phases},
+        "read_mode": args.read_mode,
+        "adapted_queries": sum(s.op == "query" and "adapted-from=" in (s.model or "") for s in samples),
         "shadow_metrics": {k: status.raw["shadow_metrics"].get(k) for k in ("samples", "overlap_at_k", "rbo")}
         if status.raw.get("shadow_metrics")
         else None,

@@ -62,6 +62,7 @@ class LoadPlan:
     dwell_s: float
     warmup_s: float
     retries: int = 0
+    read_mode: str = "native"  # "adapted": reads go through the adapter during the backfill (scenario.py)
 
 
 @dataclass
@@ -131,6 +132,7 @@ async def migrate_under_load(
             dwell_s=plan.dwell_s,
             fault=fault_hook if fault else None,
             on_progress=on_progress,
+            read_mode=plan.read_mode,
         )
     finally:
         stop.set()

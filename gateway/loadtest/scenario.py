@@ -38,11 +38,17 @@ async def run_migration(
     fault: Callable[[str], Awaitable[None]] | None = None,
     deadline_s: float = 600.0,
     on_progress: Callable[[int, int], None] | None = None,
+    read_mode: str = "native",
 ) -> None:
     """start -> backfill -> verify -> shadow -> cutover -> rollback -> cutover -> retire.
 
     `admin` carries the admin token and retries 503s and refused connections (a fault may be
-    in progress); any other error answer ends the scenario."""
+    in progress); any other error answer ends the scenario.
+
+    With `read_mode="adapted"` an adapter is fitted once a third of the backfill is done and reads
+    switch to it (new-model queries against the old index), and it is fitted again, replacing the
+    first, when the backfill is complete; cutover then reads the new model natively.
+    """
 
     async def enter(phase: str) -> None:
         set_phase(phase)
@@ -53,7 +59,7 @@ async def run_migration(
 
     await enter("dual_write")
     await admin.start_migration(collection, to_model)
-    fault_done = False
+    fault_done = adapted = False
     while True:
         status = await admin.status(collection)
         backfill = status.backfill
@@ -63,6 +69,14 @@ async def run_migration(
         if fault and not fault_done and backfill.get("total") and backfill["done"] >= backfill["total"] / 3:
             fault_done = True
             await fault("backfill")
+        if (
+            read_mode == "adapted"
+            and not adapted
+            and backfill.get("total")
+            and backfill["done"] >= backfill["total"] / 3
+        ):
+            adapted = True
+            await adapt(admin, collection, timeline, enter)
         if status.phase == "ready":
             break
         if backfill.get("state") == "failed":
@@ -70,6 +84,8 @@ async def run_migration(
         if timeline.now() > deadline_s:
             raise ScenarioError(f"backfill did not finish in {deadline_s:.0f} s: {backfill}")
         await asyncio.sleep(0.5)
+    if read_mode == "adapted":
+        await adapt(admin, collection, timeline, enter, refit=True)
     await enter("verify")
     report = await admin.verify(collection, 200)
     if not report.passed:
@@ -89,3 +105,21 @@ async def run_migration(
     await enter("retired")
     await admin.retire(collection, from_model)
     await dwell()
+
+
+async def adapt(
+    admin: AsyncClient,
+    collection: str,
+    timeline: Timeline,
+    enter: Callable[[str], Awaitable[None]],
+    *,
+    refit: bool = False,
+) -> None:
+    """Fit the adapter on what the backfill has written so far and read through it (`adapted`)."""
+    fit = await admin.fit_adapter(collection)
+    timeline.events.append((timeline.now(), f"adapter v{fit['version']}: agreement@10 {fit['adapt']['agreement@10']}"))
+    if not refit:
+        if not fit["adapt"]["passes"]:
+            raise ScenarioError(f"the adapter is below its floor: {fit.raw}")
+        await admin.read_mode(collection, "adapted", translate_vectors=True)
+        await enter("adapted")

@@ -24,6 +24,7 @@ from gateway.domain.identifiers import validate_collection_name, validate_docume
 from gateway.domain.latency import LatencyWindow
 from gateway.domain.state import CollectionState
 from gateway.encoders.base import Encoded
+from gateway.services.adapter import AdapterCache
 from gateway.services.embedding import EmbeddingService
 from gateway.store import collections as collections_sql
 from gateway.store import documents as documents_sql
@@ -62,6 +63,12 @@ class QueryResult:
     state: CollectionState | None = None  # the snapshot the query was served from
     vector: np.ndarray | None = None  # the query vector (text queries)
     latency_ms: float = 0.0
+    adapted_from: str | None = None  # the model the query was embedded with, when mapped into `model`'s space
+
+    @property
+    def model_header(self) -> str:
+        """X-Driftgate-Model: the index's model, and the query's own model when an adapter mapped it."""
+        return f"{self.model}; adapted-from={self.adapted_from}" if self.adapted_from else self.model
 
 
 class _WriteSetChanged(Exception):
@@ -79,6 +86,11 @@ class CollectionService:
         self._read_latency = LatencyWindow()
         # refuses writes to a collection that follows a legacy table (services/adoption.py)
         self.write_guard: Callable[[str], Awaitable[None]] | None = None
+        self.adapters = AdapterCache(pool)  # maps between a migration's models (services/adapter.py)
+
+    @property
+    def embeddings(self) -> EmbeddingService:
+        return self._embeddings
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -280,10 +292,15 @@ class CollectionService:
         started = time.monotonic()
         for attempt in range(2):
             state = await self.state(name)
-            self.refuse_drifted(state, [state.read_model])
-            encoded = await self._embeddings.embed(state.read_model, [text], "query")
+            # adapted reads embed with the to-model and map into the read model's complete index
+            adapter = await self.adapters.get(state) if state.adapted else None
+            bridge = adapter.adapt if adapter is not None else None
+            query_model = state.to_model if bridge is not None and state.to_model else state.read_model
+            self.refuse_drifted(state, [query_model])
+            encoded = await self._embeddings.embed(query_model, [text], "query")
+            vector = bridge.apply(encoded.vectors[0]) if bridge is not None else encoded.vectors[0]
             try:
-                hits = await self._search(name, state.read_model, encoded.vectors[0], k, metadata_filter)
+                hits = await self._search(name, state.read_model, vector, k, metadata_filter)
             except asyncpg.UndefinedTableError:
                 if attempt:
                     raise
@@ -291,16 +308,21 @@ class CollectionService:
                 continue
             elapsed = time.monotonic() - started
             self._read_latency.add(time.monotonic(), elapsed)
-            return QueryResult(state.read_model, hits, encoded.truncated[0], state, encoded.vectors[0], elapsed * 1000)
+            adapted_from = query_model if bridge is not None else None
+            return QueryResult(
+                state.read_model, hits, encoded.truncated[0], state, vector, elapsed * 1000, adapted_from
+            )
         raise AssertionError("unreachable")
 
     async def query_vector(
         self, name: str, vector: Sequence[float], model_key: str, k: int, metadata_filter: Filter | None
     ) -> QueryResult:
-        """Search with a caller's vector, which must come from the read model (else 409)."""
+        """Search with a caller's vector, which must come from the read model (else 409), or from the
+        migration's other model when the collection translates vectors through a passing adapter."""
         state = await self.state(name)
         spec = self._embeddings.spec(model_key)
-        if model_key != state.read_model:
+        bridge = await self._translation(state, model_key)
+        if model_key != state.read_model and bridge is None:
             raise Conflict(
                 f"the vector is from model {model_key!r} but collection {name!r} is read with "
                 f"{state.read_model!r}; embed the query with {state.read_model!r} (see the X-Driftgate-Model header)",
@@ -313,16 +335,27 @@ class CollectionService:
                 code="dimension_mismatch",
             )
         array = query_vector_array(vector)
+        if bridge is not None:  # a query only: the mapped vector is never stored
+            array = bridge.apply(array)
         started = time.monotonic()
         try:
-            hits = await self._search(name, model_key, array, k, metadata_filter)
+            hits = await self._search(name, state.read_model, array, k, metadata_filter)
         except asyncpg.UndefinedTableError:
             await self.reload(name)
             raise Conflict(
                 f"collection {name!r} changed its read model; re-embed the query and retry", code="model_mismatch"
             ) from None
         self._read_latency.add(time.monotonic(), time.monotonic() - started)
+        if bridge is not None:
+            return QueryResult(state.read_model, hits, False, adapted_from=model_key)
         return QueryResult(model_key, hits, False)
+
+    async def _translation(self, state: CollectionState, model_key: str):
+        """The map for a raw vector of the migration's other model, when the collection allows one."""
+        if not state.translate_vectors or model_key == state.read_model:
+            return None
+        adapter = await self.adapters.get(state)
+        return self.adapters.map_for(adapter, model_key, state.read_model) if adapter is not None else None
 
     async def _search(
         self, name: str, model: str, vector: np.ndarray, k: int, metadata_filter: Filter | None

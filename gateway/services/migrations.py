@@ -18,7 +18,7 @@ from gateway.domain.audit import AuditAction
 from gateway.domain.backfill import BackfillAction, BackfillState, plan_chunks
 from gateway.domain.errors import Conflict, IndexIncomplete, InvalidRequest, ModelDrift, NotFound
 from gateway.domain.phases import Action, Phase, next_phase
-from gateway.domain.state import CollectionState
+from gateway.domain.state import CollectionState, ReadMode
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService
 from gateway.store import adoption as adoption_sql
@@ -38,6 +38,9 @@ MIGRATION_ENDED: dict[str, Any] = {
     "shadow_sample_rate": 0.0,
     "backfill_state": BackfillState.IDLE,
     "backfill_max_rate": None,
+    "read_mode": ReadMode.NATIVE,
+    "translate_vectors": False,
+    "adapter_version": None,
 }
 
 

@@ -13,11 +13,11 @@ import asyncpg
 from gateway.domain.audit import AuditAction
 from gateway.domain.identifiers import collection_schema, embedding_table, quote_ident
 from gateway.domain.phases import Phase
-from gateway.domain.state import CollectionState
+from gateway.domain.state import CollectionState, ReadMode
 
 _STATE_COLUMNS = (
     "name, phase, read_model, write_models, shadow_model, shadow_sample_rate, state_version, "
-    "from_model, to_model, noise_floor_rate"
+    "from_model, to_model, noise_floor_rate, read_mode, translate_vectors, adapter_version"
 )
 
 
@@ -33,6 +33,9 @@ def _state(row: asyncpg.Record) -> CollectionState:
         from_model=row["from_model"],
         to_model=row["to_model"],
         noise_floor_rate=row["noise_floor_rate"],
+        read_mode=ReadMode(row["read_mode"]),
+        translate_vectors=row["translate_vectors"],
+        adapter_version=row["adapter_version"],
     )
 
 

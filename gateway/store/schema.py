@@ -236,6 +236,36 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             ADD COLUMN vectors_unusable bigint NOT NULL DEFAULT 0;
         """,
     ),
+    (
+        10,
+        """
+        -- a learned map between a migration's two models (store/adapters.py): one row per
+        -- collection and pair of fingerprints; a new fit replaces it and bumps its version
+        CREATE TABLE driftgate.adapters (
+            collection       text NOT NULL REFERENCES driftgate.collections (name) ON DELETE CASCADE,
+            from_model       text NOT NULL,
+            to_model         text NOT NULL,
+            from_fingerprint text NOT NULL,
+            to_fingerprint   text NOT NULL,
+            version          bigint NOT NULL DEFAULT 1,
+            adapt_kind       text NOT NULL,
+            translate_kind   text NOT NULL,
+            from_dim         integer NOT NULL,
+            to_dim           integer NOT NULL,
+            adapt_weights    bytea NOT NULL,
+            adapt_bias       bytea NOT NULL,
+            translate_weights bytea NOT NULL,
+            translate_bias   bytea NOT NULL,
+            validation       jsonb NOT NULL,
+            fitted_at        timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (collection, from_fingerprint, to_fingerprint)
+        );
+        ALTER TABLE driftgate.collections
+            ADD COLUMN read_mode text NOT NULL DEFAULT 'native',
+            ADD COLUMN translate_vectors boolean NOT NULL DEFAULT false,
+            ADD COLUMN adapter_version bigint;
+        """,
+    ),
 )
 
 
