@@ -1,8 +1,7 @@
 """The container files, checked by parsing them: no Docker engine is needed.
 
 docker/Dockerfile is read instruction by instruction; docker/docker-compose.yml with PyYAML
-when it is importable, else with the strict YAML-subset parser below (when both are present
-they must agree). Every command line is parsed by the real `gateway.cli.build_parser()`,
+(in the test extra). Every command line is parsed by the real `gateway.cli.build_parser()`,
 every variable is checked against `gateway.config`, and ports, health checks and service
 names are checked against each other.
 """
@@ -24,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 from pydantic import BaseModel
 
 from gateway.cli import build_parser
@@ -358,196 +358,6 @@ def test_every_driftgate_variable_the_image_sets_is_valid_config(runtime, clean_
     assert settings.models.allow_download is False
 
 
-# ---------------------------------------------------------------------------- YAML subset
-
-
-class YAMLSubsetError(ValueError):
-    pass
-
-
-_KEY = re.compile(r"([A-Za-z0-9_.\-]+):(?:[ ]+(.*))?")
-# plain scalars that YAML 1.1 (PyYAML) reads as something other than a string: quote them
-_AMBIGUOUS = re.compile(
-    r"(?i:y|n|yes|no|on|off|\.inf|\.nan)|[-+]?\d[\d_]*(:[0-5]?\d)+(\.\d*)?|[-+]?\d*\.\d+([eE][-+]?\d+)?"
-    r"|0\d+|0[xob][0-9a-fA-F_]+|[-+]?\d[\d_]*"
-)
-
-
-def _strip_comment(line: str) -> str:
-    quote, i = None, 0
-    while i < len(line):
-        c = line[i]
-        if quote == '"':
-            if c == "\\":
-                i += 1
-            elif c == '"':
-                quote = None
-        elif quote == "'":
-            if c == "'" and line[i + 1 : i + 2] == "'":
-                i += 1
-            elif c == "'":
-                quote = None
-        elif c in "\"'" and (i == 0 or line[i - 1] in " [,"):
-            quote = c
-        elif c == "#" and (i == 0 or line[i - 1] in " \t"):
-            return line[:i]
-        i += 1
-    return line
-
-
-def _scalar(text: str, number: int):
-    if text[0] == '"':
-        try:
-            value, end = json.JSONDecoder().raw_decode(text)
-        except ValueError as exc:
-            raise YAMLSubsetError(f"line {number}: bad double-quoted string ({exc})") from None
-        if text[end:].strip():
-            raise YAMLSubsetError(f"line {number}: text after a quoted string")
-        return value
-    if text[0] == "'":
-        match = re.fullmatch(r"'((?:[^']|'')*)'", text)
-        if not match:
-            raise YAMLSubsetError(f"line {number}: bad single-quoted string")
-        return match.group(1).replace("''", "'")
-    if text[0] == "[":
-        try:
-            value = json.loads(text)
-        except ValueError:
-            raise YAMLSubsetError(f"line {number}: flow sequences must be JSON arrays") from None
-        if not all(isinstance(v, str) for v in value):
-            raise YAMLSubsetError(f"line {number}: flow sequences may hold only strings")
-        return value
-    if text[0] in "{&*!|>%@`":
-        raise YAMLSubsetError(f"line {number}: {text[0]!r} (flow mappings, anchors, tags, block scalars) unsupported")
-    if ": " in text or text.endswith(":"):
-        raise YAMLSubsetError(f"line {number}: a plain scalar may not contain ': '")
-    if text in ("true", "True", "TRUE", "false", "False", "FALSE"):
-        return text.lower() == "true"
-    if text in ("null", "Null", "NULL", "~"):
-        return None
-    if re.fullmatch(r"[-+]?(0|[1-9][0-9]*)", text):
-        return int(text)
-    if _AMBIGUOUS.fullmatch(text):
-        raise YAMLSubsetError(f"line {number}: {text!r} is read differently by YAML 1.1; quote it")
-    return text
-
-
-def _block(lines: list, pos: int, indent: int):
-    content = lines[pos][2]
-    if content == "-" or content.startswith("- "):
-        return _sequence(lines, pos, indent)
-    return _mapping(lines, pos, indent)
-
-
-def _nested(lines: list, pos: int, indent: int, number: int):
-    if pos < len(lines) and lines[pos][1] > indent:
-        return _block(lines, pos, lines[pos][1])
-    raise YAMLSubsetError(f"line {number}: empty value (write null explicitly)")
-
-
-def _mapping(lines: list, pos: int, indent: int):
-    out: dict = {}
-    while pos < len(lines):
-        number, ind, content = lines[pos]
-        if ind < indent:
-            break
-        match = _KEY.fullmatch(content)
-        if ind > indent or not match:
-            raise YAMLSubsetError(f"line {number}: expected 'key: value' at indentation {indent}")
-        key, rest = match.group(1), match.group(2)
-        if key in out:
-            raise YAMLSubsetError(f"line {number}: duplicate key {key!r}")
-        pos += 1
-        if rest:
-            out[key] = _scalar(rest, number)
-        elif pos < len(lines) and lines[pos][1] == indent and lines[pos][2].startswith("- "):
-            out[key], pos = _sequence(lines, pos, indent)
-        elif pos < len(lines) and lines[pos][1] > indent:
-            out[key], pos = _block(lines, pos, lines[pos][1])
-        else:
-            out[key] = None
-    return out, pos
-
-
-def _sequence(lines: list, pos: int, indent: int):
-    out: list = []
-    while pos < len(lines):
-        number, ind, content = lines[pos]
-        if ind < indent or (ind == indent and not content.startswith("-")):
-            break
-        if ind > indent or not (content == "-" or content.startswith("- ")):
-            raise YAMLSubsetError(f"line {number}: expected '- item' at indentation {indent}")
-        rest = content[1:].lstrip(" ")
-        if not rest:
-            value, pos = _nested(lines, pos + 1, indent, number)
-        elif _KEY.fullmatch(rest) and rest[0] not in "\"'[":
-            lines[pos] = (number, ind + len(content) - len(rest), rest)
-            value, pos = _mapping(lines, pos, lines[pos][1])
-        else:
-            value, pos = _scalar(rest, number), pos + 1
-        out.append(value)
-    return out, pos
-
-
-def parse_yaml_subset(text: str):
-    """Block mappings and sequences, quoted/plain scalars, JSON flow sequences; refuses the rest."""
-    lines = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        if "\t" in raw[: len(raw) - len(raw.lstrip())]:
-            raise YAMLSubsetError(f"line {number}: tab in indentation")
-        content = _strip_comment(raw).rstrip()
-        if content.strip() and content.strip() != "---":
-            lines.append((number, len(content) - len(content.lstrip(" ")), content.strip()))
-    if not lines:
-        return None
-    if lines[0][1] != 0:
-        raise YAMLSubsetError(f"line {lines[0][0]}: the document must start at column 0")
-    value, pos = _block(lines, 0, 0)
-    if pos != len(lines):
-        raise YAMLSubsetError(f"line {lines[pos][0]}: unexpected dedent")
-    return value
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "ports:\n  - 22:22\n",
-        "restart: no\n",
-        "a: &x 1\n",
-        "a:\n\t- b\n",
-        "a: {b: 1}\n",
-        "a: b: c\n",
-        "a: 1\na: 2\n",
-        "a: 1.5\n",
-        "a: 0755\n",
-        "a: |\n  text\n",
-        "a:\n  - [1, 2]\n",
-    ],
-)
-def test_the_minimal_yaml_parser_refuses_what_it_cannot_read_like_pyyaml(text):
-    with pytest.raises(YAMLSubsetError):
-        parse_yaml_subset(text)
-
-
-def test_the_minimal_yaml_parser_reads_mappings_sequences_and_scalars():
-    text = (
-        '# top\nx:\n  a: "q # not a comment"  # comment\n  b: \'it\'\'s\'\n  c: ["p", "q"]\n'
-        "  d:\n    - one\n    - k: v\n      m: 2\n  e:\n  f: true\n  g: plain text\nh:\n- 1\n"
-    )
-    assert parse_yaml_subset(text) == {
-        "x": {
-            "a": "q # not a comment",
-            "b": "it's",
-            "c": ["p", "q"],
-            "d": ["one", {"k": "v", "m": 2}],
-            "e": None,
-            "f": True,
-            "g": "plain text",
-        },
-        "h": [1],
-    }
-
-
 # ---------------------------------------------------------------------------- compose
 
 
@@ -585,12 +395,7 @@ def interpolate(value, env: dict[str, str]):
 
 
 def load_compose_raw() -> dict:
-    text = (DOCKER / "docker-compose.yml").read_text()
-    try:
-        import yaml
-    except ImportError:
-        return parse_yaml_subset(text)
-    return yaml.safe_load(text)
+    return yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -610,13 +415,8 @@ def gateways(compose) -> dict[str, dict]:
     return found
 
 
-def test_the_compose_file_reads_the_same_with_the_minimal_parser_and_pyyaml():
-    text = (DOCKER / "docker-compose.yml").read_text()
-    subset = parse_yaml_subset(text)
-    assert set(subset["services"]) == {"db", "gateway-1", "gateway-2", "loadtest", "prometheus", "grafana"}
-    import yaml  # in the test extra: this comparison must run, not skip
-
-    assert subset == yaml.safe_load(text)
+def test_the_compose_file_holds_the_database_two_gateways_the_load_test_and_monitoring(raw):
+    assert set(raw["services"]) == {"db", "gateway-1", "gateway-2", "loadtest", "prometheus", "grafana"}
 
 
 def test_the_database_image_is_a_pinned_pgvector_release_of_at_least_0_7(compose):
