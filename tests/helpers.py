@@ -51,17 +51,29 @@ async def wait_for_progress(
     interval_s: float = 0.1,
 ) -> T:
     """Poll until `done(value)`; fail if `progress(value)` stays the same for `stall_s` seconds."""
-    last_change = time.monotonic()
-    marker: Hashable = object()
+    watch = StallWatch(stall_s)
     while True:
         value = await poll()
         if done(value):
             return value
-        current = progress(value)
-        if current != marker:
-            marker, last_change = current, time.monotonic()
-        assert time.monotonic() - last_change < stall_s, f"no progress for {stall_s:.0f} s; last seen: {value}"
+        watch.check(progress(value), f"last seen: {value}")
         await asyncio.sleep(interval_s)
+
+
+async def settle(check: Callable[[], Awaitable[tuple[T, Hashable]]], what: str, *, stall_s: float = STALL_S) -> T:
+    """Poll `check()` -> (value, progress) until the value is truthy; fail on a stall of `progress`."""
+    value = await wait_for_progress(check, lambda answer: bool(answer[0]), lambda answer: answer[1], stall_s=stall_s)
+    return value[0]
+
+
+async def until(check: Callable[[], Awaitable[T]], what: str, *, stall_s: float = STALL_S) -> T:
+    """Poll `check()` until it returns something truthy, for one change of state with nothing
+    observable in between (a circuit closing, a drift check firing): `stall_s` without it is the stall."""
+
+    async def answer() -> tuple[T, Hashable]:
+        return await check(), what
+
+    return await settle(answer, what, stall_s=stall_s)
 
 
 async def finish_without_stalling(
@@ -69,17 +81,16 @@ async def finish_without_stalling(
 ) -> T:
     """Await `task`, failing only if `progress()` stops changing for `stall_s` seconds meanwhile."""
     future = asyncio.ensure_future(task)
-    last, last_change = progress(), time.monotonic()
+    watch = StallWatch(stall_s)
     while True:
         finished, _ = await asyncio.wait({future}, timeout=0.2)
         if finished:
             return future.result()
-        current = progress()
-        if current != last:
-            last, last_change = current, time.monotonic()
-        if time.monotonic() - last_change >= stall_s:
+        try:
+            watch.check(progress())
+        except AssertionError:
             future.cancel()
-            raise AssertionError(f"no progress for {stall_s:.0f} s; last progress {last}")
+            raise
 
 
 def status_progress(report: dict) -> Hashable:

