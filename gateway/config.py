@@ -16,17 +16,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.domain.errors import ConfigError
 from gateway.encoders.catalog import CATALOG, ModelFile, ModelSpec
 from gateway.encoders.fetch import default_cache_dir
 from gateway.encoders.remote import RemoteEndpoint, RemoteModelSpec
-
-
-class ConfigError(Exception):
-    """The configuration is invalid; `problems` lists each one as 'field: reason'."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__(f"invalid configuration ({len(problems)} problem(s)): " + "; ".join(problems))
-        self.problems = problems
 
 
 class _Section(BaseModel):

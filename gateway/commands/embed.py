@@ -11,17 +11,13 @@ from pathlib import Path
 from typing import TextIO
 
 from gateway.config import Settings
-from gateway.domain.errors import GatewayError
+from gateway.domain.errors import GatewayError, InputError
 from gateway.encoders.base import Encoded, Kind
 from gateway.encoders.catalog import ModelSpec
 from gateway.encoders.onnx import OnnxEncoder, load_encoder
 from gateway.services.embedding import EmbeddingService
 
 CHUNK = 64
-
-
-class InputError(ValueError):
-    pass
 
 
 def _texts(lines: list[tuple[int, str]]) -> list[str]:

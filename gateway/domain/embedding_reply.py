@@ -13,9 +13,7 @@ import math
 
 import numpy as np
 
-
-class BadReply(ValueError):
-    """The provider's reply is malformed; the message names the problem."""
+from gateway.domain.errors import BadReply
 
 
 def parse_embeddings(payload: object, count: int, dim: int) -> tuple[np.ndarray, int | None]:

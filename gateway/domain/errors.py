@@ -162,3 +162,44 @@ class BulkLoadStopped(InvalidRequest):
     @property
     def details(self) -> dict:
         return {"line": self.line, "committed_lines": self.committed_lines, "loaded": self.loaded}
+
+
+# -- failures below the API --------------------------------------------------------------------
+# Not GatewayErrors: the layer that catches each one says what it means to its caller (a 503
+# naming the model, a CLI line, a 502), so none of them reaches a client as it is.
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` lists each one as 'field: reason'."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(f"invalid configuration ({len(problems)} problem(s)): " + "; ".join(problems))
+        self.problems = problems
+
+
+class ModelFileMismatch(RuntimeError):
+    """A cached or local file does not have the sha256 its spec pins (or the graph's output its dim)."""
+
+
+class ModelFilesUnavailable(RuntimeError):
+    """The files of a model are neither cached nor downloadable; the message says what to run."""
+
+
+class CheckpointError(ValueError):
+    """The checkpoint is incomplete, unsafe, or asks for something the converter does not support."""
+
+
+class ImportRefused(ValueError):
+    """The import cannot go ahead; the message says why and what to do."""
+
+
+class BadReply(ValueError):
+    """The provider's reply is malformed; the message names the problem."""
+
+
+class ScenarioError(RuntimeError):
+    """The load test's migration did not go as planned (an admin call refused, a phase never reached)."""
+
+
+class InputError(ValueError):
+    """A line of `driftgate embed`'s input is not what it reads; the message names the line."""

@@ -19,13 +19,10 @@ from pathlib import Path
 
 import platformdirs
 
+from gateway.domain.errors import ModelFilesUnavailable
 from gateway.encoders.catalog import ModelFile, ModelSpec
 
 Progress = Callable[[str], None]
-
-
-class ModelFilesUnavailable(RuntimeError):
-    """The files of a model are neither cached nor downloadable; the message says what to run."""
 
 
 def default_cache_dir() -> Path:

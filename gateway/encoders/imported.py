@@ -21,16 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from gateway.domain.errors import ImportRefused
 from gateway.encoders.catalog import CATALOG, ModelFile, ModelSpec
 from gateway.encoders.convert import CheckpointError, Converted, PlainPooling, convert
 from gateway.encoders.fetch import Progress, local_path
 
 MANIFEST = "imported.json"
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-class ImportRefused(ValueError):
-    """The import cannot go ahead; the message says why and what to do."""
 
 
 @dataclass(frozen=True)

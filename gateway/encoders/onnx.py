@@ -13,13 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from gateway.domain.batching import plan_calls
+from gateway.domain.errors import ModelFileMismatch
 from gateway.encoders.base import Encoded
 from gateway.encoders.catalog import ModelSpec
 from gateway.encoders.fetch import ensure_files, local_path, sha256_file
-
-
-class ModelFileMismatch(RuntimeError):
-    """A cached or local file does not have the sha256 its spec pins (or the graph's output its dim)."""
 
 
 class OnnxEncoder:

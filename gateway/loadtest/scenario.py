@@ -8,10 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from gateway.client import AsyncClient
-
-
-class ScenarioError(RuntimeError):
-    pass
+from gateway.domain.errors import ScenarioError
 
 
 @dataclass

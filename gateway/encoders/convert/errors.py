@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
+from gateway.domain.errors import CheckpointError
 
-class CheckpointError(ValueError):
-    """The checkpoint is incomplete, unsafe, or asks for something the converter does not support."""
+__all__ = ["CheckpointError"]
