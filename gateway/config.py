@@ -334,3 +334,24 @@ def load_settings(path: Path | str | None = None, **overrides: object) -> Settin
         raise ConfigError(
             [f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()]
         ) from None
+
+
+# -- secrets: read from the environment here and nowhere else --------------------------------
+
+ADMIN_TOKEN_ENV = "DRIFTGATE_ADMIN_TOKEN"
+API_KEYS_ENV = "DRIFTGATE_API_KEYS"  # comma-separated keys for every collection (beside server.api_keys)
+API_KEY_ENV = "DRIFTGATE_API_KEY"  # the one key a CLI command sends to a gateway's data plane
+
+
+def admin_token_from_env() -> str:
+    """The admin token (the gateway's, or the one a CLI command sends): only from the
+    environment, never from a file; '' when unset (the admin API is then off)."""
+    return os.environ.get(ADMIN_TOKEN_ENV, "")
+
+
+def api_keys_from_env() -> str:
+    return os.environ.get(API_KEYS_ENV, "")
+
+
+def api_key() -> str | None:
+    return os.environ.get(API_KEY_ENV) or None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator
 
@@ -40,7 +39,7 @@ from gateway.api.keys import (
 from gateway.api.large import LargeResponses
 from gateway.api.metrics import Metrics
 from gateway.api.transport import SERVER, content_encoding_middleware, streamed_answer_middleware
-from gateway.config import Settings
+from gateway.config import Settings, admin_token_from_env, api_keys_from_env
 from gateway.console import setup as console
 from gateway.domain.deadline import request_deadline
 from gateway.domain.errors import NotFound, RequestTimeout
@@ -265,8 +264,8 @@ def create_app(
         hit_bytes=limits.max_text_chars + limits.max_metadata_bytes,
     )
     app[REPLICA_ID] = replica_id(settings.server.replica_id)
-    app[ADMIN_TOKEN] = admin_token if admin_token is not None else os.environ.get("DRIFTGATE_ADMIN_TOKEN", "")
-    keys = api_keys if api_keys is not None else os.environ.get("DRIFTGATE_API_KEYS", "")
+    app[ADMIN_TOKEN] = admin_token if admin_token is not None else admin_token_from_env()
+    keys = api_keys if api_keys is not None else api_keys_from_env()
     app[API_KEYS] = grants(settings.server.api_keys, keys)
     app[MIGRATION_TOKENS] = {}
     if encoder_loader is not None:

@@ -10,6 +10,7 @@ import time
 from gateway.client import Client
 from gateway.client.errors import DriftgateError
 from gateway.commands.status_view import format_adoption
+from gateway.config import admin_token_from_env
 
 EXAMPLE = """\
 examples:
@@ -66,7 +67,7 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
-    token = os.environ.get("DRIFTGATE_ADMIN_TOKEN")
+    token = admin_token_from_env()
     if not token:
         print("driftgate: set DRIFTGATE_ADMIN_TOKEN to the gateway's admin token", file=sys.stderr)
         return 2

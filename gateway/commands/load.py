@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -23,6 +22,7 @@ from tqdm import tqdm
 
 from gateway.client import Client
 from gateway.client.errors import DriftgateError, InvalidLine
+from gateway.config import api_key
 
 EXAMPLE = """\
 examples:
@@ -101,7 +101,7 @@ def run(args) -> int:
         return 2
     checkpoint.lines_done = done
     total = _count_lines(args.file)
-    with Client(args.url, api_key=os.environ.get("DRIFTGATE_API_KEY")) as client:
+    with Client(args.url, api_key=api_key()) as client:
         try:
             index = args.index if args.index != "auto" else _auto_index(client, args.collection, total - done)
             return _load(client, args, checkpoint, total, index)

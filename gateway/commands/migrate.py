@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
@@ -11,6 +10,7 @@ from gateway.client import KEEP, Client
 from gateway.client.errors import DriftgateError, IllegalTransition
 from gateway.commands.adapter import cmd_adapter
 from gateway.commands.status_view import format_status, next_step
+from gateway.config import admin_token_from_env
 
 # phases where the migration waits for the operator: `status --watch` stops there by itself
 WAITS_FOR_OPERATOR = ("ready", "shadow", "cutover")
@@ -21,7 +21,7 @@ def _no_migration(what: str) -> IllegalTransition:
 
 
 def run(args) -> int:
-    token = os.environ.get("DRIFTGATE_ADMIN_TOKEN")
+    token = admin_token_from_env()
     if not token:
         print("driftgate: set DRIFTGATE_ADMIN_TOKEN to the gateway's admin token", file=sys.stderr)
         return 2

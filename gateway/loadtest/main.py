@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.client.errors import DriftgateError
+from gateway.config import admin_token_from_env
 from gateway.datasets import vaswani
 from gateway.loadtest.cluster import Cluster
 from gateway.loadtest.report import failed, timeline_plot
@@ -88,7 +89,7 @@ async def _run(args) -> dict:
     cluster = None
     if args.url:
         urls = [u.strip().rstrip("/") for u in args.url.split(",") if u.strip()]
-        token = os.environ.get("DRIFTGATE_ADMIN_TOKEN", "")
+        token = admin_token_from_env()
         if not token:
             raise ScenarioError("--url needs DRIFTGATE_ADMIN_TOKEN, the gateways' admin token")
         if args.kill_replica or args.restart_db:
