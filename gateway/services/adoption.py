@@ -42,6 +42,7 @@ from gateway.services.embedding import EmbeddingService
 from gateway.services.follow import AdoptionRunner
 from gateway.store import adoption as adoption_sql
 from gateway.store import collections as collections_sql
+from gateway.store import follow as follow_sql
 from gateway.store import registry as registry_sql
 from gateway.store.retry import in_transaction
 
@@ -118,7 +119,7 @@ class AdoptionService:
             await adoption_sql.create_adoption(conn, name, source, request.model, request.follow, sample)
             writers: list[str] = []
             if request.follow:  # from here on, every committed change is queued
-                writers = await adoption_sql.install_follow(conn, name, source)
+                writers = await follow_sql.install_follow(conn, name, source)
             await collections_sql.change_state(
                 conn,
                 state,
@@ -203,15 +204,15 @@ class AdoptionService:
             pass
 
         async def stop_following(conn: asyncpg.Connection) -> None:
-            await adoption_sql.lock_follow(conn, name)
+            await follow_sql.lock_follow(conn, name)
             current = await adoption_sql.get_adoption(conn, name)
             if current is None or not current["follow"]:
                 return  # another replica stopped it meanwhile
             await adoption_sql.check_unchanged(conn, source, follow=False)
-            await adoption_sql.remove_triggers(conn, name, source)  # no change is captured after this
+            await follow_sql.remove_triggers(conn, name, source)  # no change is captured after this
             while await runner.apply_batch(conn, name, source):
                 pass
-            await adoption_sql.drop_queue(conn, name)
+            await follow_sql.drop_queue(conn, name)
             await adoption_sql.set_state(
                 conn, name, AdoptionState.STOPPED if step == AdoptionState.FOLLOWING else step, follow=False
             )
@@ -261,7 +262,7 @@ async def adoption_status(conn: asyncpg.Connection, name: str) -> dict | None:
         return None
     follow = None
     if row["follow"]:
-        follow = await adoption_sql.queue_lag(conn, name)
+        follow = await follow_sql.queue_lag(conn, name)
     return {
         "state": row["state"],
         "table": f"{row['source_schema']}.{row['source_table']}",

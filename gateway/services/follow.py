@@ -25,6 +25,7 @@ from gateway.store import adoption as adoption_sql
 from gateway.store import backfill as backfill_sql
 from gateway.store import collections as collections_sql
 from gateway.store import documents as documents_sql
+from gateway.store import follow as follow_sql
 from gateway.store import locks as locks_sql
 from gateway.store.retry import TRANSIENT_ERRORS, in_transaction
 
@@ -111,7 +112,7 @@ class AdoptionRunner:
             async with self._pool.acquire() as conn:
                 adoption = await adoption_sql.get_adoption(conn, name)
                 if adoption is not None and adoption["follow"]:
-                    self._on_lag(name, await adoption_sql.queue_lag(conn, name))
+                    self._on_lag(name, await follow_sql.queue_lag(conn, name))
         if row["state"] == AdoptionState.FAILED:
             async with self._pool.acquire() as conn:
                 if await adoption_sql.recover(conn, name):
@@ -249,17 +250,17 @@ class AdoptionRunner:
         name = row["collection"]
         source = adoption_sql.source_of(row)
         async with self._pool.acquire() as conn, conn.transaction():
-            await adoption_sql.lock_follow(conn, name)
+            await follow_sql.lock_follow(conn, name)
             current = await adoption_sql.get_adoption(conn, name)
-            if current is None or not current["follow"] or not await adoption_sql.queue_exists(conn, name):
+            if current is None or not current["follow"] or not await follow_sql.queue_exists(conn, name):
                 return 0
             # first of all, even while importing or failed: a follow made by an earlier version ran as the gateway
-            if await adoption_sql.secure_capture(conn, name, source):
+            if await follow_sql.secure_capture(conn, name, source):
                 log.warning("collection %s: capture trigger function now runs with the writers' rights", name)
             if effective_state(current["state"], current["failed_state"]) == AdoptionState.IMPORTING:
                 return 0
             await adoption_sql.check_unchanged(conn, source, follow=True)
-            await adoption_sql.check_capturing(conn, name, source)
+            await follow_sql.check_capturing(conn, name, source)
             return await self.apply_batch(conn, name, source)
 
     async def apply_batch(self, conn: asyncpg.Connection, name: str, source: adoption_sql.SourceTable) -> int:
@@ -268,13 +269,13 @@ class AdoptionRunner:
         FOR SHARE, as on the API's write path, so the write set cannot change meanwhile."""
         state = await collections_sql.get_state(conn, name, lock="SHARE")
         assert state is not None  # an adoption row exists only with its collection (FK)
-        entries = await adoption_sql.claim_changes(conn, name, self._apply_batch)
+        entries = await follow_sql.claim_changes(conn, name, self._apply_batch)
         if not entries:
             return 0
         if any(e["op"] == "T" for e in entries):
-            await adoption_sql.delete_absent(conn, name, source)
+            await follow_sql.delete_absent(conn, name, source)
         ids = list(dict.fromkeys(e["doc_id"] for e in entries if e["doc_id"] is not None))
-        rows = await adoption_sql.current_rows(conn, source, ids) if ids else []
+        rows = await follow_sql.current_rows(conn, source, ids) if ids else []
         keep = [r for r in rows if r["content"] and r["content"].strip() and 1 <= len(r["id"]) <= 256]
         kept = {r["id"] for r in keep}
         gone = [i for i in ids if i not in kept]
@@ -290,8 +291,8 @@ class AdoptionRunner:
                     conn, name, model, [r["id"] for r in keep], encoded.vectors, ordered
                 )
         if gone:
-            await adoption_sql.delete_documents(conn, name, gone)
-        await adoption_sql.record_applied(conn, name, len(entries))
+            await follow_sql.delete_documents(conn, name, gone)
+        await follow_sql.record_applied(conn, name, len(entries))
         return len(entries)
 
 
