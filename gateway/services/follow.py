@@ -1,6 +1,6 @@
 """The background half of adoption, one runner per app (owned by a cleanup_ctx): it imports
 in resumable chunks, hands rows without a vector and the index to the backfill, and applies a
-followed table's queued changes (see gateway/services/adoption.py and gateway/store/adoption.py).
+followed table's queued changes (see gateway/services/adoption.py and gateway/store/follow.py).
 """
 
 from __future__ import annotations
