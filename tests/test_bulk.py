@@ -196,3 +196,21 @@ def test_driftgate_load_stops_at_a_bad_line_and_resumes_from_its_checkpoint_afte
             assert dg.count_documents(C) == 130
     finally:
         server.stop()
+
+
+async def test_a_key_scoped_to_other_collections_cannot_bulk_load_into_this_one(make_client, dsn):
+    key = "k-for-another-collection"
+    settings = load_settings(
+        None,
+        database={"pool_min": 1, "pool_max": 4},
+        server={**SLOW_MACHINE_SERVER, "api_keys": [{"key": key, "collections": ["other"]}]},
+    )
+    client = await make_client(settings, admin_token=TOKEN, api_keys="")
+    response = await client.put(f"/v1/collections/{C}", json={"model": L3}, headers={"X-API-Key": key})
+    assert response.status == 403
+    response = await client.post(
+        f"/v1/collections/{C}/documents:bulk",
+        data=ndjson([("a", "a document")]),
+        headers={"Content-Type": "application/x-ndjson", "X-API-Key": key},
+    )
+    assert response.status == 403 and (await response.json())["error"]["code"] == "forbidden"
