@@ -7,6 +7,7 @@ model cache (DRIFTGATE_MODEL_CACHE or the user's cache directory).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 import uuid
@@ -46,8 +47,25 @@ def server_dsn() -> str:
         yield os.environ["DATABASE_URL"]
         return
     server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="driftgate-test-")) / "pgdata", ephemeral=True)
-    yield server.start()
+    dsn = server.start()
+    asyncio.run(throwaway_durability(dsn))
+    yield dsn
     server.stop()
+
+
+# the session's own server is deleted at the end: surviving a power cut is worth nothing to it,
+# and an fsync per commit costs milliseconds each on a busy disk (a server in DATABASE_URL is left as it is)
+THROWAWAY_SERVER = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+async def throwaway_durability(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for name, value in THROWAWAY_SERVER.items():
+            await conn.execute(f"ALTER SYSTEM SET {name} = {value}")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
 
 
 def with_database(dsn: str, database: str) -> str:
