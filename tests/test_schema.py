@@ -24,7 +24,8 @@ async def test_two_replicas_applying_the_schema_at_once_apply_each_migration_exa
         await second.close()
 
 
-async def test_two_gateway_apps_starting_together_on_an_empty_database_both_serve(empty_dsn, make_client):  # the database outlives the apps
+async def test_two_gateway_apps_starting_together_on_an_empty_database_both_serve(empty_dsn, make_client):
+    # empty_dsn first: the database outlives the apps (fixtures end in reverse order)
     first, second = await asyncio.gather(make_client(dsn=empty_dsn), make_client(dsn=empty_dsn))
     assert (await first.put("/v1/collections/docs", json={"model": "paraphrase-MiniLM-L3-v2"})).status == 201
     assert (await second.get("/v1/collections/docs")).status == 200
