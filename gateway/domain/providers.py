@@ -1,5 +1,6 @@
-"""Which onnxruntime execution provider runs the local models: the `[models] execution_provider`
-setting resolved against what the installed onnxruntime offers, as a pure function.
+"""Where local models run (CPU or CUDA): the execution-provider setting resolved, as a pure function.
+
+`[models] execution_provider` is resolved against the providers the installed onnxruntime offers.
 
 `auto` takes CUDA when onnxruntime lists it (the onnxruntime-gpu wheel) and the CPU otherwise;
 `cuda` where CUDA is not available is a configuration error at start, never a silent fallback
