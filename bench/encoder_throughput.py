@@ -107,13 +107,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.texts < 1 or args.repeats < 1 or args.warmup < 0:
         parser.error("--texts and --repeats must be >= 1, --warmup >= 0")
     try:
-        args.provider = resolve_execution_provider(args.provider)
+        args.device = resolve_execution_provider(args.provider)  # where the models run, cpu or cuda
     except ConfigError as exc:
         parser.error(str(exc).replace("models.execution_provider", "--provider"))
+    if args.device == "cuda":
+        preload_cuda()
     args.upstream_skipped = None if args.upstream else "--no-upstream"
     if args.upstream and _upstream.missing():
         args.upstream_skipped = _upstream.missing()
     return args
+
+
+def preload_cuda() -> None:
+    """onnxruntime-gpu[cuda,cudnn] brings CUDA and cuDNN as wheels; onnxruntime >= 1.21 loads them on request."""
+    import onnxruntime as ort
+
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
 
 
 def chunks(items: list[str], size: int) -> list[list[str]]:
@@ -168,7 +178,7 @@ def bench_model(key: str, args: argparse.Namespace, texts: list[str], warm_texts
     encoder = load_encoder(spec, default_cache_dir(), args.threads, progress=log, provider=args.provider)
     load_s = time.perf_counter() - started
     with (
-        _upstream.upstream_model(spec, args.provider, args.threads)
+        _upstream.upstream_model(spec, encoder.provider, args.threads)
         if args.upstream_skipped is None
         else contextlib.nullcontext()
     ) as upstream:
@@ -365,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             "repeats": args.repeats,
             "intra_op_threads": args.threads,
             "provider": args.provider,
+            "resolved_provider": args.device,
             "upstream": _upstream.versions() if args.upstream_skipped is None else {"skipped": args.upstream_skipped},
             "text_source": "gateway/data/vaswani/corpus.jsonl.gz (file order, after the warm-up texts)",
             "text_chars_mean": round(statistics.mean(chars), 1),

@@ -73,7 +73,7 @@ def test_auto_here_loads_a_real_model_on_what_onnxruntime_offers(monkeypatch):
     monkeypatch.delenv("DATABASE_URL", raising=False)
     service = EmbeddingService.from_settings(load_settings(None))
     assert service.provider == HERE and service.execution_provider(L3) == HERE
-    encoder = load_encoder(CATALOG[L3], default_cache_dir(), provider=service.provider)  # the process's session
+    encoder = load_encoder(CATALOG[L3], default_cache_dir(), provider="auto")  # the process's session
     assert encoder.provider == HERE and encoder.session.get_providers()[0] == (CUDA if HAS_CUDA else CPU)
     assert encoder.encode(["a sentence"]).vectors.shape == (1, CATALOG[L3].dim)
 
@@ -83,6 +83,8 @@ def test_cuda_without_cuda_stops_the_start_before_any_model_loads(monkeypatch):
     monkeypatch.delenv("DATABASE_URL", raising=False)
     with pytest.raises(ConfigError, match="onnxruntime-gpu"):
         EmbeddingService.from_settings(load_settings(None, models={"execution_provider": "cuda"}))
+    with pytest.raises(ConfigError, match="onnxruntime-gpu"):  # and an encoder asked for it directly
+        load_encoder(CATALOG[L3], default_cache_dir(), provider="cuda")
 
 
 @needs_no_cuda

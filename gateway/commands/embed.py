@@ -93,7 +93,12 @@ class _Lines:
 
             allow = settings.models.allow_download
             return load_encoder(
-                spec, cache_dir, threads, progress=progress, allow_download=allow, provider=self._embeddings.provider
+                spec,
+                cache_dir,
+                threads,
+                progress=progress,
+                allow_download=allow,
+                provider=settings.models.execution_provider,
             )
 
         self._embeddings = EmbeddingService.from_settings(settings, loader=loader)

@@ -21,11 +21,13 @@ def fetch(settings: Settings, keys: list[str]) -> int:
         return 2
     chosen = [specs[k] for k in (keys or specs)]
     cache_dir = settings.model_cache_dir()
-    provider = resolve_execution_provider(settings.models.execution_provider)
+    resolve_execution_provider(settings.models.execution_provider)  # cuda without CUDA: refused before fetching
     ensure_files(chosen, cache_dir, progress=lambda msg: print(msg, file=sys.stderr))
     for spec in chosen:
         # loading re-hashes every file against its pin and runs the graph once
-        encoder = load_encoder(spec, cache_dir, settings.models.intra_op_threads, provider=provider)
+        encoder = load_encoder(
+            spec, cache_dir, settings.models.intra_op_threads, provider=settings.models.execution_provider
+        )
         encoder.encode(["driftgate"])
         count = len(spec.files)
         print(f"{spec.key}: ok ({count} file{'' if count == 1 else 's'} verified, fingerprint {spec.fingerprint[:16]})")

@@ -31,10 +31,11 @@ from gateway.encoders.fetch import ensure_files, local_path, sha256_file
 class OnnxEncoder:
     """Embeds texts with one pinned model. Thread-safe: onnxruntime sessions allow concurrent run()."""
 
-    def __init__(self, spec: ModelSpec, cache_dir: Path, intra_op_threads: int = 0, provider: Provider = "cpu") -> None:
+    def __init__(self, spec: ModelSpec, cache_dir: Path, intra_op_threads: int = 0, provider: Setting = "cpu") -> None:
         import onnxruntime as ort  # imported late: gateway/__init__ has disabled telemetry by now
 
         self.spec = spec
+        wanted = resolve_provider(provider, ort.get_available_providers())  # cuda without CUDA: refused first
         for file in spec.files:
             path = local_path(file, cache_dir)
             actual = sha256_file(path)
@@ -57,8 +58,9 @@ class OnnxEncoder:
 
             options.register_custom_ops_library(onnxruntime_extensions.get_library_path())
         onnx_path = local_path(spec.file("onnx"), cache_dir)
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=session_providers(provider))
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=session_providers(wanted))
         # what the session really runs on: onnxruntime falls back to the CPU when CUDA cannot start
+        # (the GPU build on a machine without a GPU): fine for `auto`, an error where `cuda` was asked
         self.provider: Provider = effective_provider(self.session.get_providers())
         if provider == "cuda" and self.provider != "cuda":
             raise ConfigError([cuda_missing(f"onnxruntime could not start CUDA for model {spec.key!r}")])
@@ -169,9 +171,10 @@ def load_encoder(
     *,
     progress=None,
     allow_download=True,
-    provider: Provider = "cpu",
+    provider: Setting = "cpu",
 ) -> OnnxEncoder:
-    """Return the process-wide encoder for `spec` on `provider`, fetching its files first when missing."""
+    """Return the process-wide encoder for `spec` on `provider` (an `execution_provider` setting),
+    fetching its files first when missing."""
     cache_key = (spec.fingerprint, str(cache_dir), intra_op_threads, provider)
     with _load_lock:
         encoder = _loaded.get(cache_key)

@@ -36,7 +36,7 @@ from gateway.domain.errors import (
     ModelDrift,
 )
 from gateway.domain.fingerprint import PROBE_TEXTS
-from gateway.domain.providers import Provider
+from gateway.domain.providers import Provider, Setting
 from gateway.domain.vectors import min_row_cosine
 from gateway.encoders.base import Encoded, Encoder, EncoderLoader, Kind, Lane
 from gateway.encoders.catalog import FORMER_MEANINGS, ModelSpec
@@ -59,7 +59,7 @@ class EmbeddingService:
         cache_dir: Path,
         *,
         intra_op_threads: int = 0,
-        execution_provider: Provider = "cpu",
+        execution_provider: Setting = "cpu",
         batch_window_s: float = 0.0,
         micro_batching: bool = True,
         max_queued_texts: int = 4096,
@@ -74,7 +74,9 @@ class EmbeddingService:
         self.specs = specs
         self._cache_dir = cache_dir
         self._threads = intra_op_threads
-        self._provider: Provider = execution_provider
+        self._setting: Setting = execution_provider
+        # where local models will run; ConfigError here (at start) for `cuda` where onnxruntime has none
+        self._provider: Provider = resolve_execution_provider(execution_provider)
         self._options = BatchOptions(batch_window_s, micro_batching, max_queued_texts)
         self._allow_download = allow_download
         self._serve = serve
@@ -102,7 +104,7 @@ class EmbeddingService:
             settings.model_specs(),
             settings.model_cache_dir(),
             intra_op_threads=models.intra_op_threads,
-            execution_provider=resolve_execution_provider(models.execution_provider),
+            execution_provider=models.execution_provider,
             batch_window_s=models.batch_window_ms / 1000,
             micro_batching=models.micro_batching,
             max_queued_texts=models.max_queued_texts,
@@ -118,7 +120,7 @@ class EmbeddingService:
             log.info("model %s: %s", spec.key, message)
 
         return load_encoder(
-            spec, cache_dir, threads, allow_download=self._allow_download, progress=progress, provider=self._provider
+            spec, cache_dir, threads, allow_download=self._allow_download, progress=progress, provider=self._setting
         )
 
     # -- which models there are ---------------------------------------------------------------
