@@ -268,6 +268,12 @@ def _add_migrate(commands) -> None:
         "driftgate migrate start articles --to all-MiniLM-L6-v2",
     )
     start.add_argument("--to", required=True, metavar="MODEL", help="the new model's key")
+    start.add_argument(
+        "--storage",
+        choices=["vector", "halfvec"],
+        default="vector",
+        help="the new model table's element type: vector (float32) or halfvec (float16, half the size; docs/storage.md)",
+    )
     plan = action(
         "plan",
         "before starting: documents, tokens, estimated time (measured on a sample), cost; writes nothing",

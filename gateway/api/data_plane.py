@@ -33,15 +33,20 @@ routes = web.RouteTableDef()
 @routes.put("/v1/collections/{collection}")
 async def put_collection(request: web.Request) -> web.Response:
     body = await parse_body(request, CreateCollection)
-    state, created = await request.app[COLLECTIONS].create(request.match_info["collection"], body.model)
+    name = request.match_info["collection"]
+    state, created = await request.app[COLLECTIONS].create(name, body.model, body.storage)
+    storage = (await request.app[COLLECTIONS].storage(name))[state.read_model]
     return json_response(
-        {"name": state.name, "model": state.read_model, "phase": state.phase.value}, status=201 if created else 200
+        {"name": state.name, "model": state.read_model, "phase": state.phase.value, "storage": storage.value},
+        status=201 if created else 200,
     )
 
 
 @routes.get("/v1/collections/{collection}")
 async def get_collection(request: web.Request) -> web.Response:
-    state, count = await request.app[COLLECTIONS].describe(request.match_info["collection"])
+    name = request.match_info["collection"]
+    state, count = await request.app[COLLECTIONS].describe(name)
+    storage = await request.app[COLLECTIONS].storage(name)
     return json_response(
         {
             "name": state.name,
@@ -49,6 +54,7 @@ async def get_collection(request: web.Request) -> web.Response:
             "write_models": list(state.write_models),
             "phase": state.phase.value,
             "documents": count,
+            "storage": {model: storage[model].value for model in state.write_models if model in storage},
         }
     )
 
