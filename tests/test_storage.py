@@ -7,6 +7,8 @@ cutover, retire); a value that float16 cannot hold is refused with a 400 and wri
 
 from __future__ import annotations
 
+import json
+
 import asyncpg
 import numpy as np
 import pytest
@@ -57,6 +59,21 @@ async def column_and_index(dsn: str, collection: str, model: str) -> tuple[str, 
         await conn.close()
 
 
+async def index_serves_the_search(dsn: str, collection: str, model: str, vector) -> bool:
+    """Whether the gateway's own search statement can be served by the table's HNSW index (the
+    query vector's parameter takes the column's type; sequential scans are priced out here)."""
+    conn = await asyncpg.connect(dsn)
+    await register_vector(conn)
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL enable_seqscan = off")
+            sql = documents_sql._search_sql(collection, model, False, False)
+            plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", np.asarray(vector, np.float32), 5)
+        return f"{embedding_table(model)}_hnsw" in str(plan)
+    finally:
+        await conn.close()
+
+
 async def test_a_halfvec_collection_writes_queries_and_deletes_and_says_its_storage(gateway):
     dsn, dg = gateway
     created = dg.create_collection("half", L3, storage="halfvec")
@@ -73,6 +90,8 @@ async def test_a_halfvec_collection_writes_queries_and_deletes_and_says_its_stor
     vector = dg.embed(L3, [TEXTS[4]]).vectors[0]
     top = dg.query("half", vector=vector, model=L3, k=1).hits[0]
     assert top.id == "h04" and top.score == pytest.approx(1.0, abs=1e-3)
+
+    assert await index_serves_the_search(dsn, "half", L3, vector)
 
     assert dg.delete_document("half", "h04")
     assert "h04" not in {h.id for h in dg.query("half", vector=vector, model=L3, k=24).hits}
@@ -102,6 +121,18 @@ async def test_a_stored_halfvec_reads_back_as_the_float16_rounding_of_the_vector
         assert row.embedding.dtype.itemsize == 4  # read as float32, like a `vector`
         held = np.asarray(row.embedding, dtype=np.float32)
         assert np.array_equal(held.astype(np.float16).astype(np.float32), held)  # every value a float16
+
+
+async def test_a_bulk_load_into_a_halfvec_table_rebuilds_its_halfvec_index(gateway):
+    dsn, dg = gateway
+    dg.create_collection("bulk", L3, storage="halfvec")
+    lines = [json.dumps(doc).encode() + b"\n" for doc in documents("b")]
+    loaded = dg.bulk_load("bulk", lines, index="rebuild")  # drops the index, writes, builds it again
+    assert (loaded.loaded, loaded.index) == (len(TEXTS), "built"), loaded
+    column, index = await column_and_index(dsn, "bulk", L3)
+    assert column == "halfvec(384)" and "halfvec_cosine_ops" in index
+    assert dg.status("bulk").models[L3]["index_ready"] is True
+    assert dg.query("bulk", text="a note about bread", k=3).hits[0].text.endswith("bread")
 
 
 async def test_a_value_beyond_float16_range_is_refused_and_nothing_is_written(gateway):
