@@ -164,7 +164,8 @@ def test_an_unknown_storage_is_refused_with_a_400_and_creates_nothing(gateway):
     dg.create_collection("plain", L3)
     with pytest.raises(BadRequest):
         dg.start_migration("plain", L6, storage="float16")
-    assert dg.get_collection("plain").write_models == (L3,)
+    plain = dg.get_collection("plain")
+    assert plain.write_models == (L3,) and plain.storage == {L3: "vector"}
 
 
 async def test_a_migration_onto_a_halfvec_table_backfills_verifies_cuts_over_and_retires(gateway):

@@ -54,6 +54,7 @@ SCHEMAS: dict[str, Schema] = {
             "write_models": STRINGS,
             "phase": PHASE,
             "documents": INTEGER,
+            # present when a write model's table is not `vector` (docs/storage.md)
             "storage": {"type": "object", "additionalProperties": STORAGE},
         },
     ),

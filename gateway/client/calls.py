@@ -69,7 +69,7 @@ def batches(items: Sequence[T], size: int = BATCH) -> list[Sequence[T]]:
 def create_collection(name: str, model: str, storage: str | None = None) -> Call[Collection]:
     def read(answer: Answer) -> Collection:
         data = answer[2]
-        storage = {data["model"]: data["storage"]} if "storage" in data else {}
+        storage = {data["model"]: data.get("storage", "vector")}  # absent: the default
         return Collection(
             data["name"], data["model"], (data["model"],), data["phase"], created=answer[0] == 201, storage=storage
         )
@@ -87,7 +87,7 @@ def get_collection(name: str) -> Call[Collection]:
             tuple(d["write_models"]),
             d["phase"],
             d["documents"],
-            storage=d.get("storage", {}),
+            storage=d.get("storage") or dict.fromkeys(d["write_models"], "vector"),  # absent: all `vector`
         )
 
     return Call("GET", _c(name), None, read)
