@@ -212,7 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--dataset", required=True, help="BEIR directory, or 'vaswani' for the copy shipped with driftgate"
     )
-    evaluate.add_argument("--models", required=True, help="comma-separated model keys")
+    evaluate.add_argument(
+        "--models",
+        required=True,
+        help="comma-separated model keys; KEY@halfvec stores that model's table as float16 (docs/storage.md)",
+    )
     evaluate.add_argument("--k", type=int, default=10, help="cut-off (default 10)")
     evaluate.add_argument("--limit", type=int, help="use only the first N corpus documents")
     evaluate.add_argument("--json", type=Path, dest="json_path", help="write the report as JSON")

@@ -13,11 +13,14 @@ import asyncpg
 import numpy as np
 import pytest
 
+from gateway.api.keys import COLLECTIONS, POOL
 from gateway.client import Client
 from gateway.client.errors import BadRequest, Conflict, NotFound
+from gateway.datasets import Dataset, vaswani
 from gateway.domain.errors import VectorOutOfRange
 from gateway.domain.identifiers import collection_schema, embedding_table
-from gateway.domain.storage import HALFVEC_MAX
+from gateway.domain.storage import HALFVEC_MAX, Storage, stored_model
+from gateway.services.evaluation import evaluate
 from gateway.store import documents as documents_sql
 from gateway.store.collections import model_table
 from gateway.store.vector_codec import register_vector
@@ -32,7 +35,7 @@ def gateway(server_dsn):
     dsn = module_database(server_dsn, "storage")
     server = ServerThread(dsn, admin_token=TOKEN, backfill={"chunk_size": 16, "poll_interval_s": 0.1}).start()
     with Client(server.url, admin_token=TOKEN, timeout=300) as dg:
-        yield dsn, dg
+        yield dsn, dg, server
     server.stop()
 
 
@@ -75,7 +78,7 @@ async def index_serves_the_search(dsn: str, collection: str, model: str, vector)
 
 
 async def test_a_halfvec_collection_writes_queries_and_deletes_and_says_its_storage(gateway):
-    dsn, dg = gateway
+    dsn, dg, _ = gateway
     created = dg.create_collection("half", L3, storage="halfvec")
     assert created.created and created.storage == {L3: "halfvec"}
     column, index = await column_and_index(dsn, "half", L3)
@@ -105,7 +108,7 @@ async def test_a_halfvec_collection_writes_queries_and_deletes_and_says_its_stor
 
 
 async def test_a_stored_halfvec_reads_back_as_the_float16_rounding_of_the_vector_written(gateway):
-    dsn, dg = gateway
+    dsn, dg, _ = gateway
     dg.create_collection("rounding", L3, storage="halfvec")
     dg.put_documents("rounding", documents("r")[:3])
     conn = await asyncpg.connect(dsn)
@@ -124,7 +127,7 @@ async def test_a_stored_halfvec_reads_back_as_the_float16_rounding_of_the_vector
 
 
 async def test_a_bulk_load_into_a_halfvec_table_rebuilds_its_halfvec_index(gateway):
-    dsn, dg = gateway
+    dsn, dg, _ = gateway
     dg.create_collection("bulk", L3, storage="halfvec")
     lines = [json.dumps(doc).encode() + b"\n" for doc in documents("b")]
     loaded = dg.bulk_load("bulk", lines, index="rebuild")  # drops the index, writes, builds it again
@@ -136,7 +139,7 @@ async def test_a_bulk_load_into_a_halfvec_table_rebuilds_its_halfvec_index(gatew
 
 
 async def test_a_value_beyond_float16_range_is_refused_and_nothing_is_written(gateway):
-    dsn, dg = gateway
+    dsn, dg, _ = gateway
     dg.create_collection("range", L3, storage="halfvec")
     [written] = dg.put_documents("range", documents("x")[:1])
     conn = await asyncpg.connect(dsn)
@@ -156,7 +159,7 @@ async def test_a_value_beyond_float16_range_is_refused_and_nothing_is_written(ga
 
 
 def test_an_unknown_storage_is_refused_with_a_400_and_creates_nothing(gateway):
-    _, dg = gateway
+    _, dg, _ = gateway
     with pytest.raises(BadRequest):
         dg.create_collection("nope", L3, storage="int8")
     with pytest.raises(NotFound):
@@ -169,7 +172,7 @@ def test_an_unknown_storage_is_refused_with_a_400_and_creates_nothing(gateway):
 
 
 async def test_a_migration_onto_a_halfvec_table_backfills_verifies_cuts_over_and_retires(gateway):
-    dsn, dg = gateway
+    dsn, dg, _ = gateway
     dg.create_collection("moving", L3)
     dg.put_documents("moving", documents("m"))
     started = dg.start_migration("moving", L6, storage="halfvec")
@@ -192,3 +195,39 @@ async def test_a_migration_onto_a_halfvec_table_backfills_verifies_cuts_over_and
     retired = dg.retire("moving", L3)
     assert retired.write_models == (L6,)
     assert dg.get_collection("moving").storage == {L6: "halfvec"}
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [("m", ("m", Storage.VECTOR)), ("m@halfvec", ("m", Storage.HALFVEC)), ("m@vector", ("m", Storage.VECTOR))],
+)
+def test_evaluate_names_a_model_and_its_storage_as_key_at_storage(entry, expected):
+    assert stored_model(entry) == expected
+
+
+def test_an_unknown_storage_after_the_at_sign_says_the_choices():
+    with pytest.raises(ValueError, match="vector, halfvec"):
+        stored_model("m@int8")
+
+
+def small_judged_set(queries: int = 3, distractors: int = 12) -> Dataset:
+    """The Vaswani queries with the fewest relevant documents, those documents, and a few others."""
+    full = vaswani()
+    chosen = sorted((q for q in full.queries if full.qrels.get(q[0])), key=lambda q: len(full.qrels[q[0]]))[:queries]
+    relevant = set().union(*(full.qrels[q] for q, _ in chosen))
+    others = [doc for doc in full.corpus if doc[0] not in relevant][:distractors]
+    corpus = [doc for doc in full.corpus if doc[0] in relevant] + others
+    return Dataset(corpus, chosen, {q: full.qrels[q] for q, _ in chosen})
+
+
+def test_evaluate_compares_a_model_stored_as_vector_and_as_halfvec(gateway):
+    _, _, server = gateway
+    data = small_judged_set()
+    half = f"{L3}@halfvec"
+    report = server.call(evaluate(server.app[POOL], server.app[COLLECTIONS], data, [L3, half], k=10))
+    vector_row, half_row = report["models"]
+    assert (vector_row["model"], half_row["model"]) == (L3, half)
+    # float16 rounding barely moves a ranking: the same model's two tables agree almost entirely
+    [comparison] = report["comparisons"]
+    assert comparison["overlap@10"] >= 0.9, comparison
+    assert half_row["exact"]["ndcg@10"] == pytest.approx(vector_row["exact"]["ndcg@10"], abs=0.05)

@@ -25,3 +25,16 @@ class Storage(StrEnum):
     def cosine_ops(self) -> str:
         """The HNSW operator class of cosine distance on this type."""
         return f"{self.value}_cosine_ops"
+
+
+def stored_model(entry: str) -> tuple[str, Storage]:
+    """`KEY` or `KEY@STORAGE` (how `driftgate evaluate --models` names a model and its table's
+    storage, e.g. `all-MiniLM-L6-v2@halfvec`) -> (model key, storage)."""
+    key, _, storage = entry.partition("@")
+    if not storage:
+        return key, Storage.VECTOR
+    try:
+        return key, Storage(storage)
+    except ValueError:
+        choices = ", ".join(s.value for s in Storage)
+        raise ValueError(f"{entry!r}: the storage after @ is one of {choices}") from None
