@@ -16,6 +16,8 @@ import pytest
 from gateway.api.keys import COLLECTIONS, POOL
 from gateway.client import Client
 from gateway.client.errors import BadRequest, Conflict, NotFound
+from gateway.commands import evaluate as evaluate_command
+from gateway.config import load_settings
 from gateway.datasets import Dataset, vaswani
 from gateway.domain.errors import VectorOutOfRange
 from gateway.domain.identifiers import collection_schema, embedding_table
@@ -189,6 +191,15 @@ async def test_a_migration_onto_a_halfvec_table_backfills_verifies_cuts_over_and
     assert column == "halfvec(384)" and "halfvec_cosine_ops" in index
     assert dg.verify("moving", sample=10).passed is True
     assert dg.get_collection("moving").storage == {L3: "vector", L6: "halfvec"}
+    # the shadow reads the halfvec table beside the primary's float32 one
+    assert dg.shadow("moving", L6, 1.0).shadow_model == L6
+
+    def shadowed():
+        dg.query("moving", text="a note about rivers", k=5)
+        return dg.status("moving").raw["shadow_metrics"]
+
+    metrics = wait_until(shadowed, lambda m: m["samples"] >= 1, lambda m: (m["samples"], m.get("dropped")))
+    assert metrics["overlap_at_k"]["mean"] > 0, metrics
     assert dg.cutover("moving", L6).read_model == L6
     answer = dg.query("moving", text="written while it migrates", k=3)
     assert answer.model == L6 and answer.hits[0].id == "m99"
@@ -205,9 +216,15 @@ def test_evaluate_names_a_model_and_its_storage_as_key_at_storage(entry, expecte
     assert stored_model(entry) == expected
 
 
-def test_an_unknown_storage_after_the_at_sign_says_the_choices():
+def test_an_unknown_storage_after_the_at_sign_says_the_choices(capsys):
     with pytest.raises(ValueError, match="vector, halfvec"):
         stored_model("m@int8")
+    # the command refuses before it loads a dataset or starts a database
+    options = {"dataset": "vaswani", "k": 10, "limit": None, "json_path": None, "plot_path": None}
+    assert evaluate_command.run(load_settings(None), models=[L3, f"{L3}@int8"], **options) == 2
+    assert "one of vector, halfvec" in capsys.readouterr().err
+    assert evaluate_command.run(load_settings(None), models=[L3, f"{L6}@halfvec"], adapter=True, **options) == 2
+    assert "plain model keys" in capsys.readouterr().err
 
 
 def small_judged_set(queries: int = 3, distractors: int = 12) -> Dataset:
