@@ -25,6 +25,7 @@ from gateway.api.requests import (
 )
 from gateway.api.responses import json_response, strict_dumps
 from gateway.domain.errors import InvalidFilter, InvalidRequest
+from gateway.domain.storage import Storage
 from gateway.services.collections import DocumentRow, NewDocument
 
 routes = web.RouteTableDef()
@@ -33,24 +34,30 @@ routes = web.RouteTableDef()
 @routes.put("/v1/collections/{collection}")
 async def put_collection(request: web.Request) -> web.Response:
     body = await parse_body(request, CreateCollection)
-    state, created = await request.app[COLLECTIONS].create(request.match_info["collection"], body.model)
-    return json_response(
-        {"name": state.name, "model": state.read_model, "phase": state.phase.value}, status=201 if created else 200
-    )
+    name = request.match_info["collection"]
+    state, created = await request.app[COLLECTIONS].create(name, body.model, body.storage)
+    storage = (await request.app[COLLECTIONS].storage(name))[state.read_model]
+    answer = {"name": state.name, "model": state.read_model, "phase": state.phase.value}
+    if storage != Storage.VECTOR:  # said where it is not the default, so older answers stay as they were
+        answer["storage"] = storage.value
+    return json_response(answer, status=201 if created else 200)
 
 
 @routes.get("/v1/collections/{collection}")
 async def get_collection(request: web.Request) -> web.Response:
-    state, count = await request.app[COLLECTIONS].describe(request.match_info["collection"])
-    return json_response(
-        {
-            "name": state.name,
-            "read_model": state.read_model,
-            "write_models": list(state.write_models),
-            "phase": state.phase.value,
-            "documents": count,
-        }
-    )
+    name = request.match_info["collection"]
+    state, count = await request.app[COLLECTIONS].describe(name)
+    storage = {m: s for m, s in (await request.app[COLLECTIONS].storage(name)).items() if m in state.write_models}
+    answer = {
+        "name": state.name,
+        "read_model": state.read_model,
+        "write_models": list(state.write_models),
+        "phase": state.phase.value,
+        "documents": count,
+    }
+    if any(s != Storage.VECTOR for s in storage.values()):  # absent: every table is `vector`
+        answer["storage"] = {model: s.value for model, s in storage.items()}
+    return json_response(answer)
 
 
 @routes.put("/v1/collections/{collection}/documents/{id}")

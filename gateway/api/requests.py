@@ -16,6 +16,7 @@ from gateway.api.keys import SETTINGS
 from gateway.config import LimitsConfig
 from gateway.domain.errors import InvalidRequest, PayloadTooLarge
 from gateway.domain.filters import Filter, parse_filter
+from gateway.domain.storage import Storage
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -28,6 +29,13 @@ class StrictBody(BaseModel):
 
 class CreateCollection(StrictBody):
     model: str = Field(min_length=1, description="model key from `driftgate models list`")
+    storage: Storage | None = Field(
+        default=None,
+        strict=False,
+        description="the model table's element type: vector (float32, the default) or halfvec "
+        "(float16: half the size of table and index, docs/storage.md); an existing collection "
+        "asked for with another storage answers 409",
+    )
 
 
 class DocumentBody(StrictBody):

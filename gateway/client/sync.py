@@ -97,9 +97,10 @@ class Client:
 
     # -- data plane ---------------------------------------------------------------------
 
-    def create_collection(self, name: str, model: str) -> Collection:
-        """Create a collection served by `model` (`created` False: it existed with that model)."""
-        return self._run(calls.create_collection(name, model))
+    def create_collection(self, name: str, model: str, storage: str | None = None) -> Collection:
+        """Create a collection served by `model` (`created` False: it existed with that model);
+        `storage` "halfvec" stores its vectors as float16 (docs/storage.md)."""
+        return self._run(calls.create_collection(name, model, storage))
 
     def get_collection(self, name: str) -> Collection:
         return self._run(calls.get_collection(name))
@@ -198,8 +199,8 @@ class Client:
     def plan(self, collection: str, to_model: str, sample: int | None = None) -> Report:
         return self._run(calls.plan(collection, to_model, sample))
 
-    def start_migration(self, collection: str, to_model: str) -> MigrationState:
-        return self._run(calls.start_migration(collection, to_model))
+    def start_migration(self, collection: str, to_model: str, storage: str = "vector") -> MigrationState:
+        return self._run(calls.start_migration(collection, to_model, storage))
 
     def backfill(self, collection: str, action: str | None = None, max_rate: float | None | Keep = KEEP) -> Report:
         """Pause or resume the backfill, or set its rate (documents/s; None removes the limit)."""

@@ -23,6 +23,7 @@ from gateway.domain.filters import Filter
 from gateway.domain.identifiers import validate_collection_name, validate_document_id
 from gateway.domain.latency import LatencyWindow
 from gateway.domain.state import CollectionState
+from gateway.domain.storage import Storage
 from gateway.encoders.base import Encoded
 from gateway.services.adapter import AdapterCache
 from gateway.services.embedding import EmbeddingService
@@ -100,8 +101,10 @@ class CollectionService:
 
     # -- collections ----------------------------------------------------------------------
 
-    async def create(self, name: str, model_key: str) -> tuple[CollectionState, bool]:
-        """Create a collection served by `model_key`; returns (state, created)."""
+    async def create(self, name: str, model_key: str, storage: Storage | None = None) -> tuple[CollectionState, bool]:
+        """Create a collection served by `model_key`, its table of `storage` (default `vector`);
+        returns (state, created). An existing one answers as it is, unless it was asked for
+        with another model or another storage (409)."""
         validate_collection_name(name)
         spec = self._embeddings.spec(model_key)
         existing = await self._load_state(name)
@@ -116,7 +119,9 @@ class CollectionService:
                         f"({stored.fingerprint[:12]}); re-index required: start a migration "
                         "to a model registered under a new key"
                     )
-                return await collections_sql.create_collection(conn, name, model_key, spec.dim)
+                return await collections_sql.create_collection(
+                    conn, name, model_key, spec.dim, storage=storage or Storage.VECTOR
+                )
 
             created = await in_transaction(self._pool, create)
             if created is not None:
@@ -130,12 +135,25 @@ class CollectionService:
                 f"collection {name!r} exists with model {existing.read_model!r}; to change its model start a migration",
                 code="collection_exists",
             )
+        if storage is not None:
+            stored = (await self.storage(name)).get(model_key, Storage.VECTOR)
+            if stored != storage:
+                raise Conflict(
+                    f"collection {name!r} exists with storage {stored.value!r} for model {model_key!r}; "
+                    "to change it start a migration to another model with the storage you want",
+                    code="collection_exists",
+                )
         return existing, False
 
     async def describe(self, name: str) -> tuple[CollectionState, int]:
         state = await self.state(name)
         count = await with_connection(self._pool, lambda conn: collections_sql.count_documents(conn, name))
         return state, count
+
+    async def storage(self, name: str) -> dict[str, Storage]:
+        """The storage type of each model table of the collection (model key -> storage)."""
+        tables = await with_connection(self._pool, lambda conn: collections_sql.model_tables(conn, name))
+        return {key: Storage(table["storage"]) for key, table in tables.items()}
 
     async def state(self, name: str) -> CollectionState:
         """The collection's state (cached; the write path re-checks it in its transaction)."""

@@ -13,7 +13,7 @@ import numpy as np
 from gateway.domain.filters import Filter
 from gateway.store.collections import documents_table, model_table
 from gateway.store.filters import compile_filter
-from gateway.store.vector_codec import Vector
+from gateway.store.vector_codec import Vector, halfvec_range
 
 
 @dataclass(frozen=True)
@@ -69,16 +69,17 @@ async def upsert_embeddings(
     versions: Sequence[int],
 ) -> None:
     """Write one embedding per document for `model_key`, recording the document version embedded."""
-    await conn.execute(
-        f"""INSERT INTO {model_table(collection, model_key)} (doc_id, embedding, source_version)
-            SELECT * FROM unnest($1::text[], $2::vector[], $3::bigint[])
-            ON CONFLICT (doc_id) DO UPDATE
-               SET embedding = excluded.embedding, source_version = excluded.source_version,
-                   embedded_at = now()""",
-        list(ids),
-        [Vector(v) for v in vectors],
-        list(versions),
-    )
+    with halfvec_range(model_key):
+        await conn.execute(
+            f"""INSERT INTO {model_table(collection, model_key)} (doc_id, embedding, source_version)
+                SELECT * FROM unnest($1::text[], $2::vector[], $3::bigint[])
+                ON CONFLICT (doc_id) DO UPDATE
+                   SET embedding = excluded.embedding, source_version = excluded.source_version,
+                       embedded_at = now()""",
+            list(ids),
+            [Vector(v) for v in vectors],
+            list(versions),
+        )
 
 
 async def get_document(conn: asyncpg.Connection, collection: str, doc_id: str) -> DocumentRow | None:
