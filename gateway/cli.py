@@ -402,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     except ModelFilesUnavailable as exc:
         print(f"driftgate: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # found at start, e.g. models.execution_provider = "cuda" without CUDA
+        print(f"driftgate: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -189,6 +189,9 @@ class RemoteModel(_Section):
 class ModelsConfig(_Section):
     cache_dir: Path | None = None  # None: DRIFTGATE_MODEL_CACHE or the user's cache directory
     intra_op_threads: int = Field(0, ge=0)  # 0: onnxruntime picks (one per core)
+    # where local models run: auto = CUDA when onnxruntime lists it (onnxruntime-gpu), else the CPU;
+    # cuda where it is not available stops the start with a config error (domain/providers.py)
+    execution_provider: Literal["auto", "cpu", "cuda"] = "auto"
     batch_window_ms: float = Field(0.0, ge=0, le=1000)  # 0: batch only what queued during the last call
     micro_batching: bool = True
     # interactive texts that may wait for one model; beyond it requests get 503 encoder_busy

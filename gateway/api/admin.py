@@ -133,6 +133,8 @@ async def status_report(app: web.Application, name: str) -> dict:
         app[POOL], app[COLLECTIONS], name, {"replica": app[REPLICA_ID], **app[SHADOW].summary(name)}
     )
     report["adapter"] = await app[ADAPTERS].describe(name)
+    for key, model in report["models"].items():
+        model["execution_provider"] = app[EMBEDDINGS].execution_provider(key)
     return annotate_remote(report, app[DRIFT_WATCH], app[MIGRATION_TOKENS], app[REPLICA_ID])
 
 

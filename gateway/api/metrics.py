@@ -85,6 +85,12 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.model_execution_provider = Gauge(
+            "driftgate_model_execution_provider",
+            "1 for each loaded model and where it runs (cpu, cuda or remote)",
+            ["model", "provider"],
+            registry=self.registry,
+        )
         self.model_tokens = Counter(
             "driftgate_model_tokens_total",
             "Tokens a remote model used (from usage, else estimated)",
@@ -226,6 +232,11 @@ class Metrics:
         self.large_in_flight.set(large.in_flight)
         self.large_high_water.set(large.high_water)
         self.large_waited.set(large.waited)
+
+    def record_providers(self, providers: dict[str, str]) -> None:
+        """Set the execution-provider gauge of every loaded model (`EmbeddingService.execution_provider`)."""
+        for model, provider in providers.items():
+            self.model_execution_provider.labels(model, provider).set(1)
 
     def record_follow_lag(self, collection: str, lag: dict) -> None:
         self.follow_lag.labels(collection).set(lag["lag_s"])

@@ -40,6 +40,21 @@ STRINGS: Schema = {"type": "array", "items": STRING}
 PHASE: Schema = {"type": "string", "enum": [p.value for p in Phase]}
 BACKFILL_STATE: Schema = {"type": "string", "enum": [s.value for s in BackfillState]}
 STORAGE: Schema = {"type": "string", "enum": [s.value for s in Storage]}
+# one model of a collection in the status report; execution_provider: where this replica runs it
+STATUS_MODEL: Schema = obj(
+    ["dim", "rows", "coverage", "execution_provider"],
+    {
+        "dim": INTEGER,
+        "rows": INTEGER,
+        "coverage": NUMBER,
+        "missing": INTEGER,
+        "stale": INTEGER,
+        "index_ready": BOOLEAN,
+        "verified": nullable(BOOLEAN),
+        "storage": STORAGE,
+        "execution_provider": {"type": "string", "enum": ["cpu", "cuda", "remote"]},
+    },
+)
 
 SCHEMAS: dict[str, Schema] = {
     "Error": obj(["error"], {"error": obj(["code", "message"], {"code": STRING, "message": STRING})}),
@@ -138,7 +153,7 @@ SCHEMAS: dict[str, Schema] = {
             "from_model": nullable(STRING),
             "to_model": nullable(STRING),
             "state_version": INTEGER,
-            "models": {"type": "object", "additionalProperties": METADATA},
+            "models": {"type": "object", "additionalProperties": STATUS_MODEL},
             "backfill": obj([], {"state": BACKFILL_STATE, "done": INTEGER, "total": INTEGER}),
             "shadow": METADATA,
             "shadow_metrics": METADATA,

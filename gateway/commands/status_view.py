@@ -37,6 +37,8 @@ def format_status(status: dict) -> str:
         ]
         if model.get("storage", "vector") != "vector":
             flags.append(f"stored as {model['storage']}")
+        if model.get("execution_provider"):  # a gateway older than the setting leaves it out
+            flags.append(f"runs on {model['execution_provider']}")
         lines.append(f"  {key:<24} {model['rows']:>9} rows  " + ", ".join(flags))
         if model.get("circuit"):
             lines.append(f"  {'':<24} provider circuit: {format_circuit(model['circuit'])}")

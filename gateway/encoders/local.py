@@ -80,6 +80,8 @@ class LocalEncoder:
         on_batch: Callable[[int], None],
     ) -> None:
         self.spec = spec
+        # "cpu" or "cuda" as the interactive session runs (None for a test's stand-in session)
+        self.provider: str | None = getattr(session, "provider", None)
         self._loader = loader
         self._cache_dir = cache_dir
         self._lanes = lanes
