@@ -147,6 +147,36 @@ async def test_an_unknown_index_mode_or_collection_is_refused(gateway):
     assert response.status == 404
 
 
+async def index_oid(dsn: str) -> int | None:
+    """The OID of the L3 table's HNSW index (a new one after a rebuild), None without one."""
+    from gateway.domain.identifiers import embedding_table
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval("SELECT to_regclass($1)::oid", f"dgc_{C}.{embedding_table(L3)}_hnsw")
+    finally:
+        await conn.close()
+
+
+async def test_index_auto_keeps_the_index_for_a_small_load_and_rebuilds_it_for_a_large_one(gateway, dsn):
+    docs = vaswani(limit=230).corpus
+    first = await (await bulk(gateway, ndjson(docs[:100]))).json()  # the default: auto, into an empty collection
+    assert first["index"] == "built" and first["loaded"] == 100
+    before = await index_oid(dsn)
+    assert before is not None
+    # 10 rows are a tenth of 100 (backfill.bulk_rebuild_fraction): the graph takes them row by row
+    small = await (await bulk(gateway, ndjson(docs[100:110]), index="auto")).json()
+    assert small == {"loaded": 10, "chunks": 1, "lines": 10, "truncated": small["truncated"], "index": "kept"}
+    assert await index_oid(dsn) == before
+    # 120 rows pass a tenth of 110 in the first chunk: dropped, written, built again when the load ends
+    large = await (await bulk(gateway, ndjson(docs[110:]))).json()
+    assert large["index"] == "built" and large["loaded"] == 120 and large["chunks"] == 3
+    after = await index_oid(dsn)
+    assert after is not None and after != before
+    report = await status(gateway)
+    assert report["models"][L3]["rows"] == 230 and report["models"][L3]["index_ready"] is True
+
+
 async def test_a_bulk_load_during_a_migration_writes_both_models(gateway, dsn):
     docs = vaswani(limit=80).corpus
     await bulk(gateway, ndjson(docs[:40]))
