@@ -200,7 +200,9 @@ class CollectionService:
         `bulk` (a bulk load) embeds on the encoders' low-priority lanes, behind interactive work."""
         return await self.write_embedded(await self.embed_documents(name, documents, bulk=bulk))
 
-    async def embed_documents(self, name: str, documents: Sequence[NewDocument], *, bulk: bool = False) -> PreparedWrite:
+    async def embed_documents(
+        self, name: str, documents: Sequence[NewDocument], *, bulk: bool = False
+    ) -> PreparedWrite:
         """The first half of `upsert`: check the batch and embed it for the current write set.
 
         A bulk load embeds the next chunks this way while the current one commits (`write_embedded`)."""
