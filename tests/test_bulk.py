@@ -4,6 +4,7 @@ before its chunk with its line number, everything before that chunk kept."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import asyncpg
@@ -145,6 +146,33 @@ async def test_an_unknown_index_mode_or_collection_is_refused(gateway):
     assert response.status == 400 and "rebuild, later, keep" in (await response.json())["error"]["message"]
     response = await bulk(gateway, ndjson([("a", "t")]), collection="nope")
     assert response.status == 404
+
+
+async def test_the_next_chunk_is_embedded_while_the_one_before_it_is_still_in_flight(gateway, dsn, monkeypatch):
+    # models.bulk_lanes is 2: the loader starts embedding chunk 2 before chunk 1 is committed. The
+    # first embed waits until the second has started (a serial loader never starts it: a stall)
+    from gateway.api.keys import BULK
+
+    collections = gateway.server.app[BULK]._collections
+    real = collections.embed_documents
+    second_started = asyncio.Event()
+    calls = []
+
+    async def embed_documents(name, documents, *, bulk=False):
+        calls.append(len(documents))
+        if len(calls) == 1:
+            async with asyncio.timeout(60):  # a stall backstop, not a speed check
+                await second_started.wait()
+        else:
+            second_started.set()
+        return await real(name, documents, bulk=bulk)
+
+    monkeypatch.setattr(collections, "embed_documents", embed_documents)
+    docs = vaswani(limit=120).corpus
+    response = await bulk(gateway, ndjson(docs))
+    assert response.status == 200, await response.text()
+    assert (await response.json())["loaded"] == 120 and calls == [50, 50, 20]
+    assert set(await stored(dsn)) == {doc_id for doc_id, _ in docs}
 
 
 async def index_oid(dsn: str) -> int | None:
