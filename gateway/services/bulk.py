@@ -91,7 +91,7 @@ class BulkLoader:
         keep_rows: float = math.inf  # rows written before the indexes are dropped (auto)
         if index is IndexMode.AUTO:
             existing = await with_connection(
-                self._pool, functools.partial(collections_sql.count_documents, collection=name)
+                self._pool, functools.partial(collections_sql.about_how_many_documents, collection=name)
             )
             keep_rows = rebuild_after(existing, self._index.bulk_rebuild_fraction)
         dropped = index in (IndexMode.REBUILD, IndexMode.LATER)
