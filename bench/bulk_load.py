@@ -18,7 +18,7 @@ With --model KEY the load embeds with a real catalog model instead, and the same
 bare encoder (the gateway's OnnxEncoder, nothing else) on the same texts in the same chunks;
 the figure is the load's docs/s over the bare encoder's:
 
-    python bench/bulk_load.py --model all-MiniLM-L6-v2 --docs 11429 --repeats 3 > bench/results/bench-bulk-load-model.json
+    python bench/bulk_load.py --model all-MiniLM-L6-v2 --docs 5000 --repeats 3 > bench/results/bench-bulk-load-model.json
 """
 
 from __future__ import annotations
