@@ -43,7 +43,7 @@ from gateway.config import load_settings
 from gateway.encoders.base import prefixed
 from gateway.encoders.catalog import CATALOG, ModelSpec
 from gateway.encoders.fetch import ensure_files
-from gateway.encoders.local import lower_thread_priority
+from gateway.encoders.local import bulk_pieces, lower_thread_priority
 from gateway.encoders.onnx import OnnxEncoder
 
 LOAD_TARGET_DOCS_PER_S = 10_000.0
@@ -149,8 +149,9 @@ def model_settings(args: argparse.Namespace):
 
 class BareEncoder:
     """The gateway's own encoder class (OnnxEncoder) on the same texts in the same chunks, with nothing
-    else: `one_session` one session on every core (onnxruntime's intra-op threads), `lanes` as many
-    one-threaded sessions as the gateway has bulk lanes, each a chunk at a time. Every thread runs at
+    else: `one_session` one session on every core (onnxruntime's intra-op threads), `lanes` one
+    one-threaded session on as many threads as the gateway has bulk lanes, each chunk cut into
+    one piece per lane as the gateway cuts it. Every thread runs at
     the bulk lanes' lowered priority, so other work on the machine weighs on both sides alike; the
     faster of the two is the figure's floor."""
 
@@ -164,6 +165,8 @@ class BareEncoder:
 
     def run(self, texts: list[str], chunk: int, pg_pid, label: str) -> dict:
         chunks = [prefixed(self.spec, texts[i : i + chunk], "document") for i in range(0, len(texts), chunk)]
+        # the lanes as the gateway uses them: every chunk cut into one piece per lane
+        pieces = [c[a:b] for c in chunks for a, b in bulk_pieces(len(c), self.lanes, self.spec.max_batch)]
         result = {}
         for name, encoder, workers in (("one_session", self.every_core, 1), ("lanes", self.one_thread, self.lanes)):
             with CpuMeter(pg_pid) as meter:
@@ -172,7 +175,7 @@ class BareEncoder:
                     for texts_ in chunks:
                         self.pool.submit(encoder.encode, texts_).result()
                 else:
-                    list(self.pool.map(encoder.encode, chunks))
+                    list(self.pool.map(encoder.encode, pieces))
                 seconds = time.perf_counter() - started
             result[name] = {
                 "s": round(seconds, 3),
