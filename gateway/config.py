@@ -227,6 +227,9 @@ class BackfillConfig(_Section):
     index_parallel_workers: int | None = Field(None, ge=0, le=64)
     # HNSW ef_construction of the build (None: pgvector's 64); lower builds faster, with lower recall
     index_ef_construction: int | None = Field(None, ge=8, le=1000)
+    # documents:bulk?index=auto (the default) keeps the indexes while a load has written fewer rows
+    # than this share of the collection's rows at its start, then drops them and rebuilds at the end
+    bulk_rebuild_fraction: float = Field(0.1, ge=0)
 
 
 class ShadowConfig(_Section):

@@ -114,7 +114,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[MIGRATIONS] = MigrationService(app[POOL], collections, embeddings, chunk_size=settings.backfill.chunk_size)
     app[BACKFILL_CONTROL] = BackfillControl(app[POOL], collections)
     app[VERIFIER] = Verifier(app[POOL], collections, embeddings)
-    app[BULK] = BulkLoader(app[POOL], collections, settings.backfill)
+    app[BULK] = BulkLoader(app[POOL], collections, settings.backfill, encode_ahead=settings.models.bulk_lanes)
     collections.adapters.on_load = metrics.record_adapter
     app[ADAPTERS] = AdapterService(app[POOL], collections, collections.adapters, settings.adapter)
     shadow = settings.shadow

@@ -177,7 +177,7 @@ class AsyncClient:
         return await self._run(calls.embed(model, texts, input_type))
 
     async def bulk_load(
-        self, collection: str, lines: Iterable[bytes] | AsyncIterable[bytes], *, index: str = "rebuild"
+        self, collection: str, lines: Iterable[bytes] | AsyncIterable[bytes], *, index: str = "auto"
     ) -> BulkLoad:
         """`Client.bulk_load`: stream NDJSON lines into a collection (not retried; see there)."""
         call = calls.bulk_load(collection, index)

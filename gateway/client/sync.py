@@ -174,9 +174,10 @@ class Client:
         `input_type` "query" or "document" (the default) for models that embed them differently."""
         return self._run(calls.embed(model, texts, input_type))
 
-    def bulk_load(self, collection: str, lines: Iterable[bytes], *, index: str = "rebuild") -> BulkLoad:
+    def bulk_load(self, collection: str, lines: Iterable[bytes], *, index: str = "auto") -> BulkLoad:
         """Stream NDJSON lines (`{"id", "text", "metadata"}`, each ending in a newline) into a
-        collection; `index` "rebuild" (build the HNSW index at the end), "later" or "keep".
+        collection; `index` "auto" (keep the HNSW index for a load small next to the collection, else as
+        rebuild), "rebuild" (drop it, build it at the end), "later" or "keep".
 
         Not retried: a stream cannot be sent twice. A bad line raises `InvalidLine`, whose
         `committed_lines` says how many lines are stored; documents are upserts by id, so

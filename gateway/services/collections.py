@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 import numpy as np
@@ -70,6 +70,18 @@ class QueryResult:
     def model_header(self) -> str:
         """X-Driftgate-Model: the index's model, and the query's own model when an adapter mapped it."""
         return f"{self.model}; adapted-from={self.adapted_from}" if self.adapted_from else self.model
+
+
+@dataclass
+class PreparedWrite:
+    """A checked batch of documents and its vectors per model, not yet committed (see `embed_documents`)."""
+
+    name: str
+    documents: Sequence[NewDocument]
+    ids: list[str]
+    bulk: bool
+    state: CollectionState  # the write set the vectors were made for
+    encoded: dict[str, Encoded] = field(default_factory=dict)
 
 
 class _WriteSetChanged(Exception):
@@ -204,29 +216,53 @@ class CollectionService:
         """Write documents to every model of the write set in one transaction (all or nothing).
 
         `bulk` (a bulk load) embeds on the encoders' low-priority lanes, behind interactive work."""
+        return await self.write_embedded(await self.embed_documents(name, documents, bulk=bulk))
+
+    async def embed_documents(
+        self, name: str, documents: Sequence[NewDocument], *, bulk: bool = False
+    ) -> PreparedWrite:
+        """The first half of `upsert`: check the batch and embed it for the current write set.
+
+        A bulk load embeds the next chunks this way while the current one commits (`write_embedded`)."""
         ids = [validate_document_id(d.id) for d in documents]
         if len(set(ids)) != len(ids):
             raise InvalidRequest("a batch names the same document id twice; send each id once", code="duplicate_id")
-        texts = [d.text for d in documents]
         state = await self.state(name)
         if self.write_guard is not None:
             await self.write_guard(name)
-        encoded: dict[str, Encoded] = {}
-        for _ in range(MAX_WRITE_SET_RETRIES):
-            self.refuse_drifted(state, state.write_models)
-            missing = [m for m in state.write_models if m not in encoded]
-            results = await asyncio.gather(*(self._embeddings.embed(m, texts, "document", bulk=bulk) for m in missing))
-            encoded.update(zip(missing, results, strict=False))
+        prepared = PreparedWrite(name, documents, ids, bulk, state)
+        await self._embed_missing(prepared)
+        return prepared
+
+    async def _embed_missing(self, prepared: PreparedWrite) -> None:
+        """Embed the texts with every model of the write set that has no vectors for them yet."""
+        state = prepared.state
+        self.refuse_drifted(state, state.write_models)
+        texts = [d.text for d in prepared.documents]
+        missing = [m for m in state.write_models if m not in prepared.encoded]
+        results = await asyncio.gather(
+            *(self._embeddings.embed(m, texts, "document", bulk=prepared.bulk) for m in missing)
+        )
+        prepared.encoded.update(zip(missing, results, strict=False))
+
+    async def write_embedded(self, prepared: PreparedWrite) -> list[WriteResult]:
+        """The second half of `upsert`: commit an embedded batch; if the write set changed since
+        it was embedded (another replica started a migration), embed for the new models and retry."""
+        name = prepared.name
+        for attempt in range(MAX_WRITE_SET_RETRIES):
+            if attempt:
+                await self._embed_missing(prepared)
             try:
-                versions, state = await self._commit(name, documents, encoded)
+                versions, state = await self._commit(name, prepared.documents, prepared.encoded)
             except _WriteSetChanged as changed:
                 log.info("write set of %s changed to %s; embedding again", name, changed.state.write_models)
-                state = changed.state
-                self._states[name] = state
+                prepared.state = changed.state
+                self._states[name] = changed.state
                 continue
             self._states[name] = state
-            truncated = [any(encoded[m].truncated[i] for m in state.write_models) for i in range(len(ids))]
-            return [WriteResult(i, versions[i], t) for i, t in zip(ids, truncated, strict=False)]
+            encoded = prepared.encoded
+            truncated = [any(encoded[m].truncated[i] for m in state.write_models) for i in range(len(prepared.ids))]
+            return [WriteResult(i, versions[i], t) for i, t in zip(prepared.ids, truncated, strict=False)]
         raise Conflict(f"the write set of {name!r} kept changing; retry the write", code="state_changing")
 
     async def _commit(

@@ -406,6 +406,21 @@ async def count_documents(conn: asyncpg.Connection, collection: str) -> int:
     return await conn.fetchval(f"SELECT count(*) FROM {documents_table(collection)}")
 
 
+ESTIMATE_ABOVE_ROWS = 100_000  # tables the planner believes larger than this are not counted row by row
+
+
+async def about_how_many_documents(conn: asyncpg.Connection, collection: str) -> int:
+    """The collection's document count, exact for small tables; for a table the planner believes
+    holds more than ESTIMATE_ABOVE_ROWS, its estimate (pg_class.reltuples, kept by ANALYZE and
+    index builds): counting millions of rows would take seconds."""
+    estimate = await conn.fetchval(
+        "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)", documents_table(collection)
+    )
+    if estimate is not None and estimate > ESTIMATE_ABOVE_ROWS:
+        return int(estimate)
+    return await count_documents(conn, collection)
+
+
 async def drop_collection(conn: asyncpg.Connection, name: str) -> None:
     """Drop a collection's schema and every row about it (scratch collections of `evaluate`)."""
     await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(collection_schema(name))} CASCADE")
