@@ -179,7 +179,12 @@ async def search(
         condition = compile_filter(metadata_filter, params)
         sql = _search_sql(collection, model_key, exact, filtered=True).replace("{where}", condition)
     rows = await conn.fetch(sql, *params)
-    return [Hit(r["id"], 1.0 - float(r["distance"]), r["content"], json.loads(r["metadata"])) for r in rows]
+    return [Hit(r["id"], 1.0 - float(r["distance"]), r["content"], _metadata(r["metadata"])) for r in rows]
+
+
+def _metadata(stored: str) -> dict:
+    """A hit's jsonb metadata; the common empty object without a trip through the JSON parser."""
+    return {} if stored == "{}" else json.loads(stored)
 
 
 @functools.lru_cache(maxsize=1024)
