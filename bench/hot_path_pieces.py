@@ -107,7 +107,11 @@ def main(argv=None) -> int:
     pieces = {}
     for name, (old, new) in pairs.items():
         before, after = best_us(old, n, r), best_us(new, n, r)
-        pieces[name] = {"before_us": round(before, 2), "after_us": round(after, 2), "saved_us": round(before - after, 2)}
+        pieces[name] = {
+            "before_us": round(before, 2),
+            "after_us": round(after, 2),
+            "saved_us": round(before - after, 2),
+        }
     loop.close()
     emit(
         {
