@@ -171,10 +171,15 @@ async def read_body(request: web.Request, limits: LimitsConfig, max_bytes: int) 
     parts: list[bytes] = []
     size, separators, checkpoint = 0, 0, _COUNT_OFF_LOOP
     async for chunk in request.content.iter_any():
+        before = size
         size += len(chunk)
         if size > max_bytes:
             raise PayloadTooLarge("request body is too large; split the batch")
         parts.append(chunk)
+        if size // 2 + 1 <= budget:  # too short to hold more values (see count_values): no need to count
+            continue
+        if before // 2 + 1 <= budget:  # the first chunk past that size: count the ones before it too
+            separators = sum(part.count(b",") + part.count(b'"') for part in parts[:-1])
         separators += chunk.count(b",") + chunk.count(b'"')
         if separators > budget and size >= checkpoint:  # maybe over: count what came so far exactly
             parts = [b"".join(parts)]
