@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     # imported here so `driftgate --help` answers at once
     from gateway import logs
     from gateway.config import ConfigError, load_settings
-    from gateway.encoders.fetch import ModelFilesUnavailable
+    from gateway.domain.errors import ModelFilesUnavailable
 
     overrides: dict = {}
     if args.command == "backfill-worker" and args.data_dir:

@@ -27,7 +27,8 @@ from gateway.api.transport import GatewayRunner, runner_options
 from gateway.client import AsyncClient
 from gateway.config import Settings
 from gateway.datasets import vaswani
-from gateway.encoders.fetch import ensure_files, missing_files
+from gateway.encoders.cache import missing_files
+from gateway.encoders.fetch import ensure_files
 from gateway.loadtest.cluster import free_port
 from gateway.loadtest.report import timeline_plot
 from gateway.loadtest.runner import LoadPlan, admin_client, migrate_under_load, seed_collection

@@ -15,8 +15,9 @@ import numpy as np
 from gateway.domain.batching import plan_calls
 from gateway.domain.errors import ModelFileMismatch
 from gateway.encoders.base import Encoded
+from gateway.encoders.cache import local_path, sha256_file
 from gateway.encoders.catalog import ModelSpec
-from gateway.encoders.fetch import ensure_files, local_path, sha256_file
+from gateway.encoders.fetch import ensure_files
 
 
 class OnnxEncoder:

@@ -33,12 +33,12 @@ from gateway.domain.errors import (
     GatewayError,
     InvalidRequest,
     ModelDrift,
+    ModelFilesUnavailable,
 )
 from gateway.domain.fingerprint import PROBE_TEXTS
 from gateway.domain.vectors import min_row_cosine
 from gateway.encoders.base import Encoded, Encoder, EncoderLoader, Kind, Lane
 from gateway.encoders.catalog import FORMER_MEANINGS, ModelSpec
-from gateway.encoders.fetch import ModelFilesUnavailable
 from gateway.encoders.local import BatchOptions, Lanes, LocalEncoder
 from gateway.encoders.onnx import ModelFileMismatch, load_encoder
 from gateway.encoders.remote import RemoteModelSpec
