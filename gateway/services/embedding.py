@@ -362,9 +362,8 @@ class EmbeddingService:
     async def check_database(self, pool: asyncpg.Pool) -> dict[str, str]:
         """At start: serve keys registered with earlier files with those files, then load and check
         every model some collection uses. Returns the drifted ones with their reason."""
-        async with pool.acquire() as conn:
-            self.recognise(await registry_sql.all_models(conn))
-            registered = await registry_sql.models_in_use(conn)
+        self.recognise(await with_connection(pool, registry_sql.all_models))
+        registered = await with_connection(pool, registry_sql.models_in_use)
         return await self.check(registered)
 
     async def check_once(self, pool: asyncpg.Pool, key: str) -> None:
@@ -372,8 +371,7 @@ class EmbeddingService:
         asks before storing its first vector; the drift watch keeps remote verdicts current)."""
         if key in self._checked:
             return
-        async with pool.acquire() as conn:
-            registered = await registry_sql.get_model(conn, key)
+        registered = await with_connection(pool, lambda conn: registry_sql.get_model(conn, key))
         if registered is None:
             return
         try:
