@@ -1,6 +1,6 @@
 """The `driftgate` command line: parse arguments, load the config once, dispatch to a command.
 
-Each command's arguments are defined by its module in gateway/commands/parsers/ (light), and its
+Each command's arguments are defined by its module in gateway/commands/args/ (light), and its
 implementation in gateway/commands/ is imported only when it runs.
 """
 
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from gateway import __version__
-from gateway.commands.parsers import COMMANDS
+from gateway.commands.args import COMMANDS
 
 EPILOG = """\
 examples:
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, metavar="FILE", help="config file (TOML); default: $DRIFTGATE_CONFIG")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"gateway.commands.parsers.{name}").register(commands)
+        importlib.import_module(f"gateway.commands.args.{name}").register(commands)
     return parser
 
 

@@ -1,6 +1,6 @@
 """`driftgate --help` and `driftgate X --help` answer without importing the heavy dependencies.
 
-Each command's arguments live in a light module (gateway/commands/parsers/); the command itself is
+Each command's arguments live in a light module (gateway/commands/args/); the command itself is
 imported only when it runs. Checked in a fresh interpreter, by what is in `sys.modules` afterwards.
 """
 

@@ -1,4 +1,7 @@
-"""`driftgate serve`: run the gateway. The arguments; the command is gateway/commands/serve.py."""
+"""`driftgate serve`: run the gateway.
+
+The arguments; the command itself is gateway/commands/serve.py.
+"""
 
 from __future__ import annotations
 

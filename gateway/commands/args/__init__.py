@@ -6,4 +6,4 @@ heavy: aiohttp, asyncpg, onnxruntime, numpy) only when the command runs. `driftg
 and `driftgate X --help` therefore import none of that. COMMANDS is the order `--help` lists.
 """
 
-COMMANDS = ("serve", "demo", "models", "embed", "migrate", "adopt", "load", "loadtest", "evaluate", "backfill_worker")
+COMMANDS = ("serve", "demo", "models", "embed", "migrate", "adopt", "load", "loadtest", "evaluate", "worker")

@@ -1,4 +1,7 @@
-"""`driftgate load`: bulk-load an NDJSON file of documents. The arguments; the command is gateway/commands/load.py."""
+"""`driftgate load`: bulk-load an NDJSON file of documents.
+
+The arguments; the command itself is gateway/commands/load.py.
+"""
 
 from __future__ import annotations
 

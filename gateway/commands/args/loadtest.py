@@ -1,4 +1,7 @@
-"""`driftgate loadtest`: the zero-downtime proof. The arguments; the command is gateway/loadtest/main.py."""
+"""`driftgate loadtest`: the zero-downtime proof.
+
+The arguments; the command itself is gateway/loadtest/main.py.
+"""
 
 from __future__ import annotations
 

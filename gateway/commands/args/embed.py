@@ -1,4 +1,7 @@
-"""`driftgate embed`: embed JSON lines from stdin. The arguments; the command is gateway/commands/embed.py."""
+"""`driftgate embed`: embed JSON lines from stdin.
+
+The arguments; the command itself is gateway/commands/embed.py.
+"""
 
 from __future__ import annotations
 
