@@ -47,8 +47,8 @@ from _common import CpuMeter, emit, load_average, log, machine_info
 
 from gateway.datasets import vaswani
 from gateway.domain.errors import ConfigError
+from gateway.encoders.cache import default_cache_dir
 from gateway.encoders.catalog import CATALOG
-from gateway.encoders.fetch import default_cache_dir
 from gateway.encoders.onnx import load_encoder, resolve_execution_provider
 
 DEFAULT_MODELS = [
@@ -311,7 +311,8 @@ def time_import(key: str) -> dict:
     import tempfile
     from pathlib import Path
 
-    from gateway.encoders.convert.fetched import joined_source, source_spec
+    from gateway.encoders.cache import source_spec
+    from gateway.encoders.convert.fetched import joined_source
     from gateway.encoders.fetch import ensure_files
     from gateway.encoders.imported import import_checkpoint
 

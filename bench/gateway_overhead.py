@@ -52,8 +52,8 @@ from _db import Databases, PostgresServer
 from gateway.client import AsyncClient
 from gateway.config import load_settings
 from gateway.datasets import vaswani
+from gateway.encoders.cache import default_cache_dir
 from gateway.encoders.catalog import CATALOG
-from gateway.encoders.fetch import default_cache_dir
 from gateway.encoders.onnx import load_encoder
 from gateway.loadtest.runner import seed_collection
 from gateway.store.collections import documents_table, model_table

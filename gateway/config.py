@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.domain.errors import ConfigError
+from gateway.encoders.cache import default_cache_dir
 from gateway.encoders.catalog import CATALOG, ModelFile, ModelSpec
-from gateway.encoders.fetch import default_cache_dir
 from gateway.encoders.remote import RemoteEndpoint, RemoteModelSpec
 
 

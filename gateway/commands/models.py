@@ -8,7 +8,8 @@ from typing import Any
 
 from gateway.commands.models_import import model_origin
 from gateway.config import Settings
-from gateway.encoders.fetch import ensure_files, missing_files
+from gateway.encoders.cache import missing_files
+from gateway.encoders.fetch import ensure_files
 from gateway.encoders.onnx import load_encoder, resolve_execution_provider
 from gateway.encoders.remote import RemoteModelSpec
 

@@ -24,8 +24,9 @@ from gateway.domain.providers import (
     session_providers,
 )
 from gateway.encoders.base import Encoded
+from gateway.encoders.cache import local_path, sha256_file
 from gateway.encoders.catalog import ModelSpec
-from gateway.encoders.fetch import ensure_files, local_path, sha256_file
+from gateway.encoders.fetch import ensure_files
 
 
 class OnnxEncoder:

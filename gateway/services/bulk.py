@@ -164,15 +164,15 @@ class BulkLoader:
         built = []
         for model in await with_connection(self._pool, missing):
             log.info("building the HNSW index of %s/%s", name, model)
-            async with self._pool.acquire() as conn:
-                await collections_sql.build_index(
-                    conn,
-                    name,
-                    model,
-                    maintenance_work_mem_mb=self._index.index_memory_mb,
-                    parallel_workers=self._index.index_parallel_workers,
-                    ef_construction=self._index.index_ef_construction,
-                )
+            build = functools.partial(
+                collections_sql.build_index,
+                collection=name,
+                model_key=model,
+                maintenance_work_mem_mb=self._index.index_memory_mb,
+                parallel_workers=self._index.index_parallel_workers,
+                ef_construction=self._index.index_ef_construction,
+            )
+            await with_connection(self._pool, build)
             built.append(model)
         return built
 

@@ -34,13 +34,13 @@ from gateway.domain.errors import (
     GatewayError,
     InvalidRequest,
     ModelDrift,
+    ModelFilesUnavailable,
 )
 from gateway.domain.fingerprint import PROBE_TEXTS
 from gateway.domain.providers import Provider, Setting
 from gateway.domain.vectors import min_row_cosine
 from gateway.encoders.base import Encoded, Encoder, EncoderLoader, Kind, Lane
 from gateway.encoders.catalog import FORMER_MEANINGS, ModelSpec
-from gateway.encoders.fetch import ModelFilesUnavailable
 from gateway.encoders.local import BatchOptions, Lanes, LocalEncoder
 from gateway.encoders.onnx import ModelFileMismatch, load_encoder, resolve_execution_provider
 from gateway.encoders.remote import RemoteModelSpec
@@ -387,9 +387,8 @@ class EmbeddingService:
     async def check_database(self, pool: asyncpg.Pool) -> dict[str, str]:
         """At start: serve keys registered with earlier files with those files, then load and check
         every model some collection uses. Returns the drifted ones with their reason."""
-        async with pool.acquire() as conn:
-            self.recognise(await registry_sql.all_models(conn))
-            registered = await registry_sql.models_in_use(conn)
+        self.recognise(await with_connection(pool, registry_sql.all_models))
+        registered = await with_connection(pool, registry_sql.models_in_use)
         return await self.check(registered)
 
     async def check_once(self, pool: asyncpg.Pool, key: str) -> None:
@@ -397,8 +396,7 @@ class EmbeddingService:
         asks before storing its first vector; the drift watch keeps remote verdicts current)."""
         if key in self._checked:
             return
-        async with pool.acquire() as conn:
-            registered = await registry_sql.get_model(conn, key)
+        registered = await with_connection(pool, lambda conn: registry_sql.get_model(conn, key))
         if registered is None:
             return
         try:

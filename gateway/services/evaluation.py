@@ -19,6 +19,7 @@ from gateway.services.collections import CollectionService, NewDocument
 from gateway.services.migrations import Actor, MigrationService
 from gateway.store import collections as collections_sql
 from gateway.store import documents as documents_sql
+from gateway.store.retry import in_transaction, with_connection
 
 Progress = Callable[[str, int, int], None]  # (label, done, total)
 
@@ -104,15 +105,13 @@ async def _load_corpus(collections, name, dataset, label, batch, progress) -> fl
 
 
 async def _drop(pool, collections, name) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await collections_sql.drop_collection(conn, name)
+    await in_transaction(pool, lambda conn: collections_sql.drop_collection(conn, name))
     await collections.reload(name)
 
 
 async def _ranking(pool, name: str, model: str, vector, k: int, *, exact: bool) -> list[str]:
     """Ids of the k nearest documents in `model`'s table: through the HNSW index, or exact (no index)."""
-    async with pool.acquire() as conn:
-        hits = await documents_sql.search(conn, name, model, vector, k, exact=exact)
+    hits = await with_connection(pool, lambda conn: documents_sql.search(conn, name, model, vector, k, exact=exact))
     return [hit.id for hit in hits]
 
 
@@ -173,8 +172,7 @@ async def evaluate_adapter(
     try:
         await migrations.start(name, to_model, actor)  # an empty collection: every write goes to both models
         embed_s = await _load_corpus(collections, name, dataset, f"{from_model} + {to_model}", batch, progress)
-        async with pool.acquire() as conn:
-            await collections_sql.build_index(conn, name, to_model)
+        await with_connection(pool, lambda conn: collections_sql.build_index(conn, name, to_model))
         fit = await adapters.fit(name, max_pairs, actor)
         adapter = await collections.adapters.get(await collections.state(name))
         assert adapter is not None
