@@ -48,3 +48,29 @@ def test_the_light_check_sees_the_heavy_imports_once_a_command_runs():
     result, _ = help_run("migrate", "status", "articles", "--url", "http://127.0.0.1:9")
     assert result["code"] == 2
     assert {"aiohttp", "pydantic"} <= set(result["heavy"])
+
+
+def _all_subparsers(parser):
+    """(name, parser) of every command and action under the top-level parser."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub
+                yield from ((f"{name} {n}", p) for n, p in _all_subparsers(sub))
+
+
+def test_help_examples_keep_their_line_breaks():
+    """An example split over lines in the source ends its lines with a backslash in the help, never
+    with a run of spaces where the line break was (a lost `\\` in a triple-quoted string)."""
+    import re
+
+    from gateway.cli import build_parser
+
+    checked = 0
+    for name, sub in _all_subparsers(build_parser()):
+        for line in sub.format_help().splitlines():
+            checked += 1
+            assert not re.search(r"\S {3,}--", line), f"`driftgate {name} --help`: {line!r}"
+    assert checked > 200

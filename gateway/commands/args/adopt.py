@@ -22,8 +22,8 @@ examples:
   # later, once the applications write through the gateway
   driftgate adopt items --stop
   # one collection of LangChain PGVector's shared table, its cmetadata as the metadata
-  driftgate adopt notes --table public.langchain_pg_embedding --id-column id --text-column document \
-      --vector-column embedding --model all-MiniLM-L6-v2 --metadata-json cmetadata \
+  driftgate adopt notes --table public.langchain_pg_embedding --id-column id --text-column document \\
+      --vector-column embedding --model all-MiniLM-L6-v2 --metadata-json cmetadata \\
       --where collection_id=<uuid from langchain_pg_collection>
 
 Before anything is written, a random sample of rows (--sample, default 200) is re-embedded with
