@@ -1,18 +1,16 @@
 """Collections and their documents: create, write (to every model of the write set), read, search.
 
-Writes embed outside the transaction, then commit the document rows and one embedding per
-write-set model together. The transaction re-reads the collection's state row FOR SHARE: if
-the write set changed since we embedded (another replica started a migration), it embeds
-for the models it is missing and tries again, so no write commits under a stale write set.
+Writes go through the one write path (services/writer.py): embed outside the transaction,
+then commit the document rows and one embedding per write-set model together, re-checking the
+state row FOR SHARE so no write commits under a stale write set.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -23,9 +21,10 @@ from gateway.domain.filters import Filter
 from gateway.domain.identifiers import validate_collection_name, validate_document_id
 from gateway.domain.latency import LatencyWindow
 from gateway.domain.state import CollectionState
-from gateway.encoders.base import Encoded
 from gateway.services.adapter import AdapterCache
 from gateway.services.embedding import EmbeddingService
+from gateway.services.writer import Changes, DocumentWriter, FixedChanges
+from gateway.services.writer import NewDocument as NewDocument  # the API and bulk loads build these
 from gateway.store import collections as collections_sql
 from gateway.store import documents as documents_sql
 from gateway.store import registry as registry_sql
@@ -34,18 +33,10 @@ from gateway.store.session import read_only
 
 log = logging.getLogger(__name__)
 
-MAX_WRITE_SET_RETRIES = 5
 SIZE_CHECK_INTERVAL_S = 5.0
 
 # what a document read answers: the store's row type, named here for the API layer
 DocumentRow = documents_sql.DocumentRow
-
-
-@dataclass(frozen=True)
-class NewDocument:
-    id: str
-    text: str
-    metadata: Mapping
 
 
 @dataclass(frozen=True)
@@ -71,11 +62,6 @@ class QueryResult:
         return f"{self.model}; adapted-from={self.adapted_from}" if self.adapted_from else self.model
 
 
-class _WriteSetChanged(Exception):
-    def __init__(self, state: CollectionState) -> None:
-        self.state = state
-
-
 class CollectionService:
     def __init__(self, pool: asyncpg.Pool, embeddings: EmbeddingService, *, exact_scan_max_rows: int = 2000) -> None:
         self._pool = pool
@@ -87,6 +73,10 @@ class CollectionService:
         # refuses writes to a collection that follows a legacy table (services/adoption.py)
         self.write_guard: Callable[[str], Awaitable[None]] | None = None
         self.adapters = AdapterCache(pool)  # maps between a migration's models (services/adapter.py)
+        # the one write path for documents, shared with follow (services/writer.py)
+        self.writer = DocumentWriter(
+            pool, embeddings, on_state=self._cache_state, on_missing=lambda name: self._states.pop(name, None)
+        )
 
     @property
     def embeddings(self) -> EmbeddingService:
@@ -155,6 +145,9 @@ class CollectionService:
             self._states.pop(name, None)
         return state
 
+    def _cache_state(self, state: CollectionState) -> None:
+        self._states[state.name] = state
+
     def cached_versions(self) -> dict[str, int]:
         return {name: state.state_version for name, state in self._states.items()}
 
@@ -189,49 +182,13 @@ class CollectionService:
         ids = [validate_document_id(d.id) for d in documents]
         if len(set(ids)) != len(ids):
             raise InvalidRequest("a batch names the same document id twice; send each id once", code="duplicate_id")
-        texts = [d.text for d in documents]
         state = await self.state(name)
         if self.write_guard is not None:
             await self.write_guard(name)
-        encoded: dict[str, Encoded] = {}
-        for _ in range(MAX_WRITE_SET_RETRIES):
-            self.refuse_drifted(state, state.write_models)
-            missing = [m for m in state.write_models if m not in encoded]
-            results = await asyncio.gather(*(self._embeddings.embed(m, texts, "document", bulk=bulk) for m in missing))
-            encoded.update(zip(missing, results, strict=False))
-            try:
-                versions, state = await self._commit(name, documents, encoded)
-            except _WriteSetChanged as changed:
-                log.info("write set of %s changed to %s; embedding again", name, changed.state.write_models)
-                state = changed.state
-                self._states[name] = state
-                continue
-            self._states[name] = state
-            truncated = [any(encoded[m].truncated[i] for m in state.write_models) for i in range(len(ids))]
-            return [WriteResult(i, versions[i], t) for i, t in zip(ids, truncated, strict=False)]
-        raise Conflict(f"the write set of {name!r} kept changing; retry the write", code="state_changing")
-
-    async def _commit(
-        self, name: str, documents: Sequence[NewDocument], encoded: dict[str, Encoded]
-    ) -> tuple[dict[str, int], CollectionState]:
-
-        async def commit(conn: asyncpg.Connection) -> tuple[dict[str, int], CollectionState]:
-            current = await collections_sql.get_state(conn, name, lock="SHARE")
-            if current is None:
-                self._states.pop(name, None)
-                raise NotFound(f"collection {name!r} does not exist", code="collection_not_found")
-            if any(m not in encoded for m in current.write_models):
-                raise _WriteSetChanged(current)
-            ids = [d.id for d in documents]
-            versions = await documents_sql.upsert_documents(
-                conn, name, ids, [d.text for d in documents], [d.metadata for d in documents]
-            )
-            ordered = [versions[i] for i in ids]
-            for model in current.write_models:
-                await documents_sql.upsert_embeddings(conn, name, model, ids, encoded[model].vectors, ordered)
-            return versions, current
-
-        return await in_transaction(self._pool, commit)
+        self.refuse_drifted(state, state.write_models)
+        changes = Changes(upserts=documents)
+        written = await self.writer.write(name, FixedChanges(changes), state=state, known=changes, bulk=bulk)
+        return [WriteResult(i, written.versions[i], written.truncated[i]) for i in ids]
 
     async def get_document(self, name: str, doc_id: str) -> documents_sql.DocumentRow:
         await self.state(name)
