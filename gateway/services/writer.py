@@ -1,6 +1,7 @@
-"""The one write path for documents: API writes and bulk loads (services/collections.py), a
-followed table's changes and the end of a follow (services/follow.py, services/adoption.py)
-all commit through `DocumentWriter.write`.
+"""The one write path for documents: validate by one rule, embed outside locks, commit re-checked.
+
+API writes and bulk loads (services/collections.py), a followed table's changes and the end of
+a follow (services/follow.py, services/adoption.py) all commit through `DocumentWriter.write`.
 
 1. Validation is the domain's rule (`domain.identifiers.document_problem`): the API answers a bad
    document with a 400 before anything is written; follow skips (and counts) such a row.
