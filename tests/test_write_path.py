@@ -101,6 +101,38 @@ async def test_a_followed_row_is_embedded_outside_the_locks_and_a_change_during_
     assert not np.allclose(stored, older, atol=1e-2)
 
 
+async def test_a_row_that_changes_on_every_embed_is_deferred_while_the_rest_of_its_batch_is_applied(
+    make_client, dsn, caplog
+):
+    """Every time follow embeds the hot row's text, a legacy writer changes it again: after the
+    last attempt the batch commits its other rows and leaves the hot row queued (never written with
+    an older text's vector); once the writer stops, the hot row ends on its newest text."""
+    client, _ = await adopted(make_client, dsn, [("hot", "the hot row before the churn")])
+    embeddings = client.app[EMBEDDINGS]
+    real, churns = embeddings.embed, iter(range(1, 7))
+    writer = await connect(dsn)
+
+    async def churning(key, texts, kind, *, bulk=False):
+        if any(t.startswith("churn ") for t in texts) and (n := next(churns, None)) is not None:
+            await writer.execute("UPDATE notes SET body = $1 WHERE id = 'hot'", f"churn {n}")
+        return await real(key, texts, kind, bulk=bulk)
+
+    caplog.set_level(logging.INFO, logger="gateway.services.writer")
+    embeddings.embed = churning
+    try:
+        async with writer.transaction():  # one batch: the hot row and a quiet one
+            await writer.execute("UPDATE notes SET body = 'churn 0' WHERE id = 'hot'")
+            await writer.execute("INSERT INTO notes (id, body) VALUES ('quiet', 'a row nobody changes')")
+        await settled(client)
+        assert await documents(writer) == {"hot": "churn 6", "quiet": "a row nobody changes"}
+        row = await writer.fetchrow(f"SELECT embedding FROM {model_table('docs', L3)} WHERE doc_id = 'hot'")
+    finally:
+        embeddings.embed = real
+        await writer.close()
+    assert "kept changing while embedded" in caplog.text
+    assert np.allclose(row["embedding"].to_numpy(), (await encoder(client)(["churn 6"]))[0], atol=1e-4)
+
+
 async def test_rows_that_are_not_valid_documents_are_skipped_and_counted_by_the_import_and_by_follow(
     make_client, dsn, caplog
 ):

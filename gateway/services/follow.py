@@ -303,7 +303,7 @@ class FollowBatch:
         self._skipped: list[str] = []
 
     async def read(self, conn: asyncpg.Connection) -> Changes:
-        self._entries, self._skipped, self.applied = [], [], 0
+        self._entries, self._skipped, self.applied, self.following = [], [], 0, True
         name, source = self.name, self.source
         await follow_sql.lock_follow(conn, name)
         current = await adoption_sql.get_adoption(conn, name)
@@ -340,7 +340,8 @@ class FollowBatch:
         if not self.following:
             return
         done = [e["seq"] for e in self._entries if e["doc_id"] not in deferred]
-        await follow_sql.delete_changes(conn, self.name, done)
+        if done:
+            await follow_sql.delete_changes(conn, self.name, done)
         if done or self._skipped:
             await follow_sql.record_applied(conn, self.name, len(done), len(self._skipped))
         if self._skipped:
