@@ -212,7 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--dataset", required=True, help="BEIR directory, or 'vaswani' for the copy shipped with driftgate"
     )
-    evaluate.add_argument("--models", required=True, help="comma-separated model keys")
+    evaluate.add_argument(
+        "--models",
+        required=True,
+        help="comma-separated model keys; KEY@halfvec stores that model's table as float16 (docs/storage.md)",
+    )
     evaluate.add_argument("--k", type=int, default=10, help="cut-off (default 10)")
     evaluate.add_argument("--limit", type=int, help="use only the first N corpus documents")
     evaluate.add_argument("--json", type=Path, dest="json_path", help="write the report as JSON")
@@ -268,6 +272,12 @@ def _add_migrate(commands) -> None:
         "driftgate migrate start articles --to all-MiniLM-L6-v2",
     )
     start.add_argument("--to", required=True, metavar="MODEL", help="the new model's key")
+    start.add_argument(
+        "--storage",
+        choices=["vector", "halfvec"],
+        default="vector",
+        help="the new model table's element type: vector (float32) or halfvec (float16, half the size; docs/storage.md)",
+    )
     plan = action(
         "plan",
         "before starting: documents, tokens, estimated time (measured on a sample), cost; writes nothing",
@@ -392,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     except ModelFilesUnavailable as exc:
         print(f"driftgate: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # found at start, e.g. models.execution_provider = "cuda" without CUDA
+        print(f"driftgate: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

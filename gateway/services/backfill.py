@@ -25,7 +25,7 @@ import numpy as np
 from gateway.config import BackfillConfig
 from gateway.domain.audit import AuditAction
 from gateway.domain.backfill import BackfillState, plan_chunks, should_hold, step_size
-from gateway.domain.errors import EncoderBadReply, EncoderFailed, EncoderUnavailable, ModelDrift
+from gateway.domain.errors import EncoderBadReply, EncoderFailed, EncoderUnavailable, ModelDrift, VectorOutOfRange
 from gateway.domain.pacing import Pacer
 from gateway.domain.phases import Action, Phase, next_phase
 from gateway.services.embedding import EmbeddingService
@@ -119,7 +119,9 @@ class BackfillWorker:
             except TRANSIENT_ERRORS as exc:
                 self.counters.retried += 1
                 log.warning("backfill worker: database unavailable (%r); retrying", exc)
-            except (EncoderUnavailable, ModelDrift) as exc:  # the chunk rolled back: nothing lost, nothing mixed
+            # the chunk rolled back: nothing lost, nothing mixed (VectorOutOfRange: a halfvec table
+            # cannot hold the model's vectors; it holds until an operator aborts the migration)
+            except (EncoderUnavailable, ModelDrift, VectorOutOfRange) as exc:
                 self.counters.retried += 1
                 log.warning("backfill worker: holding, the model cannot be used now: %s", exc.message)
                 await asyncio.sleep(getattr(exc, "retry_after", 0.0))

@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 import numpy as np
@@ -21,9 +21,10 @@ from gateway.domain.filters import Filter
 from gateway.domain.identifiers import validate_collection_name, validate_document_id
 from gateway.domain.latency import LatencyWindow
 from gateway.domain.state import CollectionState
+from gateway.domain.storage import Storage
 from gateway.services.adapter import AdapterCache
 from gateway.services.embedding import EmbeddingService
-from gateway.services.writer import Changes, DocumentWriter, FixedChanges
+from gateway.services.writer import Changes, DocumentWriter, FixedChanges, Vectors
 from gateway.services.writer import NewDocument as NewDocument  # the API and bulk loads build these
 from gateway.store import collections as collections_sql
 from gateway.store import documents as documents_sql
@@ -62,6 +63,18 @@ class QueryResult:
         return f"{self.model}; adapted-from={self.adapted_from}" if self.adapted_from else self.model
 
 
+@dataclass
+class PreparedWrite:
+    """A checked batch of documents and its vectors per model, not yet committed (see `embed_documents`)."""
+
+    name: str
+    documents: Sequence[NewDocument]
+    ids: list[str]
+    bulk: bool
+    state: CollectionState  # the write set the vectors were made for
+    vectors: Vectors = field(default_factory=Vectors)
+
+
 class CollectionService:
     def __init__(self, pool: asyncpg.Pool, embeddings: EmbeddingService, *, exact_scan_max_rows: int = 2000) -> None:
         self._pool = pool
@@ -90,8 +103,10 @@ class CollectionService:
 
     # -- collections ----------------------------------------------------------------------
 
-    async def create(self, name: str, model_key: str) -> tuple[CollectionState, bool]:
-        """Create a collection served by `model_key`; returns (state, created)."""
+    async def create(self, name: str, model_key: str, storage: Storage | None = None) -> tuple[CollectionState, bool]:
+        """Create a collection served by `model_key`, its table of `storage` (default `vector`);
+        returns (state, created). An existing one answers as it is, unless it was asked for
+        with another model or another storage (409)."""
         validate_collection_name(name)
         spec = self._embeddings.spec(model_key)
         existing = await self._load_state(name)
@@ -106,7 +121,9 @@ class CollectionService:
                         f"({stored.fingerprint[:12]}); re-index required: start a migration "
                         "to a model registered under a new key"
                     )
-                return await collections_sql.create_collection(conn, name, model_key, spec.dim)
+                return await collections_sql.create_collection(
+                    conn, name, model_key, spec.dim, storage=storage or Storage.VECTOR
+                )
 
             created = await in_transaction(self._pool, create)
             if created is not None:
@@ -120,12 +137,25 @@ class CollectionService:
                 f"collection {name!r} exists with model {existing.read_model!r}; to change its model start a migration",
                 code="collection_exists",
             )
+        if storage is not None:
+            stored = (await self.storage(name)).get(model_key, Storage.VECTOR)
+            if stored != storage:
+                raise Conflict(
+                    f"collection {name!r} exists with storage {stored.value!r} for model {model_key!r}; "
+                    "to change it start a migration to another model with the storage you want",
+                    code="collection_exists",
+                )
         return existing, False
 
     async def describe(self, name: str) -> tuple[CollectionState, int]:
         state = await self.state(name)
         count = await with_connection(self._pool, lambda conn: collections_sql.count_documents(conn, name))
         return state, count
+
+    async def storage(self, name: str) -> dict[str, Storage]:
+        """The storage type of each model table of the collection (model key -> storage)."""
+        tables = await with_connection(self._pool, lambda conn: collections_sql.model_tables(conn, name))
+        return {key: Storage(table["storage"]) for key, table in tables.items()}
 
     async def state(self, name: str) -> CollectionState:
         """The collection's state (cached; the write path re-checks it in its transaction)."""
@@ -179,16 +209,46 @@ class CollectionService:
         """Write documents to every model of the write set in one transaction (all or nothing).
 
         `bulk` (a bulk load) embeds on the encoders' low-priority lanes, behind interactive work."""
+        return await self.write_embedded(await self.embed_documents(name, documents, bulk=bulk))
+
+    async def embed_documents(
+        self, name: str, documents: Sequence[NewDocument], *, bulk: bool = False
+    ) -> PreparedWrite:
+        """The first half of `upsert`: check the batch and embed it for the current write set.
+
+        A bulk load embeds the next chunks this way while the current one commits (`write_embedded`)."""
         ids = [validate_document_id(d.id) for d in documents]
         if len(set(ids)) != len(ids):
             raise InvalidRequest("a batch names the same document id twice; send each id once", code="duplicate_id")
         state = await self.state(name)
         if self.write_guard is not None:
             await self.write_guard(name)
+        prepared = PreparedWrite(name, documents, ids, bulk, state)
+        await self._embed_missing(prepared)
+        return prepared
+
+    async def _embed_missing(self, prepared: PreparedWrite) -> None:
+        """Embed the texts with every model of the write set that has no vectors for them yet."""
+        state = prepared.state
         self.refuse_drifted(state, state.write_models)
-        changes = Changes(upserts=documents)
-        written = await self.writer.write(name, FixedChanges(changes), state=state, known=changes, bulk=bulk)
-        return [WriteResult(i, written.versions[i], written.truncated[i]) for i in ids]
+        texts = [d.text for d in prepared.documents]
+        await self.writer.embed(state.write_models, texts, prepared.vectors, bulk=prepared.bulk)
+
+    async def write_embedded(self, prepared: PreparedWrite) -> list[WriteResult]:
+        """The second half of `upsert`: commit an embedded batch through the one write path; if
+        the write set changed since it was embedded (another replica started a migration), it
+        embeds for the new models and retries."""
+        changes = Changes(upserts=prepared.documents)
+        written = await self.writer.write(
+            prepared.name,
+            FixedChanges(changes),
+            state=prepared.state,
+            known=changes,
+            bulk=prepared.bulk,
+            vectors=prepared.vectors,
+        )
+        prepared.state = written.state
+        return [WriteResult(i, written.versions[i], written.truncated[i]) for i in prepared.ids]
 
     async def get_document(self, name: str, doc_id: str) -> documents_sql.DocumentRow:
         await self.state(name)

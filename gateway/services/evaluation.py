@@ -13,6 +13,7 @@ import asyncpg
 
 from gateway.datasets import Dataset
 from gateway.domain.ranking import mrr_at_k, ndcg_at_k, overlap_at_k, rbo, recall_at_k
+from gateway.domain.storage import stored_model
 from gateway.services.adapter import AdapterService
 from gateway.services.collections import CollectionService, NewDocument
 from gateway.services.migrations import Actor, MigrationService
@@ -74,20 +75,22 @@ async def evaluate(
     }
 
 
-async def _run_model(pool, collections, dataset, judged, model, k, batch, progress) -> ModelResult:
+async def _run_model(pool, collections, dataset, judged, entry, k, batch, progress) -> ModelResult:
+    """One model (`KEY`, or `KEY@halfvec` for a table stored as float16) in a scratch collection."""
+    model, storage = stored_model(entry)
     name = f"eval_{uuid.uuid4().hex[:12]}"
-    await collections.create(name, model)
+    await collections.create(name, model, storage)
     try:
-        embed_s = await _load_corpus(collections, name, dataset, model, batch, progress)
+        embed_s = await _load_corpus(collections, name, dataset, entry, batch, progress)
         served, exact = {}, {}
         for i, (qid, text) in enumerate(judged):
             result = await collections.query_text(name, text, k, None)
             served[qid] = [hit.id for hit in result.hits]
             exact[qid] = await _ranking(pool, name, model, result.vector, k, exact=True)
-            progress(f"querying with {model}", i + 1, len(judged))
+            progress(f"querying with {entry}", i + 1, len(judged))
     finally:
         await _drop(pool, collections, name)
-    return ModelResult(model, served, _figures(dataset, judged, served, exact, k), embed_s)
+    return ModelResult(entry, served, _figures(dataset, judged, served, exact, k), embed_s)
 
 
 async def _load_corpus(collections, name, dataset, label, batch, progress) -> float:

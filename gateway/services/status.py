@@ -38,6 +38,7 @@ async def collection_status(
             cover = await collections_sql.coverage(conn, name, key)
             models[key] = {
                 "dim": table["dim"],
+                "storage": table["storage"],
                 "rows": cover["rows"],
                 "coverage": cover["coverage"],
                 "missing": cover["missing"],

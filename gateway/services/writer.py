@@ -78,7 +78,7 @@ class FixedChanges:
 
 
 @dataclass
-class _Vectors:
+class Vectors:
     """model -> text -> (vector, truncated): what was embedded so far, for this write only."""
 
     by_model: dict[str, dict[str, tuple[np.ndarray, bool]]] = field(default_factory=dict)
@@ -132,17 +132,19 @@ class DocumentWriter:
         bulk: bool = False,
         may_defer: bool = False,
         max_seconds: float = 5.0,
+        vectors: Vectors | None = None,
     ) -> Written:
         """Embed outside, commit inside; see the module docstring.
 
         `state` and `known` (the cached state, the changes when known up front) let the first
         attempt embed before its transaction; without them the first transaction only reads.
         With `may_defer`, the last attempt writes what it has vectors for and leaves the rest
-        (the source's rows that kept changing) to the source's next write, which it must keep."""
-        vectors = _Vectors()
+        (the source's rows that kept changing) to the source's next write, which it must keep.
+        `vectors` made beforehand by `embed` (a bulk load embeds its next chunk meanwhile) are used."""
+        vectors = vectors if vectors is not None else Vectors()
         for attempt in range(MAX_WRITE_ATTEMPTS):
             if state is not None and known is not None:
-                await self._embed(state.write_models, [d.text for d in known.upserts], vectors, bulk=bulk)
+                await self.embed(state.write_models, [d.text for d in known.upserts], vectors, bulk=bulk)
             last = attempt == MAX_WRITE_ATTEMPTS - 1
 
             async def commit(conn: asyncpg.Connection, defer: bool = may_defer and last) -> Written:
@@ -164,7 +166,7 @@ class DocumentWriter:
             code="state_changing",
         )
 
-    async def _embed(self, models: Sequence[str], texts: Sequence[str], vectors: _Vectors, *, bulk: bool) -> None:
+    async def embed(self, models: Sequence[str], texts: Sequence[str], vectors: Vectors, *, bulk: bool) -> None:
         """Embed, outside any transaction, every text some write model has no vector for yet."""
         wanted = {m: vectors.missing(m, texts) for m in models}
         wanted = {m: t for m, t in wanted.items() if t}
@@ -177,7 +179,7 @@ class DocumentWriter:
                 have[text] = (encoded.vectors[i], encoded.truncated[i])
 
     async def _commit(
-        self, conn: asyncpg.Connection, name: str, source: ChangeSource, vectors: _Vectors, *, defer: bool
+        self, conn: asyncpg.Connection, name: str, source: ChangeSource, vectors: Vectors, *, defer: bool
     ) -> Written:
         changes = await source.read(conn)
         state = await collections_sql.get_state(conn, name, lock="SHARE")

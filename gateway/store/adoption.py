@@ -105,6 +105,14 @@ async def inspect_source(conn: asyncpg.Connection, spec: SourceSpec, *, follow: 
                 code="column_not_found",
             )
     vector = columns[spec.vector_column]
+    if vector["typname"] == "halfvec" and vector["pgvector"]:
+        raise InvalidRequest(
+            f"column {spec.vector_column!r} is {vector['type']}: adoption reads pgvector `vector` columns only. "
+            f"Convert it first (ALTER TABLE {spec.qualified} ALTER COLUMN {spec.vector_column} TYPE "
+            f"{vector['type'].replace('halfvec', 'vector')}), then adopt; a migration can move the collection "
+            "to a halfvec table afterwards",
+            code="invalid_column_type",
+        )
     if not (vector["typname"] == "vector" and vector["typtype"] == "b" and vector["pgvector"]):
         raise InvalidRequest(
             f"column {spec.vector_column!r} is {vector['type']}, not a pgvector `vector`", code="invalid_column_type"
