@@ -1,18 +1,16 @@
 """Collections and their documents: create, write (to every model of the write set), read, search.
 
-Writes embed outside the transaction, then commit the document rows and one embedding per
-write-set model together. The transaction re-reads the collection's state row FOR SHARE: if
-the write set changed since we embedded (another replica started a migration), it embeds
-for the models it is missing and tries again, so no write commits under a stale write set.
+Writes go through the one write path (services/writer.py): embed outside the transaction,
+then commit the document rows and one embedding per write-set model together, re-checking the
+state row FOR SHARE so no write commits under a stale write set.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -24,9 +22,10 @@ from gateway.domain.identifiers import validate_collection_name, validate_docume
 from gateway.domain.latency import LatencyWindow
 from gateway.domain.state import CollectionState
 from gateway.domain.storage import Storage
-from gateway.encoders.base import Encoded
 from gateway.services.adapter import AdapterCache
 from gateway.services.embedding import EmbeddingService
+from gateway.services.writer import Changes, DocumentWriter, FixedChanges, Vectors
+from gateway.services.writer import NewDocument as NewDocument  # the API and bulk loads build these
 from gateway.store import collections as collections_sql
 from gateway.store import documents as documents_sql
 from gateway.store import registry as registry_sql
@@ -35,18 +34,10 @@ from gateway.store.session import read_only
 
 log = logging.getLogger(__name__)
 
-MAX_WRITE_SET_RETRIES = 5
 SIZE_CHECK_INTERVAL_S = 5.0
 
 # what a document read answers: the store's row type, named here for the API layer
 DocumentRow = documents_sql.DocumentRow
-
-
-@dataclass(frozen=True)
-class NewDocument:
-    id: str
-    text: str
-    metadata: Mapping
 
 
 @dataclass(frozen=True)
@@ -81,12 +72,7 @@ class PreparedWrite:
     ids: list[str]
     bulk: bool
     state: CollectionState  # the write set the vectors were made for
-    encoded: dict[str, Encoded] = field(default_factory=dict)
-
-
-class _WriteSetChanged(Exception):
-    def __init__(self, state: CollectionState) -> None:
-        self.state = state
+    vectors: Vectors = field(default_factory=Vectors)
 
 
 class CollectionService:
@@ -100,6 +86,10 @@ class CollectionService:
         # refuses writes to a collection that follows a legacy table (services/adoption.py)
         self.write_guard: Callable[[str], Awaitable[None]] | None = None
         self.adapters = AdapterCache(pool)  # maps between a migration's models (services/adapter.py)
+        # the one write path for documents, shared with follow (services/writer.py)
+        self.writer = DocumentWriter(
+            pool, embeddings, on_state=self._cache_state, on_missing=lambda name: self._states.pop(name, None)
+        )
 
     @property
     def embeddings(self) -> EmbeddingService:
@@ -185,6 +175,9 @@ class CollectionService:
             self._states.pop(name, None)
         return state
 
+    def _cache_state(self, state: CollectionState) -> None:
+        self._states[state.name] = state
+
     def cached_versions(self) -> dict[str, int]:
         return {name: state.state_version for name, state in self._states.items()}
 
@@ -239,53 +232,23 @@ class CollectionService:
         state = prepared.state
         self.refuse_drifted(state, state.write_models)
         texts = [d.text for d in prepared.documents]
-        missing = [m for m in state.write_models if m not in prepared.encoded]
-        results = await asyncio.gather(
-            *(self._embeddings.embed(m, texts, "document", bulk=prepared.bulk) for m in missing)
-        )
-        prepared.encoded.update(zip(missing, results, strict=False))
+        await self.writer.embed(state.write_models, texts, prepared.vectors, bulk=prepared.bulk)
 
     async def write_embedded(self, prepared: PreparedWrite) -> list[WriteResult]:
-        """The second half of `upsert`: commit an embedded batch; if the write set changed since
-        it was embedded (another replica started a migration), embed for the new models and retry."""
-        name = prepared.name
-        for attempt in range(MAX_WRITE_SET_RETRIES):
-            if attempt:
-                await self._embed_missing(prepared)
-            try:
-                versions, state = await self._commit(name, prepared.documents, prepared.encoded)
-            except _WriteSetChanged as changed:
-                log.info("write set of %s changed to %s; embedding again", name, changed.state.write_models)
-                prepared.state = changed.state
-                self._states[name] = changed.state
-                continue
-            self._states[name] = state
-            encoded = prepared.encoded
-            truncated = [any(encoded[m].truncated[i] for m in state.write_models) for i in range(len(prepared.ids))]
-            return [WriteResult(i, versions[i], t) for i, t in zip(prepared.ids, truncated, strict=False)]
-        raise Conflict(f"the write set of {name!r} kept changing; retry the write", code="state_changing")
-
-    async def _commit(
-        self, name: str, documents: Sequence[NewDocument], encoded: dict[str, Encoded]
-    ) -> tuple[dict[str, int], CollectionState]:
-
-        async def commit(conn: asyncpg.Connection) -> tuple[dict[str, int], CollectionState]:
-            current = await collections_sql.get_state(conn, name, lock="SHARE")
-            if current is None:
-                self._states.pop(name, None)
-                raise NotFound(f"collection {name!r} does not exist", code="collection_not_found")
-            if any(m not in encoded for m in current.write_models):
-                raise _WriteSetChanged(current)
-            ids = [d.id for d in documents]
-            versions = await documents_sql.upsert_documents(
-                conn, name, ids, [d.text for d in documents], [d.metadata for d in documents]
-            )
-            ordered = [versions[i] for i in ids]
-            for model in current.write_models:
-                await documents_sql.upsert_embeddings(conn, name, model, ids, encoded[model].vectors, ordered)
-            return versions, current
-
-        return await in_transaction(self._pool, commit)
+        """The second half of `upsert`: commit an embedded batch through the one write path; if
+        the write set changed since it was embedded (another replica started a migration), it
+        embeds for the new models and retries."""
+        changes = Changes(upserts=prepared.documents)
+        written = await self.writer.write(
+            prepared.name,
+            FixedChanges(changes),
+            state=prepared.state,
+            known=changes,
+            bulk=prepared.bulk,
+            vectors=prepared.vectors,
+        )
+        prepared.state = written.state
+        return [WriteResult(i, written.versions[i], written.truncated[i]) for i in prepared.ids]
 
     async def get_document(self, name: str, doc_id: str) -> documents_sql.DocumentRow:
         await self.state(name)
