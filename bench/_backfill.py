@@ -181,14 +181,26 @@ def install_index_timer() -> None:
     collections_sql.build_index = timed
 
 
+PROGRESS_EVERY_S = 10.0  # a long run says how far it got on stderr this often
+
+
 async def wait_phase_left(conn: asyncpg.Connection, phase: str, deadline: float, interval: float = 0.02) -> str:
     """Poll the state row (one cheap SELECT) until the phase is no longer `phase`; return the new one."""
+    started = next_report = time.perf_counter()
     while True:
         current = await conn.fetchval("SELECT phase FROM driftgate.collections WHERE name = $1", COLLECTION)
         if current != phase:
             return current
-        if time.perf_counter() > deadline:
+        now = time.perf_counter()
+        if now > deadline:
             raise TimeoutError(f"phase still {phase!r} at the time limit")
+        if now >= next_report + PROGRESS_EVERY_S:
+            next_report = now
+            done, total = await conn.fetchrow(
+                "SELECT count(*) FILTER (WHERE done), count(*) FROM driftgate.backfill_chunks WHERE collection = $1",
+                COLLECTION,
+            )
+            log(f"    {now - started:.0f} s: {done}/{total} chunks done" + (" (index build)" if done == total else ""))
         await asyncio.sleep(interval)
 
 

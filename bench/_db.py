@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from _common import log
+from _common import CpuMeter, log
+from pgvector.asyncpg import register_vector
 
 from gateway.store.database import EmbeddedPostgres
 
@@ -146,3 +148,49 @@ class Databases:
             return facts
         finally:
             await conn.close()
+
+
+async def copy_index_floor(
+    databases: Databases,
+    columns: str,
+    records: list[tuple],
+    pg_pid: int | None,
+    *,
+    memory_mb: int,
+    parallel_workers: int | None = None,
+    ef_construction: int | None = None,
+) -> dict:
+    """PostgreSQL's floor for writing `records` and indexing them: one COPY into a bare table
+    `floor (columns)` (the vector column named `embedding`) of a fresh database, then CREATE
+    INDEX ... USING hnsw with the gateway's build settings (maintenance_work_mem, parallel
+    workers, ef_construction). No tool loads and indexes these rows faster on this server."""
+    db = await databases.create_or_exit("bench_floor")
+    await databases.checkpoint()
+    conn = await asyncpg.connect(databases.dsn(db))
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        await register_vector(conn)
+        await conn.execute(f"CREATE TABLE floor ({columns})")
+        await conn.execute(f"SET maintenance_work_mem = '{int(memory_mb)}MB'")
+        if parallel_workers is not None:
+            await conn.execute(f"SET max_parallel_maintenance_workers = {int(parallel_workers)}")
+        options = f" WITH (ef_construction = {int(ef_construction)})" if ef_construction is not None else ""
+        with CpuMeter(pg_pid) as meter:
+            started = time.perf_counter()
+            await conn.copy_records_to_table("floor", records=records)
+            copy_s = time.perf_counter() - started
+            await conn.execute(
+                f"CREATE INDEX floor_hnsw ON floor USING hnsw (embedding vector_cosine_ops){options}", timeout=3600
+            )
+            total_s = time.perf_counter() - started
+    finally:
+        await conn.close()
+        await databases.drop(db)
+    return {
+        "copy_s": round(copy_s, 3),
+        "index_s": round(total_s - copy_s, 3),
+        "total_s": round(total_s, 3),
+        "copy_docs_per_s": round(len(records) / copy_s, 1),
+        "docs_per_s": round(len(records) / total_s, 1),
+        "cpu": meter.summary(),
+    }

@@ -23,20 +23,33 @@ it also times `driftgate models import` of that model's checkpoint into a scratc
 unpacking, reading the safetensors, building and writing the ONNX graph, hashing, and the
 first encode, as the CLI does. "fp32_vs_int8" compares the exact all-MiniLM-L6-v2 with
 the int8 export all-MiniLM-L6-v2-int8 per batch size (> 1: the fp32 graph is faster).
+
+--provider picks onnxruntime's execution provider as `[models] execution_provider` does (auto:
+CUDA when onnxruntime-gpu offers it, else the CPU; cuda without CUDA stops with the reason).
+When sentence-transformers is installed (optional: `pip install sentence-transformers`, it
+brings torch), every model converted from a checkpoint is also timed upstream: the same
+checkpoint in sentence-transformers on the same device (cuda or cpu), the same texts cut into
+the same calls, in the same run; each row then carries "upstream" and "driftgate_over_upstream"
+(> 1: driftgate is faster). bench/gpu.sh runs it all on a GPU machine:
+
+    python bench/encoder_throughput.py --provider cpu --models all-MiniLM-L6-v2 --batches 1,32 --import ""
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
+import _upstream
 from _common import CpuMeter, emit, load_average, log, machine_info
 
 from gateway.datasets import vaswani
+from gateway.domain.errors import ConfigError
+from gateway.encoders.cache import default_cache_dir
 from gateway.encoders.catalog import CATALOG
-from gateway.encoders.fetch import default_cache_dir
-from gateway.encoders.onnx import load_encoder
+from gateway.encoders.onnx import load_encoder, resolve_execution_provider
 
 DEFAULT_MODELS = [
     "paraphrase-MiniLM-L3-v2",
@@ -66,6 +79,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="onnxruntime intra_op_num_threads (0: one per core, the gateway's default)",
     )
     parser.add_argument(
+        "--provider",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="onnxruntime execution provider, as [models] execution_provider (upstream runs on the same device)",
+    )
+    parser.add_argument(
+        "--no-upstream",
+        dest="upstream",
+        action="store_false",
+        help="skip the sentence-transformers figures even where it is installed",
+    )
+    parser.add_argument(
         "--import",
         dest="import_key",
         default="all-mpnet-base-v2",
@@ -81,7 +106,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--batches needs positive integers")
     if args.texts < 1 or args.repeats < 1 or args.warmup < 0:
         parser.error("--texts and --repeats must be >= 1, --warmup >= 0")
+    try:
+        args.device = resolve_execution_provider(args.provider)  # where the models run, cpu or cuda
+    except ConfigError as exc:
+        parser.error(str(exc).replace("models.execution_provider", "--provider"))
+    if args.device == "cuda":
+        preload_cuda()
+    args.upstream_skipped = None if args.upstream else "--no-upstream"
+    if args.upstream and _upstream.missing():
+        args.upstream_skipped = _upstream.missing()
     return args
+
+
+def preload_cuda() -> None:
+    """onnxruntime-gpu[cuda,cudnn] brings CUDA and cuDNN as wheels; onnxruntime >= 1.21 loads them on request."""
+    import onnxruntime as ort
+
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
 
 
 def chunks(items: list[str], size: int) -> list[list[str]]:
@@ -118,62 +160,108 @@ def padding_ratio(encoder, calls: list[list[str]]) -> float | None:
     return round(padded / real, 3)
 
 
+def measure(label: str, one_pass, texts: list[str], repeats: int) -> tuple[list[float], CpuMeter]:
+    """texts/s of `repeats` timed passes (`one_pass()` returns its seconds), and the CPU they used."""
+    runs = []
+    with CpuMeter() as meter:
+        for repeat in range(repeats):
+            seconds = one_pass()
+            runs.append(len(texts) / seconds)
+            log(f"{label} pass {repeat + 1}/{repeats}: {len(texts)} texts in {seconds:.3f} s = {runs[-1]:.1f} texts/s")
+    return runs, meter
+
+
 def bench_model(key: str, args: argparse.Namespace, texts: list[str], warm_texts: list[str]) -> list[dict]:
     spec = CATALOG[key]
-    log(f"[{key}] loading encoder (threads={args.threads}) ...")
+    log(f"[{key}] loading encoder (threads={args.threads}, provider={args.provider}) ...")
     started = time.perf_counter()
-    encoder = load_encoder(spec, default_cache_dir(), args.threads, progress=log)
+    encoder = load_encoder(spec, default_cache_dir(), args.threads, progress=log, provider=args.provider)
     load_s = time.perf_counter() - started
-    rows = []
-    for batch in args.batches:
-        calls = chunks(texts, batch)
-        for warm in chunks(warm_texts, batch):
-            encoder.encode(warm)
-        runs = []
-        truncated = 0
-        with CpuMeter() as meter:
-            for repeat in range(args.repeats):
-                seconds, truncated = time_pass(encoder, calls)
-                runs.append(len(texts) / seconds)
-                log(
-                    f"[{key}] batch {batch} pass {repeat + 1}/{args.repeats}: {len(texts)} texts in "
-                    f"{seconds:.3f} s = {runs[-1]:.1f} texts/s"
-                )
-        median = statistics.median(runs)
-        row = {
-            "model": key,
-            "batch": batch,
-            "texts": len(texts),
-            "calls": len(calls),
-            "repeats": args.repeats,
+    with (
+        _upstream.upstream_model(spec, encoder.provider, args.threads)
+        if args.upstream_skipped is None
+        else contextlib.nullcontext()
+    ) as upstream:
+        agreement = _upstream.min_cosine(upstream, encoder, texts[:32]) if upstream is not None else None
+        return [
+            bench_batch(encoder, upstream, agreement, batch, load_s, args, texts, warm_texts) for batch in args.batches
+        ]
+
+
+def bench_batch(encoder, upstream, agreement, batch: int, load_s: float, args, texts, warm_texts) -> dict:
+    """One row: driftgate's texts/s at `batch` texts per call, and upstream's on the same calls."""
+    spec = encoder.spec
+    calls = chunks(texts, batch)
+    for warm in chunks(warm_texts, batch):
+        encoder.encode(warm)
+    truncated: list[int] = []
+
+    def ours() -> float:
+        seconds, n = time_pass(encoder, calls)
+        truncated.append(n)
+        return seconds
+
+    runs, meter = measure(f"[{spec.key}] batch {batch}", ours, texts, args.repeats)
+    median = statistics.median(runs)
+    row = {
+        "model": spec.key,
+        "provider": encoder.provider,
+        "batch": batch,
+        "texts": len(texts),
+        "calls": len(calls),
+        "repeats": args.repeats,
+        "texts_per_s": round(median, 2),
+        "texts_per_s_best": round(max(runs), 2),
+        "texts_per_s_worst": round(min(runs), 2),
+        "ms_per_text": round(1000 / median, 3),
+        "ms_per_call": round(1000 * len(texts) / median / len(calls), 3),
+        "model_max_batch": spec.max_batch,
+        "truncated_texts": truncated[-1],
+        "padding_ratio": padding_ratio(encoder, calls),
+        "load_s": round(load_s, 2),
+        "cpu": meter.summary(),
+    }
+    if upstream is not None:
+        row.update(upstream_figures(upstream, agreement, batch, median, args, texts, warm_texts))
+    if batch > spec.max_batch:
+        row["note"] = (
+            f"spec max_batch is {spec.max_batch}: each encode() got a list of {batch} texts, "
+            f"which the encoder ran in chunks of {spec.max_batch} (one inference per "
+            f"{'text' if spec.max_batch == 1 else f'{spec.max_batch} texts'}); "
+            "this measures per-call overhead amortisation, not batched inference"
+        )
+    if truncated[-1]:
+        row.setdefault(
+            "note_truncation",
+            f"{truncated[-1]} of {len(texts)} texts exceed max_tokens {spec.max_tokens} and were truncated",
+        )
+    return row
+
+
+def upstream_figures(upstream, agreement: float, batch: int, ours: float, args, texts, warm_texts) -> dict:
+    """sentence-transformers on the same device and the same calls, and driftgate's ratio to it."""
+    calls = chunks(texts, batch)
+    for warm in chunks(warm_texts, batch):
+        _upstream.encode(upstream, warm)
+    runs, meter = measure(
+        f"[upstream] batch {batch}", lambda: _upstream.time_pass(upstream, calls), texts, args.repeats
+    )
+    median = statistics.median(runs)
+    return {
+        "upstream": {
+            "library": "sentence-transformers",
+            "device": str(upstream.device),
             "texts_per_s": round(median, 2),
             "texts_per_s_best": round(max(runs), 2),
             "texts_per_s_worst": round(min(runs), 2),
-            "ms_per_text": round(1000 / median, 3),
-            "ms_per_call": round(1000 * len(texts) / median / len(calls), 3),
-            "model_max_batch": spec.max_batch,
-            "truncated_texts": truncated,
-            "padding_ratio": padding_ratio(encoder, calls),
-            "load_s": round(load_s, 2),
+            "min_cosine_to_driftgate": agreement,
             "cpu": meter.summary(),
-        }
-        if batch > spec.max_batch:
-            row["note"] = (
-                f"spec max_batch is {spec.max_batch}: each encode() got a list of {batch} texts, "
-                f"which the encoder ran in chunks of {spec.max_batch} (one inference per "
-                f"{'text' if spec.max_batch == 1 else f'{spec.max_batch} texts'}); "
-                "this measures per-call overhead amortisation, not batched inference"
-            )
-        if truncated:
-            row.setdefault(
-                "note_truncation",
-                f"{truncated} of {len(texts)} texts exceed max_tokens {spec.max_tokens} and were truncated",
-            )
-        rows.append(row)
-    return rows
+        },
+        "driftgate_over_upstream": round(ours / median, 3),
+    }
 
 
-def token_budget(keys: list[str], repeats: int) -> list[dict]:
+def token_budget(keys: list[str], repeats: int, provider: str) -> list[dict]:
     """One encode() of 1,000 three-word texts and of 64 long abstracts, per model, planned two ways:
     8 texts per call (the old fixed batch) and the spec's token budget (the default now)."""
     import dataclasses
@@ -190,7 +278,7 @@ def token_budget(keys: list[str], repeats: int) -> list[dict]:
         spec = CATALOG[key]
         if spec.max_batch_tokens is None:
             continue  # batch-dependent / in-graph tokenizer: one text per call either way
-        encoder = load_encoder(spec, default_cache_dir())
+        encoder = load_encoder(spec, default_cache_dir(), provider=provider)
         plans = {"fixed_8": dataclasses.replace(spec, max_batch=8, max_batch_tokens=None), "token_budget": spec}
         for workload, texts in (("short_3_words", short), ("long_abstracts", long)):
             speeds = {}
@@ -223,7 +311,8 @@ def time_import(key: str) -> dict:
     import tempfile
     from pathlib import Path
 
-    from gateway.encoders.convert.fetched import joined_source, source_spec
+    from gateway.encoders.cache import source_spec
+    from gateway.encoders.convert.fetched import joined_source
     from gateway.encoders.fetch import ensure_files
     from gateway.encoders.imported import import_checkpoint
 
@@ -286,14 +375,22 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_texts": len(warm_texts),
             "repeats": args.repeats,
             "intra_op_threads": args.threads,
+            "provider": args.provider,
+            "resolved_provider": args.device,
+            "upstream": _upstream.versions() if args.upstream_skipped is None else {"skipped": args.upstream_skipped},
             "text_source": "gateway/data/vaswani/corpus.jsonl.gz (file order, after the warm-up texts)",
             "text_chars_mean": round(statistics.mean(chars), 1),
             "text_chars_max": max(chars),
         },
         "results": results,
         "fp32_vs_int8": fp32_vs_int8(results),
+        "driftgate_over_upstream": [
+            {"model": r["model"], "batch": r["batch"], "ratio": r["driftgate_over_upstream"]}
+            for r in results
+            if "upstream" in r
+        ],
         "import": time_import(args.import_key) if args.import_key else None,
-        "token_budget": token_budget(args.models, args.repeats),
+        "token_budget": token_budget(args.models, args.repeats, args.provider),
         "load_average_before": load_before,
         "notes": [
             "cpu: cores busy during each row's timed passes; other_processes_cores > 0 means something "

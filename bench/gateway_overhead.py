@@ -11,6 +11,10 @@ with --model through the API) in a throwaway embedded PostgreSQL (or DATABASE_UR
 - postgres: pgbench -M prepared runs the same k-NN SQL (gateway/store/documents.py `search`)
   on the same tables, with the same per-connection settings (hnsw.ef_search, iterative scan).
 
+The gateway scans exactly (a different SQL) when a collection holds at most
+database.exact_scan_max_rows documents; the script sets that below --docs so that both sides
+run the index search (the JSON lists each run's sequential and index scans to show it).
+
 Both cycle through the same --vectors query vectors (real Vaswani queries). Two points:
 --connections (throughput; the goal is gateway/PostgreSQL >= 0.4) and one connection (p50
 latency; the goal is <= 0.5 ms added by the gateway). Each point runs wrk then pgbench,
@@ -48,8 +52,8 @@ from _db import Databases, PostgresServer
 from gateway.client import AsyncClient
 from gateway.config import load_settings
 from gateway.datasets import vaswani
+from gateway.encoders.cache import default_cache_dir
 from gateway.encoders.catalog import CATALOG
-from gateway.encoders.fetch import default_cache_dir
 from gateway.encoders.onnx import load_encoder
 from gateway.loadtest.runner import seed_collection
 from gateway.store.collections import documents_table, model_table
@@ -96,6 +100,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="hnsw.ef_search for both sides (default: the gateway's database.hnsw_ef_search); it decides the "
         "plan: on a small table a high value makes PostgreSQL scan exactly instead of using the HNSW index",
     )
+    p.add_argument(
+        "--exact-scan-max-rows",
+        type=int,
+        default=None,
+        help="the gateway's database.exact_scan_max_rows (default: --docs - 1, so that it searches through the "
+        "HNSW index like pgbench's SQL; at or above --docs it scans exactly, a different plan from pgbench's)",
+    )
     p.add_argument("--collection", default="c")
     p.add_argument("--verbose", action="store_true")
     return p.parse_args(argv)
@@ -127,11 +138,12 @@ def free_port() -> int:
 class ServeProcess:
     """`driftgate serve` in a subprocess on a free loopback port, against `dsn`."""
 
-    def __init__(self, dsn: str, workdir: Path, ef_search: int) -> None:
+    def __init__(self, dsn: str, workdir: Path, ef_search: int, exact_scan_max_rows: int) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "DATABASE_URL": dsn, "DRIFTGATE_ADMIN_TOKEN": ADMIN_TOKEN}
         env["DRIFTGATE_DATABASE__HNSW_EF_SEARCH"] = str(ef_search)
+        env["DRIFTGATE_DATABASE__EXACT_SCAN_MAX_ROWS"] = str(exact_scan_max_rows)
         self.log_path = workdir / "serve.log"
         self._log = self.log_path.open("wb")
         cmd = [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
@@ -343,6 +355,7 @@ def main(argv=None) -> int:
     tools = find_tools()
     load_before = load_average()
     ef_search = args.ef_search or load_settings(None).database.hnsw_ef_search
+    exact_scan_max_rows = args.exact_scan_max_rows if args.exact_scan_max_rows is not None else max(0, args.docs - 1)
     with PostgresServer() as server, tempfile.TemporaryDirectory(prefix="overhead-") as tmp:
         workdir = Path(tmp)
 
@@ -351,7 +364,7 @@ def main(argv=None) -> int:
             return databases.dsn(await databases.create_or_exit("overhead"))
 
         dsn = asyncio.run(make_db())  # dropped with the ephemeral server (or left on DATABASE_URL's)
-        serve = ServeProcess(dsn, workdir, ef_search)
+        serve = ServeProcess(dsn, workdir, ef_search, exact_scan_max_rows)
         try:
             asyncio.run(serve.wait_ready())
             prepared = asyncio.run(prepare(args, dsn, serve))
@@ -387,6 +400,7 @@ def main(argv=None) -> int:
                 "warmup": args.warmup,
                 "rounds": args.rounds,
                 "hnsw_ef_search": ef_search,
+                "gateway_exact_scan_max_rows": exact_scan_max_rows,
                 "serve_event_loop": event_loop,
                 "database": server.kind,
                 "wrk": subprocess.run([tools[0], "--version"], capture_output=True, text=True).stdout.split("\n")[0],

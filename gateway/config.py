@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.domain.errors import ConfigError
+from gateway.encoders.cache import default_cache_dir
 from gateway.encoders.catalog import CATALOG, ModelFile, ModelSpec
-from gateway.encoders.fetch import default_cache_dir
 from gateway.encoders.remote import RemoteEndpoint, RemoteModelSpec
 
 
@@ -189,6 +189,9 @@ class RemoteModel(_Section):
 class ModelsConfig(_Section):
     cache_dir: Path | None = None  # None: DRIFTGATE_MODEL_CACHE or the user's cache directory
     intra_op_threads: int = Field(0, ge=0)  # 0: onnxruntime picks (one per core)
+    # where local models run: auto = CUDA when onnxruntime lists it (onnxruntime-gpu), else the CPU;
+    # cuda where it is not available stops the start with a config error (domain/providers.py)
+    execution_provider: Literal["auto", "cpu", "cuda"] = "auto"
     batch_window_ms: float = Field(0.0, ge=0, le=1000)  # 0: batch only what queued during the last call
     micro_batching: bool = True
     # interactive texts that may wait for one model; beyond it requests get 503 encoder_busy
@@ -224,6 +227,9 @@ class BackfillConfig(_Section):
     index_parallel_workers: int | None = Field(None, ge=0, le=64)
     # HNSW ef_construction of the build (None: pgvector's 64); lower builds faster, with lower recall
     index_ef_construction: int | None = Field(None, ge=8, le=1000)
+    # documents:bulk?index=auto (the default) keeps the indexes while a load has written fewer rows
+    # than this share of the collection's rows at its start, then drops them and rebuilds at the end
+    bulk_rebuild_fraction: float = Field(0.1, ge=0)
 
 
 class ShadowConfig(_Section):

@@ -289,6 +289,11 @@ async def test_wrong_model_vectors_a_dimension_mismatch_and_hostile_names_are_re
     client = await make_client(adopt_settings(), admin_token=TOKEN)
     await make_source(dsn, encoder(client), 60)
     await make_source(dsn, None, 5, table="wide", dim=512)
+    conn = await connect(dsn)
+    try:
+        await conn.execute("CREATE TABLE half (id bigint PRIMARY KEY, body text, lang text, embedding halfvec(384))")
+    finally:
+        await conn.close()
 
     status, body = await admin(client, "POST", "docs/adopt", adopt_body(model=L6, follow=True))
     assert status == 409 and body["error"]["code"] == "vectors_mismatch", body
@@ -299,6 +304,7 @@ async def test_wrong_model_vectors_a_dimension_mismatch_and_hostile_names_are_re
         (adopt_body(table="public.nope"), 404, "table_not_found"),
         (adopt_body(text_column="title"), 400, "column_not_found"),
         (adopt_body(vector_column="lang", metadata_columns=[]), 400, "invalid_column_type"),
+        (adopt_body(table="public.half"), 400, "invalid_column_type"),
         (adopt_body(id_column="lang", metadata_columns=[]), 400, "id_not_unique"),
         (adopt_body(table="items; DROP TABLE items"), 400, "invalid_identifier"),
         (adopt_body(table='public."items"'), 400, "invalid_identifier"),
@@ -311,6 +317,8 @@ async def test_wrong_model_vectors_a_dimension_mismatch_and_hostile_names_are_re
     for hostile, code, error in cases:
         status, body = await admin(client, "POST", "docs/adopt", hostile)
         assert (status, body["error"]["code"]) == (code, error), (hostile, body)
+        if hostile["table"] == "public.half":  # says how to convert the column
+            assert "TYPE vector(384)" in body["error"]["message"], body
     assert (await client.post("/admin/v1/collections/docs/adopt", json=adopt_body())).status == 401
 
     conn = await connect(dsn)

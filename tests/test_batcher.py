@@ -71,21 +71,12 @@ async def test_with_batching_off_every_request_is_its_own_call(executor):
 
 
 async def test_an_idle_model_encodes_at_once_and_requests_queued_meanwhile_share_the_next_call(executor):
-    release = threading.Event()
-
-    class SlowFirstCall(FakeEncoder):
-        def encode(self, texts):
-            if not self.calls:
-                release.wait(5)
-            return super().encode(texts)
-
-    fake = SlowFirstCall()
+    fake = Gated()
     batcher = MicroBatcher(fake.encode, executor, max_batch=64, window_s=0.0)
-    first = asyncio.ensure_future(batcher.encode(["first"]))
-    await asyncio.sleep(0.05)  # the first call is running, with no window to wait out
-    queued = [asyncio.ensure_future(batcher.encode([f"q{i}"])) for i in range(5)]
-    await asyncio.sleep(0.05)
-    release.set()
+    first = await submitted(batcher, ["first"])
+    await until(fake.entered.is_set)  # the first call is running, with no window to wait out
+    queued = [await submitted(batcher, [f"q{i}"]) for i in range(5)]
+    fake.release.set()
     await asyncio.gather(first, *queued)
     await batcher.close()
     assert fake.calls == [1, 5]
@@ -119,6 +110,15 @@ class Gated(FakeEncoder):
         return super().encode(texts)
 
 
+async def submitted(batcher: MicroBatcher, texts: list[str]) -> asyncio.Task:
+    """`batcher.encode(texts)` as a task, returned once the request is queued: `encode` queues it
+    before its first await, and one turn of the loop runs the new task up to there."""
+    task = asyncio.ensure_future(batcher.encode(texts))
+    await asyncio.sleep(0)  # a turn of the loop, not a wait: the task was scheduled before this coroutine resumes
+    assert not task.done(), task  # queued and waiting for its pieces (a refusal would have ended it)
+    return task
+
+
 async def until(predicate) -> None:
     """Yield to the loop until `predicate()` holds (the fake encoder makes progress instantly)."""
     for _ in range(10_000):
@@ -133,8 +133,7 @@ async def test_a_one_text_query_waits_for_at_most_the_piece_running_not_for_a_la
     batcher = MicroBatcher(fake.encode, executor, max_batch=8)
     large = [asyncio.ensure_future(batcher.encode([f"big{j}-{i:02d}" for i in range(80)])) for j in range(3)]
     await until(fake.entered.is_set)  # the first piece of the first large request is running
-    query = asyncio.ensure_future(batcher.encode(["query"]))
-    await asyncio.sleep(0.01)
+    query = await submitted(batcher, ["query"])
     fake.release.set()
     await asyncio.gather(query, *large)
     await batcher.close()
@@ -147,8 +146,7 @@ async def test_pieces_of_large_requests_take_turns(executor):
     batcher = MicroBatcher(fake.encode, executor, max_batch=4)
     first = asyncio.ensure_future(batcher.encode([f"a{i}" for i in range(12)]))
     await until(fake.entered.is_set)
-    second = asyncio.ensure_future(batcher.encode([f"b{i}" for i in range(12)]))
-    await asyncio.sleep(0.01)
+    second = await submitted(batcher, [f"b{i}" for i in range(12)])
     fake.release.set()
     await asyncio.gather(first, second)
     await batcher.close()
@@ -163,8 +161,7 @@ async def test_work_of_a_caller_that_has_gone_is_skipped_not_computed(executor):
     await until(fake.entered.is_set)
     for task in abandoned:
         task.cancel()  # the client disconnected, or the request deadline passed
-    query = asyncio.ensure_future(batcher.encode(["query"]))
-    await asyncio.sleep(0.01)
+    query = await submitted(batcher, ["query"])
     fake.release.set()
     await query
     await asyncio.gather(*abandoned, return_exceptions=True)

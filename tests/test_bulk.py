@@ -4,6 +4,7 @@ before its chunk with its line number, everything before that chunk kept."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import asyncpg
@@ -145,6 +146,63 @@ async def test_an_unknown_index_mode_or_collection_is_refused(gateway):
     assert response.status == 400 and "rebuild, later, keep" in (await response.json())["error"]["message"]
     response = await bulk(gateway, ndjson([("a", "t")]), collection="nope")
     assert response.status == 404
+
+
+async def test_the_next_chunk_is_embedded_while_the_one_before_it_is_still_in_flight(gateway, dsn, monkeypatch):
+    # models.bulk_lanes is 2: the loader starts embedding chunk 2 before chunk 1 is committed. The
+    # first embed waits until the second has started (a serial loader never starts it: a stall)
+    from gateway.api.keys import BULK
+
+    collections = gateway.server.app[BULK]._collections
+    real = collections.embed_documents
+    second_started = asyncio.Event()
+    calls = []
+
+    async def embed_documents(name, documents, *, bulk=False):
+        calls.append(len(documents))
+        if len(calls) == 1:
+            async with asyncio.timeout(60):  # a stall backstop, not a speed check
+                await second_started.wait()
+        else:
+            second_started.set()
+        return await real(name, documents, bulk=bulk)
+
+    monkeypatch.setattr(collections, "embed_documents", embed_documents)
+    docs = vaswani(limit=120).corpus
+    response = await bulk(gateway, ndjson(docs))
+    assert response.status == 200, await response.text()
+    assert (await response.json())["loaded"] == 120 and calls == [50, 50, 20]
+    assert set(await stored(dsn)) == {doc_id for doc_id, _ in docs}
+
+
+async def index_oid(dsn: str) -> int | None:
+    """The OID of the L3 table's HNSW index (a new one after a rebuild), None without one."""
+    from gateway.domain.identifiers import embedding_table
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval("SELECT to_regclass($1)::oid", f"dgc_{C}.{embedding_table(L3)}_hnsw")
+    finally:
+        await conn.close()
+
+
+async def test_index_auto_keeps_the_index_for_a_small_load_and_rebuilds_it_for_a_large_one(gateway, dsn):
+    docs = vaswani(limit=230).corpus
+    first = await (await bulk(gateway, ndjson(docs[:100]))).json()  # the default: auto, into an empty collection
+    assert first["index"] == "built" and first["loaded"] == 100
+    before = await index_oid(dsn)
+    assert before is not None
+    # 10 rows are a tenth of 100 (backfill.bulk_rebuild_fraction): the graph takes them row by row
+    small = await (await bulk(gateway, ndjson(docs[100:110]), index="auto")).json()
+    assert small == {"loaded": 10, "chunks": 1, "lines": 10, "truncated": small["truncated"], "index": "kept"}
+    assert await index_oid(dsn) == before
+    # 120 rows pass a tenth of 110 in the first chunk: dropped, written, built again when the load ends
+    large = await (await bulk(gateway, ndjson(docs[110:]))).json()
+    assert large["index"] == "built" and large["loaded"] == 120 and large["chunks"] == 3
+    after = await index_oid(dsn)
+    assert after is not None and after != before
+    report = await status(gateway)
+    assert report["models"][L3]["rows"] == 230 and report["models"][L3]["index_ready"] is True
 
 
 async def test_a_bulk_load_during_a_migration_writes_both_models(gateway, dsn):

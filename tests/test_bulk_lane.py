@@ -66,3 +66,18 @@ async def test_a_query_is_answered_while_a_bulk_encode_is_still_running():
     finally:
         gate.set()
         await embeddings.close()
+
+
+async def test_a_large_bulk_encode_is_cut_into_one_piece_per_lane_and_joined_in_order():
+    recorder = Recorder()
+    embeddings = service(recorder)  # 2 bulk lanes; L3's batch is 256 texts
+    texts = ["x" * (i % 7 + 1) for i in range(600)]
+    try:
+        encoded = await embeddings.embed(L3, texts, "document", bulk=True)
+        small = await embeddings.embed(L3, texts[:300], "document", bulk=True)  # under 2 batches: whole
+    finally:
+        await embeddings.close()
+    assert sorted(size for _, _, size in recorder.calls) == [300, 300, 300]
+    assert all(thread.startswith("bulk-encode") for thread, _, _ in recorder.calls)
+    assert encoded.vectors[:, 0].tolist() == [len(t) for t in texts] and len(encoded.truncated) == 600
+    assert len(small.tokens) == 300

@@ -240,6 +240,17 @@ def test_after_sign_in_the_console_only_sends_the_browser_to_its_own_pages(gatew
     assert reply.headers["Location"] == "/console/models"
 
 
+def test_the_models_page_says_where_each_model_runs_here(gateway):
+    import onnxruntime as ort
+
+    here = "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
+    http, _csrf = signed_in(gateway)
+    html = http.get(gateway.url + "/console/models", timeout=60).text
+    assert "<th>Runs on</th>" in html
+    row = re.search(r'<tr data-model="' + re.escape(L3) + r'">(.*?)</tr>', html, re.S)
+    assert row and f'<td class="provider">{here}</td>' in row.group(1)
+
+
 @pytest.mark.parametrize(
     ("path", "form", "status", "code", "says"),
     [

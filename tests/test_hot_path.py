@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 
 import numpy as np
 import pytest
 
 from gateway.api import fastjson
-from gateway.api.requests import _bounded_int, _reject_constant
+from gateway.api.app import create_app
+from gateway.api.context import new_request_id
+from gateway.api.metrics import Metrics
+from gateway.api.requests import _bounded_int, _reject_constant, read_body
 from gateway.api.responses import strict_dumps
 from gateway.commands.runtime import event_loop_factory
+from gateway.config import LimitsConfig, load_settings
+from gateway.domain.errors import PayloadTooLarge
 from gateway.services.collections import query_vector_array
 
 
@@ -96,3 +102,83 @@ def test_the_query_vector_shortcut_gives_the_careful_paths_vector_bit_for_bit():
 def test_the_event_loop_can_be_forced_back_to_asyncios_own(monkeypatch):
     monkeypatch.setenv("DRIFTGATE_EVENT_LOOP", "asyncio")
     assert event_loop_factory() is None
+
+
+class ChunkedRequest:
+    """What read_body uses of a request: its Content-Length (unknown here) and its body, in chunks."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.content_length = None
+        self.content = self
+        self._chunks = chunks
+
+    async def iter_any(self):
+        for chunk in self._chunks:
+            yield chunk
+
+
+BUDGET = 100
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"[" + b"0," * 150 + b"0]"],  # one chunk
+        [b"[" + b"0," * 60, b"0," * 60, b"0," * 30 + b"0]"],  # over the size bound only in its third chunk
+        # the first chunk is under the size bound; the one that crosses it holds only two more commas
+        [b"[" + b"0," * 99, b"0,0,0]" + b" " * 200],
+    ],
+    ids=["one chunk", "three chunks", "commas before the crossing chunk"],
+)
+async def test_a_body_over_the_value_budget_is_refused_however_it_is_split(chunks):
+    limits = LimitsConfig(max_json_values=BUDGET)
+    with pytest.raises(PayloadTooLarge) as refused:
+        await read_body(ChunkedRequest(chunks), limits, 1 << 20)
+    assert refused.value.code == "too_many_values"
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"[" + b"0," * 98 + b"0]"],  # 100 values: the budget exactly
+        [b'{"text": "' + b"x" * 500, b"y" * 500 + b'"}'],  # long, but two values: never counted by bytes
+    ],
+    ids=["at the budget", "long text"],
+)
+async def test_a_body_within_the_value_budget_is_read_whole(chunks):
+    assert await read_body(ChunkedRequest(chunks), LimitsConfig(max_json_values=BUDGET), 1 << 20) == b"".join(chunks)
+
+
+def test_cached_metric_children_are_the_registrys_own():
+    metrics = Metrics()
+    child = metrics.request_count("POST", "/v1/collections/{collection}/query", "200")
+    assert child is metrics.request_count("POST", "/v1/collections/{collection}/query", "200")
+    assert child is metrics.requests.labels("POST", "/v1/collections/{collection}/query", "200")
+    child.inc()
+    metrics.request_latency("POST", "/x").observe(0.002)
+    sample = metrics.registry.get_sample_value(
+        "driftgate_http_requests_total",
+        {"method": "POST", "route": "/v1/collections/{collection}/query", "status": "200"},
+    )
+    assert sample == 1.0
+    assert (
+        metrics.registry.get_sample_value(
+            "driftgate_http_request_duration_seconds_count", {"method": "POST", "route": "/x"}
+        )
+        == 1.0
+    )
+
+
+def test_generated_request_ids_are_random_version_4_uuids():
+    ids = {new_request_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for value in ids:
+        parsed = uuid.UUID(hex=value)
+        assert parsed.hex == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_the_query_route_is_the_first_one_the_router_tries():
+    app = create_app(load_settings(None), "postgresql://unused/unused")
+    first = next(iter(app.router.resources()))
+    assert first.canonical == "/v1/collections/{collection}/query"
+    assert [route.method for route in first] == ["POST"]

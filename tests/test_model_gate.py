@@ -12,8 +12,8 @@ import pytest
 from gateway.api.keys import EMBEDDINGS
 from gateway.config import Settings, load_settings
 from gateway.domain.vectors import min_row_cosine, row_cosines
+from gateway.encoders.cache import source_spec
 from gateway.encoders.catalog import CATALOG
-from gateway.encoders.convert.fetched import source_spec
 from gateway.encoders.fetch import default_cache_dir, ensure_files, local_path
 from gateway.encoders.imported import import_checkpoint
 from tests.helpers import AUTH, L3, L6, SRE, TOKEN, USE, create_collection, wait_for_progress

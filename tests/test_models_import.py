@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 from gateway.config import load_settings
+from gateway.encoders.cache import source_spec
 from gateway.encoders.catalog import CATALOG
 from gateway.encoders.convert import CheckpointError, PlainPooling
 from gateway.encoders.convert.checkpoint import read_checkpoint
-from gateway.encoders.convert.fetched import source_spec
 from gateway.encoders.fetch import default_cache_dir, ensure_files, local_path
 from gateway.encoders.imported import ImportRefused, import_checkpoint, imported_specs
 from gateway.encoders.onnx import pool

@@ -29,6 +29,7 @@ from tests.helpers import (
     finish_without_stalling,
     seed,
     settings_with,
+    until,
     wait_for_progress,
     wait_phase,
 )
@@ -186,7 +187,11 @@ async def test_connections_beyond_the_cap_get_a_json_503_and_are_closed(make_cli
     client = await make_client(settings(max_connections=2))
     held = [await asyncio.open_connection(client.host, client.port) for _ in range(2)]
     try:
-        await asyncio.sleep(0.1)  # let the server accept them
+
+        async def accepted() -> bool:  # the server holds both: the next one is over the cap
+            return len(client.server.runner.server.connections) == 2
+
+        await until(accepted, "the server to accept the held connections")
         reader, writer = await asyncio.open_connection(client.host, client.port)
         answer = await reader.read()  # until the server closes it
         writer.close()

@@ -12,7 +12,7 @@ from gateway.api.keys import SHADOW
 from gateway.config import load_settings
 from gateway.domain.shadow import sampled
 from gateway.encoders.onnx import load_encoder
-from tests.helpers import AUTH, L3, L6, TOKEN, admin, seed, wait_phase
+from tests.helpers import AUTH, L3, L6, TOKEN, admin, seed, until, wait_phase
 
 
 class Gate:
@@ -119,7 +119,11 @@ async def test_a_shadow_slower_than_its_timeout_counts_as_a_timeout(make_client)
     client = await ready_with_shadow(make_client, timeout_s=0.2)
     Gate.block.set()
     assert (await query(client, "q: slow")).status == 200
-    await asyncio.sleep(0.5)
+
+    async def timed_out() -> bool:  # counted while the shadow model is still blocked, not after
+        return (await admin(client, "GET", "status"))[1]["shadow_metrics"]["errors"] == {"timeout": 1}
+
+    await until(timed_out, "the blocked shadow to time out")
     Gate.block.clear()
     await client.app[SHADOW].drain()
     assert (await admin(client, "GET", "status"))[1]["shadow_metrics"]["errors"] == {"timeout": 1}

@@ -27,6 +27,7 @@ from gateway.api.responses import json_response
 from gateway.domain.backfill import BackfillAction
 from gateway.domain.errors import NotFound, Unauthorized
 from gateway.domain.state import ReadMode
+from gateway.domain.storage import Storage
 from gateway.services import plan as plan_service
 from gateway.services.migrations import Actor
 from gateway.services.status import annotate_remote, collection_status
@@ -38,6 +39,11 @@ PREFIX = "/admin/v1/collections/{collection}"
 
 class StartMigration(StrictBody):
     to_model: str = Field(min_length=1)
+    storage: Storage = Field(
+        default=Storage.VECTOR,
+        strict=False,
+        description="the new model table's element type: vector (float32) or halfvec (float16, docs/storage.md)",
+    )
 
 
 class PlanMigration(StrictBody):
@@ -127,6 +133,8 @@ async def status_report(app: web.Application, name: str) -> dict:
         app[POOL], app[COLLECTIONS], name, {"replica": app[REPLICA_ID], **app[SHADOW].summary(name)}
     )
     report["adapter"] = await app[ADAPTERS].describe(name)
+    for key, model in report["models"].items():
+        model["execution_provider"] = app[EMBEDDINGS].execution_provider(key)
     return annotate_remote(report, app[DRIFT_WATCH], app[MIGRATION_TOKENS], app[REPLICA_ID])
 
 
@@ -138,7 +146,9 @@ async def status(request: web.Request) -> web.Response:
 @routes.post(PREFIX + "/migrations")
 async def start_migration(request: web.Request) -> web.Response:
     body = await parse_body(request, StartMigration)
-    state = await request.app[MIGRATIONS].start(request.match_info["collection"], body.to_model, _actor(request))
+    state = await request.app[MIGRATIONS].start(
+        request.match_info["collection"], body.to_model, _actor(request), body.storage
+    )
     return json_response(_state_body(state), status=202)
 
 

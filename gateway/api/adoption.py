@@ -95,6 +95,7 @@ async def adoption_ctx(app: web.Application) -> AsyncIterator[None]:
     runner = AdoptionRunner(
         app[POOL],
         app[EMBEDDINGS],
+        app[COLLECTIONS].writer,
         replica=app[REPLICA_ID],
         chunk_rows=settings.adoption.chunk_rows,
         max_rows_per_s=settings.adoption.max_rows_per_s,

@@ -68,8 +68,8 @@ async def metrics_middleware(request: web.Request, handler) -> web.StreamRespons
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     metrics = request.app[METRICS]
-    metrics.requests.labels(request.method, route, str(response.status)).inc()
-    metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
+    metrics.request_count(request.method, route, str(response.status)).inc()
+    metrics.request_latency(request.method, route).observe(time.perf_counter() - started)
     return response
 
 
@@ -114,7 +114,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[MIGRATIONS] = MigrationService(app[POOL], collections, embeddings, chunk_size=settings.backfill.chunk_size)
     app[BACKFILL_CONTROL] = BackfillControl(app[POOL], collections)
     app[VERIFIER] = Verifier(app[POOL], collections, embeddings)
-    app[BULK] = BulkLoader(app[POOL], collections, settings.backfill)
+    app[BULK] = BulkLoader(app[POOL], collections, settings.backfill, encode_ahead=settings.models.bulk_lanes)
     collections.adapters.on_load = metrics.record_adapter
     app[ADAPTERS] = AdapterService(app[POOL], collections, collections.adapters, settings.adapter)
     shadow = settings.shadow
@@ -278,6 +278,7 @@ def create_app(
     app.cleanup_ctx.append(_backfill_worker)
     app.cleanup_ctx.append(_gauges)
     app.cleanup_ctx.append(adoption.adoption_ctx)
+    app.add_routes(data_plane.query_routes)  # first: the hot path is the first route tried (data_plane.py)
     app.add_routes(admin.routes)
     app.add_routes(bulk.routes)
     app.add_routes(adoption.routes)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from enum import StrEnum
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -24,18 +23,10 @@ from gateway.api.responses import json_response
 from gateway.config import LimitsConfig
 from gateway.domain.errors import BadLine, GatewayError, InvalidRequest, RequestTimeout
 from gateway.domain.identifiers import validate_document_id
-from gateway.services.bulk import Chunk
+from gateway.services.bulk import Chunk, IndexMode
 from gateway.services.collections import NewDocument
 
 routes = web.RouteTableDef()
-
-
-class IndexMode(StrEnum):
-    """What a bulk load does with the collection's HNSW indexes."""
-
-    REBUILD = "rebuild"  # drop them first, build them (CONCURRENTLY) when the load ends: fastest for large loads
-    LATER = "later"  # drop them first and leave them unbuilt: several loads in a row, then POST .../index
-    KEEP = "keep"  # keep them: every row is inserted into the graph (a small load into a large collection)
 
 
 def unbounded(handler):
@@ -48,19 +39,14 @@ def unbounded(handler):
 @unbounded
 async def bulk_load(request: web.Request) -> web.Response:
     try:
-        mode = IndexMode(request.query.get("index", IndexMode.REBUILD))
+        mode = IndexMode(request.query.get("index", IndexMode.AUTO))
     except ValueError:
         raise InvalidRequest(
             f"index must be one of {', '.join(m.value for m in IndexMode)}", code="invalid_request"
         ) from None
     settings = request.app[SETTINGS]
     chunks = read_chunks(request, settings.limits, settings.server.request_timeout_s)
-    report = await request.app[BULK].load(
-        request.match_info["collection"],
-        chunks,
-        defer_index=mode != IndexMode.KEEP,
-        build_index=mode == IndexMode.REBUILD,
-    )
+    report = await request.app[BULK].load(request.match_info["collection"], chunks, index=mode)
     return json_response(
         {
             "loaded": report.loaded,

@@ -25,32 +25,42 @@ from gateway.api.requests import (
 )
 from gateway.api.responses import json_response, strict_dumps
 from gateway.domain.errors import InvalidFilter, InvalidRequest
+from gateway.domain.storage import Storage
 from gateway.services.collections import DocumentRow, NewDocument
 
 routes = web.RouteTableDef()
+# the query route, registered before every other route (app.py): aiohttp tries the resources
+# under one path prefix in registration order, awaiting each one's match, on every request
+query_routes = web.RouteTableDef()
 
 
 @routes.put("/v1/collections/{collection}")
 async def put_collection(request: web.Request) -> web.Response:
     body = await parse_body(request, CreateCollection)
-    state, created = await request.app[COLLECTIONS].create(request.match_info["collection"], body.model)
-    return json_response(
-        {"name": state.name, "model": state.read_model, "phase": state.phase.value}, status=201 if created else 200
-    )
+    name = request.match_info["collection"]
+    state, created = await request.app[COLLECTIONS].create(name, body.model, body.storage)
+    storage = (await request.app[COLLECTIONS].storage(name))[state.read_model]
+    answer = {"name": state.name, "model": state.read_model, "phase": state.phase.value}
+    if storage != Storage.VECTOR:  # said where it is not the default, so older answers stay as they were
+        answer["storage"] = storage.value
+    return json_response(answer, status=201 if created else 200)
 
 
 @routes.get("/v1/collections/{collection}")
 async def get_collection(request: web.Request) -> web.Response:
-    state, count = await request.app[COLLECTIONS].describe(request.match_info["collection"])
-    return json_response(
-        {
-            "name": state.name,
-            "read_model": state.read_model,
-            "write_models": list(state.write_models),
-            "phase": state.phase.value,
-            "documents": count,
-        }
-    )
+    name = request.match_info["collection"]
+    state, count = await request.app[COLLECTIONS].describe(name)
+    storage = {m: s for m, s in (await request.app[COLLECTIONS].storage(name)).items() if m in state.write_models}
+    answer = {
+        "name": state.name,
+        "read_model": state.read_model,
+        "write_models": list(state.write_models),
+        "phase": state.phase.value,
+        "documents": count,
+    }
+    if any(s != Storage.VECTOR for s in storage.values()):  # absent: every table is `vector`
+        answer["storage"] = {model: s.value for model, s in storage.items()}
+    return json_response(answer)
 
 
 @routes.put("/v1/collections/{collection}/documents/{id}")
@@ -161,42 +171,49 @@ def decode_cursor(cursor: str) -> str:
         ) from None
 
 
-@routes.post("/v1/collections/{collection}/query")
+@query_routes.post("/v1/collections/{collection}/query")
 async def query(request: web.Request) -> web.StreamResponse:
     limits = request.app[SETTINGS].limits
     body = await parse_body(request, QueryBody)
     if body.k > limits.max_k:
         raise InvalidRequest(f"k is {body.k}, the limit is {limits.max_k}", code="k_out_of_range")
     metadata_filter = parse_metadata_filter(body.filter, limits)
+    large = request.app[LARGE_RESPONSES]
+    if not large.is_large(body.k):  # the common answer: no slot to take, built whole
+        result = await _answer_query(request, body, metadata_filter)
+        return json_response(
+            {"model": result.model, "truncated": result.truncated, "hits": [_hit(h) for h in result.hits]}
+            | ({"adapted_from": result.adapted_from} if result.adapted_from else {}),
+            headers={"X-Driftgate-Model": result.model_header},
+        )
+    async with large.slot(body.k):
+        return await _stream_hits(request, await _answer_query(request, body, metadata_filter))
+
+
+async def _answer_query(request: web.Request, body: QueryBody, metadata_filter):
+    """Run the query (text or vector) and count it in the metrics."""
+    limits = request.app[SETTINGS].limits
     service = request.app[COLLECTIONS]
     name = request.match_info["collection"]
     started = time.perf_counter()
-    large = request.app[LARGE_RESPONSES]
-    async with large.slot(body.k):
-        if body.text is not None:
-            check_text(body.text, limits)
-            result = await service.query_text(name, body.text, body.k, metadata_filter)
-            # after the answer is computed and before it is sent: offer() never waits
-            request.app[SHADOW].offer(
-                result,
-                text=body.text,
-                k=body.k,
-                metadata_filter=metadata_filter,
-                request_id=request.headers.get("X-Request-Id"),
-            )
-        else:
-            assert body.vector is not None and body.model is not None
-            result = await service.query_vector(name, body.vector, body.model, body.k, metadata_filter)
-        request.app[METRICS].query_latency.labels(name, result.model).observe(time.perf_counter() - started)
-        if result.adapted_from:
-            request.app[METRICS].adapted_queries.labels(name, result.adapted_from).inc()
-        if not large.is_large(body.k):
-            return json_response(
-                {"model": result.model, "truncated": result.truncated, "hits": [_hit(h) for h in result.hits]}
-                | ({"adapted_from": result.adapted_from} if result.adapted_from else {}),
-                headers={"X-Driftgate-Model": result.model_header},
-            )
-        return await _stream_hits(request, result)
+    if body.text is not None:
+        check_text(body.text, limits)
+        result = await service.query_text(name, body.text, body.k, metadata_filter)
+        # after the answer is computed and before it is sent: offer() never waits
+        request.app[SHADOW].offer(
+            result,
+            text=body.text,
+            k=body.k,
+            metadata_filter=metadata_filter,
+            request_id=request.headers.get("X-Request-Id"),
+        )
+    else:
+        assert body.vector is not None and body.model is not None
+        result = await service.query_vector(name, body.vector, body.model, body.k, metadata_filter)
+    request.app[METRICS].query_latency_of(name, result.model).observe(time.perf_counter() - started)
+    if result.adapted_from:
+        request.app[METRICS].adapted_queries.labels(name, result.adapted_from).inc()
+    return result
 
 
 def _hit(hit) -> dict:

@@ -36,6 +36,8 @@ async def readyz(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     request.app[METRICS].record_large_responses(request.app[LARGE_RESPONSES])
+    embeddings = request.app[EMBEDDINGS]
+    request.app[METRICS].record_providers({key: embeddings.execution_provider(key) for key in embeddings.loaded()})
     return web.Response(
         body=request.app[METRICS].exposition(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
     )

@@ -3,10 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Children:
+    """A labelled metric's children, found with one dict lookup.
+
+    prometheus_client's `labels()` checks and converts the values and takes a lock on every
+    call (several microseconds, three times per query); the child it returns never changes for
+    the same values, so the hot path keeps them here. Only for metrics whose children are never
+    removed."""
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class Metrics:
@@ -83,6 +103,12 @@ class Metrics:
             "driftgate_model_drift",
             "1 while the drift watch finds a remote model's probe vectors moved",
             ["model"],
+            registry=self.registry,
+        )
+        self.model_execution_provider = Gauge(
+            "driftgate_model_execution_provider",
+            "1 for each loaded model and where it runs (cpu, cuda or remote)",
+            ["model", "provider"],
             registry=self.registry,
         )
         self.model_tokens = Counter(
@@ -193,6 +219,10 @@ class Metrics:
             ["collection", "query_model"],
             registry=self.registry,
         )
+        # the children every request or query touches (see Children)
+        self.request_count = Children(self.requests)
+        self.request_latency = Children(self.latency)
+        self.query_latency_of = Children(self.query_latency)
 
     def record_adapter(self, adapter) -> None:
         """The validation figures of an adapter a replica has just loaded."""
@@ -226,6 +256,11 @@ class Metrics:
         self.large_in_flight.set(large.in_flight)
         self.large_high_water.set(large.high_water)
         self.large_waited.set(large.waited)
+
+    def record_providers(self, providers: dict[str, str]) -> None:
+        """Set the execution-provider gauge of every loaded model (`EmbeddingService.execution_provider`)."""
+        for model, provider in providers.items():
+            self.model_execution_provider.labels(model, provider).set(1)
 
     def record_follow_lag(self, collection: str, lag: dict) -> None:
         self.follow_lag.labels(collection).set(lag["lag_s"])

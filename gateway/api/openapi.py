@@ -45,9 +45,11 @@ _INDEX_MODE = {
     "name": "index",
     "in": "query",
     "required": False,
-    "description": "rebuild: drop the HNSW indexes, build them when the load ends; later: leave them unbuilt "
-    "(POST /admin/v1/collections/{collection}/index); keep: insert into them row by row",
-    "schema": {"type": "string", "enum": ["rebuild", "later", "keep"], "default": "rebuild"},
+    "description": "auto: keep the HNSW indexes while the load has written fewer rows than "
+    "backfill.bulk_rebuild_fraction (0.1) of the collection's rows at its start, then as rebuild (an empty "
+    "collection: rebuild from the start); rebuild: drop the HNSW indexes, build them when the load ends; later: "
+    "leave them unbuilt (POST /admin/v1/collections/{collection}/index); keep: insert into them row by row",
+    "schema": {"type": "string", "enum": ["auto", "rebuild", "later", "keep"], "default": "auto"},
 }
 _DATA_ERRORS = (400, 404, 409, 413, 503)
 _ADMIN_ERRORS = (400, 401, 404, 409, 503)

@@ -16,6 +16,7 @@ from gateway.api.keys import SETTINGS
 from gateway.config import LimitsConfig
 from gateway.domain.errors import InvalidRequest, PayloadTooLarge
 from gateway.domain.filters import Filter, parse_filter
+from gateway.domain.storage import Storage
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -28,6 +29,13 @@ class StrictBody(BaseModel):
 
 class CreateCollection(StrictBody):
     model: str = Field(min_length=1, description="model key from `driftgate models list`")
+    storage: Storage | None = Field(
+        default=None,
+        strict=False,
+        description="the model table's element type: vector (float32, the default) or halfvec "
+        "(float16: half the size of table and index, docs/storage.md); an existing collection "
+        "asked for with another storage answers 409",
+    )
 
 
 class DocumentBody(StrictBody):
@@ -163,10 +171,15 @@ async def read_body(request: web.Request, limits: LimitsConfig, max_bytes: int) 
     parts: list[bytes] = []
     size, separators, checkpoint = 0, 0, _COUNT_OFF_LOOP
     async for chunk in request.content.iter_any():
+        before = size
         size += len(chunk)
         if size > max_bytes:
             raise PayloadTooLarge("request body is too large; split the batch")
         parts.append(chunk)
+        if size // 2 + 1 <= budget:  # too short to hold more values (see count_values): no need to count
+            continue
+        if before // 2 + 1 <= budget:  # the first chunk past that size: count the ones before it too
+            separators = sum(part.count(b",") + part.count(b'"') for part in parts[:-1])
         separators += chunk.count(b",") + chunk.count(b'"')
         if separators > budget and size >= checkpoint:  # maybe over: count what came so far exactly
             parts = [b"".join(parts)]

@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway.domain.backfill import BackfillState
 from gateway.domain.phases import Phase
+from gateway.domain.storage import Storage
 
 Schema = dict[str, Any]
 
@@ -38,13 +39,39 @@ METADATA: Schema = {"type": "object", "additionalProperties": True}
 STRINGS: Schema = {"type": "array", "items": STRING}
 PHASE: Schema = {"type": "string", "enum": [p.value for p in Phase]}
 BACKFILL_STATE: Schema = {"type": "string", "enum": [s.value for s in BackfillState]}
+STORAGE: Schema = {"type": "string", "enum": [s.value for s in Storage]}
+# one model of a collection in the status report; execution_provider: where this replica runs it
+STATUS_MODEL: Schema = obj(
+    ["dim", "rows", "coverage", "execution_provider"],
+    {
+        "dim": INTEGER,
+        "rows": INTEGER,
+        "coverage": NUMBER,
+        "missing": INTEGER,
+        "stale": INTEGER,
+        "index_ready": BOOLEAN,
+        "verified": nullable(BOOLEAN),
+        "storage": STORAGE,
+        "execution_provider": {"type": "string", "enum": ["cpu", "cuda", "remote"]},
+    },
+)
 
 SCHEMAS: dict[str, Schema] = {
     "Error": obj(["error"], {"error": obj(["code", "message"], {"code": STRING, "message": STRING})}),
-    "CreatedCollection": obj(["name", "model", "phase"], {"name": STRING, "model": STRING, "phase": PHASE}),
+    "CreatedCollection": obj(
+        ["name", "model", "phase"], {"name": STRING, "model": STRING, "phase": PHASE, "storage": STORAGE}
+    ),
     "Collection": obj(
         ["name", "read_model", "write_models", "phase", "documents"],
-        {"name": STRING, "read_model": STRING, "write_models": STRINGS, "phase": PHASE, "documents": INTEGER},
+        {
+            "name": STRING,
+            "read_model": STRING,
+            "write_models": STRINGS,
+            "phase": PHASE,
+            "documents": INTEGER,
+            # present when a write model's table is not `vector` (docs/storage.md)
+            "storage": {"type": "object", "additionalProperties": STORAGE},
+        },
     ),
     "WriteResult": obj(["id", "version"], {"id": STRING, "version": INTEGER, "truncated": BOOLEAN}),
     "WriteResults": obj(["results"], {"results": {"type": "array", "items": ref("WriteResult")}}),
@@ -126,7 +153,7 @@ SCHEMAS: dict[str, Schema] = {
             "from_model": nullable(STRING),
             "to_model": nullable(STRING),
             "state_version": INTEGER,
-            "models": {"type": "object", "additionalProperties": METADATA},
+            "models": {"type": "object", "additionalProperties": STATUS_MODEL},
             "backfill": obj([], {"state": BACKFILL_STATE, "done": INTEGER, "total": INTEGER}),
             "shadow": METADATA,
             "shadow_metrics": METADATA,

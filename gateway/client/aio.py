@@ -99,9 +99,10 @@ class AsyncClient:
 
     # -- data plane ---------------------------------------------------------------------
 
-    async def create_collection(self, name: str, model: str) -> Collection:
-        """Create a collection served by `model` (`created` False: it existed with that model)."""
-        return await self._run(calls.create_collection(name, model))
+    async def create_collection(self, name: str, model: str, storage: str | None = None) -> Collection:
+        """Create a collection served by `model` (`created` False: it existed with that model);
+        `storage` "halfvec" stores its vectors as float16 (docs/storage.md)."""
+        return await self._run(calls.create_collection(name, model, storage))
 
     async def get_collection(self, name: str) -> Collection:
         return await self._run(calls.get_collection(name))
@@ -176,7 +177,7 @@ class AsyncClient:
         return await self._run(calls.embed(model, texts, input_type))
 
     async def bulk_load(
-        self, collection: str, lines: Iterable[bytes] | AsyncIterable[bytes], *, index: str = "rebuild"
+        self, collection: str, lines: Iterable[bytes] | AsyncIterable[bytes], *, index: str = "auto"
     ) -> BulkLoad:
         """`Client.bulk_load`: stream NDJSON lines into a collection (not retried; see there)."""
         call = calls.bulk_load(collection, index)
@@ -196,8 +197,8 @@ class AsyncClient:
     async def plan(self, collection: str, to_model: str, sample: int | None = None) -> Report:
         return await self._run(calls.plan(collection, to_model, sample))
 
-    async def start_migration(self, collection: str, to_model: str) -> MigrationState:
-        return await self._run(calls.start_migration(collection, to_model))
+    async def start_migration(self, collection: str, to_model: str, storage: str = "vector") -> MigrationState:
+        return await self._run(calls.start_migration(collection, to_model, storage))
 
     async def backfill(
         self, collection: str, action: str | None = None, max_rate: float | None | Keep = KEEP

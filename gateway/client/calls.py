@@ -66,18 +66,29 @@ def batches(items: Sequence[T], size: int = BATCH) -> list[Sequence[T]]:
 # -- data plane -------------------------------------------------------------------------
 
 
-def create_collection(name: str, model: str) -> Call[Collection]:
+def create_collection(name: str, model: str, storage: str | None = None) -> Call[Collection]:
     def read(answer: Answer) -> Collection:
         data = answer[2]
-        return Collection(data["name"], data["model"], (data["model"],), data["phase"], created=answer[0] == 201)
+        storage = {data["model"]: data.get("storage", "vector")}  # absent: the default
+        return Collection(
+            data["name"], data["model"], (data["model"],), data["phase"], created=answer[0] == 201, storage=storage
+        )
 
-    return Call("PUT", _c(name), {"model": model}, read)
+    body = {"model": model} if storage is None else {"model": model, "storage": storage}
+    return Call("PUT", _c(name), body, read)
 
 
 def get_collection(name: str) -> Call[Collection]:
     def read(answer: Answer) -> Collection:
         d = answer[2]
-        return Collection(d["name"], d["read_model"], tuple(d["write_models"]), d["phase"], d["documents"])
+        return Collection(
+            d["name"],
+            d["read_model"],
+            tuple(d["write_models"]),
+            d["phase"],
+            d["documents"],
+            storage=d.get("storage") or dict.fromkeys(d["write_models"], "vector"),  # absent: all `vector`
+        )
 
     return Call("GET", _c(name), None, read)
 
@@ -216,8 +227,9 @@ def plan(collection: str, to_model: str, sample: int | None) -> Call[Report]:
     return Call("POST", _a(collection, "migrations/plan"), body, _report, admin=True)
 
 
-def start_migration(collection: str, to_model: str) -> Call[MigrationState]:
-    return Call("POST", _a(collection, "migrations"), {"to_model": to_model}, _state, admin=True)
+def start_migration(collection: str, to_model: str, storage: str = "vector") -> Call[MigrationState]:
+    body = {"to_model": to_model, "storage": storage}
+    return Call("POST", _a(collection, "migrations"), body, _state, admin=True)
 
 
 def backfill(collection: str, action: str | None, max_rate: float | None | Keep) -> Call[Report]:

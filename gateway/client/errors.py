@@ -98,6 +98,12 @@ class InvalidVector(BadRequest):
     code = "invalid_vector"
 
 
+class VectorOutOfRange(BadRequest):
+    """A vector has a value a `halfvec` table cannot store (|x| > 65504); nothing was written."""
+
+    code = "vector_out_of_range"
+
+
 class InvalidText(BadRequest):
     code = "invalid_text"
 

@@ -36,6 +36,7 @@ class Collection:
     phase: str
     documents: int | None = None  # None in the answer of create_collection
     created: bool = False  # create_collection: True when this call created it
+    storage: Mapping[str, str] = field(default_factory=dict)  # model -> "vector" or "halfvec" (docs/storage.md)
 
 
 @dataclass(frozen=True)

@@ -97,9 +97,10 @@ class Client:
 
     # -- data plane ---------------------------------------------------------------------
 
-    def create_collection(self, name: str, model: str) -> Collection:
-        """Create a collection served by `model` (`created` False: it existed with that model)."""
-        return self._run(calls.create_collection(name, model))
+    def create_collection(self, name: str, model: str, storage: str | None = None) -> Collection:
+        """Create a collection served by `model` (`created` False: it existed with that model);
+        `storage` "halfvec" stores its vectors as float16 (docs/storage.md)."""
+        return self._run(calls.create_collection(name, model, storage))
 
     def get_collection(self, name: str) -> Collection:
         return self._run(calls.get_collection(name))
@@ -173,9 +174,10 @@ class Client:
         `input_type` "query" or "document" (the default) for models that embed them differently."""
         return self._run(calls.embed(model, texts, input_type))
 
-    def bulk_load(self, collection: str, lines: Iterable[bytes], *, index: str = "rebuild") -> BulkLoad:
+    def bulk_load(self, collection: str, lines: Iterable[bytes], *, index: str = "auto") -> BulkLoad:
         """Stream NDJSON lines (`{"id", "text", "metadata"}`, each ending in a newline) into a
-        collection; `index` "rebuild" (build the HNSW index at the end), "later" or "keep".
+        collection; `index` "auto" (keep the HNSW index for a load small next to the collection, else as
+        rebuild), "rebuild" (drop it, build it at the end), "later" or "keep".
 
         Not retried: a stream cannot be sent twice. A bad line raises `InvalidLine`, whose
         `committed_lines` says how many lines are stored; documents are upserts by id, so
@@ -198,8 +200,8 @@ class Client:
     def plan(self, collection: str, to_model: str, sample: int | None = None) -> Report:
         return self._run(calls.plan(collection, to_model, sample))
 
-    def start_migration(self, collection: str, to_model: str) -> MigrationState:
-        return self._run(calls.start_migration(collection, to_model))
+    def start_migration(self, collection: str, to_model: str, storage: str = "vector") -> MigrationState:
+        return self._run(calls.start_migration(collection, to_model, storage))
 
     def backfill(self, collection: str, action: str | None = None, max_rate: float | None | Keep = KEEP) -> Report:
         """Pause or resume the backfill, or set its rate (documents/s; None removes the limit)."""

@@ -1,1 +1,1 @@
-"""One module per CLI command; `gateway/cli.py` only parses arguments and dispatches."""
+"""One module per CLI command, its arguments in `args/`; `gateway/cli.py` loads the config and dispatches."""

@@ -19,6 +19,7 @@ from gateway.services.drift_watch import DriftWatch
 from gateway.services.embedding import EmbeddingService
 from gateway.store.database import open_database, replica_id
 from gateway.store.registry import all_models
+from gateway.store.retry import with_connection
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,8 @@ async def worker_process(settings: Settings, dsn: str, worker_id: str | None = N
     config = settings.backfill
     pool = await open_database(dsn, settings.database, max_size=config.pipelines + 2)
     embeddings = EmbeddingService.from_settings(settings)
-    async with pool.acquire() as conn:  # keys registered with other catalog files keep those files
-        embeddings.recognise(await all_models(conn))
+    # keys registered with other catalog files keep those files
+    embeddings.recognise(await with_connection(pool, all_models))
     watch = DriftWatch(pool, embeddings)
     await watch.start()
     worker = BackfillWorker.from_config(pool, embeddings, worker_id or "worker-" + replica_id(None), config)

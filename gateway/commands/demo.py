@@ -27,12 +27,14 @@ from gateway.api.transport import GatewayRunner, runner_options
 from gateway.client import AsyncClient
 from gateway.config import Settings
 from gateway.datasets import vaswani
-from gateway.encoders.fetch import ensure_files, missing_files
+from gateway.encoders.cache import missing_files
+from gateway.encoders.fetch import ensure_files
 from gateway.loadtest.cluster import free_port
 from gateway.loadtest.report import timeline_plot
 from gateway.loadtest.runner import LoadPlan, admin_client, migrate_under_load, seed_collection
 from gateway.store import collections as collections_sql
 from gateway.store.database import EmbeddedPostgres
+from gateway.store.retry import in_transaction
 
 COLLECTION = "vaswani_demo"
 
@@ -77,8 +79,8 @@ async def _demo(settings, dsn, documents, queries, model, to_model, plot, rate) 
     await web.TCPSite(runner, "127.0.0.1", port).start()
     base = f"http://127.0.0.1:{port}"
     say(f"gateway listening on {base}")
-    async with app[POOL].acquire() as conn, conn.transaction():
-        await collections_sql.drop_collection(conn, COLLECTION)  # the demo starts afresh every run
+    # the demo starts afresh every run
+    await in_transaction(app[POOL], lambda conn: collections_sql.drop_collection(conn, COLLECTION))
     try:
         async with admin_client(base, token) as client:
             seeds = await _seed(client, dataset, model)

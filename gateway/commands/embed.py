@@ -92,7 +92,14 @@ class _Lines:
                 print(message, file=sys.stderr)
 
             allow = settings.models.allow_download
-            return load_encoder(spec, cache_dir, threads, progress=progress, allow_download=allow)
+            return load_encoder(
+                spec,
+                cache_dir,
+                threads,
+                progress=progress,
+                allow_download=allow,
+                provider=settings.models.execution_provider,
+            )
 
         self._embeddings = EmbeddingService.from_settings(settings, loader=loader)
 

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from gateway.config import Settings
 from gateway.datasets import load_beir, vaswani
+from gateway.domain.storage import Storage, stored_model
 from gateway.services.adapter import AdapterService
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService
@@ -34,7 +35,15 @@ def run(
     max_pairs: int | None = None,
 ) -> int:
     specs = settings.model_specs()
-    unknown = [m for m in models if m not in specs]
+    try:
+        stored = [stored_model(m) for m in models]
+    except ValueError as exc:
+        print(f"driftgate: {exc}", file=sys.stderr)
+        return 2
+    if adapter and any(storage != Storage.VECTOR for _, storage in stored):
+        print("driftgate: --adapter takes plain model keys (no @storage)", file=sys.stderr)
+        return 2
+    unknown = [m for m, _ in stored if m not in specs]
     if unknown:
         print(f"driftgate: unknown model(s) {', '.join(unknown)}; see `driftgate models list`", file=sys.stderr)
         return 2

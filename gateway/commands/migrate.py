@@ -38,7 +38,7 @@ def _status(client: Client, args) -> dict:
 
 
 def cmd_start(client: Client, args) -> int:
-    state = client.start_migration(args.collection, args.to)
+    state = client.start_migration(args.collection, args.to, args.storage)
     print(
         f"migration started: {args.collection} {state.from_model} -> {state.to_model}; "
         f"every write now goes to both; backfill running (phase {state.phase}, "

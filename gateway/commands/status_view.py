@@ -35,6 +35,10 @@ def format_status(status: dict) -> str:
             "index ready" if model["index_ready"] else "index not built",
             "verified" if model["verified"] else "not verified",
         ]
+        if model.get("storage", "vector") != "vector":
+            flags.append(f"stored as {model['storage']}")
+        if model.get("execution_provider"):  # a gateway older than the setting leaves it out
+            flags.append(f"runs on {model['execution_provider']}")
         lines.append(f"  {key:<24} {model['rows']:>9} rows  " + ", ".join(flags))
         if model.get("circuit"):
             lines.append(f"  {'':<24} provider circuit: {format_circuit(model['circuit'])}")

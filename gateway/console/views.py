@@ -176,6 +176,7 @@ def model_rows(request: web.Request, registered: dict[str, RegisteredModel]) -> 
                 "source": source,
                 "revision": getattr(spec, "revision", ""),
                 "loaded": app[EMBEDDINGS].is_loaded(key),
+                "execution_provider": app[EMBEDDINGS].execution_provider(key),
                 "registered": pin is not None,
                 "pin_matches": pin is None or pin.fingerprint == spec.fingerprint,
                 "verdict": drift_verdict(request, key, app[DRIFT_WATCH].describe(key)),

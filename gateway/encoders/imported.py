@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from gateway.domain.errors import ImportRefused
+from gateway.encoders.cache import Progress, local_path
 from gateway.encoders.catalog import CATALOG, ModelFile, ModelSpec
 from gateway.encoders.convert import CheckpointError, Converted, PlainPooling, convert
-from gateway.encoders.fetch import Progress, local_path
 
 MANIFEST = "imported.json"
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

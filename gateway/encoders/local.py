@@ -5,7 +5,8 @@
 - shadow: a one-threaded session on a thread of its own, so a shadow inference takes at
   most one core from the read path;
 - bulk: one-threaded sessions on low-priority threads (backfill, verification, followed
-  changes), so the OS gives the cores to interactive work first.
+  changes, bulk loads), so the OS gives the cores to interactive work first; a large encode is
+  cut into one piece per lane (of at least a model batch), so it uses them all.
 
 `load()` makes the interactive session; the shadow and bulk sessions of a loaded model are
 made on their lanes the first time they are needed (sessions are shared per process, see
@@ -22,6 +23,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from gateway.domain.batching import estimate_tokens
 from gateway.encoders.base import Encoded, EncoderLoader, Kind, Lane, SessionEncoder, prefixed
@@ -50,10 +53,31 @@ class BatchOptions:
     max_queued_texts: int = 4096
 
 
+def bulk_pieces(count: int, lanes: int, at_least: int) -> list[tuple[int, int]]:
+    """[start, end) ranges that cut `count` bulk texts into one piece per lane, each of at least
+    `at_least` texts (the model's batch), so one large encode (the last chunk of a bulk load)
+    keeps every lane busy, while a small one stays whole."""
+    pieces = max(1, min(lanes, count // max(1, at_least)))
+    size = max(1, -(-count // pieces))
+    return [(a, min(a + size, count)) for a in range(0, count, size)] or [(0, 0)]
+
+
+def join_encoded(parts: list[Encoded]) -> Encoded:
+    """One `Encoded` of consecutive pieces, in order."""
+    if len(parts) == 1:
+        return parts[0]
+    return Encoded(
+        np.concatenate([p.vectors for p in parts]),
+        tuple(t for p in parts for t in p.truncated),
+        tuple(t for p in parts for t in p.tokens),
+    )
+
+
 class Lanes:
     """The thread pools of one app, shared by all its local models; closed with the app."""
 
     def __init__(self, bulk_lanes: int = 2) -> None:
+        self.bulk_lanes = bulk_lanes
         self.interactive = ThreadPoolExecutor(max_workers=4, thread_name_prefix="encode")
         self.shadow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow-encode")
         self.bulk = ThreadPoolExecutor(
@@ -80,6 +104,8 @@ class LocalEncoder:
         on_batch: Callable[[int], None],
     ) -> None:
         self.spec = spec
+        # "cpu" or "cuda" as the interactive session runs (None for a test's stand-in session)
+        self.provider: str | None = getattr(session, "provider", None)
         self._loader = loader
         self._cache_dir = cache_dir
         self._lanes = lanes
@@ -122,7 +148,12 @@ class LocalEncoder:
         if lane is Lane.BULK:
             session = await self._bulk_session()
             self._on_batch(len(texts))
-            return await asyncio.get_running_loop().run_in_executor(self._lanes.bulk, session.encode, texts)
+            loop = asyncio.get_running_loop()
+            pieces = bulk_pieces(len(texts), self._lanes.bulk_lanes, self.spec.max_batch)
+            parts = await asyncio.gather(
+                *(loop.run_in_executor(self._lanes.bulk, session.encode, texts[a:b]) for a, b in pieces)
+            )
+            return join_encoded(parts)
         return await self.batcher.encode(texts)
 
     async def _shadow_batcher(self) -> MicroBatcher:

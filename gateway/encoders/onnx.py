@@ -1,7 +1,8 @@
 """ONNX inference for one model spec: tokenize, run the graph, pool, normalise.
 
-This is synchronous CPU work; callers run it in a thread (see `batcher.py`) so the event
-loop never blocks. Loaded encoders are cached per process by (fingerprint, threads), so
+This is synchronous work (on the CPU, or on CUDA where `[models] execution_provider` resolves
+to it: domain/providers.py); callers run it in a thread (see `batcher.py`) so the event loop
+never blocks. Loaded encoders are cached per process by (fingerprint, threads, provider), so
 many apps in one process (tests, the demo) share one session per model.
 """
 
@@ -13,19 +14,29 @@ from pathlib import Path
 import numpy as np
 
 from gateway.domain.batching import plan_calls
-from gateway.domain.errors import ModelFileMismatch
+from gateway.domain.errors import ConfigError, ModelFileMismatch
+from gateway.domain.providers import (
+    Provider,
+    Setting,
+    cuda_missing,
+    effective_provider,
+    resolve_provider,
+    session_providers,
+)
 from gateway.encoders.base import Encoded
+from gateway.encoders.cache import local_path, sha256_file
 from gateway.encoders.catalog import ModelSpec
-from gateway.encoders.fetch import ensure_files, local_path, sha256_file
+from gateway.encoders.fetch import ensure_files
 
 
 class OnnxEncoder:
     """Embeds texts with one pinned model. Thread-safe: onnxruntime sessions allow concurrent run()."""
 
-    def __init__(self, spec: ModelSpec, cache_dir: Path, intra_op_threads: int = 0) -> None:
+    def __init__(self, spec: ModelSpec, cache_dir: Path, intra_op_threads: int = 0, provider: Setting = "cpu") -> None:
         import onnxruntime as ort  # imported late: gateway/__init__ has disabled telemetry by now
 
         self.spec = spec
+        wanted = resolve_provider(provider, ort.get_available_providers())  # cuda without CUDA: refused first
         for file in spec.files:
             path = local_path(file, cache_dir)
             actual = sha256_file(path)
@@ -48,7 +59,12 @@ class OnnxEncoder:
 
             options.register_custom_ops_library(onnxruntime_extensions.get_library_path())
         onnx_path = local_path(spec.file("onnx"), cache_dir)
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=session_providers(wanted))
+        # what the session really runs on: onnxruntime falls back to the CPU when CUDA cannot start
+        # (the GPU build on a machine without a GPU): fine for `auto`, an error where `cuda` was asked
+        self.provider: Provider = effective_provider(self.session.get_providers())
+        if provider == "cuda" and self.provider != "cuda":
+            raise ConfigError([cuda_missing(f"onnxruntime could not start CUDA for model {spec.key!r}")])
         self._input_names = {i.name for i in self.session.get_inputs()}
         self._output = spec.output or self.session.get_outputs()[0].name
         self.tokenizer = None
@@ -134,19 +150,37 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.clip(norms, 1e-12, None)
 
 
-_loaded: dict[tuple[str, str, int], OnnxEncoder] = {}
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return ort.get_available_providers()
+
+
+def resolve_execution_provider(setting: Setting) -> Provider:
+    """The provider the local models run on here (ConfigError for `cuda` where CUDA is not available)."""
+    return resolve_provider(setting, available_providers())
+
+
+_loaded: dict[tuple[str, str, int, str], OnnxEncoder] = {}
 _load_lock = threading.Lock()
 
 
 def load_encoder(
-    spec: ModelSpec, cache_dir: Path, intra_op_threads: int = 0, *, progress=None, allow_download=True
+    spec: ModelSpec,
+    cache_dir: Path,
+    intra_op_threads: int = 0,
+    *,
+    progress=None,
+    allow_download=True,
+    provider: Setting = "cpu",
 ) -> OnnxEncoder:
-    """Return the process-wide encoder for `spec`, fetching its files first when missing."""
-    cache_key = (spec.fingerprint, str(cache_dir), intra_op_threads)
+    """Return the process-wide encoder for `spec` on `provider` (an `execution_provider` setting),
+    fetching its files first when missing."""
+    cache_key = (spec.fingerprint, str(cache_dir), intra_op_threads, provider)
     with _load_lock:
         encoder = _loaded.get(cache_key)
         if encoder is None:
             ensure_files([spec], cache_dir, progress=progress, allow_download=allow_download)
-            encoder = OnnxEncoder(spec, cache_dir, intra_op_threads)
+            encoder = OnnxEncoder(spec, cache_dir, intra_op_threads, provider)
             _loaded[cache_key] = encoder
         return encoder

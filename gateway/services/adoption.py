@@ -39,12 +39,12 @@ from gateway.domain.errors import Conflict, InvalidRequest, ModelDrift, NotFound
 from gateway.domain.identifiers import validate_collection_name
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService
-from gateway.services.follow import AdoptionRunner
+from gateway.services.follow import AdoptionRunner, FollowBatch
 from gateway.store import adoption as adoption_sql
 from gateway.store import collections as collections_sql
 from gateway.store import follow as follow_sql
 from gateway.store import registry as registry_sql
-from gateway.store.retry import in_transaction
+from gateway.store.retry import in_transaction, with_connection
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,8 @@ class AdoptionService:
     async def _adopt(self, name: str, request: AdoptRequest, actor: str | None) -> dict:
         validate_collection_name(name)
         spec = self._embeddings.spec(request.model)
-        async with self._pool.acquire() as conn:
+
+        async def inspect(conn: asyncpg.Connection) -> tuple[adoption_sql.SourceTable, list]:
             if await collections_sql.get_state(conn, name) is not None:
                 raise Conflict(
                     f"collection {name!r} already exists; adopt into a new collection name", code="collection_exists"
@@ -103,6 +104,9 @@ class AdoptionService:
                     code="dimension_mismatch",
                 )
             rows = await adoption_sql.sample_rows(conn, source, request.sample) if request.sample else []
+            return source, rows
+
+        source, rows = await with_connection(self._pool, inspect)
         sample = await self._check_sample(request, rows)
         registration = await self._embeddings.registration(request.model)
 
@@ -186,8 +190,7 @@ class AdoptionService:
         triggers, apply the rest, drop the queue and record the stop. A failure (the table was
         changed so its rows cannot be read) rolls all of it back: still following, nothing lost."""
         validate_collection_name(name)
-        async with self._pool.acquire() as conn:
-            row = await adoption_sql.get_adoption(conn, name)
+        row = await with_connection(self._pool, lambda conn: adoption_sql.get_adoption(conn, name))
         if row is None:
             raise NotFound(f"collection {name!r} was not adopted from a table", code="not_adopted")
         if not row["follow"]:
@@ -203,15 +206,7 @@ class AdoptionService:
         while await runner.apply_changes(row):  # drain first: the transaction below stays short
             pass
 
-        async def stop_following(conn: asyncpg.Connection) -> None:
-            await follow_sql.lock_follow(conn, name)
-            current = await adoption_sql.get_adoption(conn, name)
-            if current is None or not current["follow"]:
-                return  # another replica stopped it meanwhile
-            await adoption_sql.check_unchanged(conn, source, follow=False)
-            await follow_sql.remove_triggers(conn, name, source)  # no change is captured after this
-            while await runner.apply_batch(conn, name, source):
-                pass
+        async def finish(conn: asyncpg.Connection) -> None:  # in the transaction that applied the rest
             await follow_sql.drop_queue(conn, name)
             await adoption_sql.set_state(
                 conn, name, AdoptionState.STOPPED if step == AdoptionState.FOLLOWING else step, follow=False
@@ -227,7 +222,10 @@ class AdoptionService:
                 detail={"table": source.spec.qualified},
             )
 
-        await in_transaction(self._pool, stop_following, max_seconds=30)
+        # the rest goes through the one write path: the triggers are dropped and the queue read under
+        # the follow lock, what the rest needs embedded outside that transaction, then all committed
+        rest = FollowBatch(name, source, limit=None, stopping=True, finish=finish)
+        await self._collections.writer.write(name, rest, bulk=True, max_seconds=30)
         log.info("collection %s stopped following %s", name, source.spec.qualified)
         return {**await self._status(name), "changed": True}
 
@@ -235,8 +233,7 @@ class AdoptionService:
         """Refuse gateway writes to a collection that follows a table (see the module docstring)."""
         if name in self._writable:
             return
-        async with self._pool.acquire() as conn:
-            exists, following = await adoption_sql.exists_and_follows(conn, name)
+        exists, following = await with_connection(self._pool, lambda conn: adoption_sql.exists_and_follows(conn, name))
         if following:
             raise Conflict(
                 f"collection {name!r} follows a legacy table: write to that table (the gateway applies the "
@@ -249,8 +246,7 @@ class AdoptionService:
 
     async def _status(self, name: str) -> dict:
         """The collection's `adoption` block (it exists: the caller just created or changed it)."""
-        async with self._pool.acquire() as conn:
-            status = await adoption_status(conn, name)
+        status = await with_connection(self._pool, lambda conn: adoption_status(conn, name))
         assert status is not None
         return status
 

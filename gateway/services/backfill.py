@@ -25,7 +25,7 @@ import numpy as np
 from gateway.config import BackfillConfig
 from gateway.domain.audit import AuditAction
 from gateway.domain.backfill import BackfillState, plan_chunks, should_hold, step_size
-from gateway.domain.errors import EncoderBadReply, EncoderFailed, EncoderUnavailable, ModelDrift
+from gateway.domain.errors import EncoderBadReply, EncoderFailed, EncoderUnavailable, ModelDrift, VectorOutOfRange
 from gateway.domain.pacing import Pacer
 from gateway.domain.phases import Action, Phase, next_phase
 from gateway.services.embedding import EmbeddingService
@@ -33,7 +33,7 @@ from gateway.store import backfill as backfill_sql
 from gateway.store import collections as collections_sql
 from gateway.store import locks as locks_sql
 from gateway.store import replicas as replicas_sql
-from gateway.store.retry import TRANSIENT_ERRORS, in_transaction
+from gateway.store.retry import TRANSIENT_ERRORS, in_transaction, with_connection
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,9 @@ class BackfillWorker:
             except TRANSIENT_ERRORS as exc:
                 self.counters.retried += 1
                 log.warning("backfill worker: database unavailable (%r); retrying", exc)
-            except (EncoderUnavailable, ModelDrift) as exc:  # the chunk rolled back: nothing lost, nothing mixed
+            # the chunk rolled back: nothing lost, nothing mixed (VectorOutOfRange: a halfvec table
+            # cannot hold the model's vectors; it holds until an operator aborts the migration)
+            except (EncoderUnavailable, ModelDrift, VectorOutOfRange) as exc:
                 self.counters.retried += 1
                 log.warning("backfill worker: holding, the model cannot be used now: %s", exc.message)
                 await asyncio.sleep(getattr(exc, "retry_after", 0.0))
@@ -141,8 +143,7 @@ class BackfillWorker:
         self._wake.clear()
 
     async def _active(self) -> list[tuple[str, str]]:
-        async with self._pool.acquire() as conn:
-            return await backfill_sql.active_backfills(conn)
+        return await with_connection(self._pool, backfill_sql.active_backfills)
 
     async def process(self, collection: str, model: str, stop: asyncio.Event) -> None:
         """Run the pipelines over a collection's chunks, then sweep and maybe finish.
@@ -156,14 +157,21 @@ class BackfillWorker:
 
     async def _pipeline(self, collection: str, model: str, stop: asyncio.Event) -> None:
         pacer = Pacer(0.0, burst_s=0.0)  # this pipeline's share of the rate cap, in documents
+
+        async def look(conn: asyncpg.Connection) -> tuple[backfill_sql.BackfillSettings | None, bool]:
+            """This migration's settings while it runs (else None), and whether reads ask it to hold."""
+            settings = await backfill_sql.backfill_settings(conn, collection)
+            if settings is None or settings.state != BackfillState.RUNNING or settings.to_model != model:
+                return None, False
+            return settings, await self._hold_for_latency(conn)
+
         while not stop.is_set():
-            async with self._pool.acquire() as conn:
-                settings = await backfill_sql.backfill_settings(conn, collection)
-                if settings is None or settings.state != BackfillState.RUNNING or settings.to_model != model:
-                    return
-                if await self._hold_for_latency(conn):
-                    await asyncio.sleep(self._poll_interval_s)
-                    continue
+            settings, hold = await with_connection(self._pool, look)
+            if settings is None:
+                return
+            if hold:
+                await asyncio.sleep(self._poll_interval_s)
+                continue
             share = settings.max_rate / self._pipelines if settings.max_rate else None
             step = step_size(self._chunk_size, self._embeddings.spec(model).max_batch, share)
             pacer.per_minute = share * 60.0 if share else 0.0
@@ -256,9 +264,13 @@ class BackfillWorker:
         One worker at a time does this (advisory lock); the others carry on or wait.
         """
         key = f"driftgate-backfill:{collection}:{model}"
-        async with self._pool.acquire() as conn, locks_sql.try_lock(conn, key) as mine:
-            if mine:
-                await self._sweep_or_finish_locked(conn, collection, model)
+
+        async def locked(conn: asyncpg.Connection) -> None:
+            async with locks_sql.try_lock(conn, key) as mine:
+                if mine:
+                    await self._sweep_or_finish_locked(conn, collection, model)
+
+        await with_connection(self._pool, locked)
 
     async def _sweep_or_finish_locked(self, conn: asyncpg.Connection, collection: str, model: str) -> None:
         settings = await backfill_sql.backfill_settings(conn, collection)

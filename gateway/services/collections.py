@@ -1,19 +1,17 @@
 """Collections and their documents: create, write (to every model of the write set), read, search.
 
-Writes embed outside the transaction, then commit the document rows and one embedding per
-write-set model together. The transaction re-reads the collection's state row FOR SHARE: if
-the write set changed since we embedded (another replica started a migration), it embeds
-for the models it is missing and tries again, so no write commits under a stale write set.
+Writes go through the one write path (services/writer.py): embed outside the transaction,
+then commit the document rows and one embedding per write-set model together, re-checking the
+state row FOR SHARE so no write commits under a stale write set.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 import asyncpg
 import numpy as np
@@ -23,9 +21,11 @@ from gateway.domain.filters import Filter
 from gateway.domain.identifiers import validate_collection_name, validate_document_id
 from gateway.domain.latency import LatencyWindow
 from gateway.domain.state import CollectionState
-from gateway.encoders.base import Encoded
+from gateway.domain.storage import Storage
 from gateway.services.adapter import AdapterCache
 from gateway.services.embedding import EmbeddingService
+from gateway.services.writer import Changes, DocumentWriter, FixedChanges, Vectors
+from gateway.services.writer import NewDocument as NewDocument  # the API and bulk loads build these
 from gateway.store import collections as collections_sql
 from gateway.store import documents as documents_sql
 from gateway.store import registry as registry_sql
@@ -34,18 +34,10 @@ from gateway.store.session import read_only
 
 log = logging.getLogger(__name__)
 
-MAX_WRITE_SET_RETRIES = 5
 SIZE_CHECK_INTERVAL_S = 5.0
 
 # what a document read answers: the store's row type, named here for the API layer
 DocumentRow = documents_sql.DocumentRow
-
-
-@dataclass(frozen=True)
-class NewDocument:
-    id: str
-    text: str
-    metadata: Mapping
 
 
 @dataclass(frozen=True)
@@ -71,9 +63,16 @@ class QueryResult:
         return f"{self.model}; adapted-from={self.adapted_from}" if self.adapted_from else self.model
 
 
-class _WriteSetChanged(Exception):
-    def __init__(self, state: CollectionState) -> None:
-        self.state = state
+@dataclass
+class PreparedWrite:
+    """A checked batch of documents and its vectors per model, not yet committed (see `embed_documents`)."""
+
+    name: str
+    documents: Sequence[NewDocument]
+    ids: list[str]
+    bulk: bool
+    state: CollectionState  # the write set the vectors were made for
+    vectors: Vectors = field(default_factory=Vectors)
 
 
 class CollectionService:
@@ -87,6 +86,10 @@ class CollectionService:
         # refuses writes to a collection that follows a legacy table (services/adoption.py)
         self.write_guard: Callable[[str], Awaitable[None]] | None = None
         self.adapters = AdapterCache(pool)  # maps between a migration's models (services/adapter.py)
+        # the one write path for documents, shared with follow (services/writer.py)
+        self.writer = DocumentWriter(
+            pool, embeddings, on_state=self._cache_state, on_missing=lambda name: self._states.pop(name, None)
+        )
 
     @property
     def embeddings(self) -> EmbeddingService:
@@ -100,8 +103,10 @@ class CollectionService:
 
     # -- collections ----------------------------------------------------------------------
 
-    async def create(self, name: str, model_key: str) -> tuple[CollectionState, bool]:
-        """Create a collection served by `model_key`; returns (state, created)."""
+    async def create(self, name: str, model_key: str, storage: Storage | None = None) -> tuple[CollectionState, bool]:
+        """Create a collection served by `model_key`, its table of `storage` (default `vector`);
+        returns (state, created). An existing one answers as it is, unless it was asked for
+        with another model or another storage (409)."""
         validate_collection_name(name)
         spec = self._embeddings.spec(model_key)
         existing = await self._load_state(name)
@@ -116,7 +121,9 @@ class CollectionService:
                         f"({stored.fingerprint[:12]}); re-index required: start a migration "
                         "to a model registered under a new key"
                     )
-                return await collections_sql.create_collection(conn, name, model_key, spec.dim)
+                return await collections_sql.create_collection(
+                    conn, name, model_key, spec.dim, storage=storage or Storage.VECTOR
+                )
 
             created = await in_transaction(self._pool, create)
             if created is not None:
@@ -130,12 +137,25 @@ class CollectionService:
                 f"collection {name!r} exists with model {existing.read_model!r}; to change its model start a migration",
                 code="collection_exists",
             )
+        if storage is not None:
+            stored = (await self.storage(name)).get(model_key, Storage.VECTOR)
+            if stored != storage:
+                raise Conflict(
+                    f"collection {name!r} exists with storage {stored.value!r} for model {model_key!r}; "
+                    "to change it start a migration to another model with the storage you want",
+                    code="collection_exists",
+                )
         return existing, False
 
     async def describe(self, name: str) -> tuple[CollectionState, int]:
         state = await self.state(name)
         count = await with_connection(self._pool, lambda conn: collections_sql.count_documents(conn, name))
         return state, count
+
+    async def storage(self, name: str) -> dict[str, Storage]:
+        """The storage type of each model table of the collection (model key -> storage)."""
+        tables = await with_connection(self._pool, lambda conn: collections_sql.model_tables(conn, name))
+        return {key: Storage(table["storage"]) for key, table in tables.items()}
 
     async def state(self, name: str) -> CollectionState:
         """The collection's state (cached; the write path re-checks it in its transaction)."""
@@ -154,6 +174,9 @@ class CollectionService:
         if state is None:
             self._states.pop(name, None)
         return state
+
+    def _cache_state(self, state: CollectionState) -> None:
+        self._states[state.name] = state
 
     def cached_versions(self) -> dict[str, int]:
         return {name: state.state_version for name, state in self._states.items()}
@@ -186,52 +209,46 @@ class CollectionService:
         """Write documents to every model of the write set in one transaction (all or nothing).
 
         `bulk` (a bulk load) embeds on the encoders' low-priority lanes, behind interactive work."""
+        return await self.write_embedded(await self.embed_documents(name, documents, bulk=bulk))
+
+    async def embed_documents(
+        self, name: str, documents: Sequence[NewDocument], *, bulk: bool = False
+    ) -> PreparedWrite:
+        """The first half of `upsert`: check the batch and embed it for the current write set.
+
+        A bulk load embeds the next chunks this way while the current one commits (`write_embedded`)."""
         ids = [validate_document_id(d.id) for d in documents]
         if len(set(ids)) != len(ids):
             raise InvalidRequest("a batch names the same document id twice; send each id once", code="duplicate_id")
-        texts = [d.text for d in documents]
         state = await self.state(name)
         if self.write_guard is not None:
             await self.write_guard(name)
-        encoded: dict[str, Encoded] = {}
-        for _ in range(MAX_WRITE_SET_RETRIES):
-            self.refuse_drifted(state, state.write_models)
-            missing = [m for m in state.write_models if m not in encoded]
-            results = await asyncio.gather(*(self._embeddings.embed(m, texts, "document", bulk=bulk) for m in missing))
-            encoded.update(zip(missing, results, strict=False))
-            try:
-                versions, state = await self._commit(name, documents, encoded)
-            except _WriteSetChanged as changed:
-                log.info("write set of %s changed to %s; embedding again", name, changed.state.write_models)
-                state = changed.state
-                self._states[name] = state
-                continue
-            self._states[name] = state
-            truncated = [any(encoded[m].truncated[i] for m in state.write_models) for i in range(len(ids))]
-            return [WriteResult(i, versions[i], t) for i, t in zip(ids, truncated, strict=False)]
-        raise Conflict(f"the write set of {name!r} kept changing; retry the write", code="state_changing")
+        prepared = PreparedWrite(name, documents, ids, bulk, state)
+        await self._embed_missing(prepared)
+        return prepared
 
-    async def _commit(
-        self, name: str, documents: Sequence[NewDocument], encoded: dict[str, Encoded]
-    ) -> tuple[dict[str, int], CollectionState]:
+    async def _embed_missing(self, prepared: PreparedWrite) -> None:
+        """Embed the texts with every model of the write set that has no vectors for them yet."""
+        state = prepared.state
+        self.refuse_drifted(state, state.write_models)
+        texts = [d.text for d in prepared.documents]
+        await self.writer.embed(state.write_models, texts, prepared.vectors, bulk=prepared.bulk)
 
-        async def commit(conn: asyncpg.Connection) -> tuple[dict[str, int], CollectionState]:
-            current = await collections_sql.get_state(conn, name, lock="SHARE")
-            if current is None:
-                self._states.pop(name, None)
-                raise NotFound(f"collection {name!r} does not exist", code="collection_not_found")
-            if any(m not in encoded for m in current.write_models):
-                raise _WriteSetChanged(current)
-            ids = [d.id for d in documents]
-            versions = await documents_sql.upsert_documents(
-                conn, name, ids, [d.text for d in documents], [d.metadata for d in documents]
-            )
-            ordered = [versions[i] for i in ids]
-            for model in current.write_models:
-                await documents_sql.upsert_embeddings(conn, name, model, ids, encoded[model].vectors, ordered)
-            return versions, current
-
-        return await in_transaction(self._pool, commit)
+    async def write_embedded(self, prepared: PreparedWrite) -> list[WriteResult]:
+        """The second half of `upsert`: commit an embedded batch through the one write path; if
+        the write set changed since it was embedded (another replica started a migration), it
+        embeds for the new models and retries."""
+        changes = Changes(upserts=prepared.documents)
+        written = await self.writer.write(
+            prepared.name,
+            FixedChanges(changes),
+            state=prepared.state,
+            known=changes,
+            bulk=prepared.bulk,
+            vectors=prepared.vectors,
+        )
+        prepared.state = written.state
+        return [WriteResult(i, written.versions[i], written.truncated[i]) for i in prepared.ids]
 
     async def get_document(self, name: str, doc_id: str) -> documents_sql.DocumentRow:
         await self.state(name)

@@ -30,7 +30,7 @@ from gateway.domain.vectors import min_row_cosine
 from gateway.encoders.catalog import ModelSpec
 from gateway.services.embedding import EmbeddingService
 from gateway.store import registry as registry_sql
-from gateway.store.retry import TRANSIENT_ERRORS
+from gateway.store.retry import TRANSIENT_ERRORS, with_connection
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,9 @@ class DriftWatch:
         tick = min(1.0, *(interval for _, interval in watched.values()))
         while True:
             try:
-                async with self._pool.acquire() as conn:
-                    in_use = {m.key: m for m in await registry_sql.models_in_use(conn) if m.key in watched}
+                in_use = {
+                    m.key: m for m in await with_connection(self._pool, registry_sql.models_in_use) if m.key in watched
+                }
                 for key, registered in in_use.items():
                     if key not in self._due:  # just checked at start-up or registered: due after one interval
                         pending = key in self._embeddings.drifted
@@ -107,8 +108,7 @@ class DriftWatch:
         loop = asyncio.get_running_loop()
         spec, interval = self._watched()[key]
         if registered is None:
-            async with self._pool.acquire() as conn:
-                registered = await registry_sql.get_model(conn, key)
+            registered = await with_connection(self._pool, lambda conn: registry_sql.get_model(conn, key))
         if registered is None:
             return self.status.get(key, {"detected": False})
         previous = self.status.get(key, {"detected": False})

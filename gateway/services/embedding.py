@@ -27,20 +27,22 @@ import numpy as np
 
 from gateway.config import Settings
 from gateway.domain.errors import (
+    ConfigError,
     EncoderBadReply,
     EncoderFailed,
     EncoderUnavailable,
     GatewayError,
     InvalidRequest,
     ModelDrift,
+    ModelFilesUnavailable,
 )
 from gateway.domain.fingerprint import PROBE_TEXTS
+from gateway.domain.providers import Provider, Setting
 from gateway.domain.vectors import min_row_cosine
 from gateway.encoders.base import Encoded, Encoder, EncoderLoader, Kind, Lane
 from gateway.encoders.catalog import FORMER_MEANINGS, ModelSpec
-from gateway.encoders.fetch import ModelFilesUnavailable
 from gateway.encoders.local import BatchOptions, Lanes, LocalEncoder
-from gateway.encoders.onnx import ModelFileMismatch, load_encoder
+from gateway.encoders.onnx import ModelFileMismatch, load_encoder, resolve_execution_provider
 from gateway.encoders.remote import RemoteModelSpec
 from gateway.services.remote_models import RemoteModels
 from gateway.store import registry as registry_sql
@@ -57,6 +59,7 @@ class EmbeddingService:
         cache_dir: Path,
         *,
         intra_op_threads: int = 0,
+        execution_provider: Setting = "cpu",
         batch_window_s: float = 0.0,
         micro_batching: bool = True,
         max_queued_texts: int = 4096,
@@ -71,6 +74,9 @@ class EmbeddingService:
         self.specs = specs
         self._cache_dir = cache_dir
         self._threads = intra_op_threads
+        self._setting: Setting = execution_provider
+        # where local models will run; ConfigError here (at start) for `cuda` where onnxruntime has none
+        self._provider: Provider = resolve_execution_provider(execution_provider)
         self._options = BatchOptions(batch_window_s, micro_batching, max_queued_texts)
         self._allow_download = allow_download
         self._serve = serve
@@ -90,12 +96,15 @@ class EmbeddingService:
 
     @classmethod
     def from_settings(cls, settings: Settings, **extra) -> EmbeddingService:
-        """The registry as the config describes it; `extra` adds the loader or a batch callback."""
+        """The registry as the config describes it; `extra` adds the loader or a batch callback.
+
+        Raises ConfigError when `models.execution_provider` asks for CUDA and onnxruntime has none."""
         models = settings.models
         return cls(
             settings.model_specs(),
             settings.model_cache_dir(),
             intra_op_threads=models.intra_op_threads,
+            execution_provider=models.execution_provider,
             batch_window_s=models.batch_window_ms / 1000,
             micro_batching=models.micro_batching,
             max_queued_texts=models.max_queued_texts,
@@ -110,7 +119,9 @@ class EmbeddingService:
         def progress(message: str) -> None:  # a first start may spend minutes fetching a model: say so
             log.info("model %s: %s", spec.key, message)
 
-        return load_encoder(spec, cache_dir, threads, allow_download=self._allow_download, progress=progress)
+        return load_encoder(
+            spec, cache_dir, threads, allow_download=self._allow_download, progress=progress, provider=self._setting
+        )
 
     # -- which models there are ---------------------------------------------------------------
 
@@ -199,6 +210,19 @@ class EmbeddingService:
         """Whether `key` needs no loading before its next encode."""
         return key in self._encoders
 
+    @property
+    def provider(self) -> Provider:
+        """Where this process's local models run: `models.execution_provider` resolved at start."""
+        return self._provider
+
+    def execution_provider(self, key: str) -> str:
+        """Where `key` runs: "remote" for a provider's model; for a local one "cpu" or "cuda", as its
+        loaded session reports it, or as `models.execution_provider` resolved here before it loads."""
+        if isinstance(self.specs.get(key), RemoteModelSpec):
+            return "remote"
+        encoder = self._encoders.get(key)
+        return getattr(encoder, "provider", None) or self._provider
+
     async def load(self, key: str) -> Encoder:
         """The model's encoder, loading it (fetching its files on first use) off the event loop.
 
@@ -249,7 +273,8 @@ class EmbeddingService:
                 options=self._options,
                 on_batch=lambda n: self._on_batch(spec.key, n),
             )
-        except (ModelFilesUnavailable, ModelFileMismatch) as exc:  # their messages name the model and the fix
+        # their messages name the model and the fix
+        except (ModelFilesUnavailable, ModelFileMismatch, ConfigError) as exc:
             log.error("model %s cannot be loaded: %s", spec.key, exc)
             raise EncoderFailed(f"model {spec.key!r} cannot be loaded: {exc}") from exc
         except Exception as exc:
@@ -362,9 +387,8 @@ class EmbeddingService:
     async def check_database(self, pool: asyncpg.Pool) -> dict[str, str]:
         """At start: serve keys registered with earlier files with those files, then load and check
         every model some collection uses. Returns the drifted ones with their reason."""
-        async with pool.acquire() as conn:
-            self.recognise(await registry_sql.all_models(conn))
-            registered = await registry_sql.models_in_use(conn)
+        self.recognise(await with_connection(pool, registry_sql.all_models))
+        registered = await with_connection(pool, registry_sql.models_in_use)
         return await self.check(registered)
 
     async def check_once(self, pool: asyncpg.Pool, key: str) -> None:
@@ -372,8 +396,7 @@ class EmbeddingService:
         asks before storing its first vector; the drift watch keeps remote verdicts current)."""
         if key in self._checked:
             return
-        async with pool.acquire() as conn:
-            registered = await registry_sql.get_model(conn, key)
+        registered = await with_connection(pool, lambda conn: registry_sql.get_model(conn, key))
         if registered is None:
             return
         try:

@@ -13,11 +13,13 @@ import asyncpg
 
 from gateway.datasets import Dataset
 from gateway.domain.ranking import mrr_at_k, ndcg_at_k, overlap_at_k, rbo, recall_at_k
+from gateway.domain.storage import stored_model
 from gateway.services.adapter import AdapterService
 from gateway.services.collections import CollectionService, NewDocument
 from gateway.services.migrations import Actor, MigrationService
 from gateway.store import collections as collections_sql
 from gateway.store import documents as documents_sql
+from gateway.store.retry import in_transaction, with_connection
 
 Progress = Callable[[str, int, int], None]  # (label, done, total)
 
@@ -74,20 +76,22 @@ async def evaluate(
     }
 
 
-async def _run_model(pool, collections, dataset, judged, model, k, batch, progress) -> ModelResult:
+async def _run_model(pool, collections, dataset, judged, entry, k, batch, progress) -> ModelResult:
+    """One model (`KEY`, or `KEY@halfvec` for a table stored as float16) in a scratch collection."""
+    model, storage = stored_model(entry)
     name = f"eval_{uuid.uuid4().hex[:12]}"
-    await collections.create(name, model)
+    await collections.create(name, model, storage)
     try:
-        embed_s = await _load_corpus(collections, name, dataset, model, batch, progress)
+        embed_s = await _load_corpus(collections, name, dataset, entry, batch, progress)
         served, exact = {}, {}
         for i, (qid, text) in enumerate(judged):
             result = await collections.query_text(name, text, k, None)
             served[qid] = [hit.id for hit in result.hits]
             exact[qid] = await _ranking(pool, name, model, result.vector, k, exact=True)
-            progress(f"querying with {model}", i + 1, len(judged))
+            progress(f"querying with {entry}", i + 1, len(judged))
     finally:
         await _drop(pool, collections, name)
-    return ModelResult(model, served, _figures(dataset, judged, served, exact, k), embed_s)
+    return ModelResult(entry, served, _figures(dataset, judged, served, exact, k), embed_s)
 
 
 async def _load_corpus(collections, name, dataset, label, batch, progress) -> float:
@@ -101,15 +105,13 @@ async def _load_corpus(collections, name, dataset, label, batch, progress) -> fl
 
 
 async def _drop(pool, collections, name) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await collections_sql.drop_collection(conn, name)
+    await in_transaction(pool, lambda conn: collections_sql.drop_collection(conn, name))
     await collections.reload(name)
 
 
 async def _ranking(pool, name: str, model: str, vector, k: int, *, exact: bool) -> list[str]:
     """Ids of the k nearest documents in `model`'s table: through the HNSW index, or exact (no index)."""
-    async with pool.acquire() as conn:
-        hits = await documents_sql.search(conn, name, model, vector, k, exact=exact)
+    hits = await with_connection(pool, lambda conn: documents_sql.search(conn, name, model, vector, k, exact=exact))
     return [hit.id for hit in hits]
 
 
@@ -170,8 +172,7 @@ async def evaluate_adapter(
     try:
         await migrations.start(name, to_model, actor)  # an empty collection: every write goes to both models
         embed_s = await _load_corpus(collections, name, dataset, f"{from_model} + {to_model}", batch, progress)
-        async with pool.acquire() as conn:
-            await collections_sql.build_index(conn, name, to_model)
+        await with_connection(pool, lambda conn: collections_sql.build_index(conn, name, to_model))
         fit = await adapters.fit(name, max_pairs, actor)
         adapter = await collections.adapters.get(await collections.state(name))
         assert adapter is not None

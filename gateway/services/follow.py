@@ -10,7 +10,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,14 +20,15 @@ from gateway.domain.adoption import AdoptionState, effective_state, retry_delay
 from gateway.domain.audit import AuditAction
 from gateway.domain.backfill import BackfillState, plan_chunks
 from gateway.domain.errors import GatewayError
+from gateway.domain.identifiers import document_problem
 from gateway.services.embedding import EmbeddingService
+from gateway.services.writer import Changes, DocumentWriter, NewDocument
 from gateway.store import adoption as adoption_sql
 from gateway.store import backfill as backfill_sql
 from gateway.store import collections as collections_sql
-from gateway.store import documents as documents_sql
 from gateway.store import follow as follow_sql
 from gateway.store import locks as locks_sql
-from gateway.store.retry import TRANSIENT_ERRORS, in_transaction
+from gateway.store.retry import TRANSIENT_ERRORS, in_transaction, with_connection
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class AdoptionRunner:
         self,
         pool: asyncpg.Pool,
         embeddings: EmbeddingService,
+        writer: DocumentWriter,
         *,
         replica: str,
         chunk_rows: int,
@@ -51,6 +53,7 @@ class AdoptionRunner:
     ) -> None:
         self._pool = pool
         self._embeddings = embeddings
+        self._writer = writer  # the one write path (services/writer.py)
         self._replica = replica
         self._chunk_rows = chunk_rows
         self._max_rate = max_rows_per_s
@@ -85,8 +88,7 @@ class AdoptionRunner:
         grant) marks that one `failed` with the reason and retries it with backoff, and the
         others go on.
         """
-        async with self._pool.acquire() as conn:
-            rows = await adoption_sql.adoptions_due(conn)
+        rows = await with_connection(self._pool, adoption_sql.adoptions_due)
         busy = False
         for row in rows:
             if stop.is_set():
@@ -109,14 +111,16 @@ class AdoptionRunner:
             await self._finish_if_indexed(row)
         if row["follow"]:  # while importing this only makes sure the capture runs as the writers
             busy |= bool(await self.apply_changes(row))
-            async with self._pool.acquire() as conn:
+
+            async def lag(conn: asyncpg.Connection) -> dict | None:
                 adoption = await adoption_sql.get_adoption(conn, name)
-                if adoption is not None and adoption["follow"]:
-                    self._on_lag(name, await follow_sql.queue_lag(conn, name))
+                return await follow_sql.queue_lag(conn, name) if adoption is not None and adoption["follow"] else None
+
+            if (lag_now := await with_connection(self._pool, lag)) is not None:
+                self._on_lag(name, lag_now)
         if row["state"] == AdoptionState.FAILED:
-            async with self._pool.acquire() as conn:
-                if await adoption_sql.recover(conn, name):
-                    log.info("adoption of %s recovered: %s again", name, state.value)
+            if await with_connection(self._pool, lambda conn: adoption_sql.recover(conn, name)):
+                log.info("adoption of %s recovered: %s again", name, state.value)
         return busy
 
     async def _failed(self, row: asyncpg.Record, exc: Exception) -> None:
@@ -124,8 +128,7 @@ class AdoptionRunner:
         name = row["collection"]
         step = effective_state(row["state"], row["failed_state"])
         reason = exc.message if isinstance(exc, GatewayError) else f"{type(exc).__name__}: {exc}"
-        async with self._pool.acquire() as conn:
-            failures = await adoption_sql.record_failure(conn, name, step, reason)
+        failures = await with_connection(self._pool, lambda conn: adoption_sql.record_failure(conn, name, step, reason))
         self._on_failure(name)
         if failures == 1 and not isinstance(exc, GatewayError | asyncpg.PostgresError):
             log.error("adoption of %s failed while %s", name, step.value, exc_info=exc)  # a bug: keep the trace
@@ -143,20 +146,27 @@ class AdoptionRunner:
 
     async def _import(self, row: asyncpg.Record, stop: asyncio.Event) -> bool:
         name = row["collection"]
-        async with self._pool.acquire() as conn, locks_sql.try_lock(conn, f"driftgate-import:{name}") as mine:
-            if not mine:
-                return False  # another replica imports it
-            return await self._import_locked(name, stop)
+
+        async def import_if_mine(conn: asyncpg.Connection) -> bool:
+            async with locks_sql.try_lock(conn, f"driftgate-import:{name}") as mine:
+                if not mine:
+                    return False  # another replica imports it
+                return await self._import_locked(name, stop)
+
+        return await with_connection(self._pool, import_if_mine)
 
     async def _import_locked(self, name: str, stop: asyncio.Event) -> bool:
-        async with self._pool.acquire() as conn:
-            row = await adoption_sql.get_adoption(conn, name)
-            if row is None or effective_state(row["state"], row["failed_state"]) != AdoptionState.IMPORTING:
-                return False
-            source = adoption_sql.source_of(row)
-            if row["cursor"] is None:
+        row = await with_connection(self._pool, lambda conn: adoption_sql.get_adoption(conn, name))
+        if row is None or effective_state(row["state"], row["failed_state"]) != AdoptionState.IMPORTING:
+            return False
+        source = adoption_sql.source_of(row)
+        if row["cursor"] is None:
+
+            async def count(conn: asyncpg.Connection) -> None:
                 await adoption_sql.set_rows_total(conn, name, await adoption_sql.count_rows(conn, source))
-            dim = self._embeddings.spec(row["model_key"]).dim
+
+            await with_connection(self._pool, count)
+        dim = self._embeddings.spec(row["model_key"]).dim
         cursor, model = row["cursor"], row["model_key"]
         log.info("importing %s into %s from cursor %r", source.spec.qualified, name, cursor)
         started, done = time.monotonic(), 0
@@ -164,9 +174,13 @@ class AdoptionRunner:
 
             async def import_next(conn: asyncpg.Connection, after: str | None = cursor) -> tuple[str | None, int]:
                 await adoption_sql.check_unchanged(conn, source, follow=False)
-                return await adoption_sql.import_chunk(conn, name, model, dim, source, after, self._chunk_rows)
+                rows = await adoption_sql.chunk_documents(conn, source, after, self._chunk_rows)
+                # the write path's rule (domain/identifiers.py), as for the API and follow
+                skip = [r["id"] for r in rows if document_problem(r["id"], r["content"]) is not None]
+                return await adoption_sql.import_chunk(conn, name, model, dim, source, after, self._chunk_rows, skip)
 
-            cursor, read = await in_transaction(self._pool, import_next, max_seconds=30)
+            # one snapshot: the rows judged are the rows copied
+            cursor, read = await in_transaction(self._pool, import_next, max_seconds=30, isolation="repeatable_read")
             if not read:
                 break
             done += read
@@ -190,7 +204,8 @@ class AdoptionRunner:
     async def _hand_to_backfill(self, name: str, model: str) -> None:
         """Plan the rows without a vector as a backfill round of the model; the backfill worker
         embeds them, then builds the HNSW index CONCURRENTLY and marks the backfill done."""
-        async with self._pool.acquire() as conn, conn.transaction():
+
+        async def hand_over(conn: asyncpg.Connection) -> None:
             state = await collections_sql.get_state(conn, name, lock="UPDATE")
             assert state is not None
             missing = await backfill_sql.incomplete_document_ids(conn, name, model)
@@ -208,14 +223,17 @@ class AdoptionRunner:
                 backfill_started_at=datetime.now(UTC),
             )
 
+        await in_transaction(self._pool, hand_over)
+
     async def _finish_if_indexed(self, row: asyncpg.Record) -> None:
         """Once the backfill is done (index built), clear it and settle the adoption."""
         name, model = row["collection"], row["model_key"]
-        async with self._pool.acquire() as conn, conn.transaction():
+
+        async def finish(conn: asyncpg.Connection) -> AdoptionState | None:
             settings = await backfill_sql.backfill_settings(conn, name)
             assert settings is not None
             if settings.to_model == model and settings.state != BackfillState.DONE:
-                return
+                return None
             state = await collections_sql.get_state(conn, name, lock="UPDATE")
             assert state is not None
             current = await adoption_sql.get_adoption(conn, name)
@@ -234,66 +252,110 @@ class AdoptionRunner:
                 detail={"state": after.value},
                 **changes,
             )
+            return after
+
+        after = await in_transaction(self._pool, finish)
+        if after is None:
+            return
         log.info("adoption of %s is complete (%s)", name, after.value)
 
     # -- follow ------------------------------------------------------------------------------------
 
     async def apply_changes(self, row: asyncpg.Record) -> int:
-        """Apply one batch of queued changes in one transaction; returns how many were applied.
+        """Apply one batch of queued changes; returns how many were applied.
 
         The per-collection advisory lock makes batches strictly sequential across replicas, so
         each batch reads the source after the previous one committed: the collection never moves
         back to an older value. Before reading, the table is locked against ALTER and checked
         (column types, grants, the capture triggers): a table changed under the follow raises
         `AdoptionBroken` instead of running a query the owner's new types could hijack.
+
+        The lock is held only to read the batch and to commit it, never while embedding: the
+        batch goes through the one write path (services/writer.py), which reads the rows under the
+        lock, embeds their texts outside it, then under the lock again re-reads them and commits
+        only the vectors of the texts the rows hold now. A row that kept changing while it was
+        embedded is left queued for a later batch (never written with an older text's vector).
         """
-        name = row["collection"]
-        source = adoption_sql.source_of(row)
-        async with self._pool.acquire() as conn, conn.transaction():
-            await follow_sql.lock_follow(conn, name)
-            current = await adoption_sql.get_adoption(conn, name)
-            if current is None or not current["follow"] or not await follow_sql.queue_exists(conn, name):
-                return 0
+        batch = FollowBatch(row["collection"], adoption_sql.source_of(row), limit=self._apply_batch)
+        await self._writer.write(batch.name, batch, bulk=True, may_defer=True)
+        return batch.applied
+
+
+class FollowBatch:
+    """A change source of the write path (services/writer.py): the oldest queued changes of a
+    followed table and the rows they name, as committed now. Read in the commit transaction, under
+    the follow lock; with `stopping` (the end of a follow) the capture triggers are dropped first
+    and the whole queue is read, and `finish` runs before the commit."""
+
+    def __init__(
+        self,
+        name: str,
+        source: adoption_sql.SourceTable,
+        *,
+        limit: int | None,
+        stopping: bool = False,
+        finish: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    ) -> None:
+        self.name, self.source, self._limit, self._stopping, self._finish = name, source, limit, stopping, finish
+        self.applied = 0
+        self.following = True  # False when the follow was stopped (by another replica) meanwhile
+        self._entries: list[asyncpg.Record] = []
+        self._skipped: list[str] = []
+
+    async def read(self, conn: asyncpg.Connection) -> Changes:
+        self._entries, self._skipped, self.applied, self.following = [], [], 0, True
+        name, source = self.name, self.source
+        await follow_sql.lock_follow(conn, name)
+        current = await adoption_sql.get_adoption(conn, name)
+        if current is None or not current["follow"] or not await follow_sql.queue_exists(conn, name):
+            self.following = False
+            return Changes()
+        if self._stopping:
+            await adoption_sql.check_unchanged(conn, source, follow=False)
+            await follow_sql.remove_triggers(conn, name, source)  # no change is captured after this
+        else:
             # first of all, even while importing or failed: a follow made by an earlier version ran as the gateway
             if await follow_sql.secure_capture(conn, name, source):
                 log.warning("collection %s: capture trigger function now runs with the writers' rights", name)
             if effective_state(current["state"], current["failed_state"]) == AdoptionState.IMPORTING:
-                return 0
+                return Changes()
             await adoption_sql.check_unchanged(conn, source, follow=True)
             await follow_sql.check_capturing(conn, name, source)
-            return await self.apply_batch(conn, name, source)
-
-    async def apply_batch(self, conn: asyncpg.Connection, name: str, source: adoption_sql.SourceTable) -> int:
-        """Take one batch from the queue and make the collection match the table, in the caller's
-        transaction (which holds the follow lock and has checked the table). The state row is held
-        FOR SHARE, as on the API's write path, so the write set cannot change meanwhile."""
-        state = await collections_sql.get_state(conn, name, lock="SHARE")
-        assert state is not None  # an adoption row exists only with its collection (FK)
-        entries = await follow_sql.claim_changes(conn, name, self._apply_batch)
-        if not entries:
-            return 0
-        if any(e["op"] == "T" for e in entries):
+        self._entries = await follow_sql.queued_changes(conn, name, self._limit)
+        if any(e["op"] == "T" for e in self._entries):
             await follow_sql.delete_absent(conn, name, source)
-        ids = list(dict.fromkeys(e["doc_id"] for e in entries if e["doc_id"] is not None))
+        ids = list(dict.fromkeys(e["doc_id"] for e in self._entries if e["doc_id"] is not None))
         rows = await follow_sql.current_rows(conn, source, ids) if ids else []
-        keep = [r for r in rows if r["content"] and r["content"].strip() and 1 <= len(r["id"]) <= 256]
-        kept = {r["id"] for r in keep}
-        gone = [i for i in ids if i not in kept]
-        if keep:
-            texts = [r["content"] for r in keep]
-            versions = await documents_sql.upsert_documents(
-                conn, name, [r["id"] for r in keep], texts, [_json(r["metadata"]) for r in keep]
+        upserts = []
+        for r in rows:
+            problem = document_problem(r["id"], r["content"])
+            if problem is None:
+                upserts.append(NewDocument(r["id"], r["content"], _json(r["metadata"])))
+            else:  # the API's rule: such a row is not a document; any older version of it goes
+                self._skipped.append(f"{r['id']!r} ({problem})")
+        kept = {d.id for d in upserts}
+        return Changes(upserts=upserts, deletes=[i for i in ids if i not in kept])
+
+    async def committed(self, conn: asyncpg.Connection, changes: Changes, deferred: frozenset[str]) -> None:
+        if not self.following:
+            return
+        done = [e["seq"] for e in self._entries if e["doc_id"] not in deferred]
+        if done:
+            await follow_sql.delete_changes(conn, self.name, done)
+        if done or self._skipped:
+            await follow_sql.record_applied(conn, self.name, len(done), len(self._skipped))
+        if self._skipped:
+            log.warning(
+                "collection %s: %d changed rows of %s are not valid documents and were skipped (counted in "
+                "rows_skipped): %s",
+                self.name,
+                len(self._skipped),
+                self.source.spec.qualified,
+                "; ".join(self._skipped[:5]),
             )
-            ordered = [versions[r["id"]] for r in keep]
-            for model in state.write_models:
-                encoded = await self._embeddings.embed(model, texts, "document", bulk=True)
-                await documents_sql.upsert_embeddings(
-                    conn, name, model, [r["id"] for r in keep], encoded.vectors, ordered
-                )
-        if gone:
-            await follow_sql.delete_documents(conn, name, gone)
-        await follow_sql.record_applied(conn, name, len(entries))
-        return len(entries)
+        if self._finish is not None:
+            await self._finish(conn)
+        self.applied = len(done)
 
 
 def _json(value) -> dict:

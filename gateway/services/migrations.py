@@ -19,6 +19,7 @@ from gateway.domain.backfill import BackfillAction, BackfillState, plan_chunks
 from gateway.domain.errors import Conflict, IndexIncomplete, InvalidRequest, ModelDrift, NotFound
 from gateway.domain.phases import Action, Phase, next_phase
 from gateway.domain.state import CollectionState, ReadMode
+from gateway.domain.storage import Storage
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService
 from gateway.store import adoption as adoption_sql
@@ -71,8 +72,8 @@ class MigrationService:
         assert state is not None
         return state
 
-    async def start(self, name: str, to_model: str, actor: Actor) -> CollectionState:
-        """Begin dual-writing to `to_model` and plan its backfill, in one transaction."""
+    async def start(self, name: str, to_model: str, actor: Actor, storage: Storage = Storage.VECTOR) -> CollectionState:
+        """Begin dual-writing to `to_model` (its table of `storage`) and plan its backfill, in one transaction."""
         current = await self._collections.state(name)
         spec = self._embeddings.spec(to_model)
         _refuse_same_model(name, to_model, current)
@@ -92,7 +93,7 @@ class MigrationService:
                 )
             # a previous abort or retire dropped any old table; the new one indexes after the bulk load
             await collections_sql.drop_model_table(conn, name, to_model)
-            await collections_sql.create_model_table(conn, name, to_model, spec.dim, with_index=False)
+            await collections_sql.create_model_table(conn, name, to_model, spec.dim, with_index=False, storage=storage)
             ids = await backfill_sql.document_ids(conn, name)
             await backfill_sql.plan_round(conn, name, to_model, plan_chunks(ids, self._chunk_size), 1)
             await backfill_sql.clear_errors(conn, name, to_model)
@@ -102,7 +103,7 @@ class MigrationService:
                 action=AuditAction.START,
                 actor=actor.address,
                 replica=actor.replica,
-                detail={"to_model": to_model, "documents": len(ids)},
+                detail={"to_model": to_model, "documents": len(ids), "storage": storage.value},
                 phase=phase,
                 write_models=[state.read_model, to_model],
                 from_model=state.read_model,

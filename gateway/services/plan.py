@@ -19,7 +19,7 @@ from gateway.domain.errors import Conflict
 from gateway.services.collections import CollectionService
 from gateway.services.embedding import EmbeddingService
 from gateway.store import plan as plan_sql
-from gateway.store.retry import db_retrying
+from gateway.store.retry import with_connection
 
 
 async def plan_migration(
@@ -37,11 +37,11 @@ async def plan_migration(
     endpoint = getattr(spec, "endpoint", None)
     if sample is None:
         sample = spec.max_batch * endpoint.max_concurrency if endpoint else 64
-    async for attempt in db_retrying():
-        with attempt:
-            async with pool.acquire() as conn:
-                documents, chars = await plan_sql.document_stats(conn, name)
-                texts = await plan_sql.sample_texts(conn, name, sample)
+
+    async def read(conn: asyncpg.Connection) -> tuple[tuple[int, int], list[str]]:
+        return await plan_sql.document_stats(conn, name), await plan_sql.sample_texts(conn, name, sample)
+
+    (documents, chars), texts = await with_connection(pool, read)
     plan: dict = {
         "collection": name,
         "from_model": state.read_model,

@@ -29,7 +29,7 @@ from gateway.services.collections import QueryResult
 from gateway.services.embedding import EmbeddingService
 from gateway.store import documents as documents_sql
 from gateway.store import shadow as shadow_sql
-from gateway.store.retry import TRANSIENT_ERRORS
+from gateway.store.retry import TRANSIENT_ERRORS, with_connection
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +165,9 @@ class ShadowRunner:
             vector = job.vector
         else:
             vector = (await self._embeddings.embed_for_shadow(job.shadow_model, job.text)).vectors[0]
-        async with self._pool.acquire() as conn:
-            hits = await documents_sql.search(
+        hits = await with_connection(
+            self._pool,
+            lambda conn: documents_sql.search(
                 conn,
                 job.collection,
                 job.shadow_model,
@@ -174,7 +175,8 @@ class ShadowRunner:
                 job.k,
                 job.metadata_filter,
                 exact=job.pairing == Pairing.AA,
-            )
+            ),
+        )
         shadow = Observation(
             job.shadow_model,
             tuple(h.id for h in hits),
@@ -206,8 +208,9 @@ class ShadowRunner:
                 "read_ids": list(comparison.read.ids),
                 "shadow_ids": list(comparison.shadow.ids),
             }
-            async with self._pool.acquire() as conn:
-                await shadow_sql.keep_sample(conn, job.collection, row, self._keep)
+            await with_connection(
+                self._pool, lambda conn: shadow_sql.keep_sample(conn, job.collection, row, self._keep)
+            )
 
     async def drain(self) -> None:
         """Wait until every queued job has finished (tests, graceful shutdown)."""

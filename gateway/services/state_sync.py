@@ -126,9 +126,8 @@ class StateWatcher:
         if self._listener is None or self._listener.is_closed():
             await self._close_listener()
             await self._listen()
-        async with self._pool.acquire() as conn:
-            versions = await collections_sql.state_versions(conn)
-            for name, cached in self._collections.cached_versions().items():
-                if versions.get(name) != cached:
-                    await self._collections.reload(name)
-            await self._heartbeat(conn)
+        versions = await with_connection(self._pool, collections_sql.state_versions)
+        for name, cached in self._collections.cached_versions().items():
+            if versions.get(name) != cached:
+                await self._collections.reload(name)
+        await with_connection(self._pool, self._heartbeat)

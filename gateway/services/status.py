@@ -10,7 +10,7 @@ from gateway.services.collections import CollectionService
 from gateway.store import backfill as backfill_sql
 from gateway.store import collections as collections_sql
 from gateway.store import replicas as replicas_sql
-from gateway.store.retry import in_transaction
+from gateway.store.retry import in_transaction, with_connection
 
 RATE_WINDOW_S = 30.0
 
@@ -38,6 +38,7 @@ async def collection_status(
             cover = await collections_sql.coverage(conn, name, key)
             models[key] = {
                 "dim": table["dim"],
+                "storage": table["storage"],
                 "rows": cover["rows"],
                 "coverage": cover["coverage"],
                 "missing": cover["missing"],
@@ -111,24 +112,16 @@ async def _backfill(conn: asyncpg.Connection, name: str, model: str | None, tabl
 
 async def backfill_progress(pool: asyncpg.Pool) -> list[tuple[str, str, dict]]:
     """(collection, model, {done, total, errors, rate_per_s}) of every migration in flight."""
-    out = []
-    async with pool.acquire() as conn:
+
+    async def read(conn: asyncpg.Connection) -> list[tuple[str, str, dict]]:
+        out = []
         for collection, model in await backfill_sql.migrations_in_flight(conn):
             progress = await backfill_sql.progress(conn, collection, model)
-            rate = recent_rate(progress)
-            out.append(
-                (
-                    collection,
-                    model,
-                    {
-                        "done": int(progress["done"]),
-                        "total": int(progress["total"]),
-                        "errors": int(progress["errors"]),
-                        "rate_per_s": rate,
-                    },
-                )
-            )
-    return out
+            figures = {key: int(progress[key]) for key in ("done", "total", "errors")}
+            out.append((collection, model, {**figures, "rate_per_s": recent_rate(progress)}))
+        return out
+
+    return await with_connection(pool, read)
 
 
 def annotate_remote(report: dict, watch, migration_tokens: dict, replica: str) -> dict:

@@ -105,6 +105,14 @@ async def inspect_source(conn: asyncpg.Connection, spec: SourceSpec, *, follow: 
                 code="column_not_found",
             )
     vector = columns[spec.vector_column]
+    if vector["typname"] == "halfvec" and vector["pgvector"]:
+        raise InvalidRequest(
+            f"column {spec.vector_column!r} is {vector['type']}: adoption reads pgvector `vector` columns only. "
+            f"Convert it first (ALTER TABLE {spec.qualified} ALTER COLUMN {spec.vector_column} TYPE "
+            f"{vector['type'].replace('halfvec', 'vector')}), then adopt; a migration can move the collection "
+            "to a halfvec table afterwards",
+            code="invalid_column_type",
+        )
     if not (vector["typname"] == "vector" and vector["typtype"] == "b" and vector["pgvector"]):
         raise InvalidRequest(
             f"column {spec.vector_column!r} is {vector['type']}, not a pgvector `vector`", code="invalid_column_type"
@@ -368,6 +376,23 @@ async def recover(conn: asyncpg.Connection, collection: str) -> bool:
 # -- the import ----------------------------------------------------------------------------------
 
 
+async def chunk_documents(
+    conn: asyncpg.Connection, source: SourceTable, cursor: str | None, limit: int
+) -> list[asyncpg.Record]:
+    """(id, content) of the next `limit` rows after `cursor`: what `import_chunk` copies next
+    (read in the same REPEATABLE READ transaction, so both see the same rows)."""
+    s = source.spec
+    id_ = source.col(s.id_column)
+    return await conn.fetch(
+        f"""SELECT {id_}::text AS id, {source.col(s.text_column)}::text AS content FROM {source.relation} s
+            WHERE ($1::text IS NULL OR {id_} > CAST($1::text AS {source.id_type})){source.where_sql(3)}
+            ORDER BY {id_} LIMIT $2""",
+        cursor,
+        limit,
+        *source.where_args(),
+    )
+
+
 async def import_chunk(
     conn: asyncpg.Connection,
     collection: str,
@@ -376,12 +401,13 @@ async def import_chunk(
     source: SourceTable,
     cursor: str | None,
     limit: int,
+    skip: list[str],
 ) -> tuple[str | None, int]:
     """Copy the next `limit` rows after `cursor` (in id order) into the documents and the model's
     table with one statement, and advance the cursor, in the caller's transaction.
 
-    Rows with a NULL or blank text, or an id that is not a valid document id, are skipped and
-    counted; a NULL vector leaves the document without an embedding for the backfill to make,
+    Rows in `skip` (the caller's verdict with the write path's rule: a NULL or blank text, an id
+    that is not a valid document id) are skipped and counted; a NULL vector leaves the document without an embedding for the backfill to make,
     and so does an unusable one (zero, or of another dimension), counted in `vectors_unusable`.
     Returns (new cursor, rows read); 0 rows: the end.
     """
@@ -400,7 +426,7 @@ async def import_chunk(
             docs AS (
                 INSERT INTO {docs} (id, content, metadata, version)
                 SELECT id, content, metadata, nextval('{versions}') FROM src
-                WHERE content IS NOT NULL AND btrim(content) <> '' AND length(id) BETWEEN 1 AND 256
+                WHERE content IS NOT NULL AND NOT (id = ANY(${4 + len(source.where_args())}::text[]))
                 ON CONFLICT (id) DO NOTHING
                 RETURNING id, version),
             emb AS (
@@ -418,6 +444,7 @@ async def import_chunk(
         limit,
         dim,
         *source.where_args(),
+        skip,
     )
     read, imported = row["read"], row["imported"]
     if read:

@@ -15,7 +15,7 @@ import numpy as np
 
 from gateway.domain.backfill import BackfillState, Chunk
 from gateway.store.collections import documents_table, model_table
-from gateway.store.vector_codec import Vector
+from gateway.store.vector_codec import Vector, halfvec_range
 
 
 @dataclass(frozen=True)
@@ -121,20 +121,21 @@ async def write_if_current(
     row vanish (never resurrected), a concurrent update changes its version (skipped), and
     ON CONFLICT keeps a fresher dual-written embedding. Returns how many rows were written.
     """
-    status = await conn.execute(
-        f"""INSERT INTO {model_table(collection, model_key)} AS e (doc_id, embedding, source_version)
-            SELECT u.id, u.embedding, u.version
-            FROM unnest($1::text[], $2::vector[], $3::bigint[]) AS u (id, embedding, version)
-            JOIN {documents_table(collection)} d ON d.id = u.id AND d.version = u.version
-            FOR KEY SHARE OF d
-            ON CONFLICT (doc_id) DO UPDATE
-               SET embedding = excluded.embedding, source_version = excluded.source_version, embedded_at = now()
-               WHERE e.source_version < excluded.source_version""",
-        list(ids),
-        [Vector(v) for v in vectors],
-        list(versions),
-    )
-    return int(status.rsplit(" ", 1)[-1])
+    with halfvec_range(model_key):
+        status = await conn.execute(
+            f"""INSERT INTO {model_table(collection, model_key)} AS e (doc_id, embedding, source_version)
+                SELECT u.id, u.embedding, u.version
+                FROM unnest($1::text[], $2::vector[], $3::bigint[]) AS u (id, embedding, version)
+                JOIN {documents_table(collection)} d ON d.id = u.id AND d.version = u.version
+                FOR KEY SHARE OF d
+                ON CONFLICT (doc_id) DO UPDATE
+                   SET embedding = excluded.embedding, source_version = excluded.source_version, embedded_at = now()
+                   WHERE e.source_version < excluded.source_version""",
+            list(ids),
+            [Vector(v) for v in vectors],
+            list(versions),
+        )
+        return int(status.rsplit(" ", 1)[-1])
 
 
 async def record_step(

@@ -14,6 +14,7 @@ from gateway.domain.audit import AuditAction
 from gateway.domain.identifiers import collection_schema, embedding_table, quote_ident
 from gateway.domain.phases import Phase
 from gateway.domain.state import CollectionState, ReadMode
+from gateway.domain.storage import Storage
 
 _STATE_COLUMNS = (
     "name, phase, read_model, write_models, shadow_model, shadow_sample_rate, state_version, "
@@ -55,7 +56,13 @@ async def get_state(conn: asyncpg.Connection, name: str, *, lock: str | None = N
 
 
 async def create_collection(
-    conn: asyncpg.Connection, name: str, model_key: str, dim: int, *, with_index: bool = True
+    conn: asyncpg.Connection,
+    name: str,
+    model_key: str,
+    dim: int,
+    *,
+    with_index: bool = True,
+    storage: Storage = Storage.VECTOR,
 ) -> CollectionState | None:
     """Create the state row, schema, documents table and the model's table, in the caller's transaction.
 
@@ -85,46 +92,67 @@ async def create_collection(
                 updated_at timestamptz NOT NULL DEFAULT now());
             CREATE INDEX ON {schema}.documents USING gin (metadata jsonb_path_ops);"""
     )
-    await create_model_table(conn, name, model_key, dim, with_index=with_index)
+    await create_model_table(conn, name, model_key, dim, with_index=with_index, storage=storage)
     return _state(inserted)
 
 
 async def create_model_table(
-    conn: asyncpg.Connection, collection: str, model_key: str, dim: int, *, with_index: bool = True
+    conn: asyncpg.Connection,
+    collection: str,
+    model_key: str,
+    dim: int,
+    *,
+    with_index: bool = True,
+    storage: Storage = Storage.VECTOR,
 ) -> None:
-    """One embedding table per (collection, model), with its own dimension.
+    """One embedding table per (collection, model), with its own dimension and storage type.
 
     A new collection gets its HNSW cosine index at once; a migration's target table gets it
     after the bulk backfill (`build_index`), which is much faster than maintaining it per row.
+    Writes send float32 vectors either way: PostgreSQL casts them to a `halfvec` column's type,
+    and a search's query vector takes the column's type (its parameter is left untyped).
     """
     table = model_table(collection, model_key)
     await conn.execute(
         f"""CREATE TABLE {table} (
                 doc_id         text COLLATE "C" PRIMARY KEY REFERENCES {documents_table(collection)} (id) ON DELETE CASCADE,
-                embedding      vector({int(dim)}) NOT NULL,
+                embedding      {storage.column_type(dim)} NOT NULL,
                 source_version bigint NOT NULL,
                 embedded_at    timestamptz NOT NULL DEFAULT now())"""
     )
     if with_index:
-        await conn.execute(_index_sql(collection, model_key, concurrently=False))
+        await conn.execute(_index_sql(collection, model_key, storage, concurrently=False))
     await conn.execute(
-        """INSERT INTO driftgate.embedding_tables (collection, model_key, table_name, dim, index_ready)
-           VALUES ($1, $2, $3, $4, $5)""",
+        """INSERT INTO driftgate.embedding_tables (collection, model_key, table_name, dim, index_ready, storage)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
         collection,
         model_key,
         embedding_table(model_key),
         dim,
         with_index,
+        storage.value,
     )
 
 
-def _index_sql(collection: str, model_key: str, *, concurrently: bool, ef_construction: int | None = None) -> str:
+async def table_storage(conn: asyncpg.Connection, collection: str, model_key: str) -> Storage:
+    """The storage type of a model's table (`vector` for a table the catalog does not know)."""
+    value = await conn.fetchval(
+        "SELECT storage FROM driftgate.embedding_tables WHERE collection = $1 AND model_key = $2",
+        collection,
+        model_key,
+    )
+    return Storage(value or Storage.VECTOR)
+
+
+def _index_sql(
+    collection: str, model_key: str, storage: Storage, *, concurrently: bool, ef_construction: int | None = None
+) -> str:
     index = quote_ident(embedding_table(model_key) + "_hnsw")
     how = "CONCURRENTLY " if concurrently else ""
     options = f" WITH (ef_construction = {int(ef_construction)})" if ef_construction else ""
     return (
         f"CREATE INDEX {how}IF NOT EXISTS {index} ON {model_table(collection, model_key)} "
-        f"USING hnsw (embedding vector_cosine_ops){options}"
+        f"USING hnsw (embedding {storage.cosine_ops}){options}"
     )
 
 
@@ -215,12 +243,13 @@ async def _create_index(
 ) -> None:
     # a large build outlives the pool's command timeout; it gets hours, and memory to keep the
     # graph in RAM (a build that spills is several times slower)
+    storage = await table_storage(conn, collection, model_key)
     await conn.execute(f"SET maintenance_work_mem = '{int(maintenance_work_mem_mb)}MB'")
     if parallel_workers is not None:
         await conn.execute(f"SET max_parallel_maintenance_workers = {int(parallel_workers)}")
     try:
         await conn.execute(
-            _index_sql(collection, model_key, concurrently=True, ef_construction=ef_construction),
+            _index_sql(collection, model_key, storage, concurrently=True, ef_construction=ef_construction),
             timeout=INDEX_BUILD_TIMEOUT_S,
         )
     finally:
@@ -375,6 +404,21 @@ async def state_versions(conn: asyncpg.Connection) -> dict[str, int]:
 
 async def count_documents(conn: asyncpg.Connection, collection: str) -> int:
     return await conn.fetchval(f"SELECT count(*) FROM {documents_table(collection)}")
+
+
+ESTIMATE_ABOVE_ROWS = 100_000  # tables the planner believes larger than this are not counted row by row
+
+
+async def about_how_many_documents(conn: asyncpg.Connection, collection: str) -> int:
+    """The collection's document count, exact for small tables; for a table the planner believes
+    holds more than ESTIMATE_ABOVE_ROWS, its estimate (pg_class.reltuples, kept by ANALYZE and
+    index builds): counting millions of rows would take seconds."""
+    estimate = await conn.fetchval(
+        "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)", documents_table(collection)
+    )
+    if estimate is not None and estimate > ESTIMATE_ABOVE_ROWS:
+        return int(estimate)
+    return await count_documents(conn, collection)
 
 
 async def drop_collection(conn: asyncpg.Connection, name: str) -> None:

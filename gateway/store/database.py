@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import platformdirs
 
+from gateway.store.retry import with_connection
 from gateway.store.session import reset_connection
 from gateway.store.vector_codec import register_vector
 
@@ -212,8 +213,7 @@ async def open_database(dsn: str, config, *, max_size: int | None = None) -> asy
         max_size=max_size or config.pool_max,
         ef_search=config.hnsw_ef_search,
     )
-    async with pool.acquire() as conn:
-        applied = await apply_schema(conn)
+    applied = await with_connection(pool, apply_schema)
     if applied:
         log.info("applied schema migrations %s", applied)
     return pool
@@ -225,6 +225,5 @@ def replica_id(configured: str | None) -> str:
 
 
 async def ping(pool: asyncpg.Pool) -> bool:
-    """Run `SELECT 1` on a pooled connection."""
-    async with pool.acquire() as conn:
-        return await conn.fetchval("SELECT 1") == 1
+    """Run `SELECT 1` on a pooled connection, once: a probe's first answer is the point (no retry)."""
+    return await with_connection(pool, lambda conn: conn.fetchval("SELECT 1"), max_seconds=0) == 1

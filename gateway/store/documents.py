@@ -6,6 +6,7 @@ import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import asyncpg
 import numpy as np
@@ -13,7 +14,7 @@ import numpy as np
 from gateway.domain.filters import Filter
 from gateway.store.collections import documents_table, model_table
 from gateway.store.filters import compile_filter
-from gateway.store.vector_codec import Vector
+from gateway.store.vector_codec import Vector, halfvec_range
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,10 @@ class DocumentRow:
     version: int
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):
+    """One k-NN hit. Immutable like the frozen dataclasses here, but built ten times per query:
+    a named tuple is ~5x cheaper to create than a frozen dataclass (~0.3 against ~1.7 us)."""
+
     id: str
     score: float
     text: str
@@ -69,16 +72,17 @@ async def upsert_embeddings(
     versions: Sequence[int],
 ) -> None:
     """Write one embedding per document for `model_key`, recording the document version embedded."""
-    await conn.execute(
-        f"""INSERT INTO {model_table(collection, model_key)} (doc_id, embedding, source_version)
-            SELECT * FROM unnest($1::text[], $2::vector[], $3::bigint[])
-            ON CONFLICT (doc_id) DO UPDATE
-               SET embedding = excluded.embedding, source_version = excluded.source_version,
-                   embedded_at = now()""",
-        list(ids),
-        [Vector(v) for v in vectors],
-        list(versions),
-    )
+    with halfvec_range(model_key):
+        await conn.execute(
+            f"""INSERT INTO {model_table(collection, model_key)} (doc_id, embedding, source_version)
+                SELECT * FROM unnest($1::text[], $2::vector[], $3::bigint[])
+                ON CONFLICT (doc_id) DO UPDATE
+                   SET embedding = excluded.embedding, source_version = excluded.source_version,
+                       embedded_at = now()""",
+            list(ids),
+            [Vector(v) for v in vectors],
+            list(versions),
+        )
 
 
 async def get_document(conn: asyncpg.Connection, collection: str, doc_id: str) -> DocumentRow | None:
@@ -179,7 +183,12 @@ async def search(
         condition = compile_filter(metadata_filter, params)
         sql = _search_sql(collection, model_key, exact, filtered=True).replace("{where}", condition)
     rows = await conn.fetch(sql, *params)
-    return [Hit(r["id"], 1.0 - float(r["distance"]), r["content"], json.loads(r["metadata"])) for r in rows]
+    return [Hit(r["id"], 1.0 - float(r["distance"]), r["content"], _metadata(r["metadata"])) for r in rows]
+
+
+def _metadata(stored: str) -> dict:
+    """A hit's jsonb metadata; the common empty object without a trip through the JSON parser."""
+    return {} if stored == "{}" else json.loads(stored)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -4,7 +4,8 @@ applier reads and writes (services/follow.py).
 Statement-level triggers on the source table write the ids of changed rows into
 `dgc_<c>.follow_queue` inside the writer's own transaction, so a change and its queue entry
 commit (or roll back) together. The queue holds *which* rows changed, not their values: the
-applier claims entries, re-reads those rows as committed now, and makes the collection match.
+applier reads entries, re-reads those rows as committed now, makes the collection match and
+deletes the entries it applied, in one transaction.
 Entries are deleted when applied, never passed by a cursor, so a transaction that commits after
 a later-numbered one is still applied when it becomes visible; and because the applier reads
 the committed row under one lock per collection, the collection moves through the table's
@@ -154,14 +155,18 @@ async def queue_exists(conn: asyncpg.Connection, collection: str) -> bool:
     return await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", _queue(collection))
 
 
-async def claim_changes(conn: asyncpg.Connection, collection: str, limit: int) -> list[asyncpg.Record]:
-    """Take (delete) the oldest visible queue entries, in the caller's transaction."""
+async def queued_changes(conn: asyncpg.Connection, collection: str, limit: int | None) -> list[asyncpg.Record]:
+    """The oldest visible queue entries (all of them with `limit` None), locked until the caller's
+    transaction ends; `delete_changes` removes the ones applied, in the same transaction."""
     queue = _queue(collection)
     return await conn.fetch(
-        f"""DELETE FROM {queue} WHERE seq IN (SELECT seq FROM {queue} ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
-            RETURNING seq, doc_id, op""",
+        f"SELECT seq, doc_id, op FROM {queue} ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
         limit,
     )
+
+
+async def delete_changes(conn: asyncpg.Connection, collection: str, seqs: list[int]) -> None:
+    await conn.execute(f"DELETE FROM {_queue(collection)} WHERE seq = ANY($1::bigint[])", seqs)
 
 
 async def current_rows(conn: asyncpg.Connection, source: SourceTable, ids: list[str]) -> list[asyncpg.Record]:
@@ -177,11 +182,6 @@ async def current_rows(conn: asyncpg.Connection, source: SourceTable, ids: list[
     )
 
 
-async def delete_documents(conn: asyncpg.Connection, collection: str, ids: list[str]) -> int:
-    status = await conn.execute(f"DELETE FROM {documents_table(collection)} WHERE id = ANY($1::text[])", ids)
-    return int(status.rsplit(" ", 1)[-1])
-
-
 async def delete_absent(conn: asyncpg.Connection, collection: str, source: SourceTable) -> int:
     """After a TRUNCATE of the source: drop every document whose row is gone."""
     s = source.spec
@@ -193,12 +193,14 @@ async def delete_absent(conn: asyncpg.Connection, collection: str, source: Sourc
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def record_applied(conn: asyncpg.Connection, collection: str, changes: int) -> None:
+async def record_applied(conn: asyncpg.Connection, collection: str, changes: int, skipped: int = 0) -> None:
+    """Count applied changes, and changed rows skipped as not valid documents (in `rows_skipped`)."""
     await conn.execute(
         """UPDATE driftgate.adoptions SET changes_applied = changes_applied + $2, applied_at = now(),
-               updated_at = now() WHERE collection = $1""",
+               rows_skipped = rows_skipped + $3, updated_at = now() WHERE collection = $1""",
         collection,
         changes,
+        skipped,
     )
 
 

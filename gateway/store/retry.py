@@ -3,6 +3,11 @@
 Transient database trouble (a dropped connection, a restart, a serialisation conflict) is
 retried with exponential backoff and jitter for a bounded time; what still fails after that
 reaches the API middleware, which answers 503 with Retry-After.
+
+Every pooled connection in gateway/ is taken here (`with_connection`, `in_transaction`); the one
+other place is `store/session.py`'s `read_only`, whose first attempt skips tenacity and falls
+back to `with_connection`. tests/test_code_rules.py fails on a raw `pool.acquire()` elsewhere.
+The state listener's LISTEN connection is its own `asyncpg.connect`, outside the pool.
 """
 
 from __future__ import annotations

