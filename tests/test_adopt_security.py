@@ -22,6 +22,14 @@ from gateway.store.collections import documents_table, model_table
 from tests.helpers import L3, L6, TOKEN
 from tests.test_adopt import admin, adopt_body, adopt_settings, connect, settled, wait_for
 
+
+@pytest.fixture
+def dsn(empty_dsn: str) -> str:
+    """An empty database: a gateway here may run as a plain role, so it creates driftgate's schema
+    itself (as on a new database) instead of finding one that the superuser owns."""
+    return empty_dsn
+
+
 DIM = 384
 
 

@@ -321,3 +321,28 @@ async def test_the_ready_phase_is_still_reached_with_the_new_scheduler(make_clie
     finally:
         stop.set()
         await asyncio.gather(*writers)
+
+
+# -- shutdown -----------------------------------------------------------------------------------
+
+
+async def test_a_gateway_whose_workers_poll_hourly_still_stops_them_at_shutdown_without_cancelling(make_client):
+    # the backfill worker and the adoption runner end on the stop, not after sleeping out their
+    # poll interval; the adoption runner used to sleep it out (0.5 s by default on every shutdown,
+    # here an hour: cut off by the gateway's 30 s cap on a worker's stop, which cancels it)
+    hourly = load_settings(
+        None,
+        database={"pool_min": 1, "pool_max": 4},
+        server={**SLOW_MACHINE_SERVER, "sync_poll_interval_s": 60},
+        backfill={"poll_interval_s": 3600},
+        adoption={"poll_interval_s": 3600},
+    )
+    client = await make_client(hourly)
+    assert (await client.get("/readyz")).status == 200
+    workers = {t.get_name(): t for t in asyncio.all_tasks() if t.get_name() in ("backfill-worker", "adoption-runner")}
+    assert set(workers) == {"backfill-worker", "adoption-runner"}
+    await client.close()
+    assert {name: (task.done(), task.cancelled()) for name, task in workers.items()} == {
+        "backfill-worker": (True, False),
+        "adoption-runner": (True, False),
+    }

@@ -40,7 +40,7 @@ def remote_settings(base_url: str, **changes):
         "query_params": {"input_type": "query"},
         "document_params": {"input_type": "passage"},
         "max_batch": 8,
-        "timeout_s": 2.0,
+        "timeout_s": 20.0,  # the real model server may take seconds on a busy machine (the timeout test sets its own)
         "drift_check_interval_s": 600,
         "price_per_million_tokens": 0.02,
         **changes,

@@ -10,9 +10,9 @@ from gateway.store.database import EmbeddedPostgres, ensure_vector_extension
 from gateway.store.schema import MIGRATIONS, apply_schema
 
 
-async def test_two_replicas_applying_the_schema_at_once_apply_each_migration_exactly_once(dsn):
-    await ensure_vector_extension(dsn)
-    first, second = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+async def test_two_replicas_applying_the_schema_at_once_apply_each_migration_exactly_once(empty_dsn):
+    await ensure_vector_extension(empty_dsn)
+    first, second = await asyncpg.connect(empty_dsn), await asyncpg.connect(empty_dsn)
     try:
         applied = await asyncio.gather(apply_schema(first), apply_schema(second))
         assert sorted(applied[0] + applied[1]) == [v for v, _ in MIGRATIONS]
@@ -24,8 +24,9 @@ async def test_two_replicas_applying_the_schema_at_once_apply_each_migration_exa
         await second.close()
 
 
-async def test_two_gateway_apps_starting_together_on_an_empty_database_both_serve(make_client):
-    first, second = await asyncio.gather(make_client(), make_client())
+async def test_two_gateway_apps_starting_together_on_an_empty_database_both_serve(empty_dsn, make_client):
+    # empty_dsn first: the database outlives the apps (fixtures end in reverse order)
+    first, second = await asyncio.gather(make_client(dsn=empty_dsn), make_client(dsn=empty_dsn))
     assert (await first.put("/v1/collections/docs", json={"model": "paraphrase-MiniLM-L3-v2"})).status == 201
     assert (await second.get("/v1/collections/docs")).status == 200
 

@@ -115,6 +115,7 @@ async def adoption_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(runner.run(stop_event), name="adoption-runner")
     yield
     stop_event.set()
+    runner.wake()  # an idle runner waits on its wake-up, not on the stop: shut down now, not a poll later
     try:
         await asyncio.wait_for(task, timeout=30)
     except TimeoutError:
