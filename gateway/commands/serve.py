@@ -73,12 +73,14 @@ async def serve(app: web.Application, settings: Settings) -> None:
     await runner.setup()
     try:
         freeze_startup_objects()  # models and libraries are loaded: spare them every full GC
-        await web.TCPSite(runner, config.host, config.port).start()
-        log.info("driftgate listening on http://%s:%s", config.host, config.port)
+        # handlers first: a SIGINT sent as soon as "listening" is logged must find them (before
+        # they are installed, the loop has no wake-up fd for the signal and it would be lost)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        await web.TCPSite(runner, config.host, config.port).start()
+        log.info("driftgate listening on http://%s:%s", config.host, config.port)
         await stop.wait()
         log.info("driftgate stopping: draining in-flight requests")
     finally:
