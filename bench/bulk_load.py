@@ -85,22 +85,31 @@ def ndjson(docs: list[tuple[str, str]]) -> bytes:
     return b"".join(json.dumps({"id": i, "text": t}).encode() + b"\n" for i, t in docs)
 
 
+async def create_collection(gw: Gateway, model: str) -> None:
+    status, answer = await gw.call("PUT", f"/v1/collections/{COLLECTION}", {"model": model})
+    if status not in (200, 201):
+        raise RuntimeError(f"creating the collection: {status} {answer}")
+
+
+async def post_bulk(gw: Gateway, body: bytes, count: int) -> None:
+    """Stream `body` to documents:bulk?index=later and check every document was loaded."""
+    url = f"{gw.base}/v1/collections/{COLLECTION}/documents:bulk?index=later"
+    async with gw.session.post(url, data=body, headers={"Content-Type": "application/x-ndjson"}) as resp:
+        answer = await resp.json()
+        if resp.status != 200 or answer["loaded"] != count:
+            raise RuntimeError(f"bulk load answered {resp.status}: {answer}")
+
+
 async def gateway_run(databases: Databases, body: bytes, count: int, pg_pid, label: str) -> dict:
     db = await databases.create_or_exit("bench_bulk")
     await databases.checkpoint()
     settings = load_settings(None, backfill={"enabled": False}, server={"sync_poll_interval_s": 1.0})
     try:
         async with Gateway(settings, databases.dsn(db), loader=fake_loader, timeout_s=3600) as gw:
-            status, answer = await gw.call("PUT", f"/v1/collections/{COLLECTION}", {"model": FROM_MODEL})
-            if status not in (200, 201):
-                raise RuntimeError(f"creating the collection: {status} {answer}")
-            url = f"{gw.base}/v1/collections/{COLLECTION}/documents:bulk?index=later"
+            await create_collection(gw, FROM_MODEL)
             with CpuMeter(pg_pid) as meter:
                 started = time.perf_counter()
-                async with gw.session.post(url, data=body, headers={"Content-Type": "application/x-ndjson"}) as resp:
-                    answer = await resp.json()
-                    if resp.status != 200 or answer["loaded"] != count:
-                        raise RuntimeError(f"bulk load answered {resp.status}: {answer}")
+                await post_bulk(gw, body, count)
                 load_s = time.perf_counter() - started
                 built = await gw.admin("POST", COLLECTION, "index")
                 total_s = time.perf_counter() - started
@@ -196,17 +205,11 @@ async def model_gateway_run(databases: Databases, body: bytes, count: int, args,
     await databases.checkpoint()
     try:
         async with Gateway(model_settings(args), databases.dsn(db), timeout_s=3600) as gw:
-            status, answer = await gw.call("PUT", f"/v1/collections/{COLLECTION}", {"model": args.model})
-            if status not in (200, 201):
-                raise RuntimeError(f"creating the collection: {status} {answer}")
+            await create_collection(gw, args.model)
             await gw.app[EMBEDDINGS].embed(args.model, ["warm up"], "document", bulk=True)  # the bulk session
-            url = f"{gw.base}/v1/collections/{COLLECTION}/documents:bulk?index=later"
             with CpuMeter(pg_pid) as meter:
                 started = time.perf_counter()
-                async with gw.session.post(url, data=body, headers={"Content-Type": "application/x-ndjson"}) as resp:
-                    answer = await resp.json()
-                    if resp.status != 200 or answer["loaded"] != count:
-                        raise RuntimeError(f"bulk load answered {resp.status}: {answer}")
+                await post_bulk(gw, body, count)
                 load_s = time.perf_counter() - started
     finally:
         await databases.drop(db)
