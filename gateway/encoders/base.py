@@ -44,6 +44,12 @@ class Encoder(Protocol):
     @property
     def spec(self) -> ModelSpec: ...
 
+    @property
+    def runs_on(self) -> str | None:
+        """Where it runs: "cpu" or "cuda" for a local model's session, "remote" for a provider's
+        (None when a test's stand-in session cannot say)."""
+        ...
+
     async def encode(self, texts: list[str], kind: Kind, lane: Lane = Lane.INTERACTIVE) -> Encoded:
         """Vectors of `texts` in order, each prefixed as the model expects for `kind`."""
         ...

@@ -105,7 +105,7 @@ class LocalEncoder:
     ) -> None:
         self.spec = spec
         # "cpu" or "cuda" as the interactive session runs (None for a test's stand-in session)
-        self.provider: str | None = getattr(session, "provider", None)
+        self.runs_on: str | None = getattr(session, "provider", None)
         self._loader = loader
         self._cache_dir = cache_dir
         self._lanes = lanes

@@ -191,6 +191,8 @@ class Provider:
 class RemoteEncoder:
     """Embeds through one provider model. Async and safe to share within one event loop."""
 
+    runs_on = "remote"  # where it runs, as `driftgate models list` and status say (base.Encoder)
+
     def __init__(
         self,
         spec: RemoteModelSpec,

@@ -218,10 +218,10 @@ class EmbeddingService:
     def execution_provider(self, key: str) -> str:
         """Where `key` runs: "remote" for a provider's model; for a local one "cpu" or "cuda", as its
         loaded session reports it, or as `models.execution_provider` resolved here before it loads."""
-        if isinstance(self.specs.get(key), RemoteModelSpec):
-            return "remote"
         encoder = self._encoders.get(key)
-        return getattr(encoder, "provider", None) or self._provider
+        if encoder is not None and encoder.runs_on:
+            return encoder.runs_on
+        return "remote" if isinstance(self.specs.get(key), RemoteModelSpec) else self._provider
 
     async def load(self, key: str) -> Encoder:
         """The model's encoder, loading it (fetching its files on first use) off the event loop.
