@@ -134,8 +134,12 @@ async def compare_with_source(dsn: str, name: str = "docs", models=(L3,)) -> dic
         await conn.close()
 
 
-async def legacy_writer(dsn: str, seed: int, stop: asyncio.Event, written: list) -> None:
-    """Updates, inserts and deletes on the source table, each in its own transaction."""
+async def legacy_writer(dsn: str, seed: int, stop: asyncio.Event, written: list, adopted: asyncio.Event) -> None:
+    """Updates, inserts and deletes on the source table, each in its own transaction.
+
+    Updates change a row's text and leave its vector as it was (stale), so they start only once
+    the adoption is accepted: before, its sample could pick an updated row and rightly refuse
+    the table (vectors_mismatch); on a slow machine the writers get that far before the sample."""
     rng = random.Random(seed)
     conn = await connect(dsn)
     try:
@@ -143,6 +147,8 @@ async def legacy_writer(dsn: str, seed: int, stop: asyncio.Event, written: list)
         while not stop.is_set():
             op, row = rng.random(), rng.randrange(0, 100)
             row += 1 if row % 25 == 7 else 0  # the blank rows stay blank: they must be skipped
+            if not adopted.is_set():
+                op = 0.5 + op / 2  # an insert or a delete instead of an update
             if op < 0.5:
                 await conn.execute(
                     "UPDATE items SET body = $2, lang = $3 WHERE id = $1",
@@ -172,10 +178,11 @@ async def legacy_writer(dsn: str, seed: int, stop: asyncio.Event, written: list)
 async def test_an_adopted_table_follows_concurrent_legacy_writers_during_and_after_the_import(make_client, dsn):
     client = await make_client(adopt_settings(chunk_rows=10, max_rows_per_s=100), admin_token=TOKEN)
     await make_source(dsn, encoder(client), 120)
-    stop, written = asyncio.Event(), []
-    writers = [asyncio.create_task(legacy_writer(dsn, seed, stop, written)) for seed in range(3)]
+    stop, adopted, written = asyncio.Event(), asyncio.Event(), []
+    writers = [asyncio.create_task(legacy_writer(dsn, seed, stop, written, adopted)) for seed in range(3)]
     status, body = await admin(client, "POST", "docs/adopt", adopt_body(follow=True))
     assert status == 202 and body["adoption"]["state"] == "importing", body
+    adopted.set()
     at_adopt = len(written)
     assert body["adoption"]["sample"]["sampled"] >= 20 and body["adoption"]["sample"]["cosine_min"] > 0.999
 
