@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import tempfile
 import time
 import uuid
@@ -193,4 +194,32 @@ async def copy_index_floor(
         "copy_docs_per_s": round(len(records) / copy_s, 1),
         "docs_per_s": round(len(records) / total_s, 1),
         "cpu": meter.summary(),
+    }
+
+
+def against_floor(tool: list[tuple[float, float]], floor: list[dict]) -> dict:
+    """Where a tool's time stands against the floor's, run by run and part by part.
+
+    `tool` holds (seconds before the index build, index build seconds) per run and `floor`
+    copy_index_floor's results, in the same order (run i of each side back to back). The HNSW
+    build varies by +-15% from one build to the next on a 2-core machine (parallel workers,
+    random levels), more than the 10-20% a goal allows, so the ratio is given three ways: each
+    run against the floor run beside it (their median, min and max), and the two parts apart:
+    the writes against COPY (the tool's own work) and the index build against the plain build.
+    """
+
+    def median(values):
+        return statistics.median(values)
+
+    paired = [(w + i) / f["total_s"] for (w, i), f in zip(tool, floor, strict=False)]
+    return {
+        "paired_ratios": [round(r, 3) for r in paired],
+        "median_paired_ratio": round(median(paired), 3),
+        "writes_s_median": round(median(w for w, _ in tool), 3),
+        "copy_s_median": round(median(f["copy_s"] for f in floor), 3),
+        "writes_minus_copy_s": round(median(w for w, _ in tool) - median(f["copy_s"] for f in floor), 3),
+        "index_build_s_median": round(median(i for _, i in tool), 3),
+        "floor_index_s_median": round(median(f["index_s"] for f in floor), 3),
+        "index_build_ratio": round(median(i for _, i in tool) / median(f["index_s"] for f in floor), 3),
+        "floor_index_s_range": [min(f["index_s"] for f in floor), max(f["index_s"] for f in floor)],
     }

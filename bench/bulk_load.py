@@ -34,7 +34,7 @@ from pathlib import Path
 
 from _backfill import COLLECTION, DOCUMENTS, FAKE_ENCODER, FROM_MODEL, documents
 from _common import CpuMeter, busy_cores, emit, load_average, log, machine_info, setup_logging
-from _db import Databases, PostgresServer, copy_index_floor
+from _db import Databases, PostgresServer, against_floor, copy_index_floor
 from _fake_encoder import HashEncoder, fake_loader
 from _gateway import Gateway
 
@@ -332,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_to_floor": round(total / floor, 3),
             "ratio_target": FLOOR_RATIO_TARGET,
             "ratio_target_met": total / floor <= FLOOR_RATIO_TARGET,
+            "against_floor": against_floor([(r["load_s"], r["index_s"]) for r in gateway_runs], floor_runs),
             "gateway_runs": gateway_runs,
             "floor_runs": floor_runs,
             "load_average_before": load_before,
