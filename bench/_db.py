@@ -7,12 +7,14 @@ neither sees nor leaves data. With DATABASE_URL the role must be allowed to CREA
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -64,6 +66,19 @@ class PostgresServer:
             self.embedded.stop()  # ephemeral: deletes pgdata, but not the temporary folder around it
             with contextlib.suppress(OSError):
                 self.embedded.data_dir.parent.rmdir()
+
+
+def on_server(measure: Callable[[Databases, int | None], Awaitable[dict]]) -> tuple[dict, dict, str]:
+    """Start the server (embedded, or DATABASE_URL), run `measure(databases, postmaster pid)` and
+    drop every database it made; return its result, the server's facts and which server it was."""
+
+    async def run(server: PostgresServer) -> tuple[dict, dict]:
+        async with Databases(server.server_dsn) as databases:
+            return await measure(databases, server.pid), await databases.server_facts()
+
+    with PostgresServer() as server:
+        result, facts = asyncio.run(run(server))
+    return result, facts, server.kind
 
 
 class Databases:

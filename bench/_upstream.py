@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 from _common import log
 
+from gateway.encoders.cache import source_spec
 from gateway.encoders.catalog import ModelSpec
 from gateway.encoders.convert.archive import opened
-from gateway.encoders.convert.fetched import joined_source, source_spec
+from gateway.encoders.convert.fetched import joined_source
 from gateway.encoders.fetch import default_cache_dir, ensure_files
 
 INSTALL = "pip install sentence-transformers"

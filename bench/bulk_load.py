@@ -176,7 +176,7 @@ class BareEncoder:
         chunks = [prefixed(self.spec, texts[i : i + chunk], "document") for i in range(0, len(texts), chunk)]
         # the lanes as the gateway uses them: every chunk cut into one piece per lane
         pieces = [c[a:b] for c in chunks for a, b in bulk_pieces(len(c), self.lanes, self.spec.max_batch)]
-        result = {}
+        result: dict = {}
         for name, encoder, workers in (("one_session", self.every_core, 1), ("lanes", self.one_thread, self.lanes)):
             with CpuMeter(pg_pid) as meter:
                 started = time.perf_counter()

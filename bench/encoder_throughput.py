@@ -47,6 +47,7 @@ from _common import CpuMeter, emit, load_average, log, machine_info
 
 from gateway.datasets import vaswani
 from gateway.domain.errors import ConfigError
+from gateway.domain.providers import Setting
 from gateway.encoders.cache import default_cache_dir
 from gateway.encoders.catalog import CATALOG
 from gateway.encoders.onnx import load_encoder, resolve_execution_provider
@@ -261,7 +262,7 @@ def upstream_figures(upstream, agreement: float, batch: int, ours: float, args, 
     }
 
 
-def token_budget(keys: list[str], repeats: int, provider: str) -> list[dict]:
+def token_budget(keys: list[str], repeats: int, provider: Setting) -> list[dict]:
     """One encode() of 1,000 three-word texts and of 64 long abstracts, per model, planned two ways:
     8 texts per call (the old fixed batch) and the spec's token budget (the default now)."""
     import dataclasses

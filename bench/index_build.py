@@ -19,14 +19,13 @@ is the same overlap the A/A noise floor checks.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 
 import asyncpg
 import numpy as np
 from _backfill import DOCUMENTS, FAKE_ENCODER, documents
 from _common import CpuMeter, busy_cores, emit, load_average, log, machine_info
-from _db import Databases, PostgresServer
+from _db import Databases, on_server
 from _fake_encoder import HashEncoder
 
 from gateway.config import DatabaseConfig
@@ -140,12 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     busy_before = busy_cores(2.0)
     log(f"machine busy before the start: {busy_before} cores (load average {load_before})")
 
-    async def run(server: PostgresServer) -> tuple[dict, dict]:
-        async with Databases(server.server_dsn) as databases:
-            return await measure(databases, args, server.pid), await databases.server_facts()
-
-    with PostgresServer() as server:
-        result, facts = asyncio.run(run(server))
+    result, facts, kind = on_server(lambda databases, pid: measure(databases, args, pid))
     emit(
         {
             "benchmark": "index_build",
@@ -159,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 "fake_encoder": FAKE_ENCODER,
                 "index": "hnsw, m=16 (pgvector's default), cosine ops",
                 "ef_search": EF_SEARCH,
-                "database": server.kind,
+                "database": kind,
                 "server": facts,
             },
             **result,

