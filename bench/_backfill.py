@@ -184,24 +184,42 @@ def install_index_timer() -> None:
 PROGRESS_EVERY_S = 10.0  # a long run says how far it got on stderr this often
 
 
-async def wait_phase_left(conn: asyncpg.Connection, phase: str, deadline: float, interval: float = 0.02) -> str:
-    """Poll the state row (one cheap SELECT) until the phase is no longer `phase`; return the new one."""
+async def wait_phase_left(conn: asyncpg.Connection, phase: str, deadline: float, interval: float = 1.0) -> str:
+    """Wait until the phase is no longer `phase`; return the new one.
+
+    Woken by the gateway's NOTIFY of a state change (so the clock stops at its commit), and
+    otherwise looking once per `interval`: a poll every few milliseconds would take CPU from the
+    index build it is timing, which the floor's build does not share with anything."""
+    changed = asyncio.Event()
+
+    def notified(*_args: object) -> None:
+        changed.set()
+
+    await conn.add_listener(collections_sql.STATE_CHANNEL, notified)
     started = next_report = time.perf_counter()
-    while True:
-        current = await conn.fetchval("SELECT phase FROM driftgate.collections WHERE name = $1", COLLECTION)
-        if current != phase:
-            return current
-        now = time.perf_counter()
-        if now > deadline:
-            raise TimeoutError(f"phase still {phase!r} at the time limit")
-        if now >= next_report + PROGRESS_EVERY_S:
-            next_report = now
-            done, total = await conn.fetchrow(
-                "SELECT count(*) FILTER (WHERE done), count(*) FROM driftgate.backfill_chunks WHERE collection = $1",
-                COLLECTION,
-            )
-            log(f"    {now - started:.0f} s: {done}/{total} chunks done" + (" (index build)" if done == total else ""))
-        await asyncio.sleep(interval)
+    try:
+        while True:
+            changed.clear()
+            current = await conn.fetchval("SELECT phase FROM driftgate.collections WHERE name = $1", COLLECTION)
+            if current != phase:
+                return current
+            now = time.perf_counter()
+            if now > deadline:
+                raise TimeoutError(f"phase still {phase!r} at the time limit")
+            if now >= next_report + PROGRESS_EVERY_S:
+                next_report = now
+                done, total = await conn.fetchrow(
+                    "SELECT count(*) FILTER (WHERE done), count(*) FROM driftgate.backfill_chunks WHERE collection = $1",
+                    COLLECTION,
+                )
+                log(
+                    f"    {now - started:.0f} s: {done}/{total} chunks done"
+                    + (" (index build)" if done == total else "")
+                )
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changed.wait(), interval)
+    finally:
+        await conn.remove_listener(collections_sql.STATE_CHANNEL, notified)
 
 
 async def run_facts(conn: asyncpg.Connection, model: str) -> dict:
