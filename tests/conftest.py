@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -47,7 +46,7 @@ def server_dsn() -> str:
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
         return
-    server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="driftgate-test-")) / "pgdata", ephemeral=True)
+    server = EmbeddedPostgres.throwaway("driftgate-test-")
     dsn = server.start()
     asyncio.run(throwaway_durability(dsn))
     yield dsn

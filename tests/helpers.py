@@ -13,10 +13,12 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Hashable
+from pathlib import Path
 from typing import TypeVar
 
 from aiohttp import web
@@ -212,3 +214,9 @@ class StallWatch:
         if progress != self._last:
             self._last, self._changed = progress, time.monotonic()
         assert time.monotonic() - self._changed < self.stall_s, f"no progress for {self.stall_s:.0f} s. {context}"
+
+
+def temp_folders(prefix: str) -> set[Path]:
+    """The `prefix*` folders in the temporary directory: compared before and after a command,
+    what its throwaway database or working folder left behind."""
+    return set(Path(tempfile.gettempdir()).glob(f"{prefix}*"))

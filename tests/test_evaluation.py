@@ -11,7 +11,7 @@ from gateway.api.keys import COLLECTIONS, POOL
 from gateway.datasets import Dataset, vaswani
 from gateway.domain.ranking import ndcg_at_k
 from gateway.services.evaluation import evaluate
-from tests.helpers import L3, L6
+from tests.helpers import L3, L6, temp_folders
 
 
 def subset(queries: int = 15, distractors: int = 150) -> Dataset:
@@ -43,6 +43,7 @@ async def test_a_trained_model_ranks_far_above_random_and_every_metric_is_sane(c
 
 
 def test_the_evaluate_command_writes_a_table_json_and_a_chart(tmp_path):
+    before = temp_folders("driftgate-eval-")
     result = subprocess.run(
         [
             sys.executable,
@@ -69,6 +70,7 @@ def test_the_evaluate_command_writes_a_table_json_and_a_chart(tmp_path):
     report = json.loads((tmp_path / "e.json").read_text())
     assert report["models"][0]["model"] == L3 and "ndcg@10" in report["models"][0]
     assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert temp_folders("driftgate-eval-") <= before, "its throwaway database goes with it"
 
 
 def test_evaluate_on_a_directory_that_is_not_a_beir_dataset_fails_with_a_reason(tmp_path):

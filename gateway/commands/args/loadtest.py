@@ -20,7 +20,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "running gateways with --url), put an open-loop load of queries, inserts, updates and deletes on "
         "them, and drive a whole migration through the admin API: start, backfill, verify, shadow, "
         "cutover, rollback, cutover, retire. Reports failed requests per phase, lost writes and "
-        "resurrected deletes; exits 1 unless all are zero.",
+        "resurrected deletes; exits 1 unless all are zero. Its database and the replicas' logs live in a "
+        "temporary folder, deleted when the run passes and kept (its path printed) when it fails.",
         epilog="example: driftgate loadtest --short --json report.json --plot timeline.png",
     )
     load.add_argument("--short", action="store_true", help="2,000 documents, about two minutes")
