@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 from _common import CpuMeter, busy_cores, emit, load_average, log, machine_info, setup_logging
-from _db import Databases, PostgresServer
+from _db import Databases, on_server
 from _fake_encoder import fake_loader
 from _gateway import Gateway
 
@@ -388,12 +388,7 @@ def run_benchmark(name: str, args: argparse.Namespace, body: Body, config: dict,
     busy_before = busy_cores(2.0)
     log(f"machine busy before the start: {busy_before} cores (load average {load_before})")
 
-    async def run(server: PostgresServer) -> tuple[dict, dict]:
-        async with Databases(server.server_dsn) as databases:
-            return await body(databases, server.pid), await databases.server_facts()
-
-    with PostgresServer() as server:
-        result, facts = asyncio.run(run(server))
+    result, facts, kind = on_server(body)
     emit(
         {
             "benchmark": name,
@@ -404,7 +399,7 @@ def run_benchmark(name: str, args: argparse.Namespace, body: Body, config: dict,
                 "from_model": FROM_MODEL,
                 "to_model": TO_MODEL,
                 "documents": DOCUMENTS,
-                "database": server.kind,
+                "database": kind,
                 "server": facts,
             },
             **result,

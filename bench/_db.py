@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -22,6 +23,8 @@ from _common import CpuMeter, log
 from pgvector.asyncpg import register_vector
 
 from gateway.store.database import EmbeddedPostgres
+
+T = TypeVar("T")
 
 
 def with_database(dsn: str, database: str) -> str:
@@ -64,11 +67,11 @@ class PostgresServer:
             self.embedded.stop()  # a throwaway server: its temporary folder goes with it
 
 
-def on_server(measure: Callable[[Databases, int | None], Awaitable[dict]]) -> tuple[dict, dict, str]:
+def on_server(measure: Callable[[Databases, int | None], Awaitable[T]]) -> tuple[T, dict, str]:
     """Start the server (embedded, or DATABASE_URL), run `measure(databases, postmaster pid)` and
     drop every database it made; return its result, the server's facts and which server it was."""
 
-    async def run(server: PostgresServer) -> tuple[dict, dict]:
+    async def run(server: PostgresServer) -> tuple[T, dict]:
         async with Databases(server.server_dsn) as databases:
             return await measure(databases, server.pid), await databases.server_facts()
 

@@ -28,7 +28,7 @@ import time
 import asyncpg
 from _backfill import COLLECTION, DOCUMENTS, FAKE_ENCODER, FROM_MODEL, TO_MODEL, documents
 from _common import CpuMeter, busy_cores, emit, load_average, log, machine_info, setup_logging
-from _db import Databases, PostgresServer
+from _db import Databases, on_server
 from _fake_encoder import fake_loader
 from _gateway import Gateway
 
@@ -149,16 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     busy_before = busy_cores(2.0)
     log(f"machine busy before the start: {busy_before} cores (load average {load_before})")
 
-    async def run(server: PostgresServer) -> tuple[list[dict], dict]:
-        async with Databases(server.server_dsn) as databases:
-            runs = [
-                await one_run(databases, payloads, len(docs), args, server.pid, f"run {r + 1}/{args.repeats}")
-                for r in range(args.repeats)
-            ]
-            return runs, await databases.server_facts()
+    async def measure(databases: Databases, pg_pid: int | None) -> list[dict]:
+        return [
+            await one_run(databases, payloads, len(docs), args, pg_pid, f"run {r + 1}/{args.repeats}")
+            for r in range(args.repeats)
+        ]
 
-    with PostgresServer() as server:
-        runs, facts = asyncio.run(run(server))
+    runs, facts, kind = on_server(measure)
     median = statistics.median(r["docs_per_s"] for r in runs)
     emit(
         {
@@ -173,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 "without_index": args.without_index,
                 "documents": DOCUMENTS,
                 "fake_encoder": FAKE_ENCODER,
-                "database": server.kind,
+                "database": kind,
                 "server": facts,
             },
             "median_docs_per_s": median,

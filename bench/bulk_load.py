@@ -34,7 +34,7 @@ from pathlib import Path
 
 from _backfill import COLLECTION, DOCUMENTS, FAKE_ENCODER, FROM_MODEL, documents
 from _common import CpuMeter, busy_cores, emit, load_average, log, machine_info, setup_logging
-from _db import Databases, PostgresServer, against_floor, copy_index_floor
+from _db import Databases, against_floor, copy_index_floor, on_server
 from _fake_encoder import HashEncoder, fake_loader
 from _gateway import Gateway
 
@@ -228,18 +228,16 @@ def main_model(args: argparse.Namespace, docs: list[tuple[str, str]], body: byte
     load_before, busy_before = load_average(), busy_cores(2.0)
     log(f"machine busy before the start: {busy_before} cores (load average {load_before})")
 
-    async def run(server: PostgresServer) -> tuple[list[dict], list[dict], dict]:
+    async def measure(databases: Databases, pg_pid: int | None) -> tuple[list[dict], list[dict]]:
         gateway_runs, bare_runs = [], []
-        async with Databases(server.server_dsn) as databases:
-            for r in range(args.repeats):  # interleaved, so a change in the machine's load hits both sides
-                label = f"run {r + 1}/{args.repeats}"
-                loop = asyncio.get_running_loop()
-                bare_runs.append(await loop.run_in_executor(None, bare.run, texts, chunk, server.pid, label))
-                gateway_runs.append(await model_gateway_run(databases, body, len(docs), args, server.pid, label))
-            return gateway_runs, bare_runs, await databases.server_facts()
+        for r in range(args.repeats):  # interleaved, so a change in the machine's load hits both sides
+            label = f"run {r + 1}/{args.repeats}"
+            loop = asyncio.get_running_loop()
+            bare_runs.append(await loop.run_in_executor(None, bare.run, texts, chunk, pg_pid, label))
+            gateway_runs.append(await model_gateway_run(databases, body, len(docs), args, pg_pid, label))
+        return gateway_runs, bare_runs
 
-    with PostgresServer() as server:
-        gateway_runs, bare_runs, facts = asyncio.run(run(server))
+    (gateway_runs, bare_runs), facts, kind = on_server(measure)
     load = statistics.median(r["load_docs_per_s"] for r in gateway_runs)
     floor = statistics.median(r["best_docs_per_s"] for r in bare_runs)
     # CPU seconds of this process per run: what the load costs over the encoder, whatever else runs
@@ -256,7 +254,7 @@ def main_model(args: argparse.Namespace, docs: list[tuple[str, str]], body: byte
                 "bulk_lanes": args.bulk_lanes,
                 "chunk_documents": chunk,
                 "documents": DOCUMENTS,
-                "database": server.kind,
+                "database": kind,
                 "server": facts,
             },
             "median_load_docs_per_s": load,
@@ -297,17 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     load_before, busy_before = load_average(), busy_cores(2.0)
     log(f"machine busy before the start: {busy_before} cores (load average {load_before})")
 
-    async def run(server: PostgresServer) -> tuple[list[dict], list[dict], dict]:
+    async def measure(databases: Databases, pg_pid: int | None) -> tuple[list[dict], list[dict]]:
         gateway_runs, floor_runs = [], []
-        async with Databases(server.server_dsn) as databases:
-            for r in range(args.repeats):  # interleaved, so a change in the machine's load hits both sides
-                label = f"run {r + 1}/{args.repeats}"
-                gateway_runs.append(await gateway_run(databases, body, len(docs), server.pid, label))
-                floor_runs.append(await floor_run(databases, docs, server.pid, label))
-            return gateway_runs, floor_runs, await databases.server_facts()
+        for r in range(args.repeats):  # interleaved, so a change in the machine's load hits both sides
+            label = f"run {r + 1}/{args.repeats}"
+            gateway_runs.append(await gateway_run(databases, body, len(docs), pg_pid, label))
+            floor_runs.append(await floor_run(databases, docs, pg_pid, label))
+        return gateway_runs, floor_runs
 
-    with PostgresServer() as server:
-        gateway_runs, floor_runs, facts = asyncio.run(run(server))
+    (gateway_runs, floor_runs), facts, kind = on_server(measure)
     load = statistics.median(r["load_docs_per_s"] for r in gateway_runs)
     total = statistics.median(r["total_s"] for r in gateway_runs)
     floor = statistics.median(r["total_s"] for r in floor_runs)
@@ -321,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                 "model": FROM_MODEL,
                 "documents": DOCUMENTS,
                 "fake_encoder": FAKE_ENCODER,
-                "database": server.kind,
+                "database": kind,
                 "server": facts,
             },
             "median_load_docs_per_s": load,

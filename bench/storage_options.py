@@ -25,14 +25,13 @@ Vectors (--vectors):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 
 import asyncpg
 import numpy as np
 from _backfill import documents
 from _common import emit, load_average, log, machine_info, pct
-from _db import Databases, PostgresServer
+from _db import Databases, on_server
 from _fake_encoder import HashEncoder
 
 from gateway.config import DatabaseConfig
@@ -183,20 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     vectors, queries, source = make_vectors(args)
     log(f"{len(vectors)} documents, {len(queries)} queries: {source}")
 
-    async def run(server: PostgresServer) -> tuple[dict, dict]:
-        async with Databases(server.server_dsn) as databases:
-            db = await databases.create_or_exit("bench_storage")
-            conn = await asyncpg.connect(databases.dsn(db))
-            try:
-                await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-                await register_vector(conn)
-                result = await measure(conn, vectors, queries, args)
-            finally:
-                await conn.close()
-            return result, await databases.server_facts()
+    async def on_database(databases: Databases, _pid: int | None) -> dict:
+        db = await databases.create_or_exit("bench_storage")
+        conn = await asyncpg.connect(databases.dsn(db))
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            await register_vector(conn)
+            return await measure(conn, vectors, queries, args)
+        finally:
+            await conn.close()
 
-    with PostgresServer() as server:
-        result, facts = asyncio.run(run(server))
+    result, facts, kind = on_server(on_database)
     emit(
         {
             "benchmark": "storage_options",
@@ -209,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                 "index": f"hnsw, m=16, ef_construction={args.ef_construction}, cosine ops of each type",
                 "ef_search": EF_SEARCH,
                 "maintenance_work_mem_mb": args.memory_mb,
-                "database": server.kind,
+                "database": kind,
                 "server": facts,
             },
             **result,

@@ -70,7 +70,7 @@ def test_the_last_live_user_stops_the_server_after_killed_holders_reaped_or_not_
         survivor.start()
         postmaster = _postmaster_pid(data_dir)
         assert _running(postmaster)
-        survivor.stop()
+        assert survivor.stop()  # the last live user: the server is down
         _until(lambda: not _running(postmaster), "the server stopping after its last live user left")
     finally:
         zombie.kill()
@@ -92,9 +92,28 @@ def test_the_last_live_user_stops_the_server_after_killed_holders_reaped_or_not_
     second = _postmaster_pid(data_dir)
     try:
         assert second != first and _running(second)
-        survivor.stop()
+        assert survivor.stop()  # the last live user: the server is down
         _until(lambda: not _running(second), "the restarted server stopping with its last user")
     finally:
         if _running(second):
             os.kill(second, signal.SIGTERM)
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
+
+
+def test_a_user_leaving_while_another_process_uses_the_server_leaves_it_running_and_says_so(monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    data_dir = Path(tempfile.mkdtemp(prefix="driftgate-lifecycle-")) / "pgdata"
+    holder = _holder(data_dir)
+    postmaster = _postmaster_pid(data_dir)
+    try:
+        leaving = EmbeddedPostgres(data_dir)
+        leaving.start()
+        assert leaving.stop() is False  # the caller must keep the files (a load test's cluster does)
+        assert _running(postmaster) and (data_dir / "PG_VERSION").exists()
+    finally:
+        holder.kill()
+        holder.wait(30)
+        if _running(postmaster):
+            os.kill(postmaster, signal.SIGTERM)
+            _until(lambda: not _running(postmaster), "the server stopping")
         shutil.rmtree(data_dir.parent, ignore_errors=True)

@@ -13,7 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from gateway.store.database import EmbeddedPostgres, running_postmaster
+from gateway.store.database import EmbeddedPostgres
 
 
 def free_port() -> int:
@@ -125,9 +125,6 @@ class Cluster:
         `keep_logs` (a failed run: the replicas' logs say why), the whole working folder."""
         for replica in self.replicas:
             replica.stop()
-        if self.database is not None:
-            self.database.stop()
-            if running_postmaster(self.database.data_dir) is None:  # never under a live server
-                shutil.rmtree(self.database.data_dir, ignore_errors=True)
-        if not keep_logs and not (self.work_dir / "pgdata").exists():
-            shutil.rmtree(self.work_dir, ignore_errors=True)
+        if self.database is not None and not self.database.stop():
+            return  # another process still uses the server: its files stay
+        shutil.rmtree(self.work_dir / "pgdata" if keep_logs else self.work_dir, ignore_errors=True)

